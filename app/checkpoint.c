@@ -1,0 +1,188 @@
+// app/checkpoint.c: save and load QZO checkpoints (see app/checkpoint.h). Floats in
+// metadata are printed with %.9g, which round-trips every float exactly, and
+// doubles with %.17g, so a resumed run sees bit-identical state.
+#include "app/checkpoint.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/safetensors.h"
+
+static char *state_json(const sq_checkpoint_info *info) {
+    cJSON *o = cJSON_CreateObject();
+    const sq_qzo_config *c = &info->config;
+    char buf[64];
+    // numbers as strings keep full precision independent of cJSON's printing
+#define PUT_F(key, v) (snprintf(buf, sizeof buf, "%.9g", (double)(v)), cJSON_AddStringToObject(o, key, buf))
+#define PUT_I(key, v) (snprintf(buf, sizeof buf, "%lld", (long long)(v)), cJSON_AddStringToObject(o, key, buf))
+    PUT_F("lr", c->lr);
+    PUT_F("eps", c->eps);
+    PUT_F("clip", c->clip);
+    PUT_F("adaptive_clip", c->adaptive_clip);
+    PUT_I("queries", c->queries);
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)c->seed);
+    cJSON_AddStringToObject(o, "seed", buf);
+    PUT_I("schedule", c->schedule);
+    PUT_I("warmup_steps", c->warmup_steps);
+    PUT_I("total_steps", c->total_steps);
+    PUT_I("step", info->state.step);
+    PUT_I("history_count", info->state.history_count);
+    PUT_I("history_pos", info->state.history_pos);
+    cJSON *h = cJSON_AddArrayToObject(o, "abs_d_history");
+    for (int i = 0; i < info->state.history_count; i++) {
+        snprintf(buf, sizeof buf, "%.9g", (double)info->state.abs_d_history[i]);
+        cJSON_AddItemToArray(h, cJSON_CreateString(buf));
+    }
+#undef PUT_F
+#undef PUT_I
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+static char *loss_json(const sq_checkpoint_info *info) {
+    size_t cap = 16 + (size_t)info->loss_count * 26;
+    char *s = malloc(cap);
+    if (!s) return NULL;
+    size_t n = 0;
+    s[n++] = '[';
+    for (int i = 0; i < info->loss_count; i++)
+        n += (size_t)snprintf(s + n, cap - n, i ? ",%.17g" : "%.17g", info->loss_history[i]);
+    s[n++] = ']';
+    s[n] = 0;
+    return s;
+}
+
+int sq_checkpoint_save(const char *path, const sq_named_scales *layers, int n, const sq_checkpoint_info *info) {
+    sq_st_tensor_desc *desc = calloc((size_t)n, sizeof *desc);
+    float **host = calloc((size_t)n, sizeof *host);
+    char *state = state_json(info), *losses = loss_json(info);
+    int rc = SQ_FAIL;
+    if (!desc || !host || !state || !losses) { sq_errorf("out of host memory saving %s", path); goto done; }
+    for (int i = 0; i < n; i++) {
+        const sq_tensor *t = layers[i].scales;
+        host[i] = malloc(sq_tensor_numel(t) * sizeof(float) + 1);
+        if (!host[i]) { sq_errorf("out of host memory saving %s", path); goto done; }
+        if (sq_tensor_to_host_f32(host[i], t) != SQ_OK) goto done;
+        desc[i] = (sq_st_tensor_desc){.name = layers[i].name, .dtype = SQ_F32, .ndim = t->ndim, .data = host[i]};
+        for (int d = 0; d < t->ndim; d++) desc[i].shape[d] = t->shape[d];
+    }
+    char group[16], step[32];
+    snprintf(group, sizeof group, "%d", info->group_size);
+    snprintf(step, sizeof step, "%lld", (long long)info->state.step);
+    sq_st_kv meta[] = {{"sd_qzo.format", "scales-v1"}, {"sd_qzo.base_sha256", info->base_sha256},
+                       {"sd_qzo.group_size", group},  {"sd_qzo.step", step},
+                       {"sd_qzo.optimizer", state},   {"sd_qzo.loss_history", losses}};
+    rc = sq_st_write(path, desc, n, meta, (int)(sizeof meta / sizeof meta[0]));
+done:
+    for (int i = 0; host && i < n; i++) free(host[i]);
+    free(host);
+    free(desc);
+    free(state);
+    free(losses);
+    return rc;
+}
+
+static int get_str(cJSON *o, const char *key, const char *path, const char **out) {
+    cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsString(v)) return sq_errorf("%s: optimizer state lacks '%s'", path, key);
+    *out = v->valuestring;
+    return SQ_OK;
+}
+
+static int parse_state(const char *text, const char *path, sq_checkpoint_info *info) {
+    cJSON *o = cJSON_Parse(text);
+    if (!cJSON_IsObject(o)) { cJSON_Delete(o); return sq_errorf("%s: sd_qzo.optimizer is not a JSON object", path); }
+    static const char *keys[] = {"lr", "eps", "clip", "adaptive_clip", "queries", "seed", "schedule",
+                                 "warmup_steps", "total_steps", "step", "history_count", "history_pos"};
+    const char *v[12];
+    int rc = SQ_FAIL;
+    for (int i = 0; i < 12; i++)
+        if (get_str(o, keys[i], path, &v[i]) != SQ_OK) goto done;
+    sq_qzo_config *c = &info->config;
+    sq_qzo_config_defaults(c);
+    sq_qzo_state_init(&info->state);
+    c->lr = strtof(v[0], NULL);
+    c->eps = strtof(v[1], NULL);
+    c->clip = strtof(v[2], NULL);
+    c->adaptive_clip = strtof(v[3], NULL);
+    c->queries = atoi(v[4]);
+    c->seed = strtoull(v[5], NULL, 10);
+    c->schedule = (sq_lr_schedule)atoi(v[6]);
+    c->warmup_steps = atoi(v[7]);
+    c->total_steps = atoi(v[8]);
+    info->state.step = strtoll(v[9], NULL, 10);
+    info->state.history_count = atoi(v[10]);
+    info->state.history_pos = atoi(v[11]);
+    cJSON *h = cJSON_GetObjectItemCaseSensitive(o, "abs_d_history");
+    if (info->state.history_count < 0 || info->state.history_count > SQ_QZO_CLIP_WINDOW ||
+        info->state.history_pos < 0 || info->state.history_pos >= SQ_QZO_CLIP_WINDOW ||
+        !cJSON_IsArray(h) || cJSON_GetArraySize(h) != info->state.history_count) {
+        sq_errorf("%s: optimizer state has an invalid clip history", path);
+        goto done;
+    }
+    for (int i = 0; i < info->state.history_count; i++) {
+        cJSON *v = cJSON_GetArrayItem(h, i);
+        if (!cJSON_IsString(v)) { sq_errorf("%s: clip history entry %d is not a number string", path, i); goto done; }
+        info->state.abs_d_history[i] = strtof(v->valuestring, NULL);
+    }
+    rc = SQ_OK;
+done:
+    cJSON_Delete(o);
+    return rc;
+}
+
+static int parse_losses(const char *text, const char *path, sq_checkpoint_info *info) {
+    cJSON *a = cJSON_Parse(text);
+    if (!cJSON_IsArray(a)) { cJSON_Delete(a); return sq_errorf("%s: sd_qzo.loss_history is not a JSON array", path); }
+    int n = cJSON_GetArraySize(a);
+    info->loss_history = malloc(((size_t)n + 1) * sizeof(double));
+    if (!info->loss_history) { cJSON_Delete(a); return sq_errorf("out of host memory"); }
+    info->loss_count = n;
+    int i = 0;
+    for (cJSON *v = a->child; v; v = v->next) info->loss_history[i++] = v->valuedouble;
+    cJSON_Delete(a);
+    return SQ_OK;
+}
+
+int sq_checkpoint_load(const char *path, const sq_named_scales *layers, int n, const char *expect_sha256,
+                       sq_checkpoint_info *info) {
+    memset(info, 0, sizeof *info);
+    sq_safetensors *st = NULL;
+    if (sq_st_open(&st, path) != SQ_OK) return SQ_FAIL;
+    int rc = SQ_FAIL;
+    const char *fmt = sq_st_metadata(st, "sd_qzo.format");
+    const char *base = sq_st_metadata(st, "sd_qzo.base_sha256");
+    const char *group = sq_st_metadata(st, "sd_qzo.group_size");
+    const char *state = sq_st_metadata(st, "sd_qzo.optimizer");
+    const char *losses = sq_st_metadata(st, "sd_qzo.loss_history");
+    if (!fmt || strcmp(fmt, "scales-v1") || !base || !group || !state || !losses) {
+        sq_errorf("%s: not an sd-qzo scales checkpoint (sd_qzo.* metadata missing)", path);
+        goto done;
+    }
+    if (expect_sha256 && strcmp(expect_sha256, base)) {
+        sq_errorf("%s: these scales were trained on another base model (hash %.12s…, this model %.12s…)", path, base,
+                  expect_sha256);
+        goto done;
+    }
+    snprintf(info->base_sha256, sizeof info->base_sha256, "%s", base);
+    info->group_size = atoi(group);
+    if (parse_state(state, path, info) != SQ_OK || parse_losses(losses, path, info) != SQ_OK) goto done;
+    if (sq_st_count(st) != n) {
+        sq_errorf("%s: holds %d scale tensors, the model has %d quantised layers", path, sq_st_count(st), n);
+        goto done;
+    }
+    for (int i = 0; i < n; i++)
+        if (sq_st_load(st, layers[i].name, layers[i].scales) != SQ_OK) {
+            sq_error_context("%s", path);
+            goto done;
+        }
+    rc = SQ_OK;
+done:
+    if (rc != SQ_OK) { free(info->loss_history); info->loss_history = NULL; }
+    sq_st_close(st);
+    return rc;
+}

@@ -1,0 +1,35 @@
+// app/checkpoint.h: the QZO training checkpoint: a small safetensors file holding
+// only the trained scales (one F32 tensor per quantised layer, named like the
+// quantised file's "<layer>.weight.scales") plus metadata: the base model's source
+// hash and group size (so scales are never applied to the wrong model), the step,
+// the optimiser's hyper-parameters and state (for an exact resume), and the loss
+// history. Loading it onto the quantised base reproduces the fine-tuned model.
+// Files are written atomically (core/safetensors.h), so a crash mid-save keeps the
+// previous checkpoint intact.
+#ifndef SQ_CHECKPOINT_H
+#define SQ_CHECKPOINT_H
+
+#include "app/qzo.h"
+#include "core/tensor.h"
+
+typedef struct {
+    const char *name;      // tensor name in the checkpoint
+    sq_tensor *scales;     // F32, any device
+} sq_named_scales;
+
+typedef struct {
+    char base_sha256[65];  // sd_qzo.source_sha256 of the quantised base
+    int group_size;
+    sq_qzo_config config;
+    sq_qzo_state state;
+    double *loss_history;  // malloc'ed on load (caller frees), loss per step
+    int loss_count;
+} sq_checkpoint_info;
+
+int sq_checkpoint_save(const char *path, const sq_named_scales *layers, int n, const sq_checkpoint_info *info);
+// Loads every layer's scales (shapes must match) and the metadata into info. When
+// expect_sha256 is non-NULL it must equal the checkpoint's base hash.
+int sq_checkpoint_load(const char *path, const sq_named_scales *layers, int n, const char *expect_sha256,
+                       sq_checkpoint_info *info);
+
+#endif

@@ -1,0 +1,15 @@
+// app/commands.h: one entry point per sub-command. argv[0] is the command name.
+// Each returns SQ_OK or SQ_FAIL with the message set (main prints it).
+#ifndef SQ_COMMANDS_H
+#define SQ_COMMANDS_H
+
+#include <stdbool.h>
+
+int sq_cmd_info(int argc, char **argv);
+int sq_cmd_quantize(int argc, char **argv);
+int sq_cmd_bench(int argc, char **argv);
+
+// The quantiser behind `sd-qzo quantize`, callable from tests and other commands.
+int sq_quantize_checkpoint(const char *model, const char *out_path, int group, bool quiet);
+
+#endif

@@ -1,0 +1,74 @@
+// app/qzo.h: the QZO optimiser (two-point SPSA on int4 quantisation scales with
+// directional-derivative clipping), independent of any model: the caller supplies
+// the trained scale tensors and a loss function that evaluates the model under a
+// given perturbation. See QZO.md.
+//
+// One step k, with Q queries (perturbations):
+//   for j in 0..Q-1, perturbation id c = k·Q + j (the RNG counter of kernels/rng.h):
+//     L+ = loss(s + ε z_c), L- = loss(s - ε z_c)   (same batch, noise, timesteps)
+//     d_j = clip((L+ - L-) / 2ε, -C, C)
+//   for j: s = max(s - (lr_k / Q) · d_j · z_c, 0)  (z_c regenerated, never stored)
+// Every quantity is a function of (seed, k, the scales, the batch), so a run
+// resumed at step k with the saved scales and state continues bit for bit.
+#ifndef SQ_QZO_H
+#define SQ_QZO_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/tensor.h"
+#include "kernels/quant.h"
+
+typedef enum { SQ_LR_CONSTANT = 0, SQ_LR_COSINE, SQ_LR_LINEAR } sq_lr_schedule;
+
+#define SQ_QZO_CLIP_WINDOW 64
+
+typedef struct {
+    float lr;                 // γ, peak learning rate
+    float eps;                // ε, absolute perturbation of the scales
+    float clip;               // C for |d|; <= 0 disables clipping
+    float adaptive_clip;      // > 0: C = adaptive_clip × running median |d| (once 8 values are seen)
+    int queries;              // Q perturbations per step
+    uint64_t seed;            // perturbation RNG key
+    sq_lr_schedule schedule;
+    int warmup_steps;         // linear warm-up from 0 to lr
+    int total_steps;          // for cosine / linear decay
+} sq_qzo_config;
+
+// State that must be checkpointed with the scales for an exact resume.
+typedef struct {
+    int64_t step;                         // next step to run
+    float abs_d_history[SQ_QZO_CLIP_WINDOW];
+    int history_count;                    // values in the ring (≤ window)
+    int history_pos;
+} sq_qzo_state;
+
+// The trained parameters: every quantised layer's scales and its global index base.
+typedef struct {
+    sq_tensor **scales;
+    const uint64_t *index_base;
+    int count;
+} sq_qzo_params;
+
+// Evaluates the loss (fp32, but returned as double) with every layer's scales
+// perturbed by p (p->index_base is filled per layer by the model from its own
+// index table; the optimiser sets seed, step, eps and sign). SQ_FAIL on error.
+typedef int (*sq_qzo_loss_fn)(void *ctx, const sq_perturb *p, double *loss);
+
+typedef struct {
+    double loss_plus, loss_minus;  // of the last query
+    double d_raw, d_clipped;       // of the last query
+    double loss_mean;              // mean over queries of (L+ + L-) / 2
+    float lr;
+    float clip_used;
+    int clipped_count;             // queries whose d hit the clip
+} sq_qzo_step_info;
+
+void sq_qzo_config_defaults(sq_qzo_config *c);
+float sq_qzo_lr_at(const sq_qzo_config *c, int64_t step);
+void sq_qzo_state_init(sq_qzo_state *s);
+// Runs one step: 2·Q loss evaluations and the update. Advances state->step.
+int sq_qzo_step(const sq_qzo_config *c, sq_qzo_state *state, const sq_qzo_params *params, sq_qzo_loss_fn loss,
+                void *ctx, sq_qzo_step_info *info);
+
+#endif

@@ -1,0 +1,44 @@
+// kernels/backend.c: backend selection; the CUDA half lives in kernels/cuda/device.cu.
+#include "kernels/backend.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "core/error.h"
+
+#ifdef SQ_HAVE_CUDA
+int sq_cuda_device_count_impl(void);
+void sq_cuda_synchronize_impl(void);
+int sq_cuda_mem_info_impl(size_t *free_bytes, size_t *total_bytes);
+void sq_device_synchronize(sq_device device) { if (device == SQ_CUDA) sq_cuda_synchronize_impl(); }
+int sq_cuda_mem_info(size_t *f, size_t *t) { return sq_cuda_mem_info_impl(f, t); }
+void sq_cuda_describe_impl(char *buf, int size);
+int sq_cuda_init_impl(void);
+bool sq_cuda_compiled(void) { return true; }
+int sq_cuda_device_count(void) { return sq_cuda_device_count_impl(); }
+void sq_cuda_describe(char *buf, int size) { sq_cuda_describe_impl(buf, size); }
+#else
+void sq_device_synchronize(sq_device device) { (void)device; }
+int sq_cuda_mem_info(size_t *f, size_t *t) { *f = *t = 0; return sq_errorf("this build has no CUDA backend"); }
+bool sq_cuda_compiled(void) { return false; }
+int sq_cuda_device_count(void) { return 0; }
+void sq_cuda_describe(char *buf, int size) { if (size > 0) buf[0] = 0; }
+#endif
+
+int sq_backend_init(const char *request, sq_device *out) {
+    if (!request || !strcmp(request, "auto")) {
+        *out = sq_cuda_device_count() > 0 ? SQ_CUDA : SQ_CPU;
+    } else if (!strcmp(request, "cpu")) {
+        *out = SQ_CPU;
+    } else if (!strcmp(request, "cuda")) {
+        if (!sq_cuda_compiled()) return sq_errorf("--device cuda: this build of sd-qzo has no CUDA backend (rebuild with nvcc present)");
+        if (sq_cuda_device_count() <= 0) return sq_errorf("--device cuda: no CUDA GPU found");
+        *out = SQ_CUDA;
+    } else {
+        return sq_errorf("unknown device '%s' (expected auto, cpu or cuda)", request);
+    }
+#ifdef SQ_HAVE_CUDA
+    if (*out == SQ_CUDA && sq_cuda_init_impl() != SQ_OK) return SQ_FAIL;
+#endif
+    return SQ_OK;
+}

@@ -1,0 +1,32 @@
+// kernels/backend.h: choosing and starting a backend. The CPU backend is always
+// there; the CUDA backend exists when the build found nvcc and a GPU is visible at
+// run time. Starting CUDA registers the device hooks that core/ tensors use.
+#ifndef SQ_BACKEND_H
+#define SQ_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+bool sq_cuda_compiled(void);     // this build has the CUDA backend
+int sq_cuda_device_count(void);  // 0 when not compiled, no driver or no GPU
+// Describes GPU 0 ("NVIDIA H100 80GB HBM3, sm_90, 79.1 GiB") into buf; "" if none.
+void sq_cuda_describe(char *buf, int size);
+// "auto" (CUDA when a GPU is present, else CPU), "cpu" or "cuda". Initialises the
+// chosen backend. SQ_FAIL with a message when "cuda" is asked for and unavailable.
+int sq_backend_init(const char *request, sq_device *out);
+// Waits for all queued device work (no-op on the CPU); for timing.
+void sq_device_synchronize(sq_device device);
+// Free and total device memory in bytes; SQ_FAIL without CUDA.
+int sq_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

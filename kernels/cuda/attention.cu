@@ -1,0 +1,77 @@
+// kernels/cuda/attention.cu: scaled dot-product attention, the simple reference
+// version: one block per (batch, head, query row); the row's scores live in shared
+// memory (fp32), softmax is max-subtracted in fp32, then each thread accumulates
+// output features over all keys (consecutive threads read consecutive features of
+// v, so loads coalesce). Correct for any Tq/Tk/HS, masks and bias; O(T²) work with
+// no tiling — the fused cuDNN SDPA is the fast path (see the performance issue).
+#include "kernels/cuda/common.cuh"
+
+template <typename E>
+__global__ void attention_kernel(E *out, const E *q, const E *k, const E *v, const E *bias,
+                                 const uint8_t *key_mask, bool causal, float scale, int64_t Tq, int64_t Tk, int64_t NH,
+                                 int64_t HS) {
+    extern __shared__ float smem[];
+    __shared__ float red[32];
+    float *qs = smem, *s = smem + HS;
+    int64_t r = blockIdx.x;
+    int64_t b = r / (NH * Tq), h = (r / Tq) % NH, i = r % Tq;
+    const E *qi = q + ((b * Tq + i) * NH + h) * HS;
+    for (int64_t d = threadIdx.x; d < HS; d += blockDim.x) qs[d] = ld(qi, d);
+    __syncthreads();
+    float mx = -INFINITY;
+    for (int64_t j = threadIdx.x; j < Tk; j += blockDim.x) {
+        bool masked = (causal && j > i) || (key_mask && !key_mask[b * Tk + j]);
+        float sc = -INFINITY;
+        if (!masked) {
+            const E *kj = k + ((b * Tk + j) * NH + h) * HS;
+            float acc = 0;
+            for (int64_t d = 0; d < HS; d++) acc += qs[d] * ld(kj, d);
+            sc = acc * scale;
+            if (bias) sc += ld(bias, (h * Tq + i) * Tk + j);
+        }
+        s[j] = sc;
+        mx = fmaxf(mx, sc);
+    }
+    mx = block_max(mx, red);
+    E *o = out + ((b * Tq + i) * NH + h) * HS;
+    if (mx == -INFINITY) {   // every key masked: zeros, as the CPU reference
+        for (int64_t d = threadIdx.x; d < HS; d += blockDim.x) st(o, d, 0.0f);
+        return;
+    }
+    float sum = 0;
+    for (int64_t j = threadIdx.x; j < Tk; j += blockDim.x) {
+        float e = s[j] == -INFINITY ? 0.0f : expf(s[j] - mx);
+        s[j] = e;
+        sum += e;
+    }
+    float inv = 1.0f / block_sum(sum, red);   // block_sum's barriers also publish s[]
+    for (int64_t d = threadIdx.x; d < HS; d += blockDim.x) {
+        float acc = 0;
+        for (int64_t j = 0; j < Tk; j++) {
+            float p = s[j];
+            if (p != 0.0f) acc += p * ld(v, ((b * Tk + j) * NH + h) * HS + d);
+        }
+        st(o, d, acc * inv);
+    }
+}
+
+extern "C" void cuda_attention(sq_dtype dt, void *out, const void *q, const void *k, const void *v, const void *bias,
+                               const void *key_mask, bool causal, float scale, int64_t B, int64_t Tq, int64_t Tk,
+                               int64_t NH, int64_t HS) {
+    int64_t rows = B * NH * Tq;
+    if (!rows) return;
+    size_t shared = (size_t)(HS + Tk) * sizeof(float);
+    if (shared > 48 * 1024) {
+        int dev, max_optin = 0;
+        SQ_CUDA_CHECK(cudaGetDevice(&dev));
+        SQ_CUDA_CHECK(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+        SQ_CHECK(shared <= (size_t)max_optin, "attention: %lld keys need %zu bytes of shared memory, the GPU has %d",
+                 (long long)Tk, shared, max_optin);
+        SQ_CUDA_CHECK(cudaFuncSetAttribute(dt == SQ_F32 ? (const void *)attention_kernel<float> : (const void *)attention_kernel<bf16>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shared));
+    }
+    SQ_CHECK(rows <= 0x7fffffffLL, "attention: too many rows");
+    SQ_DISPATCH_FLOAT(dt, attention_kernel<E><<<(unsigned)rows, 128, shared>>>((E *)out, (const E *)q, (const E *)k, (const E *)v,
+                                                      (const E *)bias, (const uint8_t *)key_mask, causal, scale, Tq,
+                                                      Tk, NH, HS));
+    SQ_LAUNCH_CHECK();
+}

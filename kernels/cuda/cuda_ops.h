@@ -1,0 +1,60 @@
+// kernels/cuda/cuda_ops.h: the CUDA implementations behind kernels/ops.h, as raw
+// pointer functions with the argument order of kernels/cpu/cpu_ops.h plus the
+// element type first: activations and weights are bf16 (the default) or f32 (for
+// frozen models run at full precision); accumulation and statistics are fp32. Everything runs
+// on one stream (the default), so calls are ordered; failures abort through
+// SQ_CUDA_CHECK with the call, file and line (a kernel fault is not recoverable).
+#ifndef SQ_CUDA_OPS_H
+#define SQ_CUDA_OPS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/dtype.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// Creates the cuBLASLt handle and the fixed workspaces (called by sq_backend_init).
+int cuda_ops_init(void);
+
+void cuda_matmul(sq_dtype dt, void *out, const void *x, const void *w, const void *b, int64_t N, int64_t K, int64_t M);
+void cuda_layernorm(sq_dtype dt, void *out, const void *x, const void *w, const void *b, int64_t rows, int64_t C, float eps);
+void cuda_rmsnorm(sq_dtype dt, void *out, const void *x, const void *w, int64_t rows, int64_t C, float eps);
+void cuda_groupnorm(sq_dtype dt, void *out, const void *x, const void *w, const void *b, int64_t B, int64_t C, int64_t HW,
+                    int groups, float eps);
+void cuda_gelu(sq_dtype dt, void *out, const void *x, int64_t n, bool tanh_approx);
+void cuda_silu(sq_dtype dt, void *out, const void *x, int64_t n);
+void cuda_quick_gelu(sq_dtype dt, void *out, const void *x, int64_t n);
+void cuda_softmax(sq_dtype dt, void *out, const void *x, int64_t rows, int64_t C);
+// bias: bf16 (NH,Tq,Tk) or NULL; key_mask: u8 (B,Tk) or NULL
+void cuda_attention(sq_dtype dt, void *out, const void *q, const void *k, const void *v, const void *bias, const void *key_mask,
+                    bool causal, float scale, int64_t B, int64_t Tq, int64_t Tk, int64_t NH, int64_t HS);
+void cuda_conv2d(sq_dtype dt, void *out, const void *x, const void *w, const void *b, int64_t B, int64_t Cin, int64_t H, int64_t W,
+                 int64_t Cout, int64_t KH, int64_t KW, int stride, int pad_top, int pad_bottom, int pad_left,
+                 int pad_right, int64_t Ho, int64_t Wo);
+void cuda_upsample_nearest2x(sq_dtype dt, void *out, const void *x, int64_t BC, int64_t H, int64_t W);
+void cuda_axpby(sq_dtype dt, void *out, float alpha, const void *a, float beta, const void *b, int64_t n);
+void cuda_mul(sq_dtype dt, void *out, const void *a, const void *b, int64_t n);
+void cuda_scale(sq_dtype dt, void *out, const void *x, float alpha, float beta, int64_t n);
+void cuda_add_row_bias(sq_dtype dt, void *x, const void *b, int64_t rows, int64_t C);
+void cuda_add_channel_bias(sq_dtype dt, void *x, const void *b, int64_t BC, int64_t HW);
+void cuda_fill(sq_dtype dt, void *out, float value, int64_t n);
+void cuda_modulate(sq_dtype dt, void *out, const void *x, const void *shift, const void *scale, int64_t B, int64_t T, int64_t C);
+void cuda_gated_add(sq_dtype dt, void *x, const void *gate, const void *y, int64_t B, int64_t T, int64_t C);
+// dst (contiguous, shape) <- src with element strides; elem_size 1, 2 or 4 bytes
+void cuda_strided_copy(void *dst, const void *src, const int64_t shape[4], const int64_t src_stride[4], size_t elem_size);
+void cuda_copy(void *dst, const void *src, size_t bytes);
+// f32 <-> bf16 conversion on the device
+void cuda_convert(void *dst, sq_dtype dst_dtype, const void *src, sq_dtype src_dtype, int64_t n);
+// Deterministic sums (fixed-order two-stage reduction, no atomics), in double.
+double cuda_sum(const void *x, sq_dtype dtype, int64_t n);
+double cuda_sum_sq_diff(const void *a, sq_dtype adtype, const void *b, sq_dtype bdtype, int64_t n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,65 @@
+// kernels/cuda/device.cu: CUDA start-up: device query and the memory hooks core/
+// tensors and arenas use. Plain C linkage so kernels/backend.c can call it.
+#include <cuda_runtime.h>
+#include <stdio.h>
+
+#include "core/tensor.h"
+#include "kernels/cuda/check.h"
+
+static void *cuda_alloc(size_t bytes) {
+    void *p = NULL;
+    if (cudaMalloc(&p, bytes ? bytes : 1) != cudaSuccess) {
+        cudaGetLastError();  // clear the sticky-free allocation error
+        return NULL;
+    }
+    return p;
+}
+
+static void cuda_free(void *p) { SQ_CUDA_CHECK(cudaFree(p)); }
+
+static int cuda_copy(void *dst, sq_device dd, const void *src, sq_device sd, size_t bytes) {
+    cudaMemcpyKind kind = dd == SQ_CUDA ? (sd == SQ_CUDA ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
+                                        : (sd == SQ_CUDA ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
+    SQ_CUDA_TRY(cudaMemcpy(dst, src, bytes, kind));
+    return SQ_OK;
+}
+
+extern "C" int sq_cuda_device_count_impl(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+extern "C" void sq_cuda_describe_impl(char *buf, int size) {
+    cudaDeviceProp prop;
+    if (size <= 0) return;
+    buf[0] = 0;
+    if (sq_cuda_device_count_impl() <= 0 || cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return;
+    snprintf(buf, (size_t)size, "%s, sm_%d%d, %.1f GiB", prop.name, prop.major, prop.minor,
+             (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
+}
+
+extern "C" int cuda_matmul_init(void);
+extern "C" int cuda_reduce_init(void);
+
+extern "C" int cuda_ops_init(void) {
+    if (cuda_matmul_init() != SQ_OK || cuda_reduce_init() != SQ_OK) return SQ_FAIL;
+    return SQ_OK;
+}
+
+extern "C" int sq_cuda_init_impl(void) {
+    SQ_CUDA_TRY(cudaSetDevice(0));
+    static const sq_device_hooks hooks = {cuda_alloc, cuda_free, cuda_copy};
+    sq_set_device_hooks(&hooks);
+    return cuda_ops_init();
+}
+
+extern "C" void sq_cuda_synchronize_impl(void) { SQ_CUDA_CHECK(cudaDeviceSynchronize()); }
+
+extern "C" int sq_cuda_mem_info_impl(size_t *free_bytes, size_t *total_bytes) {
+    SQ_CUDA_TRY(cudaMemGetInfo(free_bytes, total_bytes));
+    return SQ_OK;
+}

@@ -1,0 +1,48 @@
+// kernels/cuda/layout.cu: the strided 4-D copy behind concat / slice / permute,
+// plain device copies, and f32 <-> bf16 conversion.
+#include "kernels/cuda/common.cuh"
+
+template <typename T>
+__global__ void strided_copy_kernel(T *dst, const T *src, int64_t s1, int64_t s2, int64_t s3, int64_t st0, int64_t st1,
+                                    int64_t st2, int64_t st3, int64_t n) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t i3 = i % s3, i2 = (i / s3) % s2, i1 = (i / (s3 * s2)) % s1, i0 = i / (s3 * s2 * s1);
+        dst[i] = src[i0 * st0 + i1 * st1 + i2 * st2 + i3 * st3];
+    }
+}
+
+extern "C" void cuda_strided_copy(void *dst, const void *src, const int64_t shape[4], const int64_t st[4], size_t es) {
+    int64_t n = shape[0] * shape[1] * shape[2] * shape[3];
+    if (!n) return;
+    unsigned g = grid_for(n, 256);
+    if (es == 2)
+        strided_copy_kernel<uint16_t><<<g, 256>>>((uint16_t *)dst, (const uint16_t *)src, shape[1], shape[2], shape[3], st[0], st[1], st[2], st[3], n);
+    else if (es == 4)
+        strided_copy_kernel<uint32_t><<<g, 256>>>((uint32_t *)dst, (const uint32_t *)src, shape[1], shape[2], shape[3], st[0], st[1], st[2], st[3], n);
+    else if (es == 1)
+        strided_copy_kernel<uint8_t><<<g, 256>>>((uint8_t *)dst, (const uint8_t *)src, shape[1], shape[2], shape[3], st[0], st[1], st[2], st[3], n);
+    else
+        SQ_CHECK(0, "cuda_strided_copy: element size %zu not supported", es);
+    SQ_LAUNCH_CHECK();
+}
+
+extern "C" void cuda_copy(void *dst, const void *src, size_t bytes) {
+    SQ_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
+}
+
+__global__ void f32_to_bf16_kernel(bf16 *dst, const float *src, int64_t n) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        dst[i] = __float2bfloat16_rn(src[i]);
+}
+__global__ void bf16_to_f32_kernel(float *dst, const bf16 *src, int64_t n) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        dst[i] = __bfloat162float(src[i]);
+}
+
+extern "C" void cuda_convert(void *dst, sq_dtype dt, const void *src, sq_dtype sdt, int64_t n) {
+    if (!n) return;
+    if (dt == SQ_BF16 && sdt == SQ_F32) f32_to_bf16_kernel<<<grid_for(n, 256), 256>>>((bf16 *)dst, (const float *)src, n);
+    else if (dt == SQ_F32 && sdt == SQ_BF16) bf16_to_f32_kernel<<<grid_for(n, 256), 256>>>((float *)dst, (const bf16 *)src, n);
+    else SQ_CHECK(0, "cuda_convert: %s -> %s not supported", sq_dtype_name(sdt), sq_dtype_name(dt));
+    SQ_LAUNCH_CHECK();
+}

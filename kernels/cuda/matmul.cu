@@ -1,0 +1,98 @@
+// kernels/cuda/matmul.cu: out (N,M) = x (N,K) · w (M,K)ᵀ + b through cuBLASLt, bf16
+// in/out, fp32 accumulation, bias fused in the epilogue. One handle, one 32 MiB
+// workspace, and the algorithm chosen once per shape and cached, so the + and - QZO
+// passes run exactly the same kernels (the loss difference must not see algorithm
+// changes).
+//
+// Row-major to column-major: out (N,M) row-major is outᵀ (M,N) column-major, and
+// outᵀ = w · xᵀ, i.e. D = op(A)·B with A = w viewed as (K,M) col-major, op = T, and
+// B = x viewed as (K,N) col-major. The bias is per row of D (length M).
+#include <cublasLt.h>
+#include <stdio.h>
+
+#include "kernels/cuda/common.cuh"
+
+#define SQ_CUBLAS_CHECK(call)                                                                         \
+    do {                                                                                              \
+        cublasStatus_t s_ = (call);                                                                   \
+        if (s_ != CUBLAS_STATUS_SUCCESS) sq_panic(__FILE__, __LINE__, "cuBLAS error %d in %s", (int)s_, #call); \
+    } while (0)
+
+static cublasLtHandle_t g_lt;
+static void *g_workspace;
+static const size_t WORKSPACE_BYTES = 32u << 20;
+
+typedef struct {
+    int64_t N, K, M;
+    int bias;
+    int f32;
+    cublasLtMatmulAlgo_t algo;
+    int used;
+} algo_entry;
+
+#define ALGO_CACHE 256
+static algo_entry g_cache[ALGO_CACHE];
+
+extern "C" int cuda_matmul_init(void) {
+    if (g_lt) return SQ_OK;
+    if (cublasLtCreate(&g_lt) != CUBLAS_STATUS_SUCCESS) return sq_errorf("cuBLASLt: cannot create a handle");
+    SQ_CUDA_TRY(cudaMalloc(&g_workspace, WORKSPACE_BYTES));
+    return SQ_OK;
+}
+
+static void make_layouts(cudaDataType_t t, int64_t N, int64_t K, int64_t M, cublasLtMatrixLayout_t *a,
+                         cublasLtMatrixLayout_t *b, cublasLtMatrixLayout_t *d) {
+    SQ_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(a, t, (uint64_t)K, (uint64_t)M, K));
+    SQ_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(b, t, (uint64_t)K, (uint64_t)N, K));
+    SQ_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(d, t, (uint64_t)M, (uint64_t)N, M));
+}
+
+extern "C" void cuda_matmul(sq_dtype dt, void *out, const void *x, const void *w, const void *b, int64_t N, int64_t K,
+                            int64_t M) {
+    SQ_CHECK(dt == SQ_BF16 || dt == SQ_F32, "cuda_matmul: bf16 or f32 only");
+    int f32 = dt == SQ_F32;   // f32: full fp32 compute (no TF32), for models run at full precision
+    SQ_CHECK(g_lt != NULL, "cuda_matmul: CUDA backend not initialised");
+    if (N == 0 || M == 0) return;
+    cublasLtMatmulDesc_t desc;
+    SQ_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    if (b) {
+        cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
+        SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep));
+        SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b, sizeof b));
+    }
+    cublasLtMatrixLayout_t la, lb, ld;
+    make_layouts(f32 ? CUDA_R_32F : CUDA_R_16BF, N, K, M, &la, &lb, &ld);
+
+    // algorithm cache: (N, K, M, bias) -> the heuristic's first choice
+    algo_entry *e = NULL;
+    unsigned h = (unsigned)((N * 73856093) ^ (K * 19349663) ^ (M * 83492791) ^ (b ? 1 : 0) ^ (f32 ? 2 : 0)) % ALGO_CACHE;
+    for (int probe = 0; probe < ALGO_CACHE; probe++) {
+        algo_entry *c = &g_cache[(h + probe) % ALGO_CACHE];
+        if (c->used && c->N == N && c->K == K && c->M == M && c->bias == (b != NULL) && c->f32 == f32) { e = c; break; }
+        if (!c->used) {
+            cublasLtMatmulPreference_t pref;
+            SQ_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+            size_t ws = WORKSPACE_BYTES;
+            SQ_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+            cublasLtMatmulHeuristicResult_t res;
+            int found = 0;
+            SQ_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(g_lt, desc, la, lb, ld, ld, pref, 1, &res, &found));
+            SQ_CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+            SQ_CHECK(found > 0, "cuBLASLt: no algorithm for a %lldx%lldx%lld %s GEMM", (long long)N, (long long)K, (long long)M, f32 ? "f32" : "bf16");
+            c->N = N; c->K = K; c->M = M; c->bias = b != NULL; c->f32 = f32; c->algo = res.algo; c->used = 1;
+            e = c;
+            break;
+        }
+    }
+    SQ_CHECK(e != NULL, "cuBLASLt: algorithm cache full");
+    const float one = 1.0f, zero = 0.0f;
+    SQ_CUBLAS_CHECK(cublasLtMatmul(g_lt, desc, &one, w, la, x, lb, &zero, out, ld, out, ld, &e->algo, g_workspace,
+                                   WORKSPACE_BYTES, 0));
+    cublasLtMatrixLayoutDestroy(la);
+    cublasLtMatrixLayoutDestroy(lb);
+    cublasLtMatrixLayoutDestroy(ld);
+    cublasLtMatmulDescDestroy(desc);
+}

@@ -1,0 +1,29 @@
+// kernels/linear.c: dense or quantised linear layers (kernels/linear.h).
+#include "kernels/linear.h"
+
+#include "core/error.h"
+#include "kernels/ops.h"
+
+int sq_linear_forward(sq_tensor *out, const sq_tensor *x, const sq_linear *l, const sq_perturb *p, sq_arena *scratch) {
+    const sq_tensor *b = l->b.data ? &l->b : NULL;
+    if (!sq_linear_quantized(l)) {
+        sq_matmul(out, x, &l->w, b);
+        return SQ_OK;
+    }
+    size_t mark = sq_arena_mark(scratch);
+    sq_tensor w;
+    if (sq_arena_tensor(scratch, &w, x->dtype, 2, l->codes.shape) != SQ_OK) return SQ_FAIL;
+    sq_perturb lp = {0};
+    if (p) lp = *p;
+    lp.index_base = l->index_base;
+    sq_qlinear(out, x, &l->codes, &l->scales, b, l->group, &lp, &w);
+    sq_arena_reset(scratch, mark);
+    return SQ_OK;
+}
+
+void sq_linear_free(sq_linear *l) {
+    sq_tensor_free(&l->w);
+    sq_tensor_free(&l->b);
+    sq_tensor_free(&l->codes);
+    sq_tensor_free(&l->scales);
+}

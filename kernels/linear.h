@@ -1,0 +1,43 @@
+// kernels/linear.h: a linear layer that is either dense or int4-quantised, so
+// model code calls one function and QZO's quantised MMDiT needs no second model.
+// Dense: y = x·wᵀ + b. Quantised: y = x·((s + σ·ε·z) ⊙ q)ᵀ + b, the weight
+// dequantised into arena scratch just before the GEMM (kernels/quant.h).
+#ifndef SQ_LINEAR_H
+#define SQ_LINEAR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/arena.h"
+#include "core/tensor.h"
+#include "kernels/quant.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    sq_tensor w;          // dense weight (Nout, K); empty (data NULL) when quantised
+    sq_tensor b;          // bias (Nout); empty when the layer has none
+    sq_tensor codes;      // Q4 (Nout, K) when quantised
+    sq_tensor scales;     // F32 (Nout, K/group), the trained parameters
+    int group;
+    uint64_t index_base;  // global index of scales[0] for the perturbation RNG
+} sq_linear;
+
+static inline bool sq_linear_quantized(const sq_linear *l) { return l->codes.data != NULL; }
+static inline int64_t sq_linear_out(const sq_linear *l) { return sq_linear_quantized(l) ? l->codes.shape[0] : l->w.shape[0]; }
+static inline int64_t sq_linear_in(const sq_linear *l) { return sq_linear_quantized(l) ? l->codes.shape[1] : l->w.shape[1]; }
+
+// out (N, Nout) = layer(x (N, K)). p: the current perturbation (NULL or sign 0 for
+// none); its index_base is replaced by the layer's. scratch: arena for the
+// dequantised weight (rewound before returning). SQ_FAIL when scratch is exhausted.
+int sq_linear_forward(sq_tensor *out, const sq_tensor *x, const sq_linear *l, const sq_perturb *p, sq_arena *scratch);
+
+void sq_linear_free(sq_linear *l);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

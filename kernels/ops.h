@@ -1,0 +1,123 @@
+// kernels/ops.h: the backend-neutral op layer. Model code (mmdit/, vae/,
+// text_encoders/) is written once against these functions and never asks which
+// device it runs on: each op looks at its tensors' device and calls the CPU
+// reference (kernels/cpu/, fp32) or the CUDA implementation (kernels/cuda/, bf16
+// activations, fp32 accumulation and statistics).
+//
+// Conventions:
+// - Outputs come first and are preallocated by the caller (usually from an arena)
+//   with the exact shape documented here; ops never allocate device memory.
+// - All tensors of one call live on the same device and are contiguous. On the CPU
+//   every float tensor is F32; on CUDA activations are BF16 and weights BF16
+//   unless stated.
+// - Shapes: B batch, T tokens, C channels, NH heads, HS head size, N rows,
+//   H/W image height/width. "x is (N,C)" means any leading dims flattened to N.
+// - A shape mismatch is a programming bug and aborts through SQ_CHECK with the op's
+//   name and the shapes; ops do not return errors.
+// - out may alias an input only where an op says "in place allowed".
+#ifndef SQ_OPS_H
+#define SQ_OPS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---- linear algebra ----
+// out (N,Nout) = x (N,K) · w (Nout,K)ᵀ + b (Nout) ; b may be NULL.
+// w is in PyTorch nn.Linear layout. x may have any leading dims (flattened to N).
+void sq_matmul(sq_tensor *out, const sq_tensor *x, const sq_tensor *w, const sq_tensor *b);
+
+// ---- normalisation (statistics in fp32) ----
+// Over the last dim C of x (N,C): (x - mean) / sqrt(var + eps) [* w + b].
+// w and b may be NULL (elementwise_affine=False). In place allowed.
+void sq_layernorm(sq_tensor *out, const sq_tensor *x, const sq_tensor *w, const sq_tensor *b, float eps);
+// x / sqrt(mean(x²) + eps) [* w] over the last dim. w may be NULL. In place allowed.
+void sq_rmsnorm(sq_tensor *out, const sq_tensor *x, const sq_tensor *w, float eps);
+// x is (B,C,H,W); C split into `groups` groups, each normalised over (C/groups,H,W);
+// then per-channel w (C), b (C) (may be NULL). In place allowed.
+void sq_groupnorm(sq_tensor *out, const sq_tensor *x, const sq_tensor *w, const sq_tensor *b, int groups, float eps);
+
+// ---- activations (elementwise, in place allowed) ----
+// GELU: exact erf form (approx=false, nn.GELU()) or tanh form (approx=true,
+// nn.GELU(approximate="tanh"), also T5's "gelu_new").
+void sq_gelu(sq_tensor *out, const sq_tensor *x, bool tanh_approx);
+void sq_silu(sq_tensor *out, const sq_tensor *x);
+// CLIP's quick_gelu: x * sigmoid(1.702 x).
+void sq_quick_gelu(sq_tensor *out, const sq_tensor *x);
+// Softmax over the last dim, fp32 statistics. In place allowed.
+void sq_softmax(sq_tensor *out, const sq_tensor *x);
+
+// ---- attention ----
+// q is (B,Tq,NH,HS); k and v are (B,Tk,NH,HS) (the token-major layout a linear layer
+// produces, so no permute is needed); out is (B,Tq,NH,HS).
+// scores = scale · q·kᵀ (+ bias) per (batch, head), softmax over keys, then · v.
+// bias: NULL or (NH,Tq,Tk) added to the scores of every batch (T5's relative
+//       position bias). key_mask: NULL or U8 (B,Tk), 0 = padding key (never
+//       attended). causal: query i attends keys j <= i (requires Tq == Tk).
+// A row whose keys are all masked produces zeros.
+void sq_attention(sq_tensor *out, const sq_tensor *q, const sq_tensor *k, const sq_tensor *v,
+                  const sq_tensor *bias, const sq_tensor *key_mask, bool causal, float scale);
+
+// ---- convolution / resampling (NCHW) ----
+// x (B,Cin,H,W), w (Cout,Cin,KH,KW), b (Cout) or NULL, out (B,Cout,Ho,Wo) with
+// Ho = (H + pad_top + pad_bottom - KH) / stride + 1, likewise Wo. Zero padding;
+// separate pads give the asymmetric (0,1,0,1) pad of the SD3 VAE down-sampler.
+void sq_conv2d(sq_tensor *out, const sq_tensor *x, const sq_tensor *w, const sq_tensor *b,
+               int stride, int pad_top, int pad_bottom, int pad_left, int pad_right);
+// Nearest-neighbour ×2: x (B,C,H,W) -> out (B,C,2H,2W).
+void sq_upsample_nearest2x(sq_tensor *out, const sq_tensor *x);
+
+// ---- elementwise (same numel; in place allowed) ----
+void sq_add(sq_tensor *out, const sq_tensor *a, const sq_tensor *b);
+void sq_sub(sq_tensor *out, const sq_tensor *a, const sq_tensor *b);
+void sq_mul(sq_tensor *out, const sq_tensor *a, const sq_tensor *b);
+// out = alpha * x + beta
+void sq_scale(sq_tensor *out, const sq_tensor *x, float alpha, float beta);
+// out = alpha * a + beta * b
+void sq_axpby(sq_tensor *out, float alpha, const sq_tensor *a, float beta, const sq_tensor *b);
+// x (N,C) += b (C), bias broadcast over rows. In place.
+void sq_add_row_bias(sq_tensor *x, const sq_tensor *b);
+// x (B,C,H,W) += b (B,C) broadcast over H,W (the VAE's time-free resnets don't need
+// it; kept for per-channel shifts). In place.
+void sq_add_channel_bias(sq_tensor *x, const sq_tensor *b);
+void sq_fill(sq_tensor *out, float value);
+
+// ---- adaLN helpers (per-sample vectors broadcast over tokens) ----
+// out (B,T,C) = x (B,T,C) * (1 + scale (B,C)) + shift (B,C). In place allowed.
+void sq_modulate(sq_tensor *out, const sq_tensor *x, const sq_tensor *shift, const sq_tensor *scale);
+// x (B,T,C) += gate (B,C) * y (B,T,C). gate may be NULL (plain residual add). In place.
+void sq_gated_add(sq_tensor *x, const sq_tensor *gate, const sq_tensor *y);
+
+// ---- layout ----
+// Copies between tensors of equal numel (and dtype conversion where dtypes differ).
+void sq_copy(sq_tensor *out, const sq_tensor *x);
+// Concatenate n tensors along dim; all other dims equal; out has the summed dim.
+void sq_concat(sq_tensor *out, const sq_tensor *const *xs, int n, int dim);
+// out = x[..., start:start+out.shape[dim], ...] along dim (a copying slice; split is
+// several slices).
+void sq_slice(sq_tensor *out, const sq_tensor *x, int dim, int64_t start);
+// out.shape[i] = x.shape[perm[i]]; out[idx] = x[idx permuted back]. Up to 4 dims.
+void sq_permute(sq_tensor *out, const sq_tensor *x, const int *perm);
+// Swap two dims (a permute).
+void sq_transpose(sq_tensor *out, const sq_tensor *x, int dim0, int dim1);
+
+// ---- reductions (accumulated and returned in double, so a loss difference of
+// two nearby values keeps its digits; synchronises on CUDA) ----
+double sq_mean(const sq_tensor *x);
+// mean((a - b)²) over all elements, accumulated in double on the CPU.
+double sq_mse(const sq_tensor *a, const sq_tensor *b);
+
+// ---- threading (CPU backend) ----
+void sq_set_num_threads(int n);   // 0 = all cores
+int sq_get_num_threads(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,54 @@
+// kernels/quant.h: int4 weights with trainable per-group scales, and the QZO
+// perturbation fused into their dequantisation.
+//
+// Layout of a quantised linear layer with weight W (Nout, K), group size G (K % G == 0):
+//   codes  Q4 (Nout, K): two's-complement int4 in [-7, 7], element 2i in the low
+//          nibble of byte i (core/dtype.h), row-major, so each row is K/2 bytes;
+//   scales F32 (Nout, K/G): W[n, k] ≈ scales[n, k / G] * codes[n, k].
+// Scale j of a layer (row-major index n * K/G + g) has the global index
+// `index_base + j`, which keys its perturbation direction z (kernels/rng.h).
+#ifndef SQ_QUANT_H
+#define SQ_QUANT_H
+
+#include <stdint.h>
+
+#include "core/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// One perturbation of all scales: s_eff = s + sign * eps * z(seed, step, index).
+typedef struct {
+    uint64_t seed;
+    uint64_t step;        // the RNG counter: the perturbation id (step * queries + query)
+    uint64_t index_base;  // global index of this layer's first scale
+    float eps;
+    int sign;             // -1, 0 (no perturbation) or +1
+} sq_perturb;
+
+// ---- host-side quantiser (runs once per checkpoint, CPU) ----
+// Quantises W (Nout, K) f32 row-major into codes (Nout*K/2 bytes) and scales
+// (Nout * K/G floats): per group, round-to-nearest at the clipping ratio in
+// {1.00, 0.98, ..., 0.50} of the group's absmax that minimises the squared error.
+// Returns the total squared error. All-zero groups get scale 0 and codes 0.
+double sq_quantize_q4(const float *w, int64_t nout, int64_t k, int group, uint8_t *codes, float *scales);
+
+// ---- ops (dispatch on device like kernels/ops.h) ----
+// out (Nout, K) f32 on CPU / bf16 on CUDA = (scales + p·eps·z) ⊙ codes. p may be NULL.
+void sq_dequant_q4(sq_tensor *out, const sq_tensor *codes, const sq_tensor *scales, int group, const sq_perturb *p);
+// y (N, Nout) = x (N, K) · dequant(codes, scales, p)ᵀ + b; w_scratch is an (Nout, K)
+// tensor of the activation dtype the dequantised weight is written to.
+void sq_qlinear(sq_tensor *out, const sq_tensor *x, const sq_tensor *codes, const sq_tensor *scales,
+                const sq_tensor *b, int group, const sq_perturb *p, sq_tensor *w_scratch);
+// The QZO update of one layer's scales, regenerating z:
+//   s[j] = max(s[j] - coeff * z(seed, step, index_base + j), 0)
+// where coeff = lr · clipped directional derivative (already averaged over queries
+// by the caller, which calls this once per query). p->eps and p->sign are ignored.
+void sq_qzo_update(sq_tensor *scales, const sq_perturb *p, float coeff);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

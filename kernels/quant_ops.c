@@ -1,0 +1,71 @@
+// kernels/quant_ops.c: device dispatch for the quantised ops of kernels/quant.h.
+#include "kernels/quant.h"
+
+#include "core/error.h"
+#include "kernels/cpu/cpu_quant.h"
+#include "kernels/ops.h"
+
+#ifdef SQ_HAVE_CUDA
+// kernels/cuda/quant.cu
+void cuda_dequant_q4(void *out_bf16, const uint8_t *codes, const float *scales, int64_t nout, int64_t k, int group,
+                     const sq_perturb *p);
+void cuda_qzo_update(float *scales, int64_t count, const sq_perturb *p, float coeff);
+#else
+// The GPU test links against this symbol; without CUDA it only reports the build.
+int cuda_rng_normals(float *host_out, int64_t n, uint64_t seed, uint64_t step, uint64_t index_base);
+int cuda_rng_normals(float *host_out, int64_t n, uint64_t seed, uint64_t step, uint64_t index_base) {
+    (void)host_out; (void)n; (void)seed; (void)step; (void)index_base;
+    return sq_errorf("this build has no CUDA backend");
+}
+#endif
+
+double sq_quantize_q4(const float *w, int64_t nout, int64_t k, int group, uint8_t *codes, float *scales) {
+    return cpu_quantize_q4(w, nout, k, group, codes, scales);
+}
+
+static void check_layer(const char *op, const sq_tensor *codes, const sq_tensor *scales, int group) {
+    SQ_CHECK(codes->dtype == SQ_Q4 && codes->ndim == 2, "%s: codes must be Q4 (Nout, K)", op);
+    SQ_CHECK(scales->dtype == SQ_F32 && scales->ndim == 2, "%s: scales must be F32 (Nout, K/G)", op);
+    SQ_CHECK(group > 0 && codes->shape[1] % group == 0, "%s: K=%lld not a multiple of group %d", op,
+             (long long)codes->shape[1], group);
+    SQ_CHECK(scales->shape[0] == codes->shape[0] && scales->shape[1] == codes->shape[1] / group,
+             "%s: scales shape does not match codes and group", op);
+    SQ_CHECK(codes->device == scales->device, "%s: codes and scales on different devices", op);
+}
+
+void sq_dequant_q4(sq_tensor *out, const sq_tensor *codes, const sq_tensor *scales, int group, const sq_perturb *p) {
+    check_layer("dequant_q4", codes, scales, group);
+    SQ_CHECK(out->ndim == 2 && out->shape[0] == codes->shape[0] && out->shape[1] == codes->shape[1],
+             "dequant_q4: out must be (Nout, K)");
+    SQ_CHECK(out->device == codes->device, "dequant_q4: out on another device");
+    if (out->device == SQ_CPU) {
+        SQ_CHECK(out->dtype == SQ_F32, "dequant_q4: CPU out must be F32");
+        cpu_dequant_q4(out->data, codes->data, scales->data, codes->shape[0], codes->shape[1], group, p);
+        return;
+    }
+#ifdef SQ_HAVE_CUDA
+    SQ_CHECK(out->dtype == SQ_BF16, "dequant_q4: CUDA out must be BF16");
+    cuda_dequant_q4(out->data, codes->data, scales->data, codes->shape[0], codes->shape[1], group, p);
+#else
+    SQ_CHECK(0, "dequant_q4: built without CUDA");
+#endif
+}
+
+void sq_qlinear(sq_tensor *out, const sq_tensor *x, const sq_tensor *codes, const sq_tensor *scales,
+                const sq_tensor *b, int group, const sq_perturb *p, sq_tensor *w_scratch) {
+    sq_dequant_q4(w_scratch, codes, scales, group, p);
+    sq_matmul(out, x, w_scratch, b);
+}
+
+void sq_qzo_update(sq_tensor *scales, const sq_perturb *p, float coeff) {
+    SQ_CHECK(scales->dtype == SQ_F32, "qzo_update: scales must be F32");
+    if (scales->device == SQ_CPU) {
+        cpu_qzo_update(scales->data, sq_tensor_numel(scales), p, coeff);
+        return;
+    }
+#ifdef SQ_HAVE_CUDA
+    cuda_qzo_update(scales->data, sq_tensor_numel(scales), p, coeff);
+#else
+    SQ_CHECK(0, "qzo_update: built without CUDA");
+#endif
+}

@@ -1,0 +1,132 @@
+// mmdit/joint_block.c: one MMDiT joint block (diffusers JointTransformerBlock):
+// adaLN-Zero modulation of both streams, joint attention over [image; context]
+// tokens with optional QK RMSNorm, the MMDiT-X second image-only attention, gated
+// residuals, GELU(tanh) MLPs, and the context_pre_only variant of the last block.
+#include <math.h>
+
+#include "core/error.h"
+#include "kernels/ops.h"
+#include "mmdit/blocks.h"
+
+// q/k/v projections of x (B,T,D) into (B,T,NH,HS), RMSNorm per head when given.
+static int project_qkv(const sd_mmdit *m, sq_arena *a, const sq_tensor *x, const sq_linear *lq, const sq_linear *lk,
+                       const sq_linear *lv, const sq_tensor *nq, const sq_tensor *nk, const sq_perturb *p, sq_tensor *q,
+                       sq_tensor *k, sq_tensor *v) {
+    int64_t B = x->shape[0], T = x->shape[1], NH = m->cfg.num_heads, HS = m->cfg.head_dim;
+    const int64_t shape[4] = {B, T, NH, HS};
+    if (sd_tmp(a, m, q, 4, shape) || sd_tmp(a, m, k, 4, shape) || sd_tmp(a, m, v, 4, shape)) return SQ_FAIL;
+    // the linears write (B,T,D); the same memory is then read as (B,T,NH,HS)
+    const int64_t flat[3] = {B, T, NH * HS};
+    sq_tensor q3 = sq_tensor_reshape(q, 3, flat), k3 = sq_tensor_reshape(k, 3, flat), v3 = sq_tensor_reshape(v, 3, flat);
+    if (sq_linear_forward(&q3, x, lq, p, a) || sq_linear_forward(&k3, x, lk, p, a) || sq_linear_forward(&v3, x, lv, p, a))
+        return SQ_FAIL;
+    // RMSNorm over each head's HS features (the last dim of the 4-D view)
+    if (nq && nq->data) sq_rmsnorm(q, q, nq, 1e-6f);
+    if (nk && nk->data) sq_rmsnorm(k, k, nk, 1e-6f);
+    return SQ_OK;
+}
+
+// Joint attention: image tokens first, then context tokens, as JointAttnProcessor2_0.
+// out_x (B,N,D) and out_c (B,T,D) are the attention outputs before the projections.
+static int joint_attention(const sd_mmdit *m, const sd_mmdit_block *b, sq_arena *a, const sq_tensor *hx,
+                           const sq_tensor *hc, const sq_perturb *p, sq_tensor *out_x, sq_tensor *out_c) {
+    int64_t B = hx->shape[0], N = hx->shape[1], T = hc->shape[1], NH = m->cfg.num_heads, HS = m->cfg.head_dim;
+    sq_tensor q, k, v, cq, ck, cv, Q, K, V, O;
+    if (project_qkv(m, a, hx, &b->to_q, &b->to_k, &b->to_v, &b->norm_q, &b->norm_k, p, &q, &k, &v) ||
+        project_qkv(m, a, hc, &b->add_q, &b->add_k, &b->add_v, &b->norm_added_q, &b->norm_added_k, p, &cq, &ck, &cv))
+        return SQ_FAIL;
+    const int64_t all[4] = {B, N + T, NH, HS};
+    if (sd_tmp(a, m, &Q, 4, all) || sd_tmp(a, m, &K, 4, all) || sd_tmp(a, m, &V, 4, all) || sd_tmp(a, m, &O, 4, all))
+        return SQ_FAIL;
+    sq_concat(&Q, (const sq_tensor *[]){&q, &cq}, 2, 1);
+    sq_concat(&K, (const sq_tensor *[]){&k, &ck}, 2, 1);
+    sq_concat(&V, (const sq_tensor *[]){&v, &cv}, 2, 1);
+    sq_attention(&O, &Q, &K, &V, NULL, NULL, false, 1.0f / sqrtf((float)HS));
+    sq_tensor ox = sq_tensor_reshape(out_x, 4, (int64_t[]){B, N, NH, HS});
+    sq_tensor oc = sq_tensor_reshape(out_c, 4, (int64_t[]){B, T, NH, HS});
+    sq_slice(&ox, &O, 1, 0);
+    sq_slice(&oc, &O, 1, N);
+    return SQ_OK;
+}
+
+// The dual (MMDiT-X) image-only self-attention, projected: out (B,N,D).
+static int self_attention2(const sd_mmdit *m, const sd_mmdit_block *b, sq_arena *a, const sq_tensor *h,
+                           const sq_perturb *p, sq_tensor *out) {
+    int64_t B = h->shape[0], N = h->shape[1], NH = m->cfg.num_heads, HS = m->cfg.head_dim;
+    size_t mark = sq_arena_mark(a);
+    sq_tensor q, k, v, o;
+    if (project_qkv(m, a, h, &b->attn2_q, &b->attn2_k, &b->attn2_v, &b->attn2_norm_q, &b->attn2_norm_k, p, &q, &k, &v) ||
+        sd_tmp(a, m, &o, 4, (int64_t[]){B, N, NH, HS}))
+        return SQ_FAIL;
+    sq_attention(&o, &q, &k, &v, NULL, NULL, false, 1.0f / sqrtf((float)HS));
+    sq_tensor o3 = sq_tensor_reshape(&o, 3, (int64_t[]){B, N, NH * HS});
+    if (sq_linear_forward(out, &o3, &b->attn2_out, p, a)) return SQ_FAIL;
+    sq_arena_reset(a, mark);
+    return SQ_OK;
+}
+
+// x += gate * MLP(modulate(layernorm(x), shift, scale))
+static int mlp_residual(const sd_mmdit *m, sq_arena *a, sq_tensor *x, const sq_linear *fc1, const sq_linear *fc2,
+                        const sq_tensor *shift, const sq_tensor *scale, const sq_tensor *gate, const sq_perturb *p) {
+    int64_t B = x->shape[0], T = x->shape[1], D = x->shape[2];
+    size_t mark = sq_arena_mark(a);
+    sq_tensor h, u, f;
+    if (sd_tmp(a, m, &h, 3, x->shape) || sd_tmp(a, m, &u, 3, (int64_t[]){B, T, 4 * D}) || sd_tmp(a, m, &f, 3, x->shape))
+        return SQ_FAIL;
+    sq_layernorm(&h, x, NULL, NULL, 1e-6f);
+    sq_modulate(&h, &h, shift, scale);
+    if (sq_linear_forward(&u, &h, fc1, p, a)) return SQ_FAIL;
+    sq_gelu(&u, &u, true);
+    if (sq_linear_forward(&f, &u, fc2, p, a)) return SQ_FAIL;
+    sq_gated_add(x, gate, &f);
+    sq_arena_reset(a, mark);
+    return SQ_OK;
+}
+
+int sd_joint_block(const sd_mmdit *m, const sd_mmdit_block *b, sq_arena *a, sq_tensor *x, sq_tensor *c,
+                   const sq_tensor *silu_temb, const sq_perturb *p) {
+    int64_t B = x->shape[0], D = m->cfg.hidden;
+    size_t mark = sq_arena_mark(a);
+    // image-stream modulation: shift, scale, gate for attention; shift, scale, gate
+    // for the MLP; and for dual blocks shift, scale, gate of the second attention
+    int nx = b->dual ? 9 : 6, nc = b->context_pre_only ? 2 : 6;
+    sq_tensor mod, cmod, xm[9], cm[6];
+    if (sd_tmp(a, m, &mod, 2, (int64_t[]){B, nx * D}) || sd_tmp(a, m, &cmod, 2, (int64_t[]){B, nc * D})) return SQ_FAIL;
+    if (sq_linear_forward(&mod, silu_temb, &b->norm1, p, a) || sq_linear_forward(&cmod, silu_temb, &b->norm1_context, p, a))
+        return SQ_FAIL;
+    for (int i = 0; i < nx; i++)
+        if (sd_chunk(a, m, &mod, nx, i, &xm[i])) return SQ_FAIL;
+    for (int i = 0; i < nc; i++)
+        if (sd_chunk(a, m, &cmod, nc, i, &cm[i])) return SQ_FAIL;
+
+    sq_tensor nxs, hx, hx2, hc, ax, ac, px, pc;
+    if (sd_tmp(a, m, &nxs, 3, x->shape) || sd_tmp(a, m, &hx, 3, x->shape) || sd_tmp(a, m, &hc, 3, c->shape) ||
+        sd_tmp(a, m, &ax, 3, x->shape) || sd_tmp(a, m, &ac, 3, c->shape) || sd_tmp(a, m, &px, 3, x->shape))
+        return SQ_FAIL;
+    sq_layernorm(&nxs, x, NULL, NULL, 1e-6f);
+    sq_modulate(&hx, &nxs, &xm[0], &xm[1]);
+    if (b->dual) {
+        if (sd_tmp(a, m, &hx2, 3, x->shape)) return SQ_FAIL;
+        sq_modulate(&hx2, &nxs, &xm[6], &xm[7]);
+    }
+    sq_layernorm(&hc, c, NULL, NULL, 1e-6f);
+    if (b->context_pre_only) sq_modulate(&hc, &hc, &cm[1], &cm[0]);   // AdaLayerNormContinuous: (scale, shift)
+    else sq_modulate(&hc, &hc, &cm[0], &cm[1]);
+
+    if (joint_attention(m, b, a, &hx, &hc, p, &ax, &ac)) return SQ_FAIL;
+    if (sq_linear_forward(&px, &ax, &b->to_out, p, a)) return SQ_FAIL;
+    sq_gated_add(x, &xm[2], &px);
+    if (b->dual) {
+        if (self_attention2(m, b, a, &hx2, p, &px)) return SQ_FAIL;
+        sq_gated_add(x, &xm[8], &px);
+    }
+    if (mlp_residual(m, a, x, &b->ff1, &b->ff2, &xm[3], &xm[4], &xm[5], p)) return SQ_FAIL;
+
+    if (!b->context_pre_only) {
+        if (sd_tmp(a, m, &pc, 3, c->shape) || sq_linear_forward(&pc, &ac, &b->to_add_out, p, a)) return SQ_FAIL;
+        sq_gated_add(c, &cm[2], &pc);
+        if (mlp_residual(m, a, c, &b->ff_context1, &b->ff_context2, &cm[3], &cm[4], &cm[5], p)) return SQ_FAIL;
+    }
+    sq_arena_reset(a, mark);
+    return SQ_OK;
+}

@@ -1,0 +1,42 @@
+// mmdit/quantize.h: the MMDiT's quantised layers. QZO trains the scales of every
+// linear layer inside the joint blocks; this file lists those layers in one fixed
+// order (block by block: norm1, norm1_context, to_q, to_k, to_v, to_out, add_q,
+// add_k, add_v, to_add_out, attn2 q/k/v/out, ff1, ff2, ff_context1, ff_context2),
+// which defines each scale's global index for the perturbation RNG, and converts a
+// dense model to int4 in place.
+#ifndef SD_MMDIT_QUANTIZE_H
+#define SD_MMDIT_QUANTIZE_H
+
+#include "mmdit/model.h"
+
+#define SD_MMDIT_LAYERS_PER_BLOCK 18
+
+typedef enum { SD_QK_ATTN_QKV = 0, SD_QK_ATTN_OUT, SD_QK_MLP_IN, SD_QK_MLP_OUT, SD_QK_ADALN, SD_QK_COUNT } sd_qlayer_kind;
+
+typedef struct {
+    char name[96];        // diffusers prefix, e.g. "transformer_blocks.3.attn.to_q"
+    sq_linear *linear;
+    sd_qlayer_kind kind;
+} sd_mmdit_qlayer;
+
+// Fills out[] (up to max) with the joint-block linears that exist in this model, in
+// the canonical order; returns the count.
+int sd_mmdit_qlayers(sd_mmdit *m, sd_mmdit_qlayer *out, int max);
+const char *sd_qlayer_kind_name(sd_qlayer_kind k);
+// Gives every quantised layer its index_base (consecutive, canonical order) and
+// returns the total number of scales.
+int64_t sd_mmdit_assign_scale_indices(sd_mmdit *m);
+
+typedef struct {
+    double err[SD_QK_COUNT], ref[SD_QK_COUNT];   // squared error and squared weights per kind
+    int layers[SD_QK_COUNT];
+    int64_t scales;
+} sd_quant_report;
+
+// Quantises every joint-block linear whose input width is a multiple of `group`
+// (int4, per-group clipping search; kernels/quant.h), replacing its dense weight
+// with codes + scales on the model's device. report may be NULL.
+int sd_mmdit_quantize(sd_mmdit *m, int group, sd_quant_report *report);
+void sd_quant_report_print(const sd_quant_report *r, FILE *f);
+
+#endif

@@ -1,0 +1,206 @@
+// tests/gpu/test_gpu_ops.c: every CUDA op of kernels/ops.h against the CPU op on
+// the same inputs: fresh random values (rounded to bf16 first, so only the
+// arithmetic differs), NaN-poisoned device outputs, shapes that are not multiples of
+// any tile (1, 3, 17, 77, 129, 333 tokens). Run twice: bf16 device tensors
+// (tolerance: max relative error 2e-2) and f32 device tensors (1e-4). Skips (exit
+// 77) without a GPU.
+#include <math.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "kernels/backend.h"
+#include "kernels/ops.h"
+#include "tests/test_util.h"
+
+static uint64_t rs = 0xC0DA;
+static double TOL = 2e-2;
+static sq_dtype g_dt = SQ_BF16;   // device dtype of this round
+
+typedef struct {
+    sq_tensor h, d;   // host f32 and device bf16 twins
+} pair;
+
+static pair make(int ndim, const int64_t *shape, float lo, float hi, bool poison) {
+    pair p;
+    SQ_CHECK(sq_tensor_alloc(&p.h, SQ_F32, SQ_CPU, ndim, shape) == SQ_OK, "alloc");
+    SQ_CHECK(sq_tensor_alloc(&p.d, g_dt, SQ_CUDA, ndim, shape) == SQ_OK, "%s", sq_error_message());
+    float *h = p.h.data;
+    int64_t n = sq_tensor_numel(&p.h);
+    if (poison) tu_poison(h, n);
+    else
+        for (int64_t i = 0; i < n; i++) h[i] = sq_bf16_to_f32(sq_f32_to_bf16(tu_uniform(&rs, lo, hi)));
+    SQ_CHECK(sq_tensor_from_host_f32(&p.d, h) == SQ_OK, "%s", sq_error_message());
+    return p;
+}
+static pair rnd(int ndim, const int64_t *shape, float lo, float hi) { return make(ndim, shape, lo, hi, false); }
+static pair outp(int ndim, const int64_t *shape) { return make(ndim, shape, 0, 0, true); }
+
+static void expect(const char *what, pair *o) {
+    int64_t n = sq_tensor_numel(&o->h);
+    float *got = malloc((size_t)n * sizeof(float));
+    SQ_CHECK(sq_tensor_to_host_f32(got, &o->d) == SQ_OK, "%s", sq_error_message());
+    double e = tu_rel_err(got, o->h.data, n);
+    printf("  %-44s rel err %.2e\n", what, e);
+    TU_CHECK(e <= TOL, "%s: relative error %.3g > %g", what, e, TOL);
+    free(got);
+}
+
+static void drop(pair *p) { sq_tensor_free(&p->h); sq_tensor_free(&p->d); }
+
+static void test_matmul(void) {
+    const int64_t shapes[][3] = {{1, 16, 8}, {3, 17, 5}, {77, 129, 33}, {333, 256, 96}, {1024, 64, 200}};
+    for (int s = 0; s < 5; s++) {
+        int64_t N = shapes[s][0], K = shapes[s][1], M = shapes[s][2];
+        for (int bias = 0; bias < 2; bias++) {
+            pair x = rnd(2, SQ_SHAPE(N, K), -1, 1), w = rnd(2, SQ_SHAPE(M, K), -1, 1), b = rnd(1, SQ_SHAPE(M), -1, 1);
+            pair o = outp(2, SQ_SHAPE(N, M));
+            sq_matmul(&o.h, &x.h, &w.h, bias ? &b.h : NULL);
+            sq_matmul(&o.d, &x.d, &w.d, bias ? &b.d : NULL);
+            char what[64];
+            snprintf(what, sizeof what, "matmul %lldx%lldx%lld bias %d", (long long)N, (long long)K, (long long)M, bias);
+            expect(what, &o);
+            drop(&x); drop(&w); drop(&b); drop(&o);
+        }
+    }
+}
+
+static void test_norms_acts(void) {
+    int64_t rows = 77, C = 129;
+    pair x = rnd(2, SQ_SHAPE(rows, C), -3, 4), w = rnd(1, SQ_SHAPE(C), 0.5f, 1.5f), b = rnd(1, SQ_SHAPE(C), -1, 1);
+    for (int affine = 0; affine < 2; affine++) {
+        pair o = outp(2, SQ_SHAPE(rows, C));
+        sq_layernorm(&o.h, &x.h, affine ? &w.h : NULL, affine ? &b.h : NULL, 1e-6f);
+        sq_layernorm(&o.d, &x.d, affine ? &w.d : NULL, affine ? &b.d : NULL, 1e-6f);
+        expect(affine ? "layernorm affine" : "layernorm", &o);
+        sq_rmsnorm(&o.h, &x.h, affine ? &w.h : NULL, 1e-6f);
+        sq_rmsnorm(&o.d, &x.d, affine ? &w.d : NULL, 1e-6f);
+        expect(affine ? "rmsnorm weight" : "rmsnorm", &o);
+        drop(&o);
+    }
+    pair g = rnd(4, SQ_SHAPE(2, 12, 9, 7), -2, 3), gw = rnd(1, SQ_SHAPE(12), 0.5f, 1.5f), gb = rnd(1, SQ_SHAPE(12), -1, 1);
+    pair go = outp(4, SQ_SHAPE(2, 12, 9, 7));
+    sq_groupnorm(&go.h, &g.h, &gw.h, &gb.h, 4, 1e-6f);
+    sq_groupnorm(&go.d, &g.d, &gw.d, &gb.d, 4, 1e-6f);
+    expect("groupnorm 4 groups", &go);
+    pair o = outp(2, SQ_SHAPE(rows, C));
+    sq_gelu(&o.h, &x.h, false); sq_gelu(&o.d, &x.d, false); expect("gelu erf", &o);
+    sq_gelu(&o.h, &x.h, true); sq_gelu(&o.d, &x.d, true); expect("gelu tanh", &o);
+    sq_silu(&o.h, &x.h); sq_silu(&o.d, &x.d); expect("silu", &o);
+    sq_quick_gelu(&o.h, &x.h); sq_quick_gelu(&o.d, &x.d); expect("quick_gelu", &o);
+    sq_softmax(&o.h, &x.h); sq_softmax(&o.d, &x.d); expect("softmax", &o);
+    drop(&x); drop(&w); drop(&b); drop(&o); drop(&g); drop(&gw); drop(&gb); drop(&go);
+}
+
+static void attention_case(int64_t B, int64_t Tq, int64_t Tk, int64_t NH, int64_t HS, bool use_bias, bool use_mask, bool causal) {
+    pair q = rnd(4, SQ_SHAPE(B, Tq, NH, HS), -1, 1), k = rnd(4, SQ_SHAPE(B, Tk, NH, HS), -1, 1);
+    pair v = rnd(4, SQ_SHAPE(B, Tk, NH, HS), -1, 1), bias = rnd(3, SQ_SHAPE(NH, Tq, Tk), -1, 1);
+    pair o = outp(4, SQ_SHAPE(B, Tq, NH, HS));
+    sq_tensor mh, md;
+    sq_tensor_alloc(&mh, SQ_U8, SQ_CPU, 2, SQ_SHAPE(B, Tk));
+    sq_tensor_alloc(&md, SQ_U8, SQ_CUDA, 2, SQ_SHAPE(B, Tk));
+    uint8_t *m = mh.data;
+    for (int64_t i = 0; i < B * Tk; i++) m[i] = (uint8_t)((i * 7 + 3) % 5 != 0);
+    if (B > 1) memset(m + Tk, 0, (size_t)Tk);
+    sq_tensor_copy(&md, &mh);
+    float scale = 1.0f / sqrtf((float)HS);
+    sq_attention(&o.h, &q.h, &k.h, &v.h, use_bias ? &bias.h : NULL, use_mask ? &mh : NULL, causal, scale);
+    sq_attention(&o.d, &q.d, &k.d, &v.d, use_bias ? &bias.d : NULL, use_mask ? &md : NULL, causal, scale);
+    char what[96];
+    snprintf(what, sizeof what, "attention B%lld Tq%lld Tk%lld NH%lld HS%lld b%d m%d c%d", (long long)B, (long long)Tq,
+             (long long)Tk, (long long)NH, (long long)HS, use_bias, use_mask, causal);
+    expect(what, &o);
+    drop(&q); drop(&k); drop(&v); drop(&bias); drop(&o);
+    sq_tensor_free(&mh); sq_tensor_free(&md);
+}
+
+static void conv_case(int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout, int64_t K, int stride, int pt, int pb,
+                      int pl, int pr) {
+    int64_t Ho = (H + pt + pb - K) / stride + 1, Wo = (W + pl + pr - K) / stride + 1;
+    pair x = rnd(4, SQ_SHAPE(B, Cin, H, W), -1, 1), w = rnd(4, SQ_SHAPE(Cout, Cin, K, K), -1, 1), b = rnd(1, SQ_SHAPE(Cout), -1, 1);
+    pair o = outp(4, SQ_SHAPE(B, Cout, Ho, Wo));
+    sq_conv2d(&o.h, &x.h, &w.h, &b.h, stride, pt, pb, pl, pr);
+    sq_conv2d(&o.d, &x.d, &w.d, &b.d, stride, pt, pb, pl, pr);
+    char what[96];
+    snprintf(what, sizeof what, "conv2d %lldx%lld k%lld s%d pad(%d,%d,%d,%d)", (long long)H, (long long)W, (long long)K,
+             stride, pt, pb, pl, pr);
+    expect(what, &o);
+    drop(&x); drop(&w); drop(&b); drop(&o);
+}
+
+static void test_elementwise_layout(void) {
+    int64_t B = 2, T = 17, C = 24;
+    pair a = rnd(3, SQ_SHAPE(B, T, C), -2, 2), b = rnd(3, SQ_SHAPE(B, T, C), -2, 2), o = outp(3, SQ_SHAPE(B, T, C));
+    pair sh = rnd(2, SQ_SHAPE(B, C), -1, 1), sc = rnd(2, SQ_SHAPE(B, C), -1, 1), rb = rnd(1, SQ_SHAPE(C), -1, 1);
+    sq_add(&o.h, &a.h, &b.h); sq_add(&o.d, &a.d, &b.d); expect("add", &o);
+    sq_sub(&o.h, &a.h, &b.h); sq_sub(&o.d, &a.d, &b.d); expect("sub", &o);
+    sq_mul(&o.h, &a.h, &b.h); sq_mul(&o.d, &a.d, &b.d); expect("mul", &o);
+    sq_scale(&o.h, &a.h, 1.5f, -0.25f); sq_scale(&o.d, &a.d, 1.5f, -0.25f); expect("scale", &o);
+    sq_axpby(&o.h, 0.5f, &a.h, -2.0f, &b.h); sq_axpby(&o.d, 0.5f, &a.d, -2.0f, &b.d); expect("axpby", &o);
+    sq_fill(&o.h, -1.25f); sq_fill(&o.d, -1.25f); expect("fill", &o);
+    sq_modulate(&o.h, &a.h, &sh.h, &sc.h); sq_modulate(&o.d, &a.d, &sh.d, &sc.d); expect("modulate", &o);
+    sq_gated_add(&o.h, &sc.h, &b.h); sq_gated_add(&o.d, &sc.d, &b.d); expect("gated_add", &o);
+    sq_gated_add(&o.h, NULL, &a.h); sq_gated_add(&o.d, NULL, &a.d); expect("residual add (no gate)", &o);
+    sq_add_row_bias(&o.h, &rb.h); sq_add_row_bias(&o.d, &rb.d); expect("add_row_bias", &o);
+    pair img = rnd(4, SQ_SHAPE(2, 3, 5, 7), -1, 1), cb = rnd(2, SQ_SHAPE(2, 3), -1, 1), up = outp(4, SQ_SHAPE(2, 3, 10, 14));
+    sq_add_channel_bias(&img.h, &cb.h); sq_add_channel_bias(&img.d, &cb.d); expect("add_channel_bias", &img);
+    sq_upsample_nearest2x(&up.h, &img.h); sq_upsample_nearest2x(&up.d, &img.d); expect("upsample nearest 2x", &up);
+    // layout: permute, concat, slice
+    pair x4 = rnd(4, SQ_SHAPE(2, 3, 5, 7), -1, 1), pm = outp(4, SQ_SHAPE(7, 2, 5, 3));
+    sq_permute(&pm.h, &x4.h, (const int[]){3, 0, 2, 1}); sq_permute(&pm.d, &x4.d, (const int[]){3, 0, 2, 1});
+    expect("permute (3,0,2,1)", &pm);
+    pair cat = outp(3, SQ_SHAPE(B, 2 * T, C));
+    sq_concat(&cat.h, (const sq_tensor *[]){&a.h, &b.h}, 2, 1);
+    sq_concat(&cat.d, (const sq_tensor *[]){&a.d, &b.d}, 2, 1);
+    expect("concat tokens", &cat);
+    pair sl = outp(3, SQ_SHAPE(B, 5, C));
+    sq_slice(&sl.h, &cat.h, 1, 20); sq_slice(&sl.d, &cat.d, 1, 20); expect("slice tokens", &sl);
+    // reductions: deterministic and close to the CPU
+    double mh = sq_mse(&a.h, &b.h), md = sq_mse(&a.d, &b.d), md2 = sq_mse(&a.d, &b.d);
+    TU_CHECK(fabs(md - mh) <= 1e-6 * mh && md == md2, "mse %g vs %g (repeat %g)", md, mh, md2);
+    double meh = sq_mean(&a.h), med = sq_mean(&a.d);
+    TU_CHECK(fabs(med - meh) <= 1e-6, "mean %g vs %g", med, meh);
+    printf("  mse / mean: CUDA %.7g / %.7g, CPU %.7g / %.7g, repeat bit-identical: %s\n", md, med, mh, meh, md == md2 ? "yes" : "NO");
+    // bf16 <-> f32 copy on the device
+    sq_tensor f;
+    sq_tensor_alloc(&f, g_dt == SQ_F32 ? SQ_BF16 : SQ_F32, SQ_CUDA, 3, SQ_SHAPE(B, T, C));
+    sq_copy(&f, &a.d);
+    sq_fill(&o.d, 0.0f);
+    sq_copy(&o.d, &f);
+    memcpy(o.h.data, a.h.data, (size_t)(B * T * C) * sizeof(float));
+    expect("copy with dtype conversion and back", &o);
+    sq_tensor_free(&f);
+    drop(&a); drop(&b); drop(&o); drop(&sh); drop(&sc); drop(&rb); drop(&img); drop(&cb); drop(&up); drop(&x4); drop(&pm);
+    drop(&cat); drop(&sl);
+}
+
+int main(void) {
+    if (sq_cuda_device_count() <= 0) {
+        printf("SKIP: no CUDA GPU found (gpu suite runs on a machine with an NVIDIA GPU)\n");
+        return 77;
+    }
+    sq_device dev;
+    if (sq_backend_init("cuda", &dev) != SQ_OK) { fprintf(stderr, "cuda init: %s\n", sq_error_message()); return 1; }
+    char gpu[256];
+    sq_cuda_describe(gpu, sizeof gpu);
+    printf("GPU: %s\n", gpu);
+    for (int round = 0; round < 2; round++) {
+        g_dt = round ? SQ_F32 : SQ_BF16;
+        TOL = round ? 1e-4 : 2e-2;
+        printf("-- device tensors %s, tolerance %g --\n", sq_dtype_name(g_dt), TOL);
+        test_matmul();
+        test_norms_acts();
+        attention_case(1, 1, 1, 1, 16, false, false, false);
+        attention_case(2, 77, 77, 3, 64, false, false, false);
+        attention_case(1, 333, 333, 2, 64, false, false, false);
+        attention_case(2, 17, 29, 2, 16, true, false, false);
+        attention_case(3, 13, 23, 2, 32, false, true, false);
+        attention_case(2, 19, 19, 4, 16, false, false, true);
+        attention_case(1, 64, 64, 1, 512, false, false, false);   // the VAE's single-head attention
+        conv_case(2, 3, 9, 11, 5, 3, 1, 1, 1, 1, 1);
+        conv_case(1, 16, 8, 8, 7, 1, 1, 0, 0, 0, 0);
+        conv_case(2, 4, 9, 10, 6, 3, 2, 0, 1, 0, 1);
+        conv_case(2, 16, 8, 12, 32, 2, 2, 0, 0, 0, 0);
+        test_elementwise_layout();
+    }
+    return tu_finish("test_gpu_ops");
+}

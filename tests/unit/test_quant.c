@@ -1,0 +1,95 @@
+// tests/unit/test_quant.c: int4 quantisation and the QZO scale ops on the CPU.
+// - quantiser: codes in [-7, 7], error no worse than plain absmax rounding, and the
+//   clipping search finds the best ratio (checked by brute force in double);
+// - fused perturbed dequantisation == dequantise, then perturb the scales by hand;
+// - the update touches every scale exactly as s = max(s - c z, 0).
+#include <math.h>
+
+#include "kernels/quant.h"
+#include "kernels/rng.h"
+#include "tests/test_util.h"
+
+static int code_at(const uint8_t *c, int64_t i) {
+    int v = (i & 1) ? c[i >> 1] >> 4 : c[i >> 1] & 15;
+    return v >= 8 ? v - 16 : v;
+}
+
+int main(void) {
+    const int64_t nout = 7, k = 192;
+    uint64_t rs = 99;
+    float w[7 * 192];
+    for (int64_t i = 0; i < nout * k; i++) w[i] = tu_uniform(&rs, -0.05f, 0.05f);
+    w[5] = 0.4f;                                   // an outlier: clipping should help its group
+    for (int i = 0; i < 64; i++) w[64 * 3 + i] = 0; // an all-zero group (row 1, group 0)
+    for (int group = 32; group <= 64; group *= 2) {
+        int64_t ng = k / group;
+        uint8_t codes[7 * 192 / 2];
+        float scales[7 * 192 / 32];
+        double err = sq_quantize_q4(w, nout, k, group, codes, scales);
+        int out_of_range = 0;
+        double err_check = 0, err_absmax = 0;
+        for (int64_t n = 0; n < nout; n++)
+            for (int64_t g = 0; g < ng; g++) {
+                float amax = 0;
+                for (int i = 0; i < group; i++) amax = fmaxf(amax, fabsf(w[n * k + g * group + i]));
+                for (int i = 0; i < group; i++) {
+                    int64_t idx = n * k + g * group + i;
+                    int q = code_at(codes, idx);
+                    if (q < -7 || q > 7) out_of_range++;
+                    double d = w[idx] - (double)scales[n * ng + g] * q;
+                    err_check += d * d;
+                    float sa = amax / 7;
+                    double qa = sa > 0 ? fmin(fmax(rint(w[idx] / sa), -7), 7) : 0;
+                    err_absmax += pow(w[idx] - qa * sa, 2);
+                }
+            }
+        TU_CHECK(out_of_range == 0, "codes outside [-7,7]: %d", out_of_range);
+        TU_CHECK(fabs(err - err_check) <= 1e-9 + 1e-6 * err_check, "reported error %g vs recomputed %g", err, err_check);
+        TU_CHECK(err_check <= err_absmax * (1 + 1e-9), "clip search worse than absmax: %g > %g", err_check, err_absmax);
+        TU_CHECK(err_check < 0.95 * err_absmax, "clip search should beat absmax with an outlier: %g vs %g", err_check, err_absmax);
+        TU_CHECK(group != 64 || scales[1 * ng + 0] == 0.0f, "all-zero group gets scale 0");
+        double rel = sqrt(err_check / (nout * k * 0.05 * 0.05 / 3));
+        printf("group %d: relative RMS quantisation error %.4f\n", group, rel);
+
+        // fused perturbed dequant vs by-hand
+        int64_t sh[2] = {nout, k}, ssh[2] = {nout, ng};
+        sq_tensor tc = sq_tensor_view(codes, SQ_Q4, SQ_CPU, 2, sh);
+        sq_tensor ts = sq_tensor_view(scales, SQ_F32, SQ_CPU, 2, ssh);
+        float deq[7 * 192];
+        sq_tensor td = sq_tensor_view(deq, SQ_F32, SQ_CPU, 2, sh);
+        for (int sign = -1; sign <= 1; sign++) {
+            sq_perturb p = {.seed = 77, .step = 5, .index_base = 1000, .eps = 1e-3f, .sign = sign};
+            tu_poison(deq, nout * k);
+            sq_dequant_q4(&td, &tc, &ts, group, &p);
+            int bad = 0;
+            for (int64_t n = 0; n < nout; n++)
+                for (int64_t g = 0; g < ng; g++) {
+                    float z = sq_rng_normal(77, 5, 1000 + (uint64_t)(n * ng + g));
+                    // the documented formula s + sign*eps*z, as one fused multiply-add
+                    float s = fmaf((float)sign * 1e-3f, z, scales[n * ng + g]);
+                    for (int i = 0; i < group; i++) {
+                        int64_t idx = n * k + g * group + i;
+                        float want = s * (float)code_at(codes, idx);
+                        if (!(deq[idx] == want)) bad++;
+                    }
+                }
+            TU_CHECK(bad == 0, "perturbed dequant sign %d: %d mismatches", sign, bad);
+        }
+        // update
+        float before[7 * 192 / 32], after[7 * 192 / 32];
+        for (int64_t j = 0; j < nout * ng; j++) before[j] = after[j] = scales[j];
+        sq_perturb p = {.seed = 3, .step = 9, .index_base = 42};
+        float coeff = 0.01f;
+        sq_tensor ta = sq_tensor_view(after, SQ_F32, SQ_CPU, 2, ssh);
+        sq_qzo_update(&ta, &p, coeff);
+        int bad = 0, clamped = 0;
+        for (int64_t j = 0; j < nout * ng; j++) {
+            float want = before[j] - coeff * sq_rng_normal(3, 9, 42 + (uint64_t)j);
+            if (want < 0) { want = 0; clamped++; }
+            if (fabsf(after[j] - want) > 1e-7f) bad++;
+        }
+        TU_CHECK(bad == 0, "update mismatches: %d", bad);
+        TU_CHECK(clamped > 0, "test should exercise the clamp at 0 (coeff large vs scales)");
+    }
+    return tu_finish("test_quant");
+}

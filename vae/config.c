@@ -1,0 +1,54 @@
+// vae/config.c: the VAE's config from vae/config.json (diffusers defaults where a
+// key is absent) or SD3's published values for a single-file checkpoint.
+#include <string.h>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "vae/model.h"
+#include "vae/vae_internal.h"
+
+void sd_vae_config_sd3(sd_vae_config *c) {
+    memset(c, 0, sizeof *c);
+    c->in_channels = c->out_channels = 3;
+    c->latent_channels = 16;
+    c->levels = 4;
+    c->block_out[0] = 128;
+    c->block_out[1] = 256;
+    c->block_out[2] = c->block_out[3] = 512;
+    c->layers_per_block = 2;
+    c->groups = 32;
+    c->scaling_factor = 1.5305f;
+    c->shift_factor = 0.0609f;
+    c->mid_attention = true;
+}
+
+int sd_vae_config_load(sd_vae_config *c, const char *path) {
+    memset(c, 0, sizeof *c);
+    sq_config *j;
+    if (sq_config_load(&j, path) != SQ_OK) return SQ_FAIL;
+    int rc = SQ_OK;
+    c->in_channels = (int)sq_config_int_or(j, "in_channels", 3);
+    c->out_channels = (int)sq_config_int_or(j, "out_channels", 3);
+    c->latent_channels = (int)sq_config_int_or(j, "latent_channels", 4);
+    c->layers_per_block = (int)sq_config_int_or(j, "layers_per_block", 1);
+    c->groups = (int)sq_config_int_or(j, "norm_num_groups", 32);
+    c->scaling_factor = (float)sq_config_double_or(j, "scaling_factor", 0.18215);
+    c->shift_factor = (float)sq_config_double_or(j, "shift_factor", 0.0);
+    c->mid_attention = sq_config_bool_or(j, "mid_block_add_attention", true);
+    int64_t bo[SD_VAE_MAX_LEVELS];
+    int n = 0;
+    if (sq_config_int_array(j, "block_out_channels", bo, SD_VAE_MAX_LEVELS, &n) != SQ_OK) { rc = SQ_FAIL; goto done; }
+    if (n == 0) { bo[0] = 64; n = 1; }
+    c->levels = n;
+    for (int i = 0; i < n; i++) {
+        c->block_out[i] = (int)bo[i];
+        if (bo[i] <= 0 || bo[i] % c->groups) { rc = sq_errorf("%s: block_out_channels %lld not a positive multiple of norm_num_groups %d", path, (long long)bo[i], c->groups); goto done; }
+    }
+    if (sq_config_bool_or(j, "use_quant_conv", true) || sq_config_bool_or(j, "use_post_quant_conv", true))
+        rc = sq_errorf("%s: quant_conv / post_quant_conv VAEs (SD1/SDXL) are not supported; SD3's VAE has none", path);
+done:
+    sq_config_free(j);
+    return rc;
+}
+
+int sd_vae_factor(const sd_vae_config *c) { return 1 << (c->levels - 1); }
