@@ -3,8 +3,17 @@
 // memory (fp32), softmax is max-subtracted in fp32, then each thread accumulates
 // output features over all keys (consecutive threads read consecutive features of
 // v, so loads coalesce). Correct for any Tq/Tk/HS, masks and bias; O(T²) work with
-// no tiling — the fused cuDNN SDPA is the fast path (see the performance issue).
+// no tiling. cuda_attention sends bf16 calls without bias or causal mask and with
+// head size 64/128 to the tiled tensor-core kernel of attention_flash.cu instead,
+// unless SQ_ATTENTION_REFERENCE=1; cuda_attention_reference always runs this one.
+#include <stdlib.h>
+#include <string.h>
+
 #include "kernels/cuda/common.cuh"
+
+// attention_flash.cu: true when it handled the call (bf16, no bias, not causal).
+extern "C" bool cuda_attention_flash(void *out, const void *q, const void *k, const void *v, const void *key_mask,
+                                     float scale, int64_t B, int64_t Tq, int64_t Tk, int64_t NH, int64_t HS);
 
 template <typename E>
 __global__ void attention_kernel(E *out, const E *q, const E *k, const E *v, const E *bias,
@@ -55,7 +64,7 @@ __global__ void attention_kernel(E *out, const E *q, const E *k, const E *v, con
     }
 }
 
-extern "C" void cuda_attention(sq_dtype dt, void *out, const void *q, const void *k, const void *v, const void *bias,
+extern "C" void cuda_attention_reference(sq_dtype dt, void *out, const void *q, const void *k, const void *v, const void *bias,
                                const void *key_mask, bool causal, float scale, int64_t B, int64_t Tq, int64_t Tk,
                                int64_t NH, int64_t HS) {
     int64_t rows = B * NH * Tq;
@@ -74,4 +83,18 @@ extern "C" void cuda_attention(sq_dtype dt, void *out, const void *q, const void
                                                       (const E *)bias, (const uint8_t *)key_mask, causal, scale, Tq,
                                                       Tk, NH, HS));
     SQ_LAUNCH_CHECK();
+}
+
+extern "C" void cuda_attention(sq_dtype dt, void *out, const void *q, const void *k, const void *v, const void *bias,
+                               const void *key_mask, bool causal, float scale, int64_t B, int64_t Tq, int64_t Tk,
+                               int64_t NH, int64_t HS) {
+    static int use_reference = -1;   // SQ_ATTENTION_REFERENCE, read once
+    if (use_reference < 0) {
+        const char *e = getenv("SQ_ATTENTION_REFERENCE");
+        use_reference = e && strcmp(e, "1") == 0;
+    }
+    if (!use_reference && dt == SQ_BF16 && !bias && !causal &&
+        cuda_attention_flash(out, q, k, v, key_mask, scale, B, Tq, Tk, NH, HS))
+        return;
+    cuda_attention_reference(dt, out, q, k, v, bias, key_mask, causal, scale, B, Tq, Tk, NH, HS);
 }

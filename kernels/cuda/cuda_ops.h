@@ -32,6 +32,11 @@ void cuda_softmax(sq_dtype dt, void *out, const void *x, int64_t rows, int64_t C
 // bias: bf16 (NH,Tq,Tk) or NULL; key_mask: u8 (B,Tk) or NULL
 void cuda_attention(sq_dtype dt, void *out, const void *q, const void *k, const void *v, const void *bias, const void *key_mask,
                     bool causal, float scale, int64_t B, int64_t Tq, int64_t Tk, int64_t NH, int64_t HS);
+// Same, always with the simple reference kernel (cuda_attention takes the flash kernel
+// for bf16 without bias/causal, HS 64/128, unless SQ_ATTENTION_REFERENCE=1); for tests.
+void cuda_attention_reference(sq_dtype dt, void *out, const void *q, const void *k, const void *v, const void *bias,
+                              const void *key_mask, bool causal, float scale, int64_t B, int64_t Tq, int64_t Tk, int64_t NH,
+                              int64_t HS);
 void cuda_conv2d(sq_dtype dt, void *out, const void *x, const void *w, const void *b, int64_t B, int64_t Cin, int64_t H, int64_t W,
                  int64_t Cout, int64_t KH, int64_t KW, int stride, int pad_top, int pad_bottom, int pad_left,
                  int pad_right, int64_t Ho, int64_t Wo);

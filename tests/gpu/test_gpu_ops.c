@@ -10,6 +10,9 @@
 #include "core/error.h"
 #include "kernels/backend.h"
 #include "kernels/ops.h"
+#ifdef SQ_HAVE_CUDA
+#include "kernels/cuda/cuda_ops.h"
+#endif
 #include "tests/test_util.h"
 
 static uint64_t rs = 0xC0DA;
@@ -113,6 +116,52 @@ static void attention_case(int64_t B, int64_t Tq, int64_t Tk, int64_t NH, int64_
     sq_tensor_free(&mh); sq_tensor_free(&md);
 }
 
+// bf16 only: sq_attention's device path (the flash kernel for bf16, no bias, not
+// causal, HS 64/128) against the CPU op and against cuda_attention_reference (the
+// simple kernel) on the same inputs; with a mask, batch 1 has every key masked (zeros).
+static void attention_flash_case(int64_t B, int64_t Tq, int64_t Tk, int64_t NH, int64_t HS, bool use_mask) {
+#ifdef SQ_HAVE_CUDA
+    pair q = rnd(4, SQ_SHAPE(B, Tq, NH, HS), -1, 1), k = rnd(4, SQ_SHAPE(B, Tk, NH, HS), -1, 1);
+    pair v = rnd(4, SQ_SHAPE(B, Tk, NH, HS), -1, 1);
+    pair o = outp(4, SQ_SHAPE(B, Tq, NH, HS)), r = outp(4, SQ_SHAPE(B, Tq, NH, HS));
+    sq_tensor mh, md;
+    sq_tensor_alloc(&mh, SQ_U8, SQ_CPU, 2, SQ_SHAPE(B, Tk));
+    sq_tensor_alloc(&md, SQ_U8, SQ_CUDA, 2, SQ_SHAPE(B, Tk));
+    uint8_t *m = mh.data;
+    for (int64_t i = 0; i < B * Tk; i++) m[i] = (uint8_t)((i * 7 + 3) % 5 != 0);
+    if (B > 1) memset(m + Tk, 0, (size_t)Tk);
+    sq_tensor_copy(&md, &mh);
+    float scale = 1.0f / sqrtf((float)HS);
+    sq_attention(&o.h, &q.h, &k.h, &v.h, NULL, use_mask ? &mh : NULL, false, scale);
+    memcpy(r.h.data, o.h.data, (size_t)sq_tensor_numel(&o.h) * sizeof(float));
+    sq_attention(&o.d, &q.d, &k.d, &v.d, NULL, use_mask ? &md : NULL, false, scale);
+    cuda_attention_reference(g_dt, r.d.data, q.d.data, k.d.data, v.d.data, NULL, use_mask ? md.data : NULL, false, scale,
+                             B, Tq, Tk, NH, HS);
+    char what[96];
+    snprintf(what, sizeof what, "flash attn B%lld Tq%lld Tk%lld NH%lld HS%lld m%d vs CPU", (long long)B, (long long)Tq,
+             (long long)Tk, (long long)NH, (long long)HS, use_mask);
+    expect(what, &o);
+    snprintf(what, sizeof what, "ref attn   B%lld Tq%lld Tk%lld NH%lld HS%lld m%d vs CPU", (long long)B, (long long)Tq,
+             (long long)Tk, (long long)NH, (long long)HS, use_mask);
+    expect(what, &r);
+    // flash against the reference kernel, and bit-identical on a repeat (no atomics)
+    int64_t n = sq_tensor_numel(&o.h);
+    float *a = malloc((size_t)n * sizeof(float)), *b = malloc((size_t)n * sizeof(float));
+    SQ_CHECK(sq_tensor_to_host_f32(a, &o.d) == SQ_OK && sq_tensor_to_host_f32(b, &r.d) == SQ_OK, "%s", sq_error_message());
+    double e = tu_rel_err(a, b, n);
+    printf("  %-44s rel err %.2e\n", "  flash vs reference kernel", e);
+    TU_CHECK(e <= TOL, "flash vs reference attention: relative error %.3g > %g", e, TOL);
+    sq_attention(&o.d, &q.d, &k.d, &v.d, NULL, use_mask ? &md : NULL, false, scale);
+    SQ_CHECK(sq_tensor_to_host_f32(b, &o.d) == SQ_OK, "%s", sq_error_message());
+    TU_CHECK(memcmp(a, b, (size_t)n * sizeof(float)) == 0, "flash attention: repeat not bit-identical");
+    free(a); free(b);
+    drop(&q); drop(&k); drop(&v); drop(&o); drop(&r);
+    sq_tensor_free(&mh); sq_tensor_free(&md);
+#else
+    (void)B; (void)Tq; (void)Tk; (void)NH; (void)HS; (void)use_mask;
+#endif
+}
+
 static void conv_case(int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout, int64_t K, int stride, int pt, int pb,
                       int pl, int pr) {
     int64_t Ho = (H + pt + pb - K) / stride + 1, Wo = (W + pl + pr - K) / stride + 1;
@@ -196,6 +245,14 @@ int main(void) {
         attention_case(3, 13, 23, 2, 32, false, true, false);
         attention_case(2, 19, 19, 4, 16, false, false, true);
         attention_case(1, 64, 64, 1, 512, false, false, false);   // the VAE's single-head attention
+        if (g_dt == SQ_BF16) {
+            attention_flash_case(2, 200, 200, 3, 64, false);
+            attention_flash_case(2, 77, 77, 2, 64, true);
+            attention_flash_case(1, 1000, 1000, 2, 64, false);
+            attention_flash_case(2, 150, 333, 2, 64, true);
+            attention_flash_case(1, 130, 70, 2, 128, true);
+            attention_flash_case(1, 1, 1, 1, 64, false);
+        }
         conv_case(2, 3, 9, 11, 5, 3, 1, 1, 1, 1, 1);
         conv_case(1, 16, 8, 8, 7, 1, 1, 0, 0, 0, 0);
         conv_case(2, 4, 9, 10, 6, 3, 2, 0, 1, 0, 1);
