@@ -40,6 +40,16 @@ void cuda_attention_reference(sq_dtype dt, void *out, const void *q, const void 
 void cuda_conv2d(sq_dtype dt, void *out, const void *x, const void *w, const void *b, int64_t B, int64_t Cin, int64_t H, int64_t W,
                  int64_t Cout, int64_t KH, int64_t KW, int stride, int pad_top, int pad_bottom, int pad_left,
                  int pad_right, int64_t Ho, int64_t Wo);
+// Same, always with the direct reference kernel (cuda_conv2d takes cuDNN when built with
+// it, for symmetric padding, unless SQ_CONV_REFERENCE=1); for tests.
+void cuda_conv2d_reference(sq_dtype dt, void *out, const void *x, const void *w, const void *b, int64_t B, int64_t Cin,
+                           int64_t H, int64_t W, int64_t Cout, int64_t KH, int64_t KW, int stride, int pad_top,
+                           int pad_bottom, int pad_left, int pad_right, int64_t Ho, int64_t Wo);
+// conv_cudnn.cu: true when cuDNN ran the convolution (bias included); false when it
+// was not handled (asymmetric padding, no cuDNN in the build, no deterministic algorithm).
+bool cuda_conv2d_cudnn(sq_dtype dt, void *out, const void *x, const void *w, const void *b, int64_t B, int64_t Cin,
+                       int64_t H, int64_t W, int64_t Cout, int64_t KH, int64_t KW, int stride, int pad_top,
+                       int pad_bottom, int pad_left, int pad_right, int64_t Ho, int64_t Wo);
 void cuda_upsample_nearest2x(sq_dtype dt, void *out, const void *x, int64_t BC, int64_t H, int64_t W);
 void cuda_axpby(sq_dtype dt, void *out, float alpha, const void *a, float beta, const void *b, int64_t n);
 void cuda_mul(sq_dtype dt, void *out, const void *a, const void *b, int64_t n);

@@ -1,0 +1,192 @@
+// kernels/cuda/conv_cudnn.cu: the fast path of cuda_conv2d through cuDNN's classic
+// API (NCHW, cross-correlation, fp32 accumulation). One handle, created on first use;
+// per shape the descriptors and a deterministic algorithm (from
+// cudnnGetConvolutionForwardAlgorithm_v7, non-deterministic ones rejected) are kept in
+// a small table, and the workspace is one device buffer that only grows, on a shape's
+// first call, never in the hot loop. bf16 runs with tensor-op math (conversion math
+// only if no plain tensor-op/default algorithm is found); f32 runs with FMA math, so
+// no TF32 rounding creeps into the full-precision models (the VAE). cuDNN pads
+// symmetrically only, so calls with pad_top != pad_bottom or pad_left != pad_right
+// (the VAE down-sampler's (0,1,0,1)) are left to the reference kernel: the function
+// returns false for them, and for anything else it does not handle. Without cuDNN
+// (SQ_HAVE_CUDNN unset) it always returns false. Not thread-safe: like every op here
+// it assumes one host thread driving the default stream.
+#include <stdio.h>
+
+#include "kernels/cuda/common.cuh"
+
+#ifdef SQ_HAVE_CUDNN
+
+#include <cudnn.h>
+
+// Every cuDNN call goes through this: a failure reports the call, file, line and
+// cudnnGetErrorString, as SQ_CUDA_CHECK does for the runtime.
+#define SQ_CUDNN_CHECK(call)                                                                                \
+    do {                                                                                                    \
+        cudnnStatus_t sq_st_ = (call);                                                                      \
+        if (sq_st_ != CUDNN_STATUS_SUCCESS)                                                                 \
+            sq_panic(__FILE__, __LINE__, "cuDNN error %s in %s", cudnnGetErrorString(sq_st_), #call);       \
+    } while (0)
+
+namespace {
+
+struct conv_key {
+    int dt, n, c, h, w, k, kh, kw, stride, ph, pw;
+    bool operator==(const conv_key &o) const {
+        return dt == o.dt && n == o.n && c == o.c && h == o.h && w == o.w && k == o.k && kh == o.kh && kw == o.kw &&
+               stride == o.stride && ph == o.ph && pw == o.pw;
+    }
+};
+
+struct conv_plan {
+    bool used;
+    bool ok;   // false: cuDNN has no deterministic algorithm for it; use the reference kernel
+    conv_key key;
+    cudnnTensorDescriptor_t xd, yd;
+    cudnnFilterDescriptor_t wd;
+    cudnnConvolutionDescriptor_t cd;
+    cudnnConvolutionFwdAlgo_t algo;
+    size_t ws_bytes;
+};
+
+enum { PLAN_CAP = 64 };
+conv_plan g_plans[PLAN_CAP];
+int g_next_evict = 0;
+cudnnHandle_t g_handle = nullptr;
+int g_state = 0;   // 0 not tried, 1 handle ready, -1 cudnnCreate failed (cuDNN unusable: always fall back)
+void *g_ws = nullptr;
+size_t g_ws_bytes = 0;
+
+void plan_release(conv_plan *p) {
+    if (!p->used) return;
+    SQ_CUDNN_CHECK(cudnnDestroyTensorDescriptor(p->xd));
+    SQ_CUDNN_CHECK(cudnnDestroyTensorDescriptor(p->yd));
+    SQ_CUDNN_CHECK(cudnnDestroyFilterDescriptor(p->wd));
+    SQ_CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(p->cd));
+    p->used = false;
+}
+
+// Picks the first deterministic algorithm of the _v7 list (ordered by expected speed)
+// whose math type is acceptable, under the given descriptor math type. True when found.
+bool pick_algo(conv_plan *p, cudnnMathType_t math, bool bf16) {
+    SQ_CUDNN_CHECK(cudnnSetConvolutionMathType(p->cd, math));
+    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    int count = 0;
+    SQ_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(g_handle, p->xd, p->wd, p->cd, p->yd,
+                                                          CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf));
+    for (int i = 0; i < count; i++) {
+        const cudnnConvolutionFwdAlgoPerf_t &r = perf[i];
+        if (r.status != CUDNN_STATUS_SUCCESS || r.determinism != CUDNN_DETERMINISTIC) continue;
+        if (bf16) {
+            if (r.mathType != math && r.mathType != CUDNN_DEFAULT_MATH && r.mathType != CUDNN_TENSOR_OP_MATH) continue;
+        } else if (r.mathType != CUDNN_FMA_MATH) {
+            continue;   // f32: no TF32
+        }
+        SQ_CUDNN_CHECK(cudnnSetConvolutionMathType(p->cd, r.mathType));
+        size_t ws = 0;
+        // Not fatal: an algorithm the heuristics list may still refuse this exact
+        // configuration; that status just moves on to the next candidate.
+        cudnnStatus_t st = cudnnGetConvolutionForwardWorkspaceSize(g_handle, p->xd, p->wd, p->cd, p->yd, r.algo, &ws);
+        if (st == CUDNN_STATUS_NOT_SUPPORTED || st == CUDNN_STATUS_BAD_PARAM) continue;
+        SQ_CUDNN_CHECK(st);
+        p->algo = r.algo;
+        p->ws_bytes = ws;
+        return true;
+    }
+    return false;
+}
+
+conv_plan *plan_for(const conv_key &key, int64_t Ho, int64_t Wo) {
+    for (int i = 0; i < PLAN_CAP; i++)
+        if (g_plans[i].used && g_plans[i].key == key) return &g_plans[i];
+    conv_plan *p = nullptr;
+    for (int i = 0; i < PLAN_CAP && !p; i++)
+        if (!g_plans[i].used) p = &g_plans[i];
+    if (!p) {   // table full: evict round-robin
+        p = &g_plans[g_next_evict];
+        g_next_evict = (g_next_evict + 1) % PLAN_CAP;
+        plan_release(p);
+    }
+    p->key = key;
+    p->ok = false;
+    SQ_CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->xd));
+    SQ_CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->yd));
+    SQ_CUDNN_CHECK(cudnnCreateFilterDescriptor(&p->wd));
+    SQ_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&p->cd));
+    p->used = true;
+    bool bf16 = key.dt == (int)SQ_BF16;
+    cudnnDataType_t ddt = bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+    SQ_CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->xd, CUDNN_TENSOR_NCHW, ddt, key.n, key.c, key.h, key.w));
+    SQ_CUDNN_CHECK(cudnnSetFilter4dDescriptor(p->wd, ddt, CUDNN_TENSOR_NCHW, key.k, key.c, key.kh, key.kw));
+    SQ_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(p->cd, key.ph, key.pw, key.stride, key.stride, 1, 1,
+                                                   CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    int on = 0, oc = 0, oh = 0, ow = 0;
+    SQ_CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(p->cd, p->xd, p->wd, &on, &oc, &oh, &ow));
+    if (on != key.n || oc != key.k || oh != Ho || ow != Wo) return p;   // not the shape the caller expects
+    SQ_CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->yd, CUDNN_TENSOR_NCHW, ddt, on, oc, oh, ow));
+    if (bf16)
+        p->ok = pick_algo(p, CUDNN_TENSOR_OP_MATH, true) || pick_algo(p, CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION, true);
+    else
+        p->ok = pick_algo(p, CUDNN_FMA_MATH, false);
+    if (p->ok && p->ws_bytes > g_ws_bytes) {   // grow the shared workspace (first call of a shape only)
+        if (g_ws) SQ_CUDA_CHECK(cudaFree(g_ws));
+        g_ws = nullptr;
+        g_ws_bytes = 0;
+        SQ_CUDA_CHECK(cudaMalloc(&g_ws, p->ws_bytes));
+        g_ws_bytes = p->ws_bytes;
+    }
+    return p;
+}
+
+bool fits_int(int64_t v) { return v > 0 && v <= INT32_MAX; }
+
+}   // namespace
+
+extern "C" bool cuda_conv2d_cudnn(sq_dtype dt, void *out, const void *x, const void *w, const void *b, int64_t B,
+                                  int64_t Cin, int64_t H, int64_t W, int64_t Cout, int64_t KH, int64_t KW, int stride,
+                                  int pad_top, int pad_bottom, int pad_left, int pad_right, int64_t Ho, int64_t Wo) {
+    if (dt != SQ_BF16 && dt != SQ_F32) return false;
+    if (pad_top != pad_bottom || pad_left != pad_right) return false;   // asymmetric: reference kernel
+    if (pad_top < 0 || pad_left < 0 || stride < 1) return false;
+    if (!fits_int(B) || !fits_int(Cin) || !fits_int(H) || !fits_int(W) || !fits_int(Cout) || !fits_int(KH) ||
+        !fits_int(KW) || !fits_int(Ho) || !fits_int(Wo))
+        return false;
+    // cuDNN's 4-d descriptors take int strides: keep every tensor under 2^31 elements
+    if (B * Cin * H * W > INT32_MAX || B * Cout * Ho * Wo > INT32_MAX || Cout * Cin * KH * KW > INT32_MAX) return false;
+    if (g_state == 0) {
+        cudnnStatus_t st = cudnnCreate(&g_handle);
+        if (st != CUDNN_STATUS_SUCCESS) {
+            fprintf(stderr, "cuDNN error %s at %s:%d in cudnnCreate(&g_handle); convolutions use the reference kernel\n",
+                    cudnnGetErrorString(st), __FILE__, __LINE__);
+            g_state = -1;
+        } else {
+            g_state = 1;   // default stream, like every other op
+        }
+    }
+    if (g_state < 0) return false;
+    conv_key key = {(int)dt, (int)B, (int)Cin, (int)H, (int)W, (int)Cout, (int)KH, (int)KW, stride, pad_top, pad_left};
+    conv_plan *p = plan_for(key, Ho, Wo);
+    if (!p->ok) return false;
+    float alpha = 1.0f, beta = 0.0f;   // scaling parameters are float for bf16 and f32 data
+    SQ_CUDNN_CHECK(cudnnConvolutionForward(g_handle, &alpha, p->xd, x, p->wd, w, p->cd, p->algo,
+                                           p->ws_bytes ? g_ws : nullptr, p->ws_bytes, &beta, p->yd, out));
+    if (b) {
+        // cuda_add_channel_bias indexes the bias by (batch·C + channel): one call per image
+        size_t esz = dt == SQ_F32 ? sizeof(float) : sizeof(bf16);
+        size_t img = (size_t)(Cout * Ho * Wo) * esz;
+        for (int64_t bi = 0; bi < B; bi++) cuda_add_channel_bias(dt, (char *)out + (size_t)bi * img, b, Cout, Ho * Wo);
+    }
+    return true;
+}
+
+#else   // no cuDNN: never handles a call
+
+extern "C" bool cuda_conv2d_cudnn(sq_dtype dt, void *out, const void *x, const void *w, const void *b, int64_t B,
+                                  int64_t Cin, int64_t H, int64_t W, int64_t Cout, int64_t KH, int64_t KW, int stride,
+                                  int pad_top, int pad_bottom, int pad_left, int pad_right, int64_t Ho, int64_t Wo) {
+    (void)dt; (void)out; (void)x; (void)w; (void)b; (void)B; (void)Cin; (void)H; (void)W; (void)Cout; (void)KH;
+    (void)KW; (void)stride; (void)pad_top; (void)pad_bottom; (void)pad_left; (void)pad_right; (void)Ho; (void)Wo;
+    return false;
+}
+
+#endif
