@@ -12,6 +12,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "tests/golden/token_fixtures.h"
 #include "tests/test_util.h"
 #include "text_encoders/clip_tokenizer.h"
 
@@ -19,7 +20,6 @@
 
 static void check_case(const sd_clip_tokenizer *t, const char *name, const cJSON *c) {
     const char *prompt = cJSON_GetObjectItemCaseSensitive(c, "prompt")->valuestring;
-    const cJSON *want = cJSON_GetObjectItemCaseSensitive(c, name);
     char key[64];
     snprintf(key, sizeof key, "%s_n_real", name);
     int want_n = cJSON_GetObjectItemCaseSensitive(c, key)->valueint;
@@ -29,20 +29,7 @@ static void check_case(const sd_clip_tokenizer *t, const char *name, const cJSON
         TU_CHECK(0, "%s: tokenize '%.40s': %s", name, prompt, sq_error_message());
         return;
     }
-    TU_CHECK(cJSON_GetArraySize(want) == MAX_LEN, "%s: fixture length", name);
-    int first_bad = -1;
-    for (int i = 0; i < MAX_LEN && first_bad < 0; i++)
-        if (ids[i] != cJSON_GetArrayItem(want, i)->valueint) first_bad = i;
-    TU_CHECK(first_bad < 0, "%s: '%.40s': id %d is %d, want %d", name, prompt, first_bad,
-             first_bad < 0 ? 0 : ids[first_bad], first_bad < 0 ? 0 : cJSON_GetArrayItem(want, first_bad)->valueint);
-    TU_CHECK(n_real == want_n, "%s: '%.40s': %d real tokens, want %d", name, prompt, n_real, want_n);
-}
-
-static void write_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "wb");
-    SQ_CHECK(f, "cannot write %s", path);
-    fputs(text, f);
-    fclose(f);
+    tk_check_ids(name, prompt, ids, n_real, MAX_LEN, cJSON_GetObjectItemCaseSensitive(c, name), want_n);
 }
 
 static void check_bad_inputs(const char *good_dir) {
@@ -52,7 +39,7 @@ static void check_bad_inputs(const char *good_dir) {
     snprintf(src, sizeof src, "%s/vocab.json", good_dir);
     SQ_CHECK(sq_read_file(src, &vocab, NULL) == SQ_OK, "%s", sq_error_message());
     snprintf(dst, sizeof dst, "%s/vocab.json", dir);
-    write_text(dst, vocab);
+    tk_write_text(dst, vocab);
     free(vocab);
 
     sd_clip_tokenizer *t = NULL;
@@ -62,19 +49,19 @@ static void check_bad_inputs(const char *good_dir) {
 
     char merges[2048];
     snprintf(merges, sizeof merges, "%s/merges.txt", dir);
-    write_text(merges, "#version: 0.2\nh e\nhe llo\n");
-    write_text(dst, "{\"h\": 0, \"e\": 1, \"he\": ");
+    tk_write_text(merges, "#version: 0.2\nh e\nhe llo\n");
+    tk_write_text(dst, "{\"h\": 0, \"e\": 1, \"he\": ");
     rc = sd_clip_tokenizer_load(&t, dir);
     printf("  corrupt vocab.json: %s\n", sq_error_message());
     TU_CHECK(rc == SQ_FAIL && !t && strstr(sq_error_message(), "vocab.json"), "corrupt vocab.json: %s", sq_error_message());
 
-    write_text(dst, "{\"h\": \"zero\"}");
+    tk_write_text(dst, "{\"h\": \"zero\"}");
     rc = sd_clip_tokenizer_load(&t, dir);
     printf("  vocab.json with a string id: %s\n", sq_error_message());
     TU_CHECK(rc == SQ_FAIL && !t && strstr(sq_error_message(), "vocab.json"), "string id: %s", sq_error_message());
 
-    write_text(dst, "{\"h\": 0, \"<|startoftext|>\": 1, \"<|endoftext|>\": 2}");
-    write_text(merges, "#version: 0.2\nh e\nthree symbols here\n");
+    tk_write_text(dst, "{\"h\": 0, \"<|startoftext|>\": 1, \"<|endoftext|>\": 2}");
+    tk_write_text(merges, "#version: 0.2\nh e\nthree symbols here\n");
     rc = sd_clip_tokenizer_load(&t, dir);
     printf("  corrupt merges.txt: %s\n", sq_error_message());
     TU_CHECK(rc == SQ_FAIL && !t && strstr(sq_error_message(), "merges.txt"), "corrupt merges.txt: %s", sq_error_message());
@@ -87,11 +74,7 @@ static void check_bad_inputs(const char *good_dir) {
 int main(void) {
     char path[1024];
     snprintf(path, sizeof path, "%s/tokenizer/expected.json", tu_fixtures_dir());
-    char *text;
-    if (sq_read_file(path, &text, NULL) != SQ_OK) { fprintf(stderr, "%s\n", sq_error_message()); return 1; }
-    cJSON *root = cJSON_Parse(text);
-    free(text);
-    SQ_CHECK(root, "%s: bad JSON", path);
+    cJSON *root = tk_load_expected(path);
     const cJSON *cases = cJSON_GetObjectItemCaseSensitive(root, "cases");
     static const char *names[2] = {"clip_l", "clip_g"};
     for (int k = 0; k < 2; k++) {

@@ -12,6 +12,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "tests/golden/token_fixtures.h"
 #include "tests/test_util.h"
 #include "text_encoders/t5_tokenizer.h"
 
@@ -19,31 +20,19 @@
 
 static void check_case(const sd_t5_tokenizer *t, int max_len, const cJSON *c) {
     const char *prompt = cJSON_GetObjectItemCaseSensitive(c, "prompt")->valuestring;
-    char key[64];
+    char key[64], label[32];
     snprintf(key, sizeof key, "ids_%d", max_len);
     const cJSON *want = cJSON_GetObjectItemCaseSensitive(c, key);
     snprintf(key, sizeof key, "n_real_%d", max_len);
     int want_n = cJSON_GetObjectItemCaseSensitive(c, key)->valueint;
     int32_t ids[MAX_MAX_LEN];
     int n_real = -1;
+    snprintf(label, sizeof label, "%d", max_len);
     if (sd_t5_tokenize(t, prompt, max_len, ids, &n_real) != SQ_OK) {
-        TU_CHECK(0, "%d: tokenize '%.40s': %s", max_len, prompt, sq_error_message());
+        TU_CHECK(0, "%s: tokenize '%.40s': %s", label, prompt, sq_error_message());
         return;
     }
-    TU_CHECK(cJSON_GetArraySize(want) == max_len, "%d: fixture length", max_len);
-    int first_bad = -1;
-    for (int i = 0; i < max_len && first_bad < 0; i++)
-        if (ids[i] != cJSON_GetArrayItem(want, i)->valueint) first_bad = i;
-    TU_CHECK(first_bad < 0, "%d: '%.40s': id %d is %d, want %d", max_len, prompt, first_bad,
-             first_bad < 0 ? 0 : ids[first_bad], first_bad < 0 ? 0 : cJSON_GetArrayItem(want, first_bad)->valueint);
-    TU_CHECK(n_real == want_n, "%d: '%.40s': %d real tokens, want %d", max_len, prompt, n_real, want_n);
-}
-
-static void write_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "wb");
-    SQ_CHECK(f, "cannot write %s", path);
-    fputs(text, f);
-    fclose(f);
+    tk_check_ids(label, prompt, ids, n_real, max_len, want, want_n);
 }
 
 static void check_bad_inputs(void) {
@@ -57,7 +46,7 @@ static void check_bad_inputs(void) {
 
     char model[2048];
     snprintf(model, sizeof model, "%s/spiece.model", dir);
-    write_text(model, "this is not a protobuf, just some garbage text\n\x01\x02\xff\xfe");
+    tk_write_text(model, "this is not a protobuf, just some garbage text\n\x01\x02\xff\xfe");
     rc = sd_t5_tokenizer_load(&t, dir);
     printf("  garbage spiece.model: %s\n", sq_error_message());
     TU_CHECK(rc == SQ_FAIL && !t && strstr(sq_error_message(), "spiece.model") && !strchr(sq_error_message(), '\n'),
@@ -65,7 +54,7 @@ static void check_bad_inputs(void) {
     rc = sd_t5_tokenizer_load(&t, model);
     TU_CHECK(rc == SQ_FAIL && !t && strstr(sq_error_message(), model), "garbage model by file: %s", sq_error_message());
 
-    write_text(model, "");
+    tk_write_text(model, "");
     rc = sd_t5_tokenizer_load(&t, dir);
     printf("  empty spiece.model: %s\n", sq_error_message());
     TU_CHECK(rc == SQ_FAIL && !t && strstr(sq_error_message(), "spiece.model"), "empty spiece.model: %s", sq_error_message());
@@ -77,11 +66,7 @@ static void check_bad_inputs(void) {
 int main(void) {
     char path[1024];
     snprintf(path, sizeof path, "%s/tokenizer/t5_expected.json", tu_fixtures_dir());
-    char *text;
-    if (sq_read_file(path, &text, NULL) != SQ_OK) { fprintf(stderr, "%s\n", sq_error_message()); return 1; }
-    cJSON *root = cJSON_Parse(text);
-    free(text);
-    SQ_CHECK(root, "%s: bad JSON", path);
+    cJSON *root = tk_load_expected(path);
     const cJSON *cases = cJSON_GetObjectItemCaseSensitive(root, "cases");
     const cJSON *max_lens = cJSON_GetObjectItemCaseSensitive(root, "max_lens");
     for (int k = 0; k < 2; k++) {  // the folder, then the .model file itself
