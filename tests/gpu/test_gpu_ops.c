@@ -94,17 +94,47 @@ static void test_norms_acts(void) {
     drop(&x); drop(&w); drop(&b); drop(&o); drop(&g); drop(&gw); drop(&gb); drop(&go);
 }
 
+// A key mask (B,Tk) on host and device: every fifth key masked, and in batch 1 every
+// key (so the all-masked row must produce zeros).
+static void make_key_mask(sq_tensor *mh, sq_tensor *md, int64_t B, int64_t Tk) {
+    sq_tensor_alloc(mh, SQ_U8, SQ_CPU, 2, SQ_SHAPE(B, Tk));
+    sq_tensor_alloc(md, SQ_U8, SQ_CUDA, 2, SQ_SHAPE(B, Tk));
+    uint8_t *m = mh->data;
+    for (int64_t i = 0; i < B * Tk; i++) m[i] = (uint8_t)((i * 7 + 3) % 5 != 0);
+    if (B > 1) memset(m + Tk, 0, (size_t)Tk);
+    sq_tensor_copy(md, mh);
+}
+
+#ifdef SQ_HAVE_CUDA
+// The fast device path's output against the reference kernel's, within TOL. Returns
+// the fast output on the host (caller frees) for expect_repeat_identical.
+static float *expect_fast_matches_reference(const char *what, const sq_tensor *fast, const sq_tensor *ref) {
+    int64_t n = sq_tensor_numel(fast);
+    float *a = malloc((size_t)n * sizeof(float)), *b = malloc((size_t)n * sizeof(float));
+    SQ_CHECK(sq_tensor_to_host_f32(a, fast) == SQ_OK && sq_tensor_to_host_f32(b, ref) == SQ_OK, "%s", sq_error_message());
+    double e = tu_rel_err(a, b, n);
+    printf("  %-44s rel err %.2e\n", what, e);
+    TU_CHECK(e <= TOL, "%s: relative error %.3g > %g", what, e, TOL);
+    free(b);
+    return a;
+}
+
+// A second run of the fast path must equal the first bit for bit (no atomics).
+static void expect_repeat_identical(const char *what, const float *first, const sq_tensor *again) {
+    int64_t n = sq_tensor_numel(again);
+    float *b = malloc((size_t)n * sizeof(float));
+    SQ_CHECK(sq_tensor_to_host_f32(b, again) == SQ_OK, "%s", sq_error_message());
+    TU_CHECK(memcmp(first, b, (size_t)n * sizeof(float)) == 0, "%s: repeat not bit-identical", what);
+    free(b);
+}
+#endif
+
 static void attention_case(int64_t B, int64_t Tq, int64_t Tk, int64_t NH, int64_t HS, bool use_bias, bool use_mask, bool causal) {
     pair q = rnd(4, SQ_SHAPE(B, Tq, NH, HS), -1, 1), k = rnd(4, SQ_SHAPE(B, Tk, NH, HS), -1, 1);
     pair v = rnd(4, SQ_SHAPE(B, Tk, NH, HS), -1, 1), bias = rnd(3, SQ_SHAPE(NH, Tq, Tk), -1, 1);
     pair o = outp(4, SQ_SHAPE(B, Tq, NH, HS));
     sq_tensor mh, md;
-    sq_tensor_alloc(&mh, SQ_U8, SQ_CPU, 2, SQ_SHAPE(B, Tk));
-    sq_tensor_alloc(&md, SQ_U8, SQ_CUDA, 2, SQ_SHAPE(B, Tk));
-    uint8_t *m = mh.data;
-    for (int64_t i = 0; i < B * Tk; i++) m[i] = (uint8_t)((i * 7 + 3) % 5 != 0);
-    if (B > 1) memset(m + Tk, 0, (size_t)Tk);
-    sq_tensor_copy(&md, &mh);
+    make_key_mask(&mh, &md, B, Tk);
     float scale = 1.0f / sqrtf((float)HS);
     sq_attention(&o.h, &q.h, &k.h, &v.h, use_bias ? &bias.h : NULL, use_mask ? &mh : NULL, causal, scale);
     sq_attention(&o.d, &q.d, &k.d, &v.d, use_bias ? &bias.d : NULL, use_mask ? &md : NULL, causal, scale);
@@ -125,12 +155,7 @@ static void attention_flash_case(int64_t B, int64_t Tq, int64_t Tk, int64_t NH, 
     pair v = rnd(4, SQ_SHAPE(B, Tk, NH, HS), -1, 1);
     pair o = outp(4, SQ_SHAPE(B, Tq, NH, HS)), r = outp(4, SQ_SHAPE(B, Tq, NH, HS));
     sq_tensor mh, md;
-    sq_tensor_alloc(&mh, SQ_U8, SQ_CPU, 2, SQ_SHAPE(B, Tk));
-    sq_tensor_alloc(&md, SQ_U8, SQ_CUDA, 2, SQ_SHAPE(B, Tk));
-    uint8_t *m = mh.data;
-    for (int64_t i = 0; i < B * Tk; i++) m[i] = (uint8_t)((i * 7 + 3) % 5 != 0);
-    if (B > 1) memset(m + Tk, 0, (size_t)Tk);
-    sq_tensor_copy(&md, &mh);
+    make_key_mask(&mh, &md, B, Tk);
     float scale = 1.0f / sqrtf((float)HS);
     sq_attention(&o.h, &q.h, &k.h, &v.h, NULL, use_mask ? &mh : NULL, false, scale);
     memcpy(r.h.data, o.h.data, (size_t)sq_tensor_numel(&o.h) * sizeof(float));
@@ -144,17 +169,10 @@ static void attention_flash_case(int64_t B, int64_t Tq, int64_t Tk, int64_t NH, 
     snprintf(what, sizeof what, "ref attn   B%lld Tq%lld Tk%lld NH%lld HS%lld m%d vs CPU", (long long)B, (long long)Tq,
              (long long)Tk, (long long)NH, (long long)HS, use_mask);
     expect(what, &r);
-    // flash against the reference kernel, and bit-identical on a repeat (no atomics)
-    int64_t n = sq_tensor_numel(&o.h);
-    float *a = malloc((size_t)n * sizeof(float)), *b = malloc((size_t)n * sizeof(float));
-    SQ_CHECK(sq_tensor_to_host_f32(a, &o.d) == SQ_OK && sq_tensor_to_host_f32(b, &r.d) == SQ_OK, "%s", sq_error_message());
-    double e = tu_rel_err(a, b, n);
-    printf("  %-44s rel err %.2e\n", "  flash vs reference kernel", e);
-    TU_CHECK(e <= TOL, "flash vs reference attention: relative error %.3g > %g", e, TOL);
+    float *first = expect_fast_matches_reference("  flash vs reference kernel", &o.d, &r.d);
     sq_attention(&o.d, &q.d, &k.d, &v.d, NULL, use_mask ? &md : NULL, false, scale);
-    SQ_CHECK(sq_tensor_to_host_f32(b, &o.d) == SQ_OK, "%s", sq_error_message());
-    TU_CHECK(memcmp(a, b, (size_t)n * sizeof(float)) == 0, "flash attention: repeat not bit-identical");
-    free(a); free(b);
+    expect_repeat_identical("flash attention", first, &o.d);
+    free(first);
     drop(&q); drop(&k); drop(&v); drop(&o); drop(&r);
     sq_tensor_free(&mh); sq_tensor_free(&md);
 #else
@@ -198,17 +216,11 @@ static void conv_cudnn_case(int64_t B, int64_t Cin, int64_t H, int64_t W, int64_
     snprintf(what, sizeof what, "ref conv B%lld %lldx%lldx%lld->%lld k%lld vs CPU", (long long)B, (long long)Cin, (long long)H,
              (long long)W, (long long)Cout, (long long)K);
     expect(what, &r);
-    int64_t n = sq_tensor_numel(&o.h);
-    float *a = malloc((size_t)n * sizeof(float)), *c = malloc((size_t)n * sizeof(float));
-    SQ_CHECK(sq_tensor_to_host_f32(a, &o.d) == SQ_OK && sq_tensor_to_host_f32(c, &r.d) == SQ_OK, "%s", sq_error_message());
-    double e = tu_rel_err(a, c, n);
-    printf("  %-44s rel err %.2e\n", "  default vs reference conv kernel", e);
-    TU_CHECK(e <= TOL, "default vs reference conv: relative error %.3g > %g", e, TOL);
-    SQ_CHECK(sq_tensor_from_host_f32(&o.d, c) == SQ_OK, "%s", sq_error_message());   // overwrite, then recompute
+    float *first = expect_fast_matches_reference("  default vs reference conv kernel", &o.d, &r.d);
+    sq_copy(&o.d, &r.d);   // overwrite with the reference output, then recompute
     sq_conv2d(&o.d, &x.d, &w.d, &b.d, stride, pt, pb, pl, pr);
-    SQ_CHECK(sq_tensor_to_host_f32(c, &o.d) == SQ_OK, "%s", sq_error_message());
-    TU_CHECK(memcmp(a, c, (size_t)n * sizeof(float)) == 0, "conv: repeat not bit-identical");
-    free(a); free(c);
+    expect_repeat_identical("conv", first, &o.d);
+    free(first);
     drop(&x); drop(&w); drop(&b); drop(&o); drop(&r);
 #else
     (void)B; (void)Cin; (void)H; (void)W; (void)Cout; (void)K; (void)stride; (void)pt; (void)pb; (void)pl; (void)pr;
