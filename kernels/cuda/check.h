@@ -1,4 +1,4 @@
-// kernels/cuda/check.h: every CUDA runtime / cuBLAS call goes through these so a
+// kernels/cuda/check.h: every CUDA runtime / cuBLAS / cuDNN call goes through these so a
 // failure reports the call, file and line. Host-side code paths return SQ_FAIL with
 // that message; they never exit().
 #ifndef SQ_CUDA_CHECK_H
@@ -23,5 +23,17 @@
         if (sq_err_ != cudaSuccess)                                                    \
             sq_panic(__FILE__, __LINE__, "CUDA error %s in %s", cudaGetErrorString(sq_err_), #call); \
     } while (0)
+
+// cuDNN's status codes, likewise (builds that found cuDNN).
+#ifdef SQ_HAVE_CUDNN
+#include <cudnn.h>
+
+#define SQ_CUDNN_CHECK(call)                                                           \
+    do {                                                                               \
+        cudnnStatus_t sq_st_ = (call);                                                 \
+        if (sq_st_ != CUDNN_STATUS_SUCCESS)                                            \
+            sq_panic(__FILE__, __LINE__, "cuDNN error %s in %s", cudnnGetErrorString(sq_st_), #call); \
+    } while (0)
+#endif
 
 #endif

@@ -15,18 +15,7 @@
 
 #include "kernels/cuda/common.cuh"
 
-#ifdef SQ_HAVE_CUDNN
-
-#include <cudnn.h>
-
-// Every cuDNN call goes through this: a failure reports the call, file, line and
-// cudnnGetErrorString, as SQ_CUDA_CHECK does for the runtime.
-#define SQ_CUDNN_CHECK(call)                                                                                \
-    do {                                                                                                    \
-        cudnnStatus_t sq_st_ = (call);                                                                      \
-        if (sq_st_ != CUDNN_STATUS_SUCCESS)                                                                 \
-            sq_panic(__FILE__, __LINE__, "cuDNN error %s in %s", cudnnGetErrorString(sq_st_), #call);       \
-    } while (0)
+#ifdef SQ_HAVE_CUDNN   // check.h then includes <cudnn.h> and defines SQ_CUDNN_CHECK
 
 namespace {
 
