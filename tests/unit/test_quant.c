@@ -16,6 +16,23 @@ static int code_at(const uint8_t *c, int64_t i) {
     return v >= 8 ? v - 16 : v;
 }
 
+// Squared error of plain absmax rounding (scale = group max / 7), the baseline the
+// clipping search must not lose to.
+static double absmax_sq_error(const float *w, int64_t n, int group) {
+    double err = 0;
+    for (int64_t g = 0; g < n / group; g++) {
+        float amax = 0;
+        for (int i = 0; i < group; i++) amax = fmaxf(amax, fabsf(w[g * group + i]));
+        float sa = amax / 7;
+        for (int i = 0; i < group; i++) {
+            float x = w[g * group + i];
+            double qa = sa > 0 ? fmin(fmax(rint(x / sa), -7), 7) : 0;
+            err += pow(x - qa * sa, 2);
+        }
+    }
+    return err;
+}
+
 // An SD3.5-Large-shaped layer (hidden 2432: attention q/k/v/out are 2432x2432) with
 // Gaussian weights (std 0.02, about what trained transformer linears hold), at every
 // selectable group size: the relative RMS error must beat plain absmax rounding and
@@ -38,17 +55,7 @@ static void test_large_shaped_layer(void) {
     for (int64_t i = 0; i < (int64_t)NOUT * K; i++) energy += (double)w[i] * w[i];
     for (int group = 32; group <= 128; group *= 2) {
         double err = sq_quantize_q4(w, NOUT, K, group, codes, scales);
-        double err_absmax = 0;
-        for (int64_t g = 0; g < (int64_t)NOUT * K / group; g++) {
-            float amax = 0;
-            for (int i = 0; i < group; i++) amax = fmaxf(amax, fabsf(w[g * group + i]));
-            float sa = amax / 7;
-            for (int i = 0; i < group; i++) {
-                float x = w[g * group + i];
-                double qa = sa > 0 ? fmin(fmax(rint(x / sa), -7), 7) : 0;
-                err_absmax += pow(x - qa * sa, 2);
-            }
-        }
+        double err_absmax = absmax_sq_error(w, (int64_t)NOUT * K, group);
         double rel = sqrt(err / energy), rel_absmax = sqrt(err_absmax / energy);
         printf("SD3.5-Large-shaped layer 2432x2432, N(0, 0.02), group %3d: relative RMS error %.4f (absmax rounding %.4f)\n",
                group, rel, rel_absmax);
@@ -74,22 +81,16 @@ int main(void) {
         float scales[7 * 192 / 32];
         double err = sq_quantize_q4(w, nout, k, group, codes, scales);
         int out_of_range = 0;
-        double err_check = 0, err_absmax = 0;
+        double err_check = 0, err_absmax = absmax_sq_error(w, nout * k, group);
         for (int64_t n = 0; n < nout; n++)
-            for (int64_t g = 0; g < ng; g++) {
-                float amax = 0;
-                for (int i = 0; i < group; i++) amax = fmaxf(amax, fabsf(w[n * k + g * group + i]));
+            for (int64_t g = 0; g < ng; g++)
                 for (int i = 0; i < group; i++) {
                     int64_t idx = n * k + g * group + i;
                     int q = code_at(codes, idx);
                     if (q < -7 || q > 7) out_of_range++;
                     double d = w[idx] - (double)scales[n * ng + g] * q;
                     err_check += d * d;
-                    float sa = amax / 7;
-                    double qa = sa > 0 ? fmin(fmax(rint(w[idx] / sa), -7), 7) : 0;
-                    err_absmax += pow(w[idx] - qa * sa, 2);
                 }
-            }
         TU_CHECK(out_of_range == 0, "codes outside [-7,7]: %d", out_of_range);
         TU_CHECK(fabs(err - err_check) <= 1e-9 + 1e-6 * err_check, "reported error %g vs recomputed %g", err, err_check);
         TU_CHECK(err_check <= err_absmax * (1 + 1e-9), "clip search worse than absmax: %g > %g", err_check, err_absmax);
