@@ -16,7 +16,7 @@ padding="max_length", max_length=77, truncation=True, and the attention-mask
 length. The fast tokenizer's disagreements are printed, not stored.
 
 Run: venv/bin/python tools/make_tokenizer_fixtures.py [--out tests/fixtures/tokenizer]
-(needs transformers<5: version 5 dropped the slow CLIPTokenizer.)
+(needs transformers<5, see tools/requirements-tokenizer.txt: version 5 dropped the slow CLIPTokenizer.)
 """
 import argparse
 import collections
