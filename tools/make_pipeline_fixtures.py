@@ -6,7 +6,8 @@ module: the conditioning (text_encoders/conditioning), the sampler (samples/), t
 training loop's end-to-end test and `sd-qzo sample`/`export`. Every component has
 the SD3.5 structure at toy widths:
 
-  transformer/     SD3Transformer2DModel, 2 joint blocks, QK RMSNorm (3.5-Large-like)
+  transformer/     SD3Transformer2DModel, 2 joint blocks of width 32 (so int4 group 32 applies
+                   to every joint-block linear), QK RMSNorm (3.5-Large-like)
   vae/             AutoencoderKL, 2 levels (8x8 latents for 16x16 images), 16 latent
                    channels, no quant convs, SD3's scaling/shift factors
   text_encoder/    CLIPTextModelWithProjection, CLIP-L-like (quick_gelu), width 32
@@ -78,8 +79,8 @@ def build(seed=0):
     for m in (te1, te2, te3):
         randomize(m, gen, 0.15)
     transformer = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=16, num_layers=2,
-                                        attention_head_dim=8, num_attention_heads=2, joint_attention_dim=96,
-                                        caption_projection_dim=16, pooled_projection_dim=16 + 24,
+                                        attention_head_dim=16, num_attention_heads=2, joint_attention_dim=96,
+                                        caption_projection_dim=32, pooled_projection_dim=16 + 24,
                                         out_channels=16, pos_embed_max_size=16, qk_norm="rms_norm").eval()
     randomize(transformer, gen, 0.1)
     vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
