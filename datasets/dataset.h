@@ -1,0 +1,112 @@
+// datasets/dataset.h: what the training loop uses. One call opens the folder
+// (scan + captions + bucket assignment), one call gives an epoch's batches, one
+// call gives an item: its bucket size, crop, flip and final caption, and (if asked)
+// the image as a host f32 {3, h, w} tensor in [-1, 1].
+//
+//   sd_dataset_opts o; sd_dataset_opts_default(&o);
+//   o.folder.images_dir = "data/"; o.resolution = 1024; o.batch_size = 2; o.seed = 42;
+//   sd_dataset *ds; if (sd_dataset_open(&ds, &o)) { ... sq_error_message() ... }
+//   for (int epoch = start; ...) {
+//       sd_epoch_plan plan; sd_dataset_epoch(ds, epoch, &plan);
+//       for (int b = 0; b < plan.count; b++)              // all items of batch b share
+//           for (int j = 0; j < plan.batches[b].count; j++) {   // one bucket size
+//               sd_dataset_item it;
+//               sd_dataset_describe_item(ds, plan.batches[b].items[j], epoch, &it);
+//               ... cache lookup with sd_dataset_latent_key / sd_cache_key_text ...
+//               ... on a miss: sd_dataset_load_pixels(ds, &it) then run the VAE ...
+//               sd_dataset_item_free(&it);
+//           }
+//       sd_epoch_plan_free(&plan);
+//   }
+//
+// Determinism: every choice is a function of (seed, epoch, index) (datasets/rng.h),
+// so a resumed run, or a repeated call, gives identical batches, crops, flips and
+// captions. The dataset is read-only after open except for the memoised file
+// hashes (sd_dataset_image_sha256), so calls for different items may run in
+// parallel only if the caller serialises sd_dataset_image_sha256.
+#ifndef SD_DATASET_H
+#define SD_DATASET_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/tensor.h"
+#include "datasets/buckets.h"
+#include "datasets/cache.h"
+#include "datasets/captions.h"
+#include "datasets/image_folder.h"
+#include "datasets/transform.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    sd_image_folder_opts folder;   // images_dir is required
+    int resolution;                // R: buckets have area <= R^2 (multiple of 64)
+    bool buckets;                  // false: every image R x R
+    sd_crop_mode crop;             // centre (default) or random window
+    bool random_flip;              // mirror each item with probability 1/2 per epoch
+    sd_caption_opts captions;      // dropout, tag shuffle
+    int batch_size;                // >= 1
+    bool drop_last;                // drop each bucket's last partial batch
+    uint64_t seed;
+} sd_dataset_opts;
+
+// Defaults: resolution 1024, buckets on, centre crop, no flip, no caption dropout
+// or shuffle, batch 1, keep partial batches, seed 0, fail on bad images and on
+// missing .txt captions, no full decode check.
+void sd_dataset_opts_default(sd_dataset_opts *o);
+
+typedef struct sd_dataset sd_dataset;
+
+// Scans and validates everything (see image_folder.h, buckets.h); logs a one-line
+// summary (images, buckets used). SQ_FAIL with a message naming the problem.
+int sd_dataset_open(sd_dataset **out, const sd_dataset_opts *opts);
+void sd_dataset_close(sd_dataset *ds);
+
+int sd_dataset_count(const sd_dataset *ds);
+const sd_image_entry *sd_dataset_entry(const sd_dataset *ds, int index);   // path, size, raw caption
+const sd_bucket_set *sd_dataset_buckets(const sd_dataset *ds);
+int sd_dataset_item_bucket(const sd_dataset *ds, int index);              // index into the bucket set
+
+// The batches of one epoch (see buckets.h). Free with sd_epoch_plan_free.
+int sd_dataset_epoch(const sd_dataset *ds, int epoch, sd_epoch_plan *plan);
+
+typedef struct {
+    int index, epoch;
+    int width, height;     // bucket (output) size: the image is {3, height, width}
+    sd_crop_plan plan;     // resize, crop window and flip of this item in this epoch
+    char *caption;         // final caption (after tag shuffle and dropout), owned
+    const char *path;      // the image file (owned by the dataset)
+    sq_tensor image;       // host f32 {3, height, width} in [-1, 1]; empty (data NULL)
+                           // until sd_dataset_load_pixels / sd_dataset_load_item
+} sd_dataset_item;
+
+// Fills everything but the pixels; no file is read. SQ_FAIL on a bad index/epoch.
+int sd_dataset_describe_item(const sd_dataset *ds, int index, int epoch, sd_dataset_item *item);
+// Decodes and transforms the image of a described item into item->image.
+// SQ_FAIL with a message naming the file if it no longer decodes or changed size.
+int sd_dataset_load_pixels(const sd_dataset *ds, sd_dataset_item *item);
+// describe + load_pixels.
+int sd_dataset_load_item(const sd_dataset *ds, int index, int epoch, sd_dataset_item *item);
+void sd_dataset_item_free(sd_dataset_item *item);
+
+// Loads a whole batch (all items of one bucket) into images, a host f32 tensor
+// {count, 3, h, w} the caller allocated, and the captions into captions[count]
+// (malloc'ed strings, free each). SQ_FAIL on a shape mismatch or a bad image.
+int sd_dataset_load_batch(const sd_dataset *ds, const sd_batch *batch, int epoch, sq_tensor *images,
+                          char **captions);
+
+// sha256 hex of the image file's bytes, computed once and memoised (not
+// thread-safe; see above). SQ_FAIL naming the file if it cannot be read.
+int sd_dataset_image_sha256(sd_dataset *ds, int index, char out[65]);
+// Cache key of the item's latent (file hash + bucket size + crop + flip + encoder).
+int sd_dataset_latent_key(sd_dataset *ds, const sd_dataset_item *item, const char *encoder_hash,
+                          sd_cache_key *key);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
