@@ -359,6 +359,18 @@ void sq_transpose(sq_tensor *out, const sq_tensor *x, int dim0, int dim1) {
     sq_permute(out, x, perm);
 }
 
+void sq_embedding(sq_tensor *out, const sq_tensor *table, const int32_t *ids) {
+    char b1[96], b2[96];
+    int64_t C = last_dim(out), N = rows_of(out);
+    SQ_CHECK(table->ndim == 2 && table->shape[1] == C && (N == 0 || ids), "embedding: table %s, out %s",
+             desc(table, b1), desc(out, b2));
+    for (int64_t i = 0; i < N; i++)
+        SQ_CHECK(ids[i] >= 0 && ids[i] < table->shape[0], "embedding: id %d at %lld outside the table's %lld rows",
+                 (int)ids[i], (long long)i, (long long)table->shape[0]);
+    if (on_cpu("embedding", out, table, NULL, NULL)) cpu_embedding(F(out), CF(table), ids, N, C);
+    else CUDA_OR_FAIL("embedding", cuda_embedding(out->dtype, out->data, table->data, ids, N, C));
+}
+
 double sq_mean(const sq_tensor *x) {
     int64_t n = sq_tensor_numel(x);
     if (x->device == SQ_CPU) {

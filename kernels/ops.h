@@ -106,6 +106,12 @@ void sq_permute(sq_tensor *out, const sq_tensor *x, const int *perm);
 // Swap two dims (a permute).
 void sq_transpose(sq_tensor *out, const sq_tensor *x, int dim0, int dim1);
 
+// ---- embedding ----
+// out (N,C) row i = table (V,C) row ids[i]: the token-embedding lookup of T5 / CLIP.
+// ids: N host int32 ids (N = out's rows), each in [0, V) (an id outside aborts, so
+// callers check user input first); table in out's dtype and on out's device.
+void sq_embedding(sq_tensor *out, const sq_tensor *table, const int32_t *ids);
+
 // ---- reductions (accumulated and returned in double, so a loss difference of
 // two nearby values keeps its digits; synchronises on CUDA) ----
 double sq_mean(const sq_tensor *x);

@@ -52,6 +52,9 @@ void cpu_gated_add(float *x, const float *gate, const float *y, int64_t B, int64
 // dst is written contiguously from dst.
 void cpu_strided_copy(float *dst, const float *src, const int64_t shape[4], const int64_t src_stride[4]);
 
+// out (N,C) = rows ids[0..N) of table (V,C); ids already range-checked
+void cpu_embedding(float *out, const float *table, const int32_t *ids, int64_t N, int64_t C);
+
 double cpu_sum(const float *x, int64_t n);
 double cpu_sum_sq_diff(const float *a, const float *b, int64_t n);
 

@@ -64,6 +64,8 @@ void cuda_strided_copy(void *dst, const void *src, const int64_t shape[4], const
 void cuda_copy(void *dst, const void *src, size_t bytes);
 // f32 <-> bf16 conversion on the device
 void cuda_convert(void *dst, sq_dtype dst_dtype, const void *src, sq_dtype src_dtype, int64_t n);
+// out (N,C) = rows of table (V,C) picked by N host int32 ids (already range-checked)
+void cuda_embedding(sq_dtype dt, void *out, const void *table, const int32_t *ids, int64_t N, int64_t C);
 // Deterministic sums (fixed-order two-stage reduction, no atomics), in double.
 double cuda_sum(const void *x, sq_dtype dtype, int64_t n);
 double cuda_sum_sq_diff(const void *a, sq_dtype adtype, const void *b, sq_dtype bdtype, int64_t n);
