@@ -4,8 +4,8 @@
 //
 // An entry is a safetensors file <dir>/<key[0:2]>/<key>.safetensors holding the
 // named tensors the caller gives (e.g. "latent"; "context", "pooled"), written
-// atomically (core/safetensors.h: temp + fsync + rename), with the key and its
-// readable parts in the metadata. The key is sha256 of everything that changes
+// atomically (core/safetensors.h: temp + fsync + rename), with the key in the
+// metadata (checked on load). The key is sha256 of everything that changes
 // the result, so a stale entry is never found rather than detected:
 //   latent key: "latent", sha256 of the image file's bytes, the target (bucket)
 //               size, the crop mode and window (centre, or random with its offset:

@@ -1,0 +1,173 @@
+// datasets/dataset.c: ties the folder scan, buckets, crops, captions and cache keys
+// together behind the iteration API of dataset.h.
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/sha256.h"
+#include "datasets/dataset.h"
+#include "datasets/rng.h"
+
+struct sd_dataset {
+    sd_dataset_opts opts;
+    char *captions_file, *images_dir;   // copies: opts' strings belong to the caller
+    sd_image_folder folder;
+    sd_bucket_set buckets;
+    int *item_bucket;
+    char (*sha)[65];                    // memoised file hashes ("" until computed)
+};
+
+void sd_dataset_opts_default(sd_dataset_opts *o) {
+    memset(o, 0, sizeof(*o));
+    o->resolution = 1024;
+    o->buckets = true;
+    o->crop = SD_CROP_CENTER;
+    o->batch_size = 1;
+}
+
+int sd_dataset_open(sd_dataset **out, const sd_dataset_opts *opts) {
+    *out = NULL;
+    if (opts->batch_size < 1) return sq_errorf("batch size %d: must be at least 1", opts->batch_size);
+    if (!(opts->captions.dropout >= 0.0f && opts->captions.dropout <= 1.0f))
+        return sq_errorf("caption dropout %g: must be between 0 and 1", (double)opts->captions.dropout);
+    if (opts->captions.keep_tags < 0) return sq_errorf("keep tags %d: must be >= 0", opts->captions.keep_tags);
+    sd_dataset *ds = sq_calloc(1, sizeof(*ds));
+    if (!ds) return SQ_FAIL;
+    ds->opts = *opts;
+    ds->images_dir = opts->folder.images_dir ? strdup(opts->folder.images_dir) : NULL;
+    ds->captions_file = opts->folder.captions_file ? strdup(opts->folder.captions_file) : NULL;
+    ds->opts.folder.images_dir = ds->images_dir;
+    ds->opts.folder.captions_file = ds->captions_file;
+    if (sd_buckets_make(&ds->buckets, opts->resolution, opts->buckets) ||
+        sd_image_folder_scan(&ds->folder, &ds->opts.folder)) {
+        sd_dataset_close(ds);
+        return SQ_FAIL;
+    }
+    int n = ds->folder.count;
+    ds->item_bucket = sq_calloc((size_t)n, sizeof(int));
+    ds->sha = sq_calloc((size_t)n, sizeof(*ds->sha));
+    if (!ds->item_bucket || !ds->sha) {
+        sd_dataset_close(ds);
+        return SQ_FAIL;
+    }
+    int used = 0;
+    int *per = sq_calloc((size_t)ds->buckets.count, sizeof(int));
+    for (int i = 0; i < n; i++) {
+        ds->item_bucket[i] = sd_bucket_nearest(&ds->buckets, ds->folder.entries[i].width, ds->folder.entries[i].height);
+        if (per && per[ds->item_bucket[i]]++ == 0) used++;
+    }
+    free(per);
+    sq_log_info("dataset %s: %d images (%d skipped), %d of %d buckets used at resolution %d", ds->images_dir, n,
+                ds->folder.skipped, used, ds->buckets.count, opts->resolution);
+    *out = ds;
+    return SQ_OK;
+}
+
+void sd_dataset_close(sd_dataset *ds) {
+    if (!ds) return;
+    sd_image_folder_free(&ds->folder);
+    sd_buckets_free(&ds->buckets);
+    free(ds->item_bucket);
+    free(ds->sha);
+    free(ds->images_dir);
+    free(ds->captions_file);
+    free(ds);
+}
+
+int sd_dataset_count(const sd_dataset *ds) { return ds->folder.count; }
+
+const sd_image_entry *sd_dataset_entry(const sd_dataset *ds, int index) {
+    return index >= 0 && index < ds->folder.count ? &ds->folder.entries[index] : NULL;
+}
+
+const sd_bucket_set *sd_dataset_buckets(const sd_dataset *ds) { return &ds->buckets; }
+
+int sd_dataset_item_bucket(const sd_dataset *ds, int index) {
+    return index >= 0 && index < ds->folder.count ? ds->item_bucket[index] : -1;
+}
+
+int sd_dataset_epoch(const sd_dataset *ds, int epoch, sd_epoch_plan *plan) {
+    if (epoch < 0) return sq_errorf("epoch %d: must be >= 0", epoch);
+    return sd_epoch_plan_make(plan, ds->item_bucket, ds->folder.count, ds->buckets.count, ds->opts.batch_size,
+                              ds->opts.drop_last, ds->opts.seed, epoch);
+}
+
+int sd_dataset_describe_item(const sd_dataset *ds, int index, int epoch, sd_dataset_item *item) {
+    memset(item, 0, sizeof(*item));
+    if (index < 0 || index >= ds->folder.count)
+        return sq_errorf("dataset item %d: out of range (%d images)", index, ds->folder.count);
+    if (epoch < 0) return sq_errorf("epoch %d: must be >= 0", epoch);
+    const sd_image_entry *e = &ds->folder.entries[index];
+    const sd_bucket *b = &ds->buckets.buckets[ds->item_bucket[index]];
+    const uint64_t seed = ds->opts.seed;
+    bool flip = ds->opts.random_flip && sd_rng_uniform(seed, SD_RNG_FLIP, epoch, index, 0) < 0.5f;
+    sd_crop_plan_make(&item->plan, e->width, e->height, b->width, b->height, ds->opts.crop,
+                      sd_rng_uniform(seed, SD_RNG_CROP, epoch, index, 0), sd_rng_uniform(seed, SD_RNG_CROP, epoch, index, 1),
+                      flip);
+    item->index = index;
+    item->epoch = epoch;
+    item->width = b->width;
+    item->height = b->height;
+    item->path = e->path;
+    item->caption = sd_caption_augment(e->caption, &ds->opts.captions, seed, epoch, index);
+    if (!item->caption) return sq_error_context("%s", e->path);
+    return SQ_OK;
+}
+
+int sd_dataset_load_pixels(const sd_dataset *ds, sd_dataset_item *item) {
+    (void)ds;
+    sq_tensor_free(&item->image);
+    return sd_transform_load(item->path, &item->plan, &item->image);
+}
+
+int sd_dataset_load_item(const sd_dataset *ds, int index, int epoch, sd_dataset_item *item) {
+    if (sd_dataset_describe_item(ds, index, epoch, item)) return SQ_FAIL;
+    if (sd_dataset_load_pixels(ds, item)) {
+        sd_dataset_item_free(item);
+        return SQ_FAIL;
+    }
+    return SQ_OK;
+}
+
+void sd_dataset_item_free(sd_dataset_item *item) {
+    free(item->caption);
+    sq_tensor_free(&item->image);
+    memset(item, 0, sizeof(*item));
+}
+
+int sd_dataset_load_batch(const sd_dataset *ds, const sd_batch *batch, int epoch, sq_tensor *images, char **captions) {
+    const sd_bucket *b = &ds->buckets.buckets[batch->bucket];
+    if (images->device != SQ_CPU || images->dtype != SQ_F32 || images->ndim != 4 || images->shape[0] != batch->count ||
+        images->shape[1] != 3 || images->shape[2] != b->height || images->shape[3] != b->width)
+        return sq_errorf("batch images: need a host f32 tensor {%d, 3, %d, %d}", batch->count, b->height, b->width);
+    const size_t per = (size_t)3 * b->height * b->width;
+    for (int j = 0; j < batch->count; j++) captions[j] = NULL;
+    for (int j = 0; j < batch->count; j++) {
+        sd_dataset_item it;
+        if (sd_dataset_load_item(ds, batch->items[j], epoch, &it)) {
+            for (int k = 0; k < j; k++) free(captions[k]), captions[k] = NULL;
+            return SQ_FAIL;
+        }
+        memcpy((float *)images->data + (size_t)j * per, it.image.data, per * sizeof(float));
+        captions[j] = it.caption;
+        it.caption = NULL;
+        sd_dataset_item_free(&it);
+    }
+    return SQ_OK;
+}
+
+int sd_dataset_image_sha256(sd_dataset *ds, int index, char out[65]) {
+    if (index < 0 || index >= ds->folder.count)
+        return sq_errorf("dataset item %d: out of range (%d images)", index, ds->folder.count);
+    if (!ds->sha[index][0] && sq_sha256_file(ds->folder.entries[index].path, ds->sha[index])) return SQ_FAIL;
+    memcpy(out, ds->sha[index], 65);
+    return SQ_OK;
+}
+
+int sd_dataset_latent_key(sd_dataset *ds, const sd_dataset_item *item, const char *encoder_hash, sd_cache_key *key) {
+    char sha[65];
+    if (sd_dataset_image_sha256(ds, item->index, sha)) return SQ_FAIL;
+    sd_cache_key_latent(key, sha, &item->plan, ds->opts.crop, encoder_hash);
+    return SQ_OK;
+}

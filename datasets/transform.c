@@ -1,0 +1,134 @@
+// datasets/transform.c: decode -> resize to cover -> crop -> flip -> [-1, 1] CHW.
+// See transform.h for the exact size and filter rules; the resize runs on float
+// pixels in [0, 1] so no intermediate 8-bit rounding happens.
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <stb_image.h>
+#include <stb_image_resize.h>
+
+#include "core/error.h"
+#include "datasets/transform.h"
+
+// round(a * b / c) for positive ints without float error.
+static int round_div(long long a, long long b, long long c) { return (int)((a * b + c / 2) / c); }
+
+void sd_crop_plan_make(sd_crop_plan *plan, int src_w, int src_h, int out_w, int out_h, sd_crop_mode mode,
+                       float u_x, float u_y, bool flip) {
+    plan->src_w = src_w;
+    plan->src_h = src_h;
+    plan->out_w = out_w;
+    plan->out_h = out_h;
+    // s = max(out_w / src_w, out_h / src_h): compare out_w * src_h with out_h * src_w.
+    if ((long long)out_w * src_h >= (long long)out_h * src_w) {
+        plan->resized_w = out_w;
+        plan->resized_h = round_div(src_h, out_w, src_w);
+    } else {
+        plan->resized_h = out_h;
+        plan->resized_w = round_div(src_w, out_h, src_h);
+    }
+    if (plan->resized_w < out_w) plan->resized_w = out_w;
+    if (plan->resized_h < out_h) plan->resized_h = out_h;
+    int free_x = plan->resized_w - out_w, free_y = plan->resized_h - out_h;
+    if (mode == SD_CROP_RANDOM) {
+        plan->crop_x = (int)floorf(u_x * (float)(free_x + 1));
+        plan->crop_y = (int)floorf(u_y * (float)(free_y + 1));
+        if (plan->crop_x > free_x) plan->crop_x = free_x;
+        if (plan->crop_y > free_y) plan->crop_y = free_y;
+        if (plan->crop_x < 0) plan->crop_x = 0;
+        if (plan->crop_y < 0) plan->crop_y = 0;
+    } else {
+        plan->crop_x = free_x / 2;
+        plan->crop_y = free_y / 2;
+    }
+    plan->flip = flip;
+}
+
+int sd_image_decode_rgb(const char *path, uint8_t **rgb, int *w, int *h) {
+    int n = 0;
+    *rgb = NULL;
+    unsigned char *px = stbi_load(path, w, h, &n, 3);
+    if (!px) {
+        const char *why = stbi_failure_reason();
+        return sq_errorf("%s: cannot decode image (%s)", path, why ? why : "unknown reason");
+    }
+    // Hand the caller memory from malloc, as documented, not stb's allocator's.
+    size_t bytes = (size_t)*w * (size_t)*h * 3;
+    *rgb = sq_malloc(bytes);
+    if (!*rgb) {
+        stbi_image_free(px);
+        return sq_error_context("%s", path);
+    }
+    memcpy(*rgb, px, bytes);
+    stbi_image_free(px);
+    return SQ_OK;
+}
+
+int sd_transform_rgb(const uint8_t *rgb, const sd_crop_plan *p, float *out_chw) {
+    const int sw = p->src_w, sh = p->src_h, rw = p->resized_w, rh = p->resized_h;
+    SQ_CHECK(sw > 0 && sh > 0 && p->out_w > 0 && p->out_h > 0, "bad crop plan");
+    SQ_CHECK(p->crop_x >= 0 && p->crop_y >= 0 && p->crop_x + p->out_w <= rw && p->crop_y + p->out_h <= rh,
+             "crop window outside the resized image");
+    size_t src_n = (size_t)sw * sh * 3;
+    float *src = sq_malloc(src_n * sizeof(float));
+    if (!src) return SQ_FAIL;
+    for (size_t i = 0; i < src_n; i++) src[i] = (float)rgb[i] * (1.0f / 255.0f);
+    float *res = src;
+    if (rw != sw || rh != sh) {
+        res = sq_malloc((size_t)rw * rh * 3 * sizeof(float));
+        if (!res) {
+            free(src);
+            return SQ_FAIL;
+        }
+        // Area (box) when an axis shrinks, bicubic Catmull-Rom when it grows.
+        stbir_filter fh = rw < sw ? STBIR_FILTER_BOX : STBIR_FILTER_CATMULLROM;
+        stbir_filter fv = rh < sh ? STBIR_FILTER_BOX : STBIR_FILTER_CATMULLROM;
+        int ok = stbir_resize(src, sw, sh, sw * 3 * (int)sizeof(float), res, rw, rh, rw * 3 * (int)sizeof(float),
+                              STBIR_TYPE_FLOAT, 3, STBIR_ALPHA_CHANNEL_NONE, 0, STBIR_EDGE_CLAMP, STBIR_EDGE_CLAMP,
+                              fh, fv, STBIR_COLORSPACE_LINEAR, NULL);
+        free(src);
+        if (!ok) {
+            free(res);
+            return sq_errorf("resizing %dx%d to %dx%d failed (out of memory)", sw, sh, rw, rh);
+        }
+    }
+    const int ow = p->out_w, oh = p->out_h;
+    const size_t plane = (size_t)ow * oh;
+    for (int y = 0; y < oh; y++) {
+        const float *row = res + ((size_t)(y + p->crop_y) * rw + p->crop_x) * 3;
+        for (int x = 0; x < ow; x++) {
+            int sx = p->flip ? ow - 1 - x : x;
+            for (int c = 0; c < 3; c++) {
+                float v = row[(size_t)sx * 3 + c];
+                v = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);   // Catmull-Rom overshoot
+                out_chw[c * plane + (size_t)y * ow + x] = v * 2.0f - 1.0f;
+            }
+        }
+    }
+    free(res);
+    return SQ_OK;
+}
+
+int sd_transform_load(const char *path, const sd_crop_plan *plan, sq_tensor *out) {
+    uint8_t *rgb;
+    int w, h;
+    memset(out, 0, sizeof(*out));
+    if (sd_image_decode_rgb(path, &rgb, &w, &h)) return SQ_FAIL;
+    if (w != plan->src_w || h != plan->src_h) {
+        free(rgb);
+        return sq_errorf("%s: image is now %dx%d, was %dx%d when the dataset was scanned", path, w, h, plan->src_w,
+                         plan->src_h);
+    }
+    if (sq_tensor_alloc(out, SQ_F32, SQ_CPU, 3, SQ_SHAPE(3, plan->out_h, plan->out_w))) {
+        free(rgb);
+        return sq_error_context("%s", path);
+    }
+    int rc = sd_transform_rgb(rgb, plan, out->data);
+    free(rgb);
+    if (rc) {
+        sq_tensor_free(out);
+        return sq_error_context("%s", path);
+    }
+    return SQ_OK;
+}
