@@ -1,0 +1,169 @@
+// tests/bad_input/test_bad_dataset.c: a broken training folder must be refused
+// with one error line naming the folder, file or FILE:LINE and the problem, never
+// a crash (this suite also runs under ASan + UBSan): missing / empty / non-folder
+// paths, undecodable and truncated images (fail and skip modes), WebP, caption
+// count mismatch, unknown, duplicate and missing names in TAB captions, missing
+// .txt captions, bad dataset options.
+#include <stdbool.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "datasets/dataset.h"
+#include "tests/dataset_test_util.h"
+#include "tests/test_util.h"
+
+static void expect_fail(const char *what, int rc, const char *n1, const char *n2) {
+    const char *msg = sq_error_message();
+    TU_CHECK(rc == SQ_FAIL, "%s: accepted", what);
+    TU_CHECK(!n1 || strstr(msg, n1), "%s: message lacks '%s': %s", what, n1, msg);
+    TU_CHECK(!n2 || strstr(msg, n2), "%s: message lacks '%s': %s", what, n2, msg);
+    TU_CHECK(strchr(msg, '\n') == NULL, "%s: message is not one line", what);
+    printf("%-34s -> %s\n", what, msg);
+}
+
+static int scan(const char *dir, const char *captions, sd_bad_image_mode bad, bool full, sd_image_folder *f) {
+    sd_image_folder_opts o;
+    memset(&o, 0, sizeof(o));
+    o.images_dir = dir;
+    o.captions_file = captions;
+    o.bad_images = bad;
+    o.full_decode_check = full;
+    sq_error_clear();
+    int rc = sd_image_folder_scan(f, &o);
+    TU_CHECK(rc == SQ_OK || (f->count == 0 && f->entries == NULL), "failed scan left entries behind");
+    return rc;
+}
+
+int main(void) {
+    sd_image_folder f;
+    dt_make_root("bad");
+
+    // Missing folder, a file given as the folder, an empty folder, a folder with
+    // only non-images, images only in a subfolder without recursion.
+    expect_fail("missing folder", scan(dt_path("nope"), NULL, SD_BAD_IMAGE_FAIL, false, &f), "nope", NULL);
+    dt_write_text("file.txt", "x");
+    expect_fail("file, not a folder", scan(dt_path("file.txt"), NULL, SD_BAD_IMAGE_FAIL, false, &f), "file.txt",
+                "not a folder");
+    dt_mkdir("empty");
+    expect_fail("empty folder", scan(dt_path("empty"), NULL, SD_BAD_IMAGE_FAIL, false, &f), "empty", "no images");
+    dt_mkdir("onlytext");
+    dt_write_text("onlytext/a.txt", "caption without image");
+    expect_fail("folder without images", scan(dt_path("onlytext"), NULL, SD_BAD_IMAGE_FAIL, false, &f), "onlytext",
+                "no images");
+    dt_mkdir("nested");
+    dt_mkdir("nested/sub");
+    dt_write_image("nested/sub/a.png", 4, 4, 3, 1);
+    expect_fail("images only in a subfolder", scan(dt_path("nested"), NULL, SD_BAD_IMAGE_FAIL, false, &f), "nested",
+                "recursion");
+    if (geteuid() != 0) {   // root reads anything
+        dt_mkdir("locked");
+        chmod(dt_path("locked"), 0);
+        expect_fail("unreadable folder", scan(dt_path("locked"), NULL, SD_BAD_IMAGE_FAIL, false, &f), "locked",
+                    "cannot open");
+        chmod(dt_path("locked"), 0755);
+    }
+
+    // Undecodable image: fail mode names it; skip mode leaves it out.
+    dt_mkdir("broken");
+    dt_write_image("broken/good.png", 8, 8, 3, 1);
+    dt_write_text("broken/good.txt", "good");
+    dt_write_text("broken/bad.png", "this is not a png file at all");
+    dt_write_text("broken/bad.txt", "bad");
+    expect_fail("undecodable image (fail mode)", scan(dt_path("broken"), NULL, SD_BAD_IMAGE_FAIL, false, &f), "bad.png",
+                "not a decodable");
+    sq_log_set_level(SQ_LOG_ERROR);
+    int rc = scan(dt_path("broken"), NULL, SD_BAD_IMAGE_SKIP, false, &f);
+    TU_CHECK(rc == SQ_OK && f.count == 1 && f.skipped == 1 && !strcmp(f.entries[0].rel_path, "good.png"),
+             "skip mode: rc %d, %d images, %d skipped", rc, f.count, f.skipped);
+    if (rc == SQ_OK) sd_image_folder_free(&f);
+    sq_log_set_level(SQ_LOG_INFO);
+
+    // Truncated PNG: the header is fine (stbi_info passes), the data is not. Only
+    // the full decode check catches it at scan time; loading it fails naming it.
+    dt_mkdir("trunc");
+    dt_write_image("trunc/t.png", 64, 64, 3, 2);
+    dt_write_text("trunc/t.txt", "t");
+    truncate(dt_path("trunc/t.png"), 80);
+    rc = scan(dt_path("trunc"), NULL, SD_BAD_IMAGE_FAIL, false, &f);
+    TU_CHECK(rc == SQ_OK, "header-only scan of a truncated PNG failed: %s", sq_error_message());
+    if (rc == SQ_OK) {
+        sd_crop_plan p;
+        sd_crop_plan_make(&p, 64, 64, 64, 64, SD_CROP_CENTER, 0, 0, false);
+        sq_tensor t;
+        expect_fail("truncated image at load", sd_transform_load(f.entries[0].path, &p, &t), "t.png", "decode");
+        sd_image_folder_free(&f);
+    }
+    expect_fail("truncated image, full check", scan(dt_path("trunc"), NULL, SD_BAD_IMAGE_FAIL, true, &f), "t.png",
+                "decode");
+
+    // WebP: said to be unsupported.
+    dt_mkdir("webp");
+    dt_write_image("webp/a.png", 4, 4, 3, 1);
+    dt_write_text("webp/a.txt", "a");
+    dt_write_text("webp/b.webp", "RIFF....WEBPVP8 ");
+    expect_fail("webp image", scan(dt_path("webp"), NULL, SD_BAD_IMAGE_FAIL, false, &f), "b.webp", "WebP is not supported");
+
+    // Captions.
+    dt_mkdir("caps");
+    dt_write_image("caps/a.png", 4, 4, 3, 1);
+    dt_write_image("caps/b.png", 4, 4, 3, 2);
+    dt_write_image("caps/c.png", 4, 4, 3, 3);
+    dt_write_text("plain2.txt", "one\ntwo\n");
+    expect_fail("plain caption count mismatch", scan(dt_path("caps"), dt_path("plain2.txt"), SD_BAD_IMAGE_FAIL, false, &f),
+                "plain2.txt: 2 caption lines but 3 images", NULL);
+    dt_write_text("plain4.txt", "one\ntwo\nthree\nfour\n");
+    expect_fail("plain caption count too many", scan(dt_path("caps"), dt_path("plain4.txt"), SD_BAD_IMAGE_FAIL, false, &f),
+                "plain4.txt: 4 caption lines but 3 images", NULL);
+    dt_write_text("unknown.tsv", "a.png\tone\nb.png\ttwo\nzebra.png\tthree\nc.png\tfour\n");
+    expect_fail("unknown file in TAB captions", scan(dt_path("caps"), dt_path("unknown.tsv"), SD_BAD_IMAGE_FAIL, false, &f),
+                "unknown.tsv:3", "zebra.png");
+    dt_write_text("dup.tsv", "a.png\tone\nb.png\ttwo\na.png\tagain\nc.png\tfour\n");
+    expect_fail("duplicate in TAB captions", scan(dt_path("caps"), dt_path("dup.tsv"), SD_BAD_IMAGE_FAIL, false, &f),
+                "dup.tsv:3", "first on line 1");
+    dt_write_text("short.tsv", "a.png\tone\nc.png\tthree\n");
+    expect_fail("image without TAB caption", scan(dt_path("caps"), dt_path("short.tsv"), SD_BAD_IMAGE_FAIL, false, &f),
+                "short.tsv", "'b.png'");
+    dt_write_text("notab.tsv", "a.png\tone\nb.png two\nc.png\tthree\n");
+    expect_fail("TAB captions line without TAB", scan(dt_path("caps"), dt_path("notab.tsv"), SD_BAD_IMAGE_FAIL, false, &f),
+                "notab.tsv:2", "TAB");
+    expect_fail("missing captions file", scan(dt_path("caps"), dt_path("none.tsv"), SD_BAD_IMAGE_FAIL, false, &f),
+                "none.tsv", NULL);
+    dt_write_text("caps/a.txt", "a");
+    dt_write_text("caps/c.txt", "c");
+    expect_fail("missing .txt caption", scan(dt_path("caps"), NULL, SD_BAD_IMAGE_FAIL, false, &f), "caps/b.txt",
+                "b.png");
+
+    // Dataset options.
+    sd_dataset_opts o;
+    sd_dataset_opts_default(&o);
+    o.folder.images_dir = dt_path("broken");
+    o.resolution = 1000;
+    sd_dataset *ds = NULL;
+    expect_fail("resolution not a multiple of 64", sd_dataset_open(&ds, &o), "1000", "multiple of 64");
+    o.resolution = 512;
+    o.batch_size = 0;
+    expect_fail("batch size 0", sd_dataset_open(&ds, &o), "batch size 0", NULL);
+    o.batch_size = 1;
+    o.captions.dropout = 1.5f;
+    expect_fail("caption dropout 1.5", sd_dataset_open(&ds, &o), "dropout", NULL);
+    o.captions.dropout = 0;
+    expect_fail("dataset on a bad folder", sd_dataset_open(&ds, &o), "bad.png", NULL);
+    TU_CHECK(ds == NULL, "failed open returned a dataset");
+
+    // An image replaced after the scan by one of another size: load names it.
+    o.folder.images_dir = dt_path("caps");
+    o.folder.captions_file = dt_path("plain4.txt");
+    dt_write_text("plain3.txt", "one\ntwo\nthree\n");
+    o.folder.captions_file = dt_path("plain3.txt");
+    sq_log_set_level(SQ_LOG_WARN);
+    rc = sd_dataset_open(&ds, &o);
+    TU_CHECK(rc == SQ_OK, "open caps: %s", sq_error_message());
+    if (rc == SQ_OK) {
+        dt_write_image("caps/b.png", 6, 4, 3, 2);
+        sd_dataset_item it;
+        expect_fail("image changed after scan", sd_dataset_load_item(ds, 1, 0, &it), "b.png", "6x4");
+        sd_dataset_close(ds);
+    }
+    return tu_finish("test_bad_dataset");
+}
