@@ -214,7 +214,7 @@ int sd_png_write(const char *path, const uint8_t *rgb, int width, int height, co
     snprintf(tmp, plen + 32, "%s.tmp.%ld", path, (long)getpid());
     int rc = SQ_FAIL;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) { sq_error_errno("%s: cannot create", tmp); goto done; }
+    if (fd < 0) { sq_error_errno("%s: cannot create the temporary file %s", path, tmp); goto done; }
     size_t off = 0;
     while (off < len) {
         ssize_t k = write(fd, data + off, len - off);
