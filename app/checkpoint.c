@@ -148,29 +148,36 @@ static int parse_losses(const char *text, const char *path, sq_checkpoint_info *
     return SQ_OK;
 }
 
+int sq_checkpoint_read_info(const sq_safetensors *st, const char *path, const char *expect_sha256,
+                            sq_checkpoint_info *info) {
+    memset(info, 0, sizeof *info);
+    const char *fmt = sq_st_metadata(st, "sd_qzo.format");
+    const char *base = sq_st_metadata(st, "sd_qzo.base_sha256");
+    const char *group = sq_st_metadata(st, "sd_qzo.group_size");
+    const char *state = sq_st_metadata(st, "sd_qzo.optimizer");
+    const char *losses = sq_st_metadata(st, "sd_qzo.loss_history");
+    if (!fmt || strcmp(fmt, "scales-v1") || !base || !group || !state || !losses)
+        return sq_errorf("%s: not an sd-qzo scales checkpoint (sd_qzo.* metadata missing)", path);
+    if (expect_sha256 && strcmp(expect_sha256, base))
+        return sq_errorf("%s: these scales were trained on another base model (hash %.12s…, this model %.12s…)", path, base,
+                         expect_sha256);
+    snprintf(info->base_sha256, sizeof info->base_sha256, "%s", base);
+    info->group_size = atoi(group);
+    if (parse_state(state, path, info) != SQ_OK || parse_losses(losses, path, info) != SQ_OK) {
+        free(info->loss_history);
+        info->loss_history = NULL;
+        return SQ_FAIL;
+    }
+    return SQ_OK;
+}
+
 int sq_checkpoint_load(const char *path, const sq_named_scales *layers, int n, const char *expect_sha256,
                        sq_checkpoint_info *info) {
     memset(info, 0, sizeof *info);
     sq_safetensors *st = NULL;
     if (sq_st_open(&st, path) != SQ_OK) return SQ_FAIL;
     int rc = SQ_FAIL;
-    const char *fmt = sq_st_metadata(st, "sd_qzo.format");
-    const char *base = sq_st_metadata(st, "sd_qzo.base_sha256");
-    const char *group = sq_st_metadata(st, "sd_qzo.group_size");
-    const char *state = sq_st_metadata(st, "sd_qzo.optimizer");
-    const char *losses = sq_st_metadata(st, "sd_qzo.loss_history");
-    if (!fmt || strcmp(fmt, "scales-v1") || !base || !group || !state || !losses) {
-        sq_errorf("%s: not an sd-qzo scales checkpoint (sd_qzo.* metadata missing)", path);
-        goto done;
-    }
-    if (expect_sha256 && strcmp(expect_sha256, base)) {
-        sq_errorf("%s: these scales were trained on another base model (hash %.12s…, this model %.12s…)", path, base,
-                  expect_sha256);
-        goto done;
-    }
-    snprintf(info->base_sha256, sizeof info->base_sha256, "%s", base);
-    info->group_size = atoi(group);
-    if (parse_state(state, path, info) != SQ_OK || parse_losses(losses, path, info) != SQ_OK) goto done;
+    if (sq_checkpoint_read_info(st, path, expect_sha256, info) != SQ_OK) goto done;
     if (sq_st_count(st) != n) {
         sq_errorf("%s: holds %d scale tensors, the model has %d quantised layers", path, sq_st_count(st), n);
         goto done;

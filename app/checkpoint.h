@@ -10,6 +10,7 @@
 #define SQ_CHECKPOINT_H
 
 #include "app/qzo.h"
+#include "core/safetensors.h"
 #include "core/tensor.h"
 
 typedef struct {
@@ -27,6 +28,11 @@ typedef struct {
 } sq_checkpoint_info;
 
 int sq_checkpoint_save(const char *path, const sq_named_scales *layers, int n, const sq_checkpoint_info *info);
+// Reads only the metadata of an open checkpoint (the scale tensors stay in the
+// file, for callers that stream them): format, base hash (checked against
+// expect_sha256 when non-NULL), group size, optimiser state, loss history.
+int sq_checkpoint_read_info(const sq_safetensors *st, const char *path, const char *expect_sha256,
+                            sq_checkpoint_info *info);
 // Loads every layer's scales (shapes must match) and the metadata into info. When
 // expect_sha256 is non-NULL it must equal the checkpoint's base hash.
 int sq_checkpoint_load(const char *path, const sq_named_scales *layers, int n, const char *expect_sha256,

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "app/base_model.h"
 #include "app/commands.h"
 #include "app/quantize_rules.h"
 #include "core/config.h"
@@ -16,7 +17,6 @@
 #include "core/log.h"
 #include "core/progress.h"
 #include "core/safetensors.h"
-#include "core/sha256.h"
 #include "kernels/quant.h"
 
 static void usage(FILE *f) {
@@ -53,25 +53,10 @@ static int resolve_model(const char *model, char *weights, size_t wsize, char *c
     return SQ_OK;
 }
 
-static bool keep_tensor(const char *name, bool single_file) {
-    return !single_file || !strncmp(name, "model.diffusion_model.", 22);
-}
-
 typedef struct {
     double err[SQ_LAYER_KIND_COUNT], ref[SQ_LAYER_KIND_COUNT];
     int64_t count[SQ_LAYER_KIND_COUNT];
 } error_report;
-
-static void hash_entry(sq_sha256 *h, const sq_st_entry *e) {
-    sq_sha256_update(h, e->name, strlen(e->name) + 1);
-    const char *dt = sq_dtype_to_safetensors(e->dtype);
-    sq_sha256_update(h, dt, strlen(dt) + 1);
-    for (int d = 0; d < e->ndim; d++) {
-        int64_t v = e->shape[d];
-        sq_sha256_update(h, &v, sizeof v);
-    }
-    sq_sha256_update(h, e->data, e->nbytes);
-}
 
 int sq_quantize_checkpoint(const char *model, const char *out_path, int group, bool quiet) {
     char weights[4096], config_path[4096];
@@ -92,7 +77,7 @@ int sq_quantize_checkpoint(const char *model, const char *out_path, int group, b
     int64_t max_q_numel = 0, total_bytes = 0;
     for (int i = 0; i < n; i++) {
         const sq_st_entry *e = sq_st_at(st, i);
-        if (!keep_tensor(e->name, single_file)) continue;
+        if (!sq_base_keep_tensor(e->name, single_file)) continue;
         sq_layer_kind kind;
         total_bytes += (int64_t)e->nbytes;
         if ((e->dtype == SQ_F32 || e->dtype == SQ_BF16 || e->dtype == SQ_F16) &&
@@ -125,21 +110,12 @@ int sq_quantize_checkpoint(const char *model, const char *out_path, int group, b
     scales = malloc((size_t)max_q_numel / (size_t)group * sizeof(float) + sizeof(float));
     if (!wbuf || !codes || !scales) { sq_errorf("out of host memory for a %lld-element tensor", (long long)max_q_numel); goto done; }
 
-    // The source hash covers every kept tensor's name, dtype, shape and bytes (in
-    // name order), so it identifies the weights whatever the sharding or layout.
-    sq_sha256 hash;
-    sq_sha256_init(&hash);
     size_t config_len = 0;
     if (!single_file && sq_read_file(config_path, &config_text, &config_len) != SQ_OK) goto done;
-    // The hash goes into the header, which is written before the data: hash first.
-    for (int i = 0; i < n; i++) {
-        const sq_st_entry *e = sq_st_at(st, i);
-        if (keep_tensor(e->name, single_file)) hash_entry(&hash, e);
-    }
-    uint8_t digest[32];
+    // The hash (app/base_model.h) goes into the header, which is written before the
+    // data: hash first.
     char hex[65], group_s[16];
-    sq_sha256_final(&hash, digest);
-    sq_sha256_hex(digest, hex);
+    sq_base_source_sha256(st, single_file, hex);
     snprintf(group_s, sizeof group_s, "%d", group);
     sq_st_kv meta[6] = {{"sd_qzo.format", "q4-v1"},
                         {"sd_qzo.group_size", group_s},
@@ -156,7 +132,7 @@ int sq_quantize_checkpoint(const char *model, const char *out_path, int group, b
     int64_t done_bytes = 0;
     for (int i = 0; i < n; i++) {
         const sq_st_entry *e = sq_st_at(st, i);
-        if (!keep_tensor(e->name, single_file)) continue;
+        if (!sq_base_keep_tensor(e->name, single_file)) continue;
         sq_layer_kind kind;
         if ((e->dtype == SQ_F32 || e->dtype == SQ_BF16 || e->dtype == SQ_F16) &&
             sq_should_quantize(e->name, e->ndim, e->shape, group, &kind)) {

@@ -23,13 +23,12 @@ static int not_implemented(const char *name) {
 }
 static int cmd_train(int argc, char **argv) { (void)argc; (void)argv; return not_implemented("train"); }
 static int cmd_sample(int argc, char **argv) { (void)argc; (void)argv; return not_implemented("sample"); }
-static int cmd_export(int argc, char **argv) { (void)argc; (void)argv; return not_implemented("export"); }
 
 static const command commands[] = {
     {"train", cmd_train, "QZO fine-tune the MMDiT's int4 scales on an image folder + captions"},
     {"sample", cmd_sample, "generate images (flow-matching Euler sampler, CFG)"},
     {"quantize", sq_cmd_quantize, "quantise a checkpoint to int4 once, so later runs load it directly"},
-    {"export", cmd_export, "write fine-tuned weights as a diffusers folder or single file"},
+    {"export", sq_cmd_export, "write fine-tuned weights as a diffusers folder or single file"},
     {"bench", sq_cmd_bench, "measure forward / QZO step time and memory"},
     {"info", sq_cmd_info, "list the tensors of a safetensors file or diffusers directory"},
 };

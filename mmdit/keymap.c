@@ -1,4 +1,4 @@
-// mmdit/keymap.c: diffusers -> single-file key table (see mmdit/keymap.h).
+// mmdit/keymap.c: diffusers <-> single-file key table (see mmdit/keymap.h).
 #include "mmdit/keymap.h"
 
 #include <stdio.h>
@@ -77,4 +77,29 @@ bool sd_mmdit_single_file_key(const char *d, int num_layers, sd_single_file_key 
         return true;
     }
     return false;
+}
+
+int sd_mmdit_diffusers_keys(const char *s, char out[3][256]) {
+    int n = 0;
+    if (!strncmp(s, "joint_blocks.", 13)) {
+        char *end;
+        long i = strtol(s + 13, &end, 10);
+        if (end == s + 13 || *end != '.') return 0;
+        const char *rest = end + 1;
+        // the q, k, v rules of a fused tensor follow each other in the table
+        for (size_t r = 0; r < sizeof block_rules / sizeof block_rules[0] && n < 3; r++) {
+            size_t len = strlen(block_rules[r].single);
+            if (strncmp(rest, block_rules[r].single, len)) continue;
+            snprintf(out[n++], 256, "transformer_blocks.%ld.%s%s", i, block_rules[r].diffusers, rest + len);
+        }
+        return n;
+    }
+    for (size_t r = 0; r < sizeof top_rules / sizeof top_rules[0]; r++) {
+        size_t len = strlen(top_rules[r].single);
+        bool whole = top_rules[r].single[len - 1] != '.';   // "pos_embed" names one tensor, not a prefix
+        if (whole ? strcmp(s, top_rules[r].single) : strncmp(s, top_rules[r].single, len)) continue;
+        snprintf(out[0], 256, "%s%s", top_rules[r].diffusers, s + len);
+        return 1;
+    }
+    return 0;
 }

@@ -52,3 +52,13 @@ done:
 }
 
 int sd_vae_factor(const sd_vae_config *c) { return 1 << (c->levels - 1); }
+
+size_t sd_vae_scratch_estimate(const sd_vae_config *c, int B, int H, int W, int elem_bytes) {
+    int widest = c->block_out[0];
+    if (c->levels > 1 && c->block_out[1] > widest) widest = c->block_out[1];
+    size_t full = (size_t)B * (size_t)H * (size_t)W * (size_t)widest * (size_t)elem_bytes;
+    int f = sd_vae_factor(c);
+    size_t tokens = (size_t)(H / f) * (size_t)(W / f);
+    size_t attention = c->mid_attention ? (size_t)B * tokens * tokens * 4 : 0;
+    return 7 * full + attention + ((size_t)64 << 20);
+}

@@ -10,6 +10,7 @@
 #define SD_VAE_MODEL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/arena.h"
@@ -62,6 +63,8 @@ int sd_vae_load(sd_vae *v, const char *path, sq_device device, sq_dtype dtype);
 void sd_vae_free(sd_vae *v);
 // A VAE of the given shape with random weights (benchmarks; no checkpoint needed).
 int sd_vae_init_synthetic(sd_vae *v, const sd_vae_config *cfg, sq_device device, sq_dtype dtype, uint64_t seed);
+// The config of a diffusers vae/ folder (config.json) or its path.
+int sd_vae_config_load(sd_vae_config *c, const char *path);
 // SD3's published VAE configuration.
 void sd_vae_config_sd3(sd_vae_config *c);
 
@@ -71,5 +74,12 @@ int sd_vae_encode(const sd_vae *v, sq_arena *scratch, const sq_tensor *image, sq
 int sd_vae_decode(const sd_vae *v, sq_arena *scratch, const sq_tensor *latent, sq_tensor *image_out);
 // Down-sampling factor (8 for SD3).
 int sd_vae_factor(const sd_vae_config *c);
+// Scratch bytes an encode or decode of B images of H x W pixels needs on a device
+// whose activations take `elem_bytes` (2 for bf16, 4 for f32): a few live
+// full-resolution tensors of the widest level that runs at full resolution (the
+// decoder up-samples before its last channel reduction) plus the mid-block
+// attention's (HW/f²)² fp32 scores. An over-estimate by design: running out of
+// arena mid-decode is a failed run.
+size_t sd_vae_scratch_estimate(const sd_vae_config *c, int B, int H, int W, int elem_bytes);
 
 #endif

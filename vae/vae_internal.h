@@ -4,7 +4,6 @@
 
 #include "vae/model.h"
 
-int sd_vae_config_load(sd_vae_config *c, const char *path);
 
 // x (B,Cin,H,W) -> out (B,Cout,H,W); out must not alias x.
 int sd_vae_resnet_forward(const sd_vae *v, const sd_vae_resnet *r, sq_arena *a, const sq_tensor *x, sq_tensor *out);

@@ -1,0 +1,89 @@
+// app/base_model.c: finding, opening and hashing a base MMDiT (see app/base_model.h).
+#include "app/base_model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/error.h"
+#include "core/sha256.h"
+
+static bool is_dir(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+static bool is_file(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+int sq_base_open(const char *model, sq_base_model *b, sq_safetensors **out) {
+    memset(b, 0, sizeof *b);
+    *out = NULL;
+    if (is_dir(model)) {
+        char p[4200];
+        snprintf(p, sizeof p, "%s/transformer", model);
+        const char *dir = is_dir(p) ? p : model;
+        if ((size_t)snprintf(b->weights, sizeof b->weights, "%s", dir) >= sizeof b->weights ||
+            (size_t)snprintf(b->config, sizeof b->config, "%s/config.json", dir) >= sizeof b->config)
+            return sq_errorf("%s: path too long", dir);
+        if (!is_file(b->config)) return sq_errorf("%s: no config.json (expected a diffusers SD3 transformer directory)", dir);
+        return sq_st_open(out, b->weights);
+    }
+    if (!is_file(model)) return sq_errorf("%s: no such file or directory", model);
+    if ((size_t)snprintf(b->weights, sizeof b->weights, "%s", model) >= sizeof b->weights) return sq_errorf("%s: path too long", model);
+    if (sq_st_open(out, model) != SQ_OK) return SQ_FAIL;
+    const char *fmt = sq_st_metadata(*out, "sd_qzo.format");
+    const char *layout = sq_st_metadata(*out, "sd_qzo.layout");
+    b->single_file = !(fmt && layout && !strcmp(layout, "diffusers"));
+    if (fmt) {
+        const char *group = sq_st_metadata(*out, "sd_qzo.group_size");
+        b->quantized = true;
+        b->group = group ? atoi(group) : 0;
+        if (strcmp(fmt, "q4-v1") || (b->group != 32 && b->group != 64 && b->group != 128)) {
+            sq_st_close(*out);
+            *out = NULL;
+            return sq_errorf("%s: unknown sd-qzo format '%s' or group size", model, fmt);
+        }
+    }
+    return SQ_OK;
+}
+
+bool sq_base_keep_tensor(const char *name, bool single_file) {
+    return !single_file || !strncmp(name, SQ_SINGLE_FILE_PREFIX, strlen(SQ_SINGLE_FILE_PREFIX));
+}
+
+static void hash_entry(sq_sha256 *h, const sq_st_entry *e) {
+    sq_sha256_update(h, e->name, strlen(e->name) + 1);
+    const char *dt = sq_dtype_to_safetensors(e->dtype);
+    sq_sha256_update(h, dt, strlen(dt) + 1);
+    for (int d = 0; d < e->ndim; d++) {
+        int64_t v = e->shape[d];
+        sq_sha256_update(h, &v, sizeof v);
+    }
+    sq_sha256_update(h, e->data, e->nbytes);
+}
+
+void sq_base_source_sha256(const sq_safetensors *st, bool single_file, char hex[65]) {
+    sq_sha256 hash;
+    sq_sha256_init(&hash);
+    for (int i = 0; i < sq_st_count(st); i++) {   // sq_st_at is in name order
+        const sq_st_entry *e = sq_st_at(st, i);
+        if (sq_base_keep_tensor(e->name, single_file)) hash_entry(&hash, e);
+    }
+    uint8_t digest[32];
+    sq_sha256_final(&hash, digest);
+    sq_sha256_hex(digest, hex);
+}
+
+int sq_base_sha256(const sq_base_model *b, const sq_safetensors *st, char hex[65]) {
+    if (!b->quantized) {
+        sq_base_source_sha256(st, b->single_file, hex);
+        return SQ_OK;
+    }
+    const char *h = sq_st_metadata(st, "sd_qzo.source_sha256");
+    if (!h || strlen(h) != 64) return sq_errorf("%s: quantised file lacks its sd_qzo.source_sha256", b->weights);
+    snprintf(hex, 65, "%s", h);
+    return SQ_OK;
+}

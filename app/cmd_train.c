@@ -1,0 +1,246 @@
+// app/cmd_train.c: `sd-qzo train`: options, the run folder, the data, then the two
+// phases of app/train.h (encode once into the cache, then QZO steps). The run folder
+// OUT holds run.json (the settings and their fingerprint), checkpoint.safetensors,
+// log.jsonl / log.csv, previews/ and report.html; a second run into the same OUT is
+// refused unless it resumes that run (same fingerprint) or says --overwrite.
+#define _XOPEN_SOURCE 700
+#include <errno.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "app/commands.h"
+#include "app/train.h"
+#include "core/config.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/safetensors.h"
+#include "kernels/backend.h"
+#include "kernels/ops.h"
+
+static volatile sig_atomic_t stop_requested = 0;
+
+static void on_signal(int sig) {
+    (void)sig;
+    // A second Ctrl-C kills at once: the handler goes back to the default.
+    if (stop_requested) signal(sig, SIG_DFL);
+    stop_requested = 1;
+}
+
+static int mkdir_p(const char *path) {
+    char buf[1100];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return sq_error_errno("cannot create %s", buf);
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return sq_error_errno("cannot create %s", buf);
+    return SQ_OK;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st; (void)flag; (void)ftw;
+    return remove(path);
+}
+
+static bool exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+// The run folder: refuses to mix two different runs (a different fingerprint, or
+// any earlier run when not resuming), then records this run's settings.
+static int prepare_output(sd_trainer *t) {
+    const sd_train_options *o = &t->opt;
+    char run_json[1100], ckpt[1100], fp[65];
+    snprintf(run_json, sizeof run_json, "%s/run.json", o->output);
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", o->output);
+    sd_train_options_fingerprint(o, fp);
+    if (exists(run_json) && !o->overwrite) {
+        sq_config *c;
+        if (sq_config_load(&c, run_json) != SQ_OK) return sq_error_context("--output holds an unreadable run.json");
+        const char *old = sq_config_string_or(c, "fingerprint", "");
+        bool same = !strcmp(old, fp);
+        sq_config_free(c);
+        if (!o->resume[0])
+            return sq_errorf("%s already holds a training run%s; continue it with --resume %s, or pass --overwrite to start "
+                             "afresh there", o->output, exists(ckpt) ? " (with a checkpoint)" : "", ckpt);
+        if (!same)
+            return sq_errorf("--resume: the settings differ from the run in %s (see its run.json); a resumed run must use "
+                             "the same data, model and optimiser settings", o->output);
+    }
+    if (mkdir_p(o->output) != SQ_OK) return SQ_FAIL;
+    char *settings = sd_train_options_json(o);
+    cJSON *root = settings ? cJSON_Parse(settings) : NULL;
+    free(settings);
+    if (!root) return sq_errorf("out of host memory");
+    cJSON *wrap = cJSON_CreateObject();
+    cJSON_AddStringToObject(wrap, "fingerprint", fp);
+    cJSON_AddItemToObject(wrap, "options", root);
+    char *text = cJSON_Print(wrap);
+    cJSON_Delete(wrap);
+    char tmp[1200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", run_json, (int)getpid());
+    FILE *f = text ? fopen(tmp, "w") : NULL;
+    int rc = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF ? SQ_OK : SQ_FAIL;
+    if (f && fclose(f) != 0) rc = SQ_FAIL;
+    if (rc == SQ_OK && rename(tmp, run_json) != 0) rc = SQ_FAIL;
+    free(text);
+    if (rc != SQ_OK) {
+        unlink(tmp);
+        return sq_error_errno("cannot write %s", run_json);
+    }
+    return SQ_OK;
+}
+
+static int open_dataset(sd_dataset **out, const sd_train_options *o, const char *images, const char *captions, bool train) {
+    sd_dataset_opts d;
+    sd_dataset_opts_default(&d);
+    d.folder.images_dir = images;
+    d.folder.captions_file = captions[0] ? captions : NULL;
+    d.folder.recursive = o->recursive;
+    d.folder.bad_images = o->skip_bad_images ? SD_BAD_IMAGE_SKIP : SD_BAD_IMAGE_FAIL;
+    d.resolution = o->resolution;
+    d.buckets = o->buckets;
+    d.seed = o->seed;
+    if (train) {
+        d.crop = o->random_crop ? SD_CROP_RANDOM : SD_CROP_CENTER;
+        d.random_flip = o->flip;
+        d.captions.dropout = o->caption_dropout;
+        d.captions.shuffle_tags = o->shuffle_tags;
+        d.captions.keep_tags = o->keep_tags;
+        d.batch_size = o->batch_size;
+    }
+    // validation: centre crops, exact captions, one image per batch, never changing
+    if (sd_dataset_open(out, &d) != SQ_OK) return sq_error_context(train ? "--images" : "--val-images");
+    return SQ_OK;
+}
+
+// Preview prompts: --sample-prompts (one per line), else the first distinct
+// captions of the training set, so previews show what is being taught.
+static int load_prompts(sd_trainer *t) {
+    const int max_default = 4;
+    t->prompts = calloc(64, sizeof *t->prompts);
+    if (!t->prompts) return sq_errorf("out of host memory");
+    if (t->opt.sample_prompts[0]) {
+        FILE *f = fopen(t->opt.sample_prompts, "r");
+        if (!f) return sq_error_errno("--sample-prompts %s", t->opt.sample_prompts);
+        char line[4096];
+        while (fgets(line, sizeof line, f) && t->n_prompts < 64) {
+            line[strcspn(line, "\r\n")] = 0;
+            if (!line[0]) continue;
+            if (!(t->prompts[t->n_prompts++] = strdup(line))) { fclose(f); return sq_errorf("out of host memory"); }
+        }
+        fclose(f);
+        if (t->n_prompts == 0) return sq_errorf("--sample-prompts %s: no prompts in the file", t->opt.sample_prompts);
+        return SQ_OK;
+    }
+    for (int i = 0; i < sd_dataset_count(t->data) && t->n_prompts < max_default; i++) {
+        const char *c = sd_dataset_entry(t->data, i)->caption;
+        bool seen = !c[0];
+        for (int j = 0; j < t->n_prompts && !seen; j++) seen = !strcmp(t->prompts[j], c);
+        if (!seen && !(t->prompts[t->n_prompts++] = strdup(c))) return sq_errorf("out of host memory");
+    }
+    return SQ_OK;
+}
+
+static int setup(sd_trainer *t) {
+    sd_train_options *o = &t->opt;
+    sq_set_num_threads(o->threads);
+    if (sq_backend_init(o->device, &t->device) != SQ_OK) return SQ_FAIL;
+    t->dtype = t->device == SQ_CUDA ? SQ_BF16 : SQ_F32;
+    struct stat st;
+    if (stat(o->model, &st) != 0) return sq_error_errno("--model %s", o->model);
+    if (o->encoders[0]) snprintf(t->components, sizeof t->components, "%s", o->encoders);
+    else if (S_ISDIR(st.st_mode)) snprintf(t->components, sizeof t->components, "%s", o->model);
+    else return sq_errorf("--model %s is a single file: also give --encoders PIPELINE_DIR (an SD3.5 diffusers folder with "
+                          "vae/, text_encoder*/, tokenizer*/ and scheduler/)", o->model);
+    if (sd_scheduler_load(&t->scheduler, t->components) != SQ_OK) {
+        sq_log_warn("%s; using SD3.5's scheduler (shift 3.0)", sq_error_message());
+        sd_scheduler_default(&t->scheduler);
+    }
+    t->sigma.sampling = (sd_timestep_sampling)sd_timestep_sampling_parse(o->timestep_sampling);
+    t->sigma.logit_mean = o->logit_mean;
+    t->sigma.logit_std = o->logit_std;
+    t->sigma.mode_scale = o->mode_scale;
+    t->sigma.shift = o->shift > 0 ? o->shift : (float)t->scheduler.shift;
+
+    if (open_dataset(&t->data, o, o->images, o->captions, true) != SQ_OK) return SQ_FAIL;
+    sd_epoch_plan plan;
+    if (sd_dataset_epoch(t->data, 0, &plan) != SQ_OK) return SQ_FAIL;
+    t->batches_per_epoch = plan.count;
+    sd_epoch_plan_free(&plan);
+    if (t->batches_per_epoch < 1) return sq_errorf("--images: no complete batch of %d images", o->batch_size);
+    if (o->val_images[0] && open_dataset(&t->val, o, o->val_images, o->val_captions, false) != SQ_OK) return SQ_FAIL;
+    if (!t->val) sq_log_warn("no --val-images: the run reports training loss only (noisy); a held-out set gives a fixed-noise validation loss");
+    if (load_prompts(t) != SQ_OK) return SQ_FAIL;
+
+    if (o->cache && o->cache_dir[0]) snprintf(t->cache_dir, sizeof t->cache_dir, "%s", o->cache_dir);
+    else snprintf(t->cache_dir, sizeof t->cache_dir, "%s/%s", o->output, o->cache ? "cache" : ".cache-this-run");
+    t->temp_cache = !o->cache;
+    if (sd_cache_open(&t->cache, t->cache_dir) != SQ_OK) return SQ_FAIL;
+    sq_log_info("training on %d images (%d batches per epoch), %s, device %s", sd_dataset_count(t->data),
+                t->batches_per_epoch, t->val ? "with a validation set" : "no validation set",
+                t->device == SQ_CUDA ? "cuda (bf16)" : "cpu (fp32)");
+    return SQ_OK;
+}
+
+static void teardown(sd_trainer *t) {
+    if (t->cache) sd_cache_close(t->cache);
+    if (t->temp_cache && t->cache_dir[0]) nftw(t->cache_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    if (t->data) sd_dataset_close(t->data);
+    if (t->val) sd_dataset_close(t->val);
+    for (int i = 0; i < t->n_prompts; i++) free(t->prompts[i]);
+    free(t->prompts);
+}
+
+int sq_cmd_train(int argc, char **argv) {
+    sd_trainer t;
+    memset(&t, 0, sizeof t);
+    sd_train_options_defaults(&t.opt);
+    bool help;
+    if (sd_train_options_parse(&t.opt, argc, argv, &help) != SQ_OK) return SQ_FAIL;
+    if (help) {
+        sd_train_options_usage(stdout);
+        return SQ_OK;
+    }
+    if (sd_train_options_validate(&t.opt) != SQ_OK) return SQ_FAIL;
+    stop_requested = 0;
+    t.stop = &stop_requested;
+    int rc = prepare_output(&t);
+    if (rc == SQ_OK) rc = setup(&t);
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    int64_t first_step = 0;
+    if (rc == SQ_OK && t.opt.resume[0]) {
+        // the encode phase only needs the steps still to run
+        sq_safetensors *st;
+        if (sq_st_open(&st, t.opt.resume) != SQ_OK) rc = sq_error_context("--resume");
+        else {
+            const char *state = sq_st_metadata(st, "sd_qzo.optimizer");
+            cJSON *j = state ? cJSON_Parse(state) : NULL;
+            cJSON *s = j ? cJSON_GetObjectItemCaseSensitive(j, "step") : NULL;
+            if (cJSON_IsString(s)) first_step = strtoll(s->valuestring, NULL, 10);   // numbers are stored as strings
+            cJSON_Delete(j);
+            sq_st_close(st);
+        }
+    }
+    if (rc == SQ_OK) rc = sd_train_encode(&t, first_step);
+    if (rc == SQ_OK) rc = sd_train_loop(&t);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    if (rc == SQ_OK) printf("done: %s/checkpoint.safetensors, report %s/report.html\n", t.opt.output, t.opt.output);
+    teardown(&t);
+    return rc;
+}

@@ -1,0 +1,71 @@
+// app/train.h: the state of one `sd-qzo train` run, shared by its phases:
+//   app/cmd_train.c     options, the output folder, orchestration, Ctrl-C
+//   app/train_encode.c  frozen encoders once per dataset: every latent and text
+//                       embedding the run will need goes into the on-disk cache
+//                       (datasets/cache.h), then the encoders are freed
+//   app/train_loop.c    the MMDiT in int4, QZO steps on cached batches, validation
+//                       loss, previews, checkpoints, log and report
+// Every random choice is a function of (seed, step): the data order and captions
+// (datasets/), the noise and σ (app/train_noise.h), the perturbations (kernels/rng.h).
+#ifndef SD_TRAIN_H
+#define SD_TRAIN_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "app/qzo.h"
+#include "app/train_log.h"
+#include "app/train_noise.h"
+#include "app/train_options.h"
+#include "app/train_report.h"
+#include "core/arena.h"
+#include "datasets/dataset.h"
+#include "mmdit/model.h"
+#include "samples/scheduler.h"
+
+// Fixed σ draws per validation image: several timesteps per image make the
+// validation loss far less noisy than one, and they never change during a run.
+#define SD_VAL_SIGMAS 4
+
+typedef struct {
+    sd_train_options opt;
+    sq_device device;
+    sq_dtype dtype;              // F32 on the CPU, BF16 on CUDA
+    char components[1024];       // pipeline folder holding vae/, text encoders, scheduler/
+    char cache_dir[1100];
+    bool temp_cache;             // --no-cache: the cache lives in OUT and is removed at the end
+    sd_flow_scheduler scheduler;
+    sd_sigma_config sigma;
+
+    sd_dataset *data, *val;      // val NULL without --val-images
+    int batches_per_epoch;
+    sd_cache *cache;
+    char vae_hash[65], text_hash[65];
+
+    // what the encoders produce, known once they have been loaded or read from the cache
+    int latent_channels, vae_factor;
+    int ctx_tokens, ctx_dim, pooled_dim;
+
+    char **prompts;              // preview prompts (the empty prompt is the uncond branch)
+    int n_prompts;
+
+    volatile sig_atomic_t *stop; // set by SIGINT/SIGTERM: finish the step, save, exit
+} sd_trainer;
+
+// The cache keys of one dataset item in one epoch (latent, text).
+int sd_train_item_keys(sd_trainer *t, sd_dataset *ds, int index, int epoch, sd_cache_key *latent,
+                       sd_cache_key *text, int *w, int *h);
+// Epoch and batch of a step (one batch per step, epochs back to back).
+void sd_train_step_batch(const sd_trainer *t, int64_t step, int *epoch, int *batch);
+
+// Runs the VAE and the text encoders over everything steps [first_step, steps) and
+// the validation set and previews need that is not cached yet; frees them after.
+int sd_train_encode(sd_trainer *t, int64_t first_step);
+// Cache key of a prompt's embedding (text encoders' hash + text).
+void sd_train_text_key(const sd_trainer *t, const char *prompt, sd_cache_key *key);
+
+// The QZO run from the checkpoint (or step 0) to opt.steps.
+int sd_train_loop(sd_trainer *t);
+
+#endif

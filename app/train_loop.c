@@ -1,0 +1,591 @@
+// app/train_loop.c: the MMDiT phase of a training run (see app/train.h). The
+// transformer is int4 (quantised once into the cache folder, or an `sd-qzo quantize`
+// file); every step loads its batch's latents and embeddings from the cache, draws
+// the noise and σ of (seed, step), and hands the flow-matching loss to the QZO
+// optimiser. Around the steps: the fixed-noise validation loss, preview images,
+// atomic checkpoints (also on Ctrl-C), the step log and report.html.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "app/checkpoint.h"
+#include "app/commands.h"
+#include "app/flow_loss.h"
+#include "app/train.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/progress.h"
+#include "core/safetensors.h"
+#include "core/sha256.h"
+#include "kernels/backend.h"
+#include "kernels/ops.h"
+#include "mmdit/quantize.h"
+#include "samples/grid.h"
+#include "samples/png.h"
+#include "samples/sampler.h"
+#include "vae/model.h"
+
+typedef struct {
+    sq_tensor x0, ctx, pooled;   // one cached item
+    float sigma[SD_VAL_SIGMAS];
+    sq_tensor noise[SD_VAL_SIGMAS];
+} val_item;
+
+typedef struct {
+    sd_trainer *t;
+    sd_mmdit m;
+    sq_arena scratch;
+    int n_layers;
+    sq_named_scales *named;
+    char (*names)[112];
+    sq_tensor **scales;
+    uint64_t *bases;
+    sq_qzo_config qc;
+    sq_qzo_state qs;
+    // batch buffers, sized for the largest bucket
+    sq_tensor x0_buf, ctx_buf, pooled_buf, noise_buf;
+    float *noise_host;
+    int cur_epoch;
+    sd_epoch_plan plan;
+    val_item *val;
+    int n_val;
+    // previews
+    sq_tensor prompt_ctx, prompt_pooled, uncond_ctx, uncond_pooled;
+    sd_vae vae;
+    bool vae_loaded;
+    sd_report_preview *previews;
+    int n_previews;
+    sd_train_log log;
+} loop;
+
+// ---- the int4 transformer ----
+
+static bool is_quantized_file(const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0 || S_ISDIR(st.st_mode)) return false;
+    sq_safetensors *s;
+    if (sq_st_open(&s, path) != SQ_OK) return false;
+    bool q = sq_st_metadata(s, "sd_qzo.group_size") != NULL;
+    sq_st_close(s);
+    return q;
+}
+
+// The quantised copy of a dense checkpoint is keyed by the source files' names,
+// sizes and modification times (hashing 16 GB of weights each run would cost more
+// than it saves) and the group size.
+static int quantized_path(const sd_trainer *t, char *out, size_t size) {
+    const char *model = t->opt.model;
+    char dir[1100];
+    struct stat st;
+    if (stat(model, &st) != 0) return sq_error_errno("--model %s", model);
+    sq_sha256 h;
+    sq_sha256_init(&h);
+    char buf[1400];
+    snprintf(dir, sizeof dir, "%s/transformer", model);
+    const char *src = S_ISDIR(st.st_mode) ? (stat(dir, &st) == 0 ? dir : model) : model;
+    sq_safetensors *s;
+    if (sq_st_open(&s, src) != SQ_OK) return sq_error_context("--model");
+    for (int i = 0; i < sq_st_file_count(s); i++) {
+        struct stat fs;
+        const char *p = sq_st_file_path(s, i);
+        if (stat(p, &fs) != 0) { sq_st_close(s); return sq_error_errno("%s", p); }
+        int n = snprintf(buf, sizeof buf, "%s|%lld|%lld|", p, (long long)fs.st_size, (long long)fs.st_mtime);
+        sq_sha256_update(&h, buf, (size_t)n);
+    }
+    sq_st_close(s);
+    int n = snprintf(buf, sizeof buf, "group=%d", t->opt.group_size);
+    sq_sha256_update(&h, buf, (size_t)n);
+    uint8_t d[32];
+    char hex[65];
+    sq_sha256_final(&h, d);
+    sq_sha256_hex(d, hex);
+    snprintf(out, size, "%s/mmdit-int4-g%d-%.16s.safetensors", t->cache_dir, t->opt.group_size, hex);
+    return SQ_OK;
+}
+
+static int load_mmdit(loop *L) {
+    sd_trainer *t = L->t;
+    char qpath[1200];
+    if (is_quantized_file(t->opt.model)) {
+        snprintf(qpath, sizeof qpath, "%s", t->opt.model);
+    } else {
+        if (quantized_path(t, qpath, sizeof qpath) != SQ_OK) return SQ_FAIL;
+        struct stat st;
+        if (stat(qpath, &st) != 0) {
+            sq_log_info("quantising %s to int4 (group %d) once, into %s", t->opt.model, t->opt.group_size, qpath);
+            if (sq_quantize_checkpoint(t->opt.model, qpath, t->opt.group_size, false) != SQ_OK)
+                return sq_error_context("quantising --model");
+        }
+    }
+    if (sd_mmdit_load(&L->m, qpath, t->device, t->dtype) != SQ_OK) return sq_error_context("loading the MMDiT");
+    const sd_mmdit_config *c = &L->m.cfg;
+    if (c->joint_attention_dim != t->ctx_dim || c->pooled_projection_dim != t->pooled_dim || c->in_channels != t->latent_channels)
+        return sq_errorf("the transformer (context %d, pooled %d, %d latent channels) does not fit the text encoders / VAE "
+                         "(context %d, pooled %d, %d latent channels): --model and the encoders are different models",
+                         c->joint_attention_dim, c->pooled_projection_dim, c->in_channels, t->ctx_dim, t->pooled_dim,
+                         t->latent_channels);
+    int side = t->opt.resolution / t->vae_factor / c->patch_size;
+    if (side > c->pos_embed_max_size)
+        return sq_errorf("--resolution %d is too large for this transformer: %d patches per side, its position table has %d",
+                         t->opt.resolution, side, c->pos_embed_max_size);
+    int n = sd_mmdit_qlayers(&L->m, NULL, 0);
+    sd_mmdit_qlayer *ls = calloc((size_t)n, sizeof *ls);
+    L->named = calloc((size_t)n, sizeof *L->named);
+    L->names = calloc((size_t)n, sizeof *L->names);
+    L->scales = calloc((size_t)n, sizeof *L->scales);
+    L->bases = calloc((size_t)n, sizeof *L->bases);
+    if (!ls || !L->named || !L->names || !L->scales || !L->bases) { free(ls); return sq_errorf("out of host memory"); }
+    sd_mmdit_qlayers(&L->m, ls, n);
+    for (int i = 0; i < n; i++) {
+        if (!sq_linear_quantized(ls[i].linear)) continue;
+        int k = L->n_layers++;
+        snprintf(L->names[k], sizeof L->names[k], "%.96s.weight.scales", ls[i].name);
+        L->named[k] = (sq_named_scales){L->names[k], &ls[i].linear->scales};
+        L->scales[k] = &ls[i].linear->scales;
+        L->bases[k] = ls[i].linear->index_base;
+    }
+    free(ls);
+    if (L->n_layers == 0) return sq_errorf("%s: no layer is int4, so QZO has nothing to train", qpath);
+    return SQ_OK;
+}
+
+// ---- memory ----
+
+static double gib(size_t b) { return (double)b / 1073741824.0; }
+
+static double device_used_gib(const sd_trainer *t) {
+    size_t fr, tot;
+    if (t->device != SQ_CUDA || sq_cuda_mem_info(&fr, &tot) != SQ_OK) return 0;
+    return gib(tot - fr);
+}
+
+static int alloc_scratch(loop *L) {
+    sd_trainer *t = L->t;
+    const sd_mmdit_config *c = &L->m.cfg;
+    int p = c->patch_size, f = t->vae_factor;
+    int64_t R = t->opt.resolution, N = (R / f / p) * (R / f / p);
+    int es = (int)sq_dtype_bytes(t->dtype, 1);
+    // training batch, or a CFG pair of previews, whichever is bigger
+    int B = t->opt.batch_size > 2 ? t->opt.batch_size : 2;
+    size_t need = sd_mmdit_scratch_estimate(c, B, (int)N, t->ctx_tokens, es);
+    if (t->device == SQ_CUDA) {
+        size_t fr, tot;
+        if (sq_cuda_mem_info(&fr, &tot) == SQ_OK && need + ((size_t)256 << 20) > fr)
+            return sq_errorf("not enough GPU memory: the MMDiT passes need %.2f GiB of scratch at %lldx%lld, batch %d, "
+                             "and %.2f GiB are free after loading the weights; lower --resolution or --batch-size",
+                             gib(need), (long long)R, (long long)R, t->opt.batch_size, gib(fr));
+    }
+    if (sq_arena_init(&L->scratch, t->device, need) != SQ_OK) return sq_error_context("MMDiT scratch");
+    sq_log_info("MMDiT: %d int4 layers (group %d); weights on %s, scratch %.2f GiB; device memory in use %.2f GiB",
+                L->n_layers, t->opt.group_size, t->device == SQ_CUDA ? "the GPU" : "the CPU", gib(need),
+                device_used_gib(t));
+    return SQ_OK;
+}
+
+// ---- batches from the cache ----
+
+static sq_tensor slice(const sq_tensor *buf, int64_t offset_elems, int ndim, const int64_t *shape) {
+    size_t es = sq_dtype_bytes(buf->dtype, 1);
+    return sq_tensor_view((char *)buf->data + (size_t)offset_elems * es, buf->dtype, buf->device, ndim, shape);
+}
+
+static int load_cached(loop *L, const sd_cache_key *key, const sd_cache_item *items, int n, const char *what) {
+    bool hit = false;
+    if (sd_cache_load(L->t->cache, key, items, n, &hit) != SQ_OK) return SQ_FAIL;
+    if (!hit)
+        return sq_errorf("the cache entry of %s is missing or unusable (was %s changed during the run?); rerun to re-encode",
+                         what, L->t->cache_dir);
+    return SQ_OK;
+}
+
+static int alloc_batch_buffers(loop *L) {
+    sd_trainer *t = L->t;
+    int64_t B = t->opt.batch_size, C = t->latent_channels, f = t->vae_factor, R = t->opt.resolution;
+    int64_t lat = B * C * (R / f) * (R / f);
+    // a bucket may be wider than R but never larger in area than R²
+    if (sq_tensor_alloc(&L->x0_buf, t->dtype, t->device, 1, &lat) || sq_tensor_alloc(&L->noise_buf, t->dtype, t->device, 1, &lat) ||
+        sq_tensor_alloc(&L->ctx_buf, t->dtype, t->device, 3, SQ_SHAPE(B, t->ctx_tokens, t->ctx_dim)) ||
+        sq_tensor_alloc(&L->pooled_buf, t->dtype, t->device, 2, SQ_SHAPE(B, t->pooled_dim)))
+        return SQ_FAIL;
+    L->noise_host = malloc((size_t)lat * sizeof(float));
+    if (!L->noise_host) return sq_errorf("out of host memory");
+    L->cur_epoch = -1;
+    return SQ_OK;
+}
+
+typedef struct {
+    sq_tensor x0, noise, ctx, pooled;
+    float sigma[64];
+    int B;
+} batch;
+
+static int build_batch(loop *L, int64_t step, batch *bt) {
+    sd_trainer *t = L->t;
+    int epoch, bi;
+    sd_train_step_batch(t, step, &epoch, &bi);
+    if (epoch != L->cur_epoch) {
+        if (L->cur_epoch >= 0) sd_epoch_plan_free(&L->plan);
+        L->cur_epoch = -1;
+        if (sd_dataset_epoch(t->data, epoch, &L->plan) != SQ_OK) return SQ_FAIL;
+        L->cur_epoch = epoch;
+    }
+    const sd_batch *b = &L->plan.batches[bi];
+    int B = b->count, C = t->latent_channels, f = t->vae_factor;
+    if (B > 64) return sq_errorf("--batch-size above 64 is not supported");
+    int64_t per = 0, h = 0, w = 0;
+    for (int j = 0; j < B; j++) {
+        sd_cache_key kl, kt;
+        int iw, ih;
+        if (sd_train_item_keys(t, t->data, b->items[j], epoch, &kl, &kt, &iw, &ih) != SQ_OK) return SQ_FAIL;
+        h = ih / f;
+        w = iw / f;
+        per = C * h * w;
+        sq_tensor lat = slice(&L->x0_buf, j * per, 4, SQ_SHAPE(1, C, h, w));
+        sq_tensor ctx = slice(&L->ctx_buf, (int64_t)j * t->ctx_tokens * t->ctx_dim, 3, SQ_SHAPE(1, t->ctx_tokens, t->ctx_dim));
+        sq_tensor pooled = slice(&L->pooled_buf, (int64_t)j * t->pooled_dim, 2, SQ_SHAPE(1, t->pooled_dim));
+        const char *path = sd_dataset_entry(t->data, b->items[j])->path;
+        sd_cache_item li = {"latent", &lat};
+        sd_cache_item ti[2] = {{"context", &ctx}, {"pooled", &pooled}};
+        if (load_cached(L, &kl, &li, 1, path) != SQ_OK || load_cached(L, &kt, ti, 2, path) != SQ_OK) return SQ_FAIL;
+        uint64_t key_noise = sd_stream_key(t->opt.seed, SD_STREAM_NOISE), key_sigma = sd_stream_key(t->opt.seed, SD_STREAM_SIGMA);
+        sd_draw_noise(L->noise_host + j * per, per, key_noise, (uint64_t)step, j);
+        bt->sigma[j] = sd_draw_sigma(&t->sigma, key_sigma, (uint64_t)step, j);
+    }
+    bt->B = B;
+    bt->x0 = slice(&L->x0_buf, 0, 4, SQ_SHAPE(B, C, h, w));
+    bt->noise = slice(&L->noise_buf, 0, 4, SQ_SHAPE(B, C, h, w));
+    bt->ctx = slice(&L->ctx_buf, 0, 3, SQ_SHAPE(B, t->ctx_tokens, t->ctx_dim));
+    bt->pooled = slice(&L->pooled_buf, 0, 2, SQ_SHAPE(B, t->pooled_dim));
+    return sq_tensor_from_host_f32(&bt->noise, L->noise_host);
+}
+
+// ---- validation: fixed noise and σ per image, unperturbed model ----
+
+static int load_val(loop *L) {
+    sd_trainer *t = L->t;
+    if (!t->val) return SQ_OK;
+    L->n_val = sd_dataset_count(t->val);
+    L->val = calloc((size_t)L->n_val, sizeof *L->val);
+    if (!L->val) return sq_errorf("out of host memory");
+    uint64_t key = sd_stream_key(t->opt.seed, SD_STREAM_VAL);
+    for (int i = 0; i < L->n_val; i++) {
+        val_item *v = &L->val[i];
+        sd_cache_key kl, kt;
+        int w, h, C = t->latent_channels, f = t->vae_factor;
+        if (sd_train_item_keys(t, t->val, i, 0, &kl, &kt, &w, &h) != SQ_OK) return SQ_FAIL;
+        const int64_t *shape = SQ_SHAPE(1, C, h / f, w / f);
+        if (sq_tensor_alloc(&v->x0, t->dtype, t->device, 4, shape) ||
+            sq_tensor_alloc(&v->ctx, t->dtype, t->device, 3, SQ_SHAPE(1, t->ctx_tokens, t->ctx_dim)) ||
+            sq_tensor_alloc(&v->pooled, t->dtype, t->device, 2, SQ_SHAPE(1, t->pooled_dim)))
+            return SQ_FAIL;
+        const char *path = sd_dataset_entry(t->val, i)->path;
+        sd_cache_item li = {"latent", &v->x0};
+        sd_cache_item ti[2] = {{"context", &v->ctx}, {"pooled", &v->pooled}};
+        if (load_cached(L, &kl, &li, 1, path) != SQ_OK || load_cached(L, &kt, ti, 2, path) != SQ_OK) return SQ_FAIL;
+        int64_t per = sq_tensor_numel(&v->x0);
+        for (int k = 0; k < SD_VAL_SIGMAS; k++) {
+            // counters: σ uses "step" 0, noise "steps" 1..K; image i is sample i
+            v->sigma[k] = sd_draw_sigma(&t->sigma, key, (uint64_t)k, i);
+            sd_draw_noise(L->noise_host, per, key, (uint64_t)(1 + k), i);
+            if (sq_tensor_alloc(&v->noise[k], t->dtype, t->device, 4, shape) ||
+                sq_tensor_from_host_f32(&v->noise[k], L->noise_host))
+                return SQ_FAIL;
+        }
+    }
+    return SQ_OK;
+}
+
+static int val_loss(loop *L, double *out) {
+    double sum = 0;
+    int n = 0;
+    for (int i = 0; i < L->n_val; i++)
+        for (int k = 0; k < SD_VAL_SIGMAS; k++) {
+            val_item *v = &L->val[i];
+            sd_flow_batch fb;
+            if (sd_flow_batch_init(&fb, &L->m, &L->scratch, &v->x0, &v->noise[k], &v->sigma[k], &v->ctx, &v->pooled) != SQ_OK)
+                return SQ_FAIL;
+            double l;
+            int rc = sd_flow_loss(&fb, NULL, &l);
+            sd_flow_batch_free(&fb);
+            if (rc != SQ_OK) return sq_error_context("validation loss");
+            sum += l;
+            n++;
+        }
+    *out = sum / n;
+    return SQ_OK;
+}
+
+// ---- previews ----
+
+static int load_prompt_embeddings(loop *L) {
+    sd_trainer *t = L->t;
+    int n = t->n_prompts;
+    if (n == 0) return SQ_OK;
+    if (sq_tensor_alloc(&L->prompt_ctx, t->dtype, t->device, 3, SQ_SHAPE(n, t->ctx_tokens, t->ctx_dim)) ||
+        sq_tensor_alloc(&L->prompt_pooled, t->dtype, t->device, 2, SQ_SHAPE(n, t->pooled_dim)) ||
+        sq_tensor_alloc(&L->uncond_ctx, t->dtype, t->device, 3, SQ_SHAPE(1, t->ctx_tokens, t->ctx_dim)) ||
+        sq_tensor_alloc(&L->uncond_pooled, t->dtype, t->device, 2, SQ_SHAPE(1, t->pooled_dim)))
+        return SQ_FAIL;
+    for (int i = -1; i < n; i++) {
+        const char *p = i < 0 ? "" : t->prompts[i];
+        sd_cache_key k;
+        sd_train_text_key(t, p, &k);
+        sq_tensor c = i < 0 ? L->uncond_ctx : slice(&L->prompt_ctx, (int64_t)i * t->ctx_tokens * t->ctx_dim, 3, SQ_SHAPE(1, t->ctx_tokens, t->ctx_dim));
+        sq_tensor pl = i < 0 ? L->uncond_pooled : slice(&L->prompt_pooled, (int64_t)i * t->pooled_dim, 2, SQ_SHAPE(1, t->pooled_dim));
+        sd_cache_item ti[2] = {{"context", &c}, {"pooled", &pl}};
+        if (load_cached(L, &k, ti, 2, i < 0 ? "the empty prompt" : p) != SQ_OK) return SQ_FAIL;
+    }
+    return SQ_OK;
+}
+
+static int make_previews(loop *L, int64_t step) {
+    sd_trainer *t = L->t;
+    if (t->n_prompts == 0) return SQ_OK;
+    if (!L->vae_loaded) {
+        char vae_dir[1100];
+        snprintf(vae_dir, sizeof vae_dir, "%s/vae", t->components);
+        if (sd_vae_load(&L->vae, vae_dir, t->device, t->dtype) != SQ_OK) return sq_error_context("loading the VAE for previews");
+        L->vae_loaded = true;
+    }
+    int R = t->opt.resolution, n = t->n_prompts;
+    sq_arena vae_scratch;
+    if (sq_arena_init(&vae_scratch, t->device, sd_vae_scratch_estimate(&L->vae.cfg, 1, R, R, (int)sq_dtype_bytes(t->dtype, 1))) != SQ_OK)
+        return sq_error_context("preview decode scratch");
+    float *img = malloc((size_t)3 * R * R * sizeof(float));
+    uint8_t **rgb = calloc((size_t)n, sizeof *rgb);
+    int rc = img && rgb ? SQ_OK : sq_errorf("out of host memory");
+    for (int i = 0; i < n && rc == SQ_OK; i++) {
+        sq_tensor c = slice(&L->prompt_ctx, (int64_t)i * t->ctx_tokens * t->ctx_dim, 3, SQ_SHAPE(1, t->ctx_tokens, t->ctx_dim));
+        sq_tensor pl = slice(&L->prompt_pooled, (int64_t)i * t->pooled_dim, 2, SQ_SHAPE(1, t->pooled_dim));
+        sd_sample_cond cond = {&c, &pl}, uncond = {&L->uncond_ctx, &L->uncond_pooled};
+        sd_sample_options so = {.batch = 1, .steps = t->opt.sample_steps, .guidance = t->opt.sample_cfg, .width = R,
+                                .height = R, .seed = t->opt.seed + (uint64_t)i};
+        rc = sd_sample(&L->m, &L->vae, &t->scheduler, &L->scratch, &vae_scratch, &cond, &uncond, &so, img);
+        if (rc == SQ_OK) {
+            rgb[i] = malloc((size_t)3 * R * R);
+            if (!rgb[i]) rc = sq_errorf("out of host memory");
+            else sd_images_to_rgb8(img, 1, R, R, rgb[i]);
+        }
+    }
+    if (rc == SQ_OK) {
+        uint8_t *grid = NULL;
+        int gw, gh;
+        rc = sd_grid((const uint8_t *const *)rgb, n, R, R, sd_grid_default_cols(n), 4, 255, &grid, &gw, &gh);
+        char dir[1100], path[1200], extra[64];
+        snprintf(dir, sizeof dir, "%s/previews", t->opt.output);
+        mkdir(dir, 0755);
+        snprintf(path, sizeof path, "%s/step_%06lld.png", dir, (long long)step);
+        snprintf(extra, sizeof extra, "Step: %lld", (long long)step);
+        sd_png_params pp = {.prompt = t->prompts[0], .steps = t->opt.sample_steps, .cfg = t->opt.sample_cfg,
+                            .seed = t->opt.seed, .width = R, .height = R, .model = t->opt.model, .extra = extra};
+        char *text = rc == SQ_OK ? sd_png_parameters_text(&pp) : NULL;
+        if (rc == SQ_OK) rc = sd_png_write(path, grid, gw, gh, "parameters", text);
+        free(text);
+        free(grid);
+        if (rc == SQ_OK) {
+            sd_report_preview *np = realloc(L->previews, (size_t)(L->n_previews + 1) * sizeof *np);
+            if (!np) rc = sq_errorf("out of host memory");
+            else {
+                L->previews = np;
+                np[L->n_previews].step = step;
+                snprintf(np[L->n_previews].png_path, sizeof np[L->n_previews].png_path, "%s", path);
+                L->n_previews++;
+            }
+        }
+    }
+    for (int i = 0; rgb && i < n; i++) free(rgb[i]);
+    free(rgb);
+    free(img);
+    sq_arena_free(&vae_scratch);
+    return rc == SQ_OK ? SQ_OK : sq_error_context("previews at step %lld", (long long)step);
+}
+
+// ---- checkpoint and report ----
+
+static int save_checkpoint(loop *L) {
+    sd_trainer *t = L->t;
+    sq_checkpoint_info info = {.group_size = L->m.cfg.num_layers ? t->opt.group_size : 0, .config = L->qc, .state = L->qs};
+    snprintf(info.base_sha256, sizeof info.base_sha256, "%s", L->m.source_sha256);
+    info.loss_history = malloc(((size_t)L->log.count + 1) * sizeof(double));
+    if (!info.loss_history) return sq_errorf("out of host memory");
+    for (int i = 0; i < L->log.count; i++)
+        if (L->log.rec[i].step > 0) info.loss_history[info.loss_count++] = L->log.rec[i].loss;
+    char path[1100];
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", t->opt.output);
+    int rc = sq_checkpoint_save(path, L->named, L->n_layers, &info);
+    free(info.loss_history);
+    return rc;
+}
+
+static int write_report(loop *L) {
+    sd_trainer *t = L->t;
+    char path[1100], summary[512] = "";
+    snprintf(path, sizeof path, "%s/report.html", t->opt.output);
+    double first = NAN, last = NAN;
+    int64_t s_first = 0, s_last = 0;
+    for (int i = 0; i < L->log.count; i++)
+        if (!isnan(L->log.rec[i].val_loss)) {
+            if (isnan(first)) { first = L->log.rec[i].val_loss; s_first = L->log.rec[i].step; }
+            last = L->log.rec[i].val_loss;
+            s_last = L->log.rec[i].step;
+        }
+    if (!isnan(first))
+        snprintf(summary, sizeof summary, "Validation loss %.6f at step %lld, %.6f at step %lld (%+.2f%%). %d steps logged.",
+                 first, (long long)s_first, last, (long long)s_last, 100.0 * (last - first) / first, L->log.count);
+    else snprintf(summary, sizeof summary, "%d steps logged; no validation set (--val-images).", L->log.count);
+    char *settings = sd_train_options_json(&t->opt);
+    sd_report r = {.title = t->opt.output, .settings_json = settings ? settings : "{}", .summary = summary, .log = &L->log,
+                   .previews = L->previews, .n_previews = L->n_previews};
+    int rc = sd_train_report_write(path, &r);
+    free(settings);
+    return rc;
+}
+
+// ---- the run ----
+
+static void free_loop(loop *L) {
+    sd_train_log_close(&L->log);
+    for (int i = 0; L->val && i < L->n_val; i++) {
+        sq_tensor_free(&L->val[i].x0);
+        sq_tensor_free(&L->val[i].ctx);
+        sq_tensor_free(&L->val[i].pooled);
+        for (int k = 0; k < SD_VAL_SIGMAS; k++) sq_tensor_free(&L->val[i].noise[k]);
+    }
+    free(L->val);
+    if (L->cur_epoch >= 0) sd_epoch_plan_free(&L->plan);
+    sq_tensor_free(&L->x0_buf);
+    sq_tensor_free(&L->noise_buf);
+    sq_tensor_free(&L->ctx_buf);
+    sq_tensor_free(&L->pooled_buf);
+    sq_tensor_free(&L->prompt_ctx);
+    sq_tensor_free(&L->prompt_pooled);
+    sq_tensor_free(&L->uncond_ctx);
+    sq_tensor_free(&L->uncond_pooled);
+    free(L->noise_host);
+    free(L->previews);
+    if (L->vae_loaded) sd_vae_free(&L->vae);
+    sq_arena_free(&L->scratch);
+    free(L->named);
+    free(L->names);
+    free(L->scales);
+    free(L->bases);
+    if (L->m.blocks) sd_mmdit_free(&L->m);
+}
+
+static int setup(loop *L) {
+    sd_trainer *t = L->t;
+    if (load_mmdit(L) != SQ_OK || alloc_scratch(L) != SQ_OK || alloc_batch_buffers(L) != SQ_OK) return SQ_FAIL;
+    sq_qzo_config_defaults(&L->qc);
+    L->qc.lr = t->opt.lr;
+    L->qc.eps = t->opt.eps;
+    L->qc.clip = t->opt.clip;
+    L->qc.adaptive_clip = t->opt.adaptive_clip;
+    L->qc.queries = t->opt.queries;
+    L->qc.seed = t->opt.seed;
+    L->qc.schedule = !strcmp(t->opt.lr_schedule, "cosine") ? SQ_LR_COSINE
+                     : !strcmp(t->opt.lr_schedule, "linear") ? SQ_LR_LINEAR : SQ_LR_CONSTANT;
+    L->qc.warmup_steps = t->opt.warmup_steps;
+    L->qc.total_steps = (int)t->opt.steps;
+    sq_qzo_state_init(&L->qs);
+    if (t->opt.resume[0]) {
+        sq_checkpoint_info info;
+        if (sq_checkpoint_load(t->opt.resume, L->named, L->n_layers, L->m.source_sha256, &info) != SQ_OK)
+            return sq_error_context("--resume");
+        free(info.loss_history);
+        if (info.group_size != t->opt.group_size)
+            return sq_errorf("--resume %s was trained at group size %d, not %d", t->opt.resume, info.group_size, t->opt.group_size);
+        L->qs = info.state;
+        sq_log_info("resuming at step %lld from %s", (long long)L->qs.step, t->opt.resume);
+    }
+    if (sd_train_log_open(&L->log, t->opt.output, t->opt.resume[0] ? L->qs.step : -1) != SQ_OK) return SQ_FAIL;
+    if (load_val(L) != SQ_OK || load_prompt_embeddings(L) != SQ_OK) return SQ_FAIL;
+    // previews of earlier steps of a resumed run are still on disk: keep them in the report
+    for (int64_t s = 0; s < L->qs.step && t->opt.sample_every > 0; s += t->opt.sample_every) {
+        char path[1200];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/previews/step_%06lld.png", t->opt.output, (long long)s);
+        if (stat(path, &st) != 0) continue;
+        sd_report_preview *np = realloc(L->previews, (size_t)(L->n_previews + 1) * sizeof *np);
+        if (!np) return sq_errorf("out of host memory");
+        L->previews = np;
+        np[L->n_previews].step = s;
+        snprintf(np[L->n_previews].png_path, sizeof np[L->n_previews].png_path, "%s", path);
+        L->n_previews++;
+    }
+    return SQ_OK;
+}
+
+int sd_train_loop(sd_trainer *t) {
+    loop L = {.t = t, .cur_epoch = -1};
+    int rc = setup(&L);
+    int64_t steps = t->opt.steps;
+    sq_qzo_params params = {L.scales, L.bases, L.n_layers};
+    sq_progress pr;
+    bool interrupted = false;
+    if (rc == SQ_OK && L.qs.step >= steps) sq_log_info("the checkpoint is already at step %lld of %lld", (long long)L.qs.step, (long long)steps);
+    if (rc == SQ_OK && L.qs.step < steps) {
+        // the "before" reference: validation loss and previews of the untrained scales
+        double v0 = NAN;
+        if (L.qs.step == 0 && L.n_val) {
+            rc = val_loss(&L, &v0);
+            if (rc == SQ_OK) sq_log_info("validation loss before training: %.6f (%d images x %d fixed timesteps)", v0, L.n_val, SD_VAL_SIGMAS);
+        }
+        if (rc == SQ_OK && L.qs.step == 0 && t->opt.sample_every > 0) rc = make_previews(&L, 0);
+        if (rc == SQ_OK && L.qs.step == 0) {
+            // step 0 of the log: the untrained model's validation loss, no training loss
+            sd_step_record r = {.step = 0, .loss = NAN, .loss_plus = NAN, .loss_minus = NAN, .d_raw = NAN,
+                                .d_clipped = NAN, .lr = NAN, .gpu_mem_gib = device_used_gib(t), .val_loss = v0};
+            rc = sd_train_log_append(&L.log, &r);
+        }
+        sq_progress_begin(&pr, "training", steps);
+        sq_progress_update(&pr, L.qs.step, NULL);
+        while (rc == SQ_OK && L.qs.step < steps) {
+            int64_t step = L.qs.step;
+            double t0 = sq_time_now();
+            batch bt;
+            sd_flow_batch fb;
+            sq_qzo_step_info info;
+            rc = build_batch(&L, step, &bt);
+            if (rc == SQ_OK) rc = sd_flow_batch_init(&fb, &L.m, &L.scratch, &bt.x0, &bt.noise, bt.sigma, &bt.ctx, &bt.pooled);
+            if (rc != SQ_OK) break;
+            rc = sq_qzo_step(&L.qc, &L.qs, &params, sd_flow_loss, &fb, &info);
+            sd_flow_batch_free(&fb);
+            if (rc != SQ_OK) { sq_error_context("step %lld", (long long)step); break; }
+            sq_device_synchronize(t->device);
+            int64_t done = L.qs.step;
+            double val = NAN;
+            if (t->opt.val_every > 0 && L.n_val && (done % t->opt.val_every == 0 || done == steps)) {
+                if ((rc = val_loss(&L, &val)) != SQ_OK) break;
+            }
+            sd_step_record r = {.step = done, .loss = info.loss_mean, .loss_plus = info.loss_plus,
+                                .loss_minus = info.loss_minus, .d_raw = info.d_raw, .d_clipped = info.d_clipped,
+                                .lr = info.lr, .seconds = sq_time_now() - t0, .gpu_mem_gib = device_used_gib(t),
+                                .val_loss = val};
+            if ((rc = sd_train_log_append(&L.log, &r)) != SQ_OK) break;
+            char extra[96];
+            int n = snprintf(extra, sizeof extra, "loss %.4f |d| %.3g", info.loss_mean, fabs(info.d_raw));
+            if (!isnan(val)) n += snprintf(extra + n, sizeof extra - (size_t)n, " val %.4f", val);
+            if (t->device == SQ_CUDA) snprintf(extra + n, sizeof extra - (size_t)n, " mem %.1fG", r.gpu_mem_gib);
+            sq_progress_update(&pr, done, extra);
+            bool stop = *t->stop != 0;
+            if (t->opt.sample_every > 0 && (done % t->opt.sample_every == 0 || done == steps) && !stop)
+                if ((rc = make_previews(&L, done)) != SQ_OK) break;
+            if (done % t->opt.save_every == 0 || done == steps || stop) {
+                if ((rc = save_checkpoint(&L)) != SQ_OK || (rc = write_report(&L)) != SQ_OK) break;
+            }
+            if (stop) { interrupted = true; break; }
+        }
+        sq_progress_end(&pr);
+    }
+    if (rc == SQ_OK) rc = write_report(&L);
+    if (rc == SQ_OK) {
+        sq_log_info("MMDiT scratch high-water %.3f GiB", gib(L.scratch.high_water));
+        if (interrupted)
+            rc = sq_errorf("interrupted: checkpoint saved at step %lld; continue with --resume %s/checkpoint.safetensors",
+                           (long long)L.qs.step, t->opt.output);
+    }
+    free_loop(&L);
+    return rc;
+}

@@ -1,0 +1,81 @@
+// app/train_options.h: every setting of `sd-qzo train`, its default, and the three
+// places a value can come from, applied in this order (later wins):
+//   1. the defaults below (sd_train_options_defaults),
+//   2. a config file (--config FILE): JSON ({"lr": 1e-5, "images": "dir"}) or flat
+//      TOML (lr = 1e-5 / images = "dir" / # comments), keys spelled like the flags
+//      without "--" (dashes or underscores both accepted),
+//   3. command-line flags.
+// One table (train_options.c) describes every option once, so flags, config keys,
+// --help and the run's saved settings (OUT/run.json) can never disagree.
+#ifndef SD_TRAIN_OPTIONS_H
+#define SD_TRAIN_OPTIONS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct {
+    // what to train on
+    char model[1024];          // SD3.5 pipeline folder, or an `sd-qzo quantize` file + --encoders
+    char encoders[1024];       // pipeline folder for VAE + text encoders when --model is a single file
+    char images[1024];
+    char captions[1024];       // "" = a .txt beside each image
+    char output[1024];
+    char resume[1024];         // checkpoint to continue from ("" = fresh run)
+    bool recursive;
+    bool skip_bad_images;      // warn and skip an image that does not decode (else stop)
+    // image pipeline
+    int resolution;
+    bool buckets;              // aspect-ratio buckets (else centre-cropped squares)
+    bool random_crop;
+    bool flip;                 // horizontal flip (both variants cached)
+    float caption_dropout;     // probability of the empty prompt
+    bool shuffle_tags;
+    int keep_tags;             // leading tags kept in place when shuffling
+    bool cache;                // latents + text embeddings cached on disk (default on)
+    char cache_dir[1024];      // "" = OUT/cache
+    bool t5;                   // use T5 (off: zeros, as the pipeline allows)
+    bool t5_int8;
+    int t5_max_length;
+    // optimisation (QZO.md)
+    int batch_size;
+    int64_t steps;
+    float lr, eps, clip, adaptive_clip;
+    int queries;
+    int group_size;
+    uint64_t seed;
+    char lr_schedule[16];      // constant | cosine | linear
+    int warmup_steps;
+    char timestep_sampling[16];// logit_normal | uniform | mode
+    float logit_mean, logit_std, mode_scale;
+    float shift;               // <= 0: the model's scheduler shift (3.0 for SD3.5)
+    // monitoring
+    int64_t save_every, sample_every, val_every;
+    char sample_prompts[1024]; // one prompt per line ("" = the first captions)
+    int sample_steps;
+    float sample_cfg;
+    char val_images[1024];     // held-out images (captions as for --images)
+    char val_captions[1024];
+    // machine
+    char device[16];           // auto | cpu | cuda
+    int threads;               // CPU threads, 0 = all
+    bool overwrite;            // allow an OUT that holds a different run
+} sd_train_options;
+
+void sd_train_options_defaults(sd_train_options *o);
+// Parses argv (argv[0] = "train"), reading --config first wherever it appears.
+// *help is set when --help was given (nothing else is checked then).
+int sd_train_options_parse(sd_train_options *o, int argc, char **argv, bool *help);
+// Applies one "key" = "value" pair (config files and flags share this).
+int sd_train_options_set(sd_train_options *o, const char *key, const char *value);
+int sd_train_options_load_file(sd_train_options *o, const char *path);
+// Checks the combination (required options, ranges). Message names the option.
+int sd_train_options_validate(const sd_train_options *o);
+void sd_train_options_usage(FILE *f);
+// The settings as one JSON object (for OUT/run.json and the report).
+char *sd_train_options_json(const sd_train_options *o);   // malloc'ed
+// The options that change what is computed (everything but monitoring/machine
+// settings and paths that may move), hashed: a resumed run must match it.
+void sd_train_options_fingerprint(const sd_train_options *o, char hex[65]);
+
+#endif

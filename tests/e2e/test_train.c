@@ -1,0 +1,260 @@
+// tests/e2e/test_train.c: `sd-qzo train` as a user runs it, on the CPU, with the
+// tiny SD3 pipeline of tests/fixtures/pipeline and a small generated dataset:
+//   1. a run writes run.json, the cache, log.jsonl/csv with the validation loss
+//      (before training and every N steps), previews, checkpoint and report.html;
+//   2. a run stopped by SIGINT saves a checkpoint; --resume finishes it, and the
+//      final scales and every logged loss equal an uninterrupted run's bit for bit;
+//   3. a second run into the same OUT without --resume is refused, and so is a
+//      --resume with different settings; the cache is reused (nothing re-encoded).
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "core/safetensors.h"
+#include "samples/png.h"
+#include "tests/test_util.h"
+
+static const char *bin;
+static char tmp[64] = "/tmp/sq-e2e-train-XXXXXX";
+
+// Runs a shell command; returns its exit status and keeps stdout+stderr in *out.
+static int run(const char *cmd, char **out) {
+    char full[8192];
+    snprintf(full, sizeof full, "%s 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    if (!p) return -1;
+    size_t cap = 1 << 20, n = 0, r;
+    char *buf = calloc(cap, 1);
+    while ((r = fread(buf + n, 1, cap - 1 - n, p)) > 0) n += r;
+    int st = pclose(p);
+    if (out) *out = buf;
+    else free(buf);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static bool exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+static char *read_all(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = calloc((size_t)n + 1, 1);
+    if (fread(s, 1, (size_t)n, f) != (size_t)n) { free(s); s = NULL; }
+    fclose(f);
+    return s;
+}
+
+static int count_lines(const char *path) {
+    char *s = read_all(path);
+    int n = 0;
+    for (char *p = s; p && *p; p++) n += *p == '\n';
+    free(s);
+    return n;
+}
+
+// A red square of side 24 at (x, y) on a light background: the "concept".
+static void write_image(const char *dir, const char *name, int x, int y, uint8_t shade) {
+    static uint8_t rgb[64 * 64 * 3];
+    for (int i = 0; i < 64; i++)
+        for (int j = 0; j < 64; j++) {
+            bool in = i >= y && i < y + 24 && j >= x && j < x + 24;
+            uint8_t *p = rgb + (i * 64 + j) * 3;
+            p[0] = in ? 220 : shade;
+            p[1] = in ? 30 : shade;
+            p[2] = in ? 40 : (uint8_t)(shade - 20);
+        }
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    SQ_CHECK(sd_png_write(path, rgb, 64, 64, NULL, NULL) == SQ_OK, "%s", sq_error_message());
+}
+
+static void make_dataset(void) {
+    char d[128], v[128], path[256];
+    snprintf(d, sizeof d, "%s/images", tmp);
+    snprintf(v, sizeof v, "%s/val", tmp);
+    mkdir(d, 0755);
+    mkdir(v, 0755);
+    FILE *c = fopen((snprintf(path, sizeof path, "%s/captions.txt", tmp), path), "w");
+    for (int i = 0; i < 6; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "img%d.png", i);
+        write_image(d, name, 4 + 6 * i, 36 - 5 * i, (uint8_t)(200 + 8 * i));
+        fprintf(c, "%s\ta red square, photo %d\n", name, i);
+    }
+    fclose(c);
+    for (int i = 0; i < 2; i++) {
+        char name[32], txt[256];
+        snprintf(name, sizeof name, "v%d.png", i);
+        write_image(v, name, 10 + 20 * i, 20, 230);
+        snprintf(txt, sizeof txt, "%s/v%d.txt", v, i);
+        FILE *f = fopen(txt, "w");
+        fputs("a red square", f);
+        fclose(f);
+    }
+    FILE *p = fopen((snprintf(path, sizeof path, "%s/prompts.txt", tmp), path), "w");
+    fputs("a red square\na photo\n", p);
+    fclose(p);
+}
+
+static void train_cmd(char *cmd, size_t size, const char *out, int steps, const char *extra) {
+    snprintf(cmd, size,
+             "'%s' train --model '%s/pipeline/tiny' --images %s/images --captions %s/captions.txt --output %s/%s "
+             "--val-images %s/val --sample-prompts %s/prompts.txt --cache-dir %s/cache --resolution 64 --steps %d "
+             "--group-size 32 --t5-max-length 32 --save-every 3 --sample-every 4 --val-every 2 --sample-steps 2 "
+             "--batch-size 2 --lr 2e-3 --eps 2e-3 --caption-dropout 0.2 --device cpu --threads 1 %s",
+             bin, tu_fixtures_dir(), tmp, tmp, tmp, out, tmp, tmp, tmp, steps, extra);
+}
+
+static void check_full_run(void) {
+    char cmd[4096], path[256], *out = NULL;
+    train_cmd(cmd, sizeof cmd, "run1", 8, "");
+    int rc = run(cmd, &out);
+    TU_CHECK(rc == 0, "train exits 0 (got %d):\n%s", rc, out);
+    printf("%s", out);
+    free(out);
+    const char *files[] = {"run.json", "checkpoint.safetensors", "log.jsonl", "log.csv", "report.html",
+                           "previews/step_000000.png", "previews/step_000004.png", "previews/step_000008.png"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(path, sizeof path, "%s/run1/%s", tmp, files[i]);
+        TU_CHECK(exists(path), "run writes %s", files[i]);
+    }
+    snprintf(path, sizeof path, "%s/run1/log.jsonl", tmp);
+    TU_CHECK(count_lines(path) == 9, "log.jsonl: step 0 (validation only) + 8 steps, got %d lines", count_lines(path));
+    char *log = read_all(path);
+    TU_CHECK(log && strstr(log, "{\"step\": 0,") && strstr(log, "\"val_loss\": null"), "step 0 and unmeasured values as null");
+    int vals = 0;
+    for (char *p = log; p && (p = strstr(p, "\"val_loss\": ")); p += 12) vals += p[12] != 'n';
+    TU_CHECK(vals == 5, "validation loss at steps 0, 2, 4, 6, 8: %d values", vals);
+    free(log);
+    snprintf(path, sizeof path, "%s/run1/report.html", tmp);
+    char *html = read_all(path);
+    TU_CHECK(html && strstr(html, "data:image/png;base64,") && strstr(html, "<svg") && strstr(html, "Validation loss"),
+             "report.html embeds previews and charts");
+    free(html);
+}
+
+static void check_interrupt_resume(void) {
+    char cmd[4096], path[256], *out = NULL;
+    // reference: 8 uninterrupted steps in run1 (above). Now stop a run with SIGINT.
+    train_cmd(cmd, sizeof cmd, "run2", 8, "--sample-every 0");
+    pid_t pid = fork();
+    if (pid == 0) {
+        char full[4200];
+        snprintf(full, sizeof full, "exec %s > %s/run2.out 2>&1", cmd, tmp);
+        execl("/bin/sh", "sh", "-c", full, (char *)NULL);
+        _exit(127);
+    }
+    snprintf(path, sizeof path, "%s/run2/log.jsonl", tmp);
+    int st = 0;
+    bool exited = false;
+    for (int i = 0; i < 6000 && count_lines(path) < 3; i++) {   // steps 0..2 logged
+        if (waitpid(pid, &st, WNOHANG) == pid) { exited = true; break; }
+        usleep(10000);
+    }
+    if (!exited) {
+        kill(pid, SIGINT);
+        waitpid(pid, &st, 0);
+    }
+    char op[256];
+    snprintf(op, sizeof op, "%s/run2.out", tmp);
+    out = read_all(op);
+    int lines = count_lines(path);
+    bool finished = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    if (!finished)
+        TU_CHECK(out && strstr(out, "interrupted: checkpoint saved at step"), "SIGINT saves and says how to resume:\n%s", out);
+    printf("interrupted after %d log lines (%s)\n", lines, finished ? "the run had already finished" : "stopped");
+    free(out);
+    train_cmd(cmd, sizeof cmd, "run2", 8, "--sample-every 0 --resume");
+    char full[4400];
+    snprintf(full, sizeof full, "%s %s/run2/checkpoint.safetensors", cmd, tmp);
+    int rc = run(full, &out);
+    TU_CHECK(rc == 0, "resume exits 0:\n%s", out);
+    TU_CHECK(out && strstr(out, "0 latents and 0 caption embeddings to compute"),
+             "the resumed run reuses the cache:\n%s", out);
+    free(out);
+
+    // final scales equal bit for bit
+    char a[256], b[256];
+    snprintf(a, sizeof a, "%s/run1/checkpoint.safetensors", tmp);
+    snprintf(b, sizeof b, "%s/run2/checkpoint.safetensors", tmp);
+    sq_safetensors *sa, *sb;
+    if (sq_st_open(&sa, a) == SQ_OK && sq_st_open(&sb, b) == SQ_OK) {
+        int n = sq_st_count(sa), same = 0;
+        TU_CHECK(n > 0 && n == sq_st_count(sb), "same tensors");
+        for (int i = 0; i < n && n == sq_st_count(sb); i++) {
+            const sq_st_entry *x = sq_st_at(sa, i), *y = sq_st_at(sb, i);
+            same += x->nbytes == y->nbytes && !memcmp(x->data, y->data, x->nbytes);
+        }
+        TU_CHECK(same == n, "resumed scales equal the uninterrupted run's: %d of %d tensors", same, n);
+        TU_CHECK(!strcmp(sq_st_metadata(sa, "sd_qzo.loss_history"), sq_st_metadata(sb, "sd_qzo.loss_history")),
+                 "same loss history");
+        sq_st_close(sa);
+        sq_st_close(sb);
+    } else {
+        TU_CHECK(false, "open checkpoints: %s", sq_error_message());
+    }
+    // the logs agree on every loss (timing columns differ)
+    snprintf(a, sizeof a, "%s/run1/log.csv", tmp);
+    snprintf(b, sizeof b, "%s/run2/log.csv", tmp);
+    char *ca = read_all(a), *cb = read_all(b);
+    int rows = 0, equal = 0;
+    if (!ca || !cb) { TU_CHECK(false, "read %s and %s", a, b); free(ca); free(cb); return; }
+    char *sa_line, *sb_line, *pa = NULL, *pb = NULL;
+    for (sa_line = strtok_r(ca, "\n", &pa), sb_line = strtok_r(cb, "\n", &pb); sa_line && sb_line;
+         sa_line = strtok_r(NULL, "\n", &pa), sb_line = strtok_r(NULL, "\n", &pb)) {
+        rows++;
+        // step,loss,loss_plus,loss_minus,d_raw,d_clipped,lr: the first 7 columns
+        char *ea = sa_line, *eb = sb_line;
+        for (int c = 0; c < 7 && ea && eb; c++) { ea = strchr(ea + 1, ','); eb = strchr(eb + 1, ','); }
+        equal += ea && eb && ea - sa_line == eb - sb_line && !strncmp(sa_line, sb_line, (size_t)(ea - sa_line));
+    }
+    TU_CHECK(rows == 10 && equal == rows, "log.csv losses identical after resume: %d of %d rows", equal, rows);
+    free(ca);
+    free(cb);
+}
+
+static void check_refusals(void) {
+    char cmd[4096], *out = NULL;
+    train_cmd(cmd, sizeof cmd, "run1", 8, "");
+    int rc = run(cmd, &out);
+    TU_CHECK(rc != 0 && out && strstr(out, "already holds a training run"), "a second run into OUT is refused:\n%s", out);
+    free(out);
+    char full[4400];
+    train_cmd(cmd, sizeof cmd, "run1", 8, "--lr 0.5 --resume");
+    snprintf(full, sizeof full, "%s %s/run1/checkpoint.safetensors", cmd, tmp);
+    rc = run(full, &out);
+    TU_CHECK(rc != 0 && out && strstr(out, "settings differ"), "--resume with other settings is refused:\n%s", out);
+    free(out);
+    train_cmd(cmd, sizeof cmd, "run3", 8, "--resolution 96");
+    rc = run(cmd, &out);
+    TU_CHECK(rc != 0 && out && strstr(out, "--resolution must be a positive multiple of 64"),
+             "a resolution that is not a multiple of 64 is refused:\n%s", out);
+    free(out);
+    snprintf(full, sizeof full, "'%s' train --model /nonexistent --images %s/images --output %s/run4", bin, tmp, tmp);
+    rc = run(full, &out);
+    TU_CHECK(rc != 0 && out && strstr(out, "/nonexistent"), "a missing model is named:\n%s", out);
+    free(out);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) { fprintf(stderr, "usage: test_train SD_QZO_BINARY\n"); return 1; }
+    bin = argv[1];
+    if (!mkdtemp(tmp)) return 1;
+    make_dataset();
+    check_full_run();
+    check_interrupt_resume();
+    check_refusals();
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    if (!tu_failures && system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
+    return tu_finish("e2e train");
+}
