@@ -154,19 +154,22 @@ int sd_clip_load(sd_clip *m, const char *path, sd_clip_kind kind, sq_device devi
     m->device = device;
     m->dtype = dtype;
     if (device == SQ_CPU && dtype != SQ_F32) return sq_errorf("%s: the CPU CLIP runs in f32 only", path);
-    char dir[4096], cfg[4200];
+    char dir[4200], cfg[4300];
     sq_safetensors *st = NULL;
     const char *origin = path;
     if (is_dir(path)) {
         snprintf(cfg, sizeof cfg, "%s/config.json", path);
         snprintf(dir, sizeof dir, "%s", path);
-        if (!is_file(cfg) && kind != SD_CLIP_AUTO) {   // a pipeline folder: pick the component
-            snprintf(dir, sizeof dir, "%s/%s", path, kind == SD_CLIP_L ? "text_encoder" : "text_encoder_2");
+        char sub[4200];
+        snprintf(sub, sizeof sub, "%s/%s", path, kind == SD_CLIP_G ? "text_encoder_2" : "text_encoder");
+        if (!is_file(cfg) && kind != SD_CLIP_AUTO && is_dir(sub)) {   // a pipeline folder: pick the component
+            snprintf(dir, sizeof dir, "%s", sub);
             snprintf(cfg, sizeof cfg, "%s/config.json", dir);
         }
-        if (!is_dir(dir)) return sq_errorf("%s: no such folder (CLIP text encoder)", dir);
         if (!is_file(cfg)) return sq_errorf("%s: missing (CLIP text encoder config)", cfg);
-        if (config_from_json(&m->cfg, cfg) != SQ_OK || sq_st_open(&st, dir) != SQ_OK) return SQ_FAIL;
+        if (config_from_json(&m->cfg, cfg) != SQ_OK) return SQ_FAIL;
+        // the reader names the shard; say which folder it is in
+        if (sq_st_open(&st, dir) != SQ_OK) return sq_error_context("%s", dir);
         origin = dir;
     } else {
         if (sq_st_open(&st, path) != SQ_OK) return SQ_FAIL;
