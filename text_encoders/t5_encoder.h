@@ -65,6 +65,8 @@ typedef struct {
 // as t5xxl_fp16.safetensors (HF key layout "encoder.block.N...", "shared.weight",
 // optionally under a prefix such as "text_encoders.t5xxl.transformer."; the config is
 // inferred from tensor shapes, with T5 v1.1's eps 1e-6 and max_distance 128).
+// Weights may be F32, BF16 or F16. fp8 files (t5xxl_fp8_e4m3fn) are refused by the
+// safetensors reader ("unsupported dtype 'F8_E4M3'"): F8 is not an sq dtype yet.
 // int8: see above. SQ_FAIL with a one-line message naming the file on bad input.
 int sd_t5_load(sd_t5 *m, const char *path, sq_device device, sq_dtype dtype, bool int8);
 void sd_t5_free(sd_t5 *m);
