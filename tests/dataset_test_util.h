@@ -25,8 +25,11 @@
 #endif
 
 static char dt_root[256];
+static char dt_roots[16][256];
+static int dt_n_roots = 0;
 
-// mkdtemp under $TMPDIR (or /tmp); the tests leave it for inspection on failure.
+// mkdtemp under $TMPDIR (or /tmp); dt_cleanup removes them all, so a test calls it
+// only when every check passed and a failure leaves the files for inspection.
 static inline const char *dt_make_root(const char *tag) {
     const char *t = getenv("TMPDIR");
     snprintf(dt_root, sizeof(dt_root), "%s/sdqzo_%s_XXXXXX", t && *t ? t : "/tmp", tag);
@@ -34,7 +37,17 @@ static inline const char *dt_make_root(const char *tag) {
         perror("mkdtemp");
         exit(1);
     }
+    if (dt_n_roots < 16) snprintf(dt_roots[dt_n_roots++], sizeof(dt_roots[0]), "%s", dt_root);
     return dt_root;
+}
+
+static inline void dt_cleanup(void) {
+    for (int i = 0; i < dt_n_roots; i++) {
+        char cmd[sizeof(dt_roots[0]) + 16];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%.255s'", dt_roots[i]);   // mkdtemp names: no quotes in them
+        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dt_roots[i]);
+    }
+    dt_n_roots = 0;
 }
 
 // root/rel (rel may contain one '/' level: the folder is created).

@@ -165,5 +165,6 @@ int main(void) {
         expect_fail("image changed after scan", sd_dataset_load_item(ds, 1, 0, &it), "b.png", "6x4");
         sd_dataset_close(ds);
     }
+    if (tu_failures == 0) dt_cleanup();
     return tu_finish("test_bad_dataset");
 }

@@ -626,5 +626,6 @@ int main(void) {
     test_captions();
     test_dataset();
     test_cache();
+    if (tu_failures == 0) dt_cleanup();
     return tu_finish("test_datasets");
 }
