@@ -22,11 +22,10 @@ static int not_implemented(const char *name) {
     return sq_errorf("'sd-qzo %s' is not implemented yet in this version (%s); see README.md for what works today", name, SQ_VERSION);
 }
 static int cmd_train(int argc, char **argv) { (void)argc; (void)argv; return not_implemented("train"); }
-static int cmd_sample(int argc, char **argv) { (void)argc; (void)argv; return not_implemented("sample"); }
 
 static const command commands[] = {
     {"train", cmd_train, "QZO fine-tune the MMDiT's int4 scales on an image folder + captions"},
-    {"sample", cmd_sample, "generate images (flow-matching Euler sampler, CFG)"},
+    {"sample", sq_cmd_sample, "generate images (flow-matching Euler sampler, CFG)"},
     {"quantize", sq_cmd_quantize, "quantise a checkpoint to int4 once, so later runs load it directly"},
     {"export", sq_cmd_export, "write fine-tuned weights as a diffusers folder or single file"},
     {"bench", sq_cmd_bench, "measure forward / QZO step time and memory"},

@@ -1,0 +1,89 @@
+// app/model_setup.c: the base MMDiT, or base + QZO scales, for inference (see
+// app/model_setup.h). The dense-base path reuses `sd-qzo quantize` through a
+// temporary file rather than quantising in memory, so the int4 codes are bit for
+// bit the ones the training run saw (it quantises the same way, from the file).
+#include "app/model_setup.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "app/base_model.h"
+#include "app/checkpoint.h"
+#include "app/commands.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "mmdit/quantize.h"
+
+// Replaces every int4 layer's scales with the checkpoint's (hash checked first).
+static int apply_scales(sd_mmdit *m, const char *scales) {
+    int n = sd_mmdit_qlayers(m, NULL, 0);
+    sd_mmdit_qlayer *ls = calloc((size_t)n + 1, sizeof *ls);
+    sq_named_scales *named = calloc((size_t)n + 1, sizeof *named);
+    char (*names)[128] = calloc((size_t)n + 1, sizeof *names);
+    int rc = SQ_FAIL, k = 0;
+    if (!ls || !named || !names) { sq_errorf("out of host memory"); goto done; }
+    sd_mmdit_qlayers(m, ls, n);
+    for (int i = 0; i < n; i++) {
+        if (!sq_linear_quantized(ls[i].linear)) continue;
+        snprintf(names[k], sizeof names[k], "%.96s.weight.scales", ls[i].name);
+        named[k] = (sq_named_scales){names[k], &ls[i].linear->scales};
+        k++;
+    }
+    if (k == 0) { sq_errorf("%s: the model has no int4 layer to apply scales to", scales); goto done; }
+    sq_checkpoint_info info;
+    if (sq_checkpoint_load(scales, named, k, m->source_sha256[0] ? m->source_sha256 : NULL, &info) != SQ_OK) goto done;
+    free(info.loss_history);
+    sq_log_info("applied the scales of %s (step %lld) to %d int4 layers", scales, (long long)info.state.step, k);
+    rc = SQ_OK;
+done:
+    free(ls);
+    free(named);
+    free(names);
+    return rc;
+}
+
+int sq_load_finetuned_mmdit(sd_mmdit *m, const char *model, const char *scales, sq_device device, sq_dtype dtype,
+                            const char *tmp_dir) {
+    memset(m, 0, sizeof *m);
+    if (!scales) return sd_mmdit_load(m, model, device, dtype);
+
+    sq_safetensors *ck = NULL;
+    if (sq_st_open(&ck, scales) != SQ_OK) return sq_error_context("--scales");
+    sq_checkpoint_info info;
+    int rc = sq_checkpoint_read_info(ck, scales, NULL, &info);
+    sq_st_close(ck);
+    if (rc != SQ_OK) return SQ_FAIL;
+    free(info.loss_history);
+
+    sq_base_model base;
+    sq_safetensors *st = NULL;
+    if (sq_base_open(model, &base, &st) != SQ_OK) return SQ_FAIL;
+    sq_st_close(st);
+    char tmp[4200] = "";
+    const char *load_path = model;
+    if (base.quantized) {
+        if (base.group != info.group_size)
+            return sq_errorf("%s: int4 at group size %d, but %s was trained at group size %d", model, base.group, scales,
+                             info.group_size);
+    } else {
+        const char *dir = tmp_dir ? tmp_dir : getenv("TMPDIR");
+        snprintf(tmp, sizeof tmp, "%s/sd-qzo-int4-%ld.safetensors", dir && dir[0] ? dir : "/tmp", (long)getpid());
+        sq_log_info("quantising %s to int4 (group %d) for the scales of %s; pass the file of `sd-qzo quantize` as the "
+                    "model to skip this", model, info.group_size, scales);
+        if (sq_quantize_checkpoint(model, tmp, info.group_size, true) != SQ_OK) {
+            unlink(tmp);
+            return sq_error_context("quantising %s", model);
+        }
+        load_path = tmp;
+    }
+    rc = sd_mmdit_load(m, load_path, device, dtype);
+    if (tmp[0]) unlink(tmp);
+    if (rc != SQ_OK) return SQ_FAIL;
+    if (apply_scales(m, scales) != SQ_OK) {
+        sd_mmdit_free(m);
+        return SQ_FAIL;
+    }
+    return SQ_OK;
+}

@@ -1,0 +1,23 @@
+// app/model_setup.h: loading the MMDiT a command runs for inference (`sd-qzo
+// sample`, training previews of a finished run, ...): a base model as it is, or the
+// fine-tuned model = the int4 base a QZO checkpoint was trained on + its scales.
+#ifndef SQ_MODEL_SETUP_H
+#define SQ_MODEL_SETUP_H
+
+#include "mmdit/model.h"
+
+// model: a diffusers pipeline or transformer folder, a Stability single file, or
+// the int4 file of `sd-qzo quantize`. scales: NULL, or a training checkpoint
+// (app/checkpoint.h).
+// Without scales the model loads as it is. With scales:
+//   - an int4 model is used as it is; its group size must be the checkpoint's;
+//   - a dense model is first quantised with `sd-qzo quantize`'s quantiser at the
+//     checkpoint's group size into a temporary file in tmp_dir (NULL: $TMPDIR or
+//     /tmp; removed afterwards), so the codes are exactly the ones training used;
+//   - the checkpoint's base hash must equal the model's (source) hash, then every
+//     int4 layer's scales are replaced by the checkpoint's.
+// On failure *m is freed and the message names the file and the problem.
+int sq_load_finetuned_mmdit(sd_mmdit *m, const char *model, const char *scales, sq_device device, sq_dtype dtype,
+                            const char *tmp_dir);
+
+#endif
