@@ -6,6 +6,10 @@
 // what the fixture fed diffusers), for CFG with two prompts and for no CFG. Each
 // PNG carries the A1111 "parameters" text; grid.png holds them all. Also: a width
 // that is not a multiple of 4 and a missing prompt are refused with an error.
+// --scales: a checkpoint holding the int4 file's own scales reproduces the int4
+// model exactly, whether the base is given dense (quantised on the fly) or as the
+// `sd-qzo quantize` file; changed scales change the image; a checkpoint made for
+// another base is refused.
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -19,6 +23,7 @@
 #endif
 #include <stb_image.h>
 
+#include "app/checkpoint.h"
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "tests/test_util.h"
@@ -102,6 +107,85 @@ static void check_png(const char *dir, int k, unsigned seed, sq_safetensors *fx,
     free(png);
 }
 
+// A scales checkpoint for the int4 file q: its scales times `factor`, for base hash `sha`.
+static void write_checkpoint(const char *qpath, const char *path, float factor, const char *sha) {
+    sq_safetensors *q;
+    SQ_CHECK(sq_st_open(&q, qpath) == SQ_OK, "%s", sq_error_message());
+    int n = 0, total = sq_st_count(q);
+    sq_named_scales *named = calloc((size_t)total, sizeof *named);
+    sq_tensor *ts = calloc((size_t)total, sizeof *ts);
+    for (int i = 0; i < total; i++) {
+        const sq_st_entry *e = sq_st_at(q, i);
+        size_t l = strlen(e->name);
+        if (l < 14 || strcmp(e->name + l - 14, ".weight.scales")) continue;
+        SQ_CHECK(sq_tensor_alloc(&ts[n], SQ_F32, SQ_CPU, e->ndim, e->shape) == SQ_OK && sq_st_load(q, e->name, &ts[n]) == SQ_OK,
+                 "%s", sq_error_message());
+        float *d = ts[n].data;
+        for (int64_t j = 0; j < sq_tensor_numel(&ts[n]); j++) d[j] *= factor;
+        named[n] = (sq_named_scales){e->name, &ts[n]};
+        n++;
+    }
+    sq_checkpoint_info info = {.group_size = atoi(sq_st_metadata(q, "sd_qzo.group_size"))};
+    snprintf(info.base_sha256, sizeof info.base_sha256, "%s", sha ? sha : sq_st_metadata(q, "sd_qzo.source_sha256"));
+    sq_qzo_config_defaults(&info.config);
+    sq_qzo_state_init(&info.state);
+    TU_CHECK(n > 0 && sq_checkpoint_save(path, named, n, &info) == SQ_OK, "checkpoint: %s", sq_error_message());
+    for (int i = 0; i < n; i++) sq_tensor_free(&ts[i]);
+    free(ts);
+    free(named);
+    sq_st_close(q);
+}
+
+// Decoded pixels of two PNGs equal (their text chunks may differ).
+static bool same_pixels(const char *a, const char *b) {
+    int wa = 0, ha = 0, wb = 0, hb = 0, c;
+    uint8_t *pa = stbi_load(a, &wa, &ha, &c, 3), *pb = stbi_load(b, &wb, &hb, &c, 3);
+    bool same = pa && pb && wa == wb && ha == hb && !memcmp(pa, pb, (size_t)wa * ha * 3);
+    stbi_image_free(pa);
+    stbi_image_free(pb);
+    return same;
+}
+
+static void test_scales(const char *bin, const char *pipe, const char *dir) {
+    char q[160], ck1[160], ck2[160], ck3[160], cmd[4096], a[200], b[200];
+    snprintf(q, sizeof q, "%s/int4.safetensors", dir);
+    snprintf(cmd, sizeof cmd, "%s quantize --model %s --out %s --group-size 32 >/dev/null", bin, pipe, q);
+    TU_CHECK(run(cmd) == 0, "quantize failed");
+    snprintf(ck1, sizeof ck1, "%s/same.safetensors", dir);
+    snprintf(ck2, sizeof ck2, "%s/scaled.safetensors", dir);
+    snprintf(ck3, sizeof ck3, "%s/other_base.safetensors", dir);
+    write_checkpoint(q, ck1, 1.0f, NULL);
+    write_checkpoint(q, ck2, 1.1f, NULL);
+    write_checkpoint(q, ck3, 1.0f, "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+    const char *common = "--prompt 'a red chair' --steps 3 --cfg 2 --width 16 --height 16 --seed 5 --max-sequence-length 32";
+    const char *runs[4][2] = {{"--transformer", q}, {"--scales", ck1}, {"--transformer", q}, {"--scales", ck3}};
+    for (int r = 0; r < 4; r++) {
+        char extra[512];
+        if (r == 2) snprintf(extra, sizeof extra, "--transformer %s --scales %s", q, ck2);
+        else snprintf(extra, sizeof extra, "%s %s", runs[r][0], runs[r][1]);
+        snprintf(cmd, sizeof cmd, "%s sample --model %s %s %s --out %s/s%d >/dev/null 2>%s/s%d.err", bin, pipe, common, extra,
+                 dir, r, dir, r);
+        printf("$ %s\n", cmd);
+        int rc = run(cmd);
+        TU_CHECK(r == 3 ? rc == 1 : rc == 0, "--scales run %d exit status %d", r, rc);
+    }
+    snprintf(a, sizeof a, "%s/s0/00000_5.png", dir);
+    snprintf(b, sizeof b, "%s/s1/00000_5.png", dir);
+    TU_CHECK(same_pixels(a, b), "dense base + its own int4 scales differs from the int4 file");
+    snprintf(cmd, sizeof cmd, "test -z \"$(ls %s/s1 | grep -v '\\.png$')\"", dir);
+    TU_CHECK(run(cmd) == 0, "the temporary int4 file was left in the output folder");
+    snprintf(b, sizeof b, "%s/s2/00000_5.png", dir);
+    TU_CHECK(!same_pixels(a, b), "scales x1.1 left the image unchanged");
+    size_t lb;
+    uint8_t *y = read_file(b, &lb);
+    char *text = y ? parameters(y, lb) : NULL;
+    TU_CHECK(text && strstr(text, ", Scales: scaled.safetensors"), "parameters lack the scales file: %s", text ? text : "");
+    free(text);
+    free(y);
+    snprintf(cmd, sizeof cmd, "grep -q 'another base model' %s/s3.err", dir);
+    TU_CHECK(run(cmd) == 0, "scales of another base: refusal does not say why");
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) { fprintf(stderr, "usage: test_sample_cli SD_QZO_BINARY\n"); return 1; }
     const char *bin = argv[1];
@@ -162,6 +246,8 @@ int main(int argc, char **argv) {
     TU_CHECK(run(cmd) == 1, "missing prompt accepted");
     struct stat st;
     TU_CHECK(stat(out, &st) != 0, "a refused run created its output folder");
+
+    test_scales(bin, pipe, dir);
 
     sq_st_close(fx);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
