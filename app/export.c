@@ -301,6 +301,7 @@ int sq_export(const sq_export_options *o) {
     exporter x;
     memset(&x, 0, sizeof x);
     x.o = o;
+    bool progress = false;
     if (sq_export_plan_open(&x.plan, o->model, o->scales) != SQ_OK) return SQ_FAIL;
     const sq_export_plan *p = &x.plan;
     int rc = SQ_FAIL;
@@ -322,7 +323,8 @@ int sq_export(const sq_export_options *o) {
     int64_t per_pass = 0;
     for (int i = 0; i < p->n; i++) per_pass += out_bytes(&x, &p->t[i]);
     int passes = ((o->formats & SQ_EXPORT_DIFFUSERS) != 0) + ((o->formats & SQ_EXPORT_SINGLE) != 0);
-    if (!o->quiet) sq_progress_begin(&x.prog, "export", per_pass * passes);
+    progress = !o->quiet;
+    if (progress) sq_progress_begin(&x.prog, "export", per_pass * passes);
     char path[4400], name[256];
     if (o->formats & SQ_EXPORT_DIFFUSERS) {
         if (join_path(path, sizeof path, o->out_dir, "transformer") != SQ_OK || write_diffusers(&x, path) != SQ_OK) goto done;
@@ -333,8 +335,9 @@ int sq_export(const sq_export_options *o) {
         snprintf(file, sizeof file, "%s.safetensors", name);
         if (join_path(path, sizeof path, o->out_dir, file) != SQ_OK || write_single(&x, path) != SQ_OK) goto done;
     }
-    if (!o->quiet) {
+    if (progress) {
         sq_progress_end(&x.prog);
+        progress = false;
         printf("exported %d tensors (%d int4 layers dequantised with the scales of step %s, group %d) as %s, %.1f MB per copy:\n",
                p->n, p->n_quantized, x.step, p->group, sq_dtype_name(x.dtype), (double)per_pass / 1e6);
         if (o->formats & SQ_EXPORT_DIFFUSERS) printf("  diffusers: %s/transformer\n", o->out_dir);
@@ -342,6 +345,7 @@ int sq_export(const sq_export_options *o) {
     }
     rc = SQ_OK;
 done:
+    if (progress) sq_progress_end(&x.prog);   // end the bar's line before main prints the error
     free(x.bytes);
     sq_export_scratch_free(&x.scratch);
     sq_export_plan_close(&x.plan);

@@ -5,7 +5,8 @@
 //    tools/check_export_roundtrip.py) within 1e-4;
 // 2. the exported diffusers folder (sharded) and single file, reloaded with
 //    sd_mmdit_load, give that output too, and equal the int4 + scales forward;
-//    exporting from the int4 file of `sd-qzo quantize` gives the same weights;
+//    exporting from the int4 file of `sd-qzo quantize`, from the Stability single
+//    file and from its int4 file gives the same weights;
 // 3. the scales matter (the base scales give another output), bf16 export stays
 //    within bf16 rounding, metadata names the base hash and step;
 // 4. a checkpoint of another base, a quantised base of another group size, and a
@@ -251,6 +252,26 @@ static void test_large_like(const char *tmp) {
     float *out_fromq = load_and_forward(file, &in);
     check_close("export from the int4 file vs from the dense folder", out_fromq, out_single, numel, 0);
 
+    // a Stability single file as the base (dense, and its int4 file): same weights,
+    // so the same export; its own checkpoint, since its key names give it its own hash
+    char ck_single[1100], e[1100], qsingle[1100];
+    snprintf(ck_single, sizeof ck_single, "%s/single_scales.safetensors", tmp);
+    snprintf(qsingle, sizeof qsingle, "%s/q_single.safetensors", tmp);
+    snprintf(e, sizeof e, "%s/from_single", tmp);
+    TU_CHECK(write_checkpoint(single_base, ck_single) == SQ_OK, "single-file checkpoint: %s", sq_error_message());
+    TU_CHECK(sq_quantize_checkpoint(single_base, qsingle, GROUP, true) == SQ_OK, "quantize single: %s", sq_error_message());
+    o = opts(single_base, ck_single, e, SQ_EXPORT_DIFFUSERS, SQ_F32);
+    TU_CHECK(sq_export(&o) == SQ_OK, "export from a single file: %s", sq_error_message());
+    float *out_from_single = load_and_forward(e, &in);
+    check_close("export of the single-file base vs of the folder", out_from_single, out_dir, numel, 0);
+    o = opts(qsingle, ck_single, e, SQ_EXPORT_SINGLE, SQ_F32);
+    o.force = true;
+    o.name = "w";
+    TU_CHECK(sq_export(&o) == SQ_OK, "export from the single-layout int4 file: %s", sq_error_message());
+    snprintf(file, sizeof file, "%s/w.safetensors", e);
+    float *out_from_qsingle = load_and_forward(file, &in);
+    check_close("export of its int4 file vs of the folder", out_from_qsingle, out_dir, numel, 0);
+
     // 3. bf16 export: the fp32 result rounded once
     char c[1100];
     snprintf(c, sizeof c, "%s/bf16", tmp);
@@ -290,6 +311,7 @@ static void test_large_like(const char *tmp) {
     check_close("re-export with --force vs first export", out_forced, out_dir, numel, 0);
 
     free(out_q); free(out_base_scales); free(out_dir); free(out_single); free(out_fromq); free(out_bf16); free(out_forced);
+    free(out_from_single); free(out_from_qsingle);
     sq_tensor_free(&ref);
     free_inputs(&in);
 }
