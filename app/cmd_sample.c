@@ -274,19 +274,6 @@ static int on_step(void *ctx, int step, int steps, float timestep, const sq_tens
     return SQ_OK;
 }
 
-// Scratch for one sampling call: the MMDiT forward of NB latents plus the sampler's
-// own buffers (sampler.c), and for one VAE decode; whichever is larger.
-static size_t scratch_bytes(const sd_mmdit_config *c, const sd_vae_config *vc, int NB, int T, int H, int W, int f,
-                            int es) {
-    int h = H / f, w = W / f, N = (h / c->patch_size) * (w / c->patch_size);
-    size_t lat = (size_t)NB * (size_t)c->in_channels * (size_t)h * (size_t)w;
-    size_t own = lat * (4 + 2 * (size_t)es + 4) + (size_t)NB * (size_t)T * (size_t)c->joint_attention_dim * (size_t)es +
-                 (size_t)NB * (size_t)c->pooled_projection_dim * (size_t)es + 8 * SQ_ARENA_ALIGN;
-    size_t mm = sd_mmdit_scratch_estimate(c, NB, N, T, es) + own;
-    size_t vae = sd_vae_scratch_estimate(vc, 1, H, W, 4) + 2 * SQ_ARENA_ALIGN + lat * 4;
-    return mm > vae ? mm : vae;
-}
-
 int sq_cmd_sample(int argc, char **argv) {
     sample_args a;
     bool help;
@@ -357,7 +344,8 @@ int sq_cmd_sample(int argc, char **argv) {
         goto done;
     }
     size_t bytes = a.arena_mb ? a.arena_mb << 20
-                              : scratch_bytes(&m.cfg, &vc, cfg_on ? 2 * B : B, T, a.height, a.width, f, (int)sq_dtype_bytes(dt, 1));
+                              : sd_sample_scratch_bytes(&m.cfg, &vc, B, cfg_on, a.width, a.height, f, T,
+                                                        (int)sq_dtype_bytes(dt, 1));
     if (sq_arena_init(&arena, dev, bytes) != SQ_OK) goto done;
     if (sq_tensor_alloc(&ctx, dt, dev, 3, (int64_t[]){1, T, D}) || sq_tensor_alloc(&pooled, dt, dev, 2, (int64_t[]){1, P}))
         goto done;

@@ -193,6 +193,23 @@ int sd_sample(const sd_mmdit *m, const sd_vae *v, const sd_flow_scheduler *sch, 
     return rc;
 }
 
+size_t sd_sample_scratch_bytes(const sd_mmdit_config *c, const sd_vae_config *vae, int B, bool cfg, int W, int H,
+                               int vae_factor, int T, int elem_bytes) {
+    const int f = vae_factor > 0 ? vae_factor : SD_SAMPLE_SD3_VAE_FACTOR, NB = cfg ? 2 * B : B;
+    const int h = H / f, w = W / f, N = (h / c->patch_size) * (w / c->patch_size);
+    const size_t es = (size_t)elem_bytes, A = SQ_ARENA_ALIGN;
+    size_t lat = (size_t)NB * (size_t)c->in_channels * (size_t)h * (size_t)w;
+    // lat (f32, B rows), in + out (model dtype), vel (f32), ctx, pooled: sd_sample_latents' buffers
+    size_t own = lat * (4 + 2 * es + 4) + (size_t)NB * (size_t)T * (size_t)c->joint_attention_dim * es +
+                 (size_t)NB * (size_t)c->pooled_projection_dim * es + 8 * A;
+    size_t need = sd_mmdit_scratch_estimate(c, NB, N, T, elem_bytes) + own;
+    if (vae) {
+        size_t dec = sd_vae_scratch_estimate(vae, 1, H, W, 4) + lat * 4 / (size_t)NB + (size_t)3 * H * W * 4 + 4 * A;
+        if (dec > need) need = dec;
+    }
+    return need;
+}
+
 void sd_images_to_rgb8(const float *images, int B, int H, int W, uint8_t *rgb) {
     const int64_t plane = (int64_t)H * W;
     for (int b = 0; b < B; b++)

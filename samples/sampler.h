@@ -83,6 +83,13 @@ int sd_sample(const sd_mmdit *m, const sd_vae *v, const sd_flow_scheduler *sch, 
 // numpy's round in diffusers' numpy_to_pil.
 void sd_images_to_rgb8(const float *images, int B, int H, int W, uint8_t *rgb);
 
+// Scratch bytes for sd_sample_latents of B images of W x H pixels with T context
+// tokens (CFG doubles the batch), activations of `elem_bytes` (4 f32, 2 bf16):
+// the MMDiT forward's estimate plus the sampler's own buffers. vae: when non-NULL
+// the result also covers sd_decode_latents on an f32 VAE, so one arena serves both.
+size_t sd_sample_scratch_bytes(const sd_mmdit_config *c, const sd_vae_config *vae, int B, bool cfg, int W, int H,
+                               int vae_factor, int T, int elem_bytes);
+
 // Draws the initial latents of `sd_sample_options.seed` into host (B,C,h,w).
 void sd_sample_noise(uint64_t seed, int B, int C, int h, int w, float *out);
 

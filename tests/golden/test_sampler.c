@@ -90,7 +90,11 @@ static void run_case(const sd_mmdit *m, const sd_vae *v, const sd_flow_scheduler
     printf("  final image (B,3,H,W) in [0,1] vs diffusers output_type=\"np\": max abs err %.2e, rel err %.2e "
            "(worst step latents %.2e)\n", maxabs, e, sc.worst);
     TU_CHECK(e <= 1e-3, "%s: image relative error %.3g > 1e-3", cas, e);
-    printf("  scratch arena high-water mark: %.2f MiB\n", a.high_water / 1048576.0);
+    size_t est = sd_sample_scratch_bytes(&m->cfg, &v->cfg, B, g > 1, W, H, sd_vae_factor(&v->cfg),
+                                         (int)ctx.shape[1], 4);
+    printf("  scratch arena high-water mark: %.2f MiB (estimate %.2f MiB)\n", a.high_water / 1048576.0,
+           est / 1048576.0);
+    TU_CHECK(a.high_water <= est, "%s: scratch estimate %zu below the high-water mark %zu", cas, est, a.high_water);
 
     // the same run without CFG must differ (the test can tell CFG from no CFG)
     if (g > 1) {
