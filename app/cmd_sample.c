@@ -380,11 +380,17 @@ int sq_cmd_sample(int argc, char **argv) {
     // 3. the VAE (f32 on every device: it is small and runs once per image)
     if (sd_vae_load(&v, a.model, dev, SQ_F32) != SQ_OK) goto done;
     v_loaded = true;
-    images = sq_malloc(sizeof(float) * (size_t)(total * n_img));
+    // one image's floats at a time; the bytes of all of them are kept for the grid
+    images = sq_malloc(sizeof(float) * (size_t)n_img);
     rgb = sq_malloc((size_t)(total * n_img));
     if (!images || !rgb) goto done;
-    if (sd_decode_latents(&v, &arena, latents, total, C, h, w, images) != SQ_OK) goto done;
-    sd_images_to_rgb8(images, total, a.height, a.width, rgb);
+    for (int k = 0; k < total; k++) {
+        if (sd_decode_latents(&v, &arena, latents + k * n_lat, 1, C, h, w, images) != SQ_OK) {
+            sq_error_context("image %d", k);
+            goto done;
+        }
+        sd_images_to_rgb8(images, 1, a.height, a.width, rgb + k * n_img);
+    }
 
     // 4. PNGs with their settings, and the grid
     char model_name[512], scales_name[512], extra[700] = "", path[4300];
