@@ -10,7 +10,9 @@ pretraining), a held-out validation set of it and preview prompts.
 
 What is trained and what is not:
   vae           AutoencoderKL, SD3 style (16 latent channels, no quant convs, 8x
-                down-sampling), trained first on reconstruction (L1 + L2 + tiny KL);
+                down-sampling), trained first on reconstruction (L1 + L2 + tiny KL) of
+                the pretraining images plus 10% uncaptioned ones in every colour, the
+                new one included (a generic codec, as SD3's VAE is);
                 scaling_factor / shift_factor then set from its latents' statistics.
   transformer   SD3Transformer2DModel (4 joint blocks, 2 heads x 64, QK RMSNorm),
                 trained with SD3's rectified-flow loss (logit-normal sigmas, x_t =
@@ -445,8 +447,8 @@ def main():
     ap.add_argument("--dtype", choices=["fp16", "fp32"], default="fp16", help="weights as saved")
     a = ap.parse_args()
     if a.quick:
-        a.n_train, a.vae_steps, a.vae_batch, a.steps, a.batch = 256, 20, 8, 20, 8
-        a.sample_steps, a.log_every, a.n_finetune, a.n_val = 4, 5, 8, 4
+        a.n_train, a.vae_steps, a.vae_batch, a.steps, a.batch = 200, 8, 4, 8, 8
+        a.sample_steps, a.log_every, a.n_finetune, a.n_val = 3, 4, 8, 4
 
     t_start = time.time()
     torch.manual_seed(a.seed)
@@ -474,6 +476,9 @@ def main():
     t0 = time.time()
     imgs, caps, _ = make_set(a.n_train, rng, COLOURS)
     new = {NEW_COLOUR[0]: NEW_COLOUR[1]}
+    # The VAE is a generic image codec (SD3's knows every colour): it also sees uncaptioned images
+    # in the new colour, so fine-tuning can encode them. The MMDiT and the captions never do.
+    vae_extra, _, _ = make_set(a.n_train // 10, rng, dict(COLOURS, **new))
     ft_imgs, ft_caps, _ = make_set(a.n_finetune, rng, new, p_full=1.0)
     va_imgs, va_caps, va_specs = make_set(a.n_val, rng, new, p_full=1.0)
     # the same layouts in known colours: the pretrained model's loss there is the bar for the new one
@@ -481,7 +486,8 @@ def main():
                 zip(va_specs, rng.choice([c for c in COLOURS if c not in ("white", "black")], len(va_specs)))]
     kn_specs = [dict(s, bg="grey") if s["bg"] == s["colour"] else s for s in kn_specs]
     kn_imgs, kn_caps = np.stack([render(s) for s in kn_specs]), [caption(s) for s in kn_specs]
-    log(f"data: {a.n_train} pretraining images ({len(set(caps))} distinct captions), {a.n_finetune} fine-tune + "
+    log(f"data: {a.n_train} pretraining images ({len(set(caps))} distinct captions) + {len(vae_extra)} uncaptioned "
+        f"for the VAE only (all colours), {a.n_finetune} fine-tune + "
         f"{a.n_val} val images of '{NEW_COLOUR[0]}' {NEW_COLOUR[1]}, {time.time() - t0:.1f}s")
     log(f"  e.g. '{caps[0]}' | '{caps[1]}' | '{ft_caps[0]}'")
     if dev.type == "cuda":   # only now: the renderer forks worker processes, which must not inherit CUDA
@@ -509,12 +515,14 @@ def main():
 
     # 4. VAE
     imgs_d = torch.from_numpy(imgs).to(dev)
-    t_vae = train_vae(vae, imgs_d, a, dev, log)
+    t_vae = train_vae(vae, torch.cat([imgs_d, torch.from_numpy(vae_extra).to(dev)]), a, dev, log)
     vae.requires_grad_(False)
     with torch.no_grad():
-        x = to_unit(torch.from_numpy(kn_imgs).to(dev))
-        rec = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
-        log(f"vae held-out reconstruction: mean |error| {((rec - x).abs().mean() * 127.5).item():.2f} / 255")
+        for name, im in (("known colours", kn_imgs), (NEW_COLOUR[0], va_imgs)):
+            x = to_unit(torch.from_numpy(im).to(dev))
+            rec = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+            log(f"vae held-out reconstruction ({name}): mean |error| {((rec - x).abs().mean() * 127.5).item():.2f}"
+                " / 255")
     lat = encode_means(vae, imgs_d, dev)
     shift_f, scale_f = lat.mean().item(), 1.0 / lat.std().item()
     vae.register_to_config(scaling_factor=scale_f, shift_factor=shift_f)
