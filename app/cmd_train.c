@@ -57,8 +57,8 @@ static bool exists(const char *path) {
 }
 
 // The run folder: refuses to mix two different runs (a different fingerprint, or
-// any earlier run when not resuming), then records this run's settings.
-static int prepare_output(sd_trainer *t) {
+// any earlier run when not resuming).
+static int check_output(const sd_trainer *t) {
     const sd_train_options *o = &t->opt;
     char run_json[1100], ckpt[1100], fp[65];
     snprintf(run_json, sizeof run_json, "%s/run.json", o->output);
@@ -77,6 +77,16 @@ static int prepare_output(sd_trainer *t) {
             return sq_errorf("--resume: the settings differ from the run in %s (see its run.json); a resumed run must use "
                              "the same data, model and optimiser settings", o->output);
     }
+    return SQ_OK;
+}
+
+// Records this run's settings in OUT/run.json, once everything has been checked (a
+// run that fails at start leaves no run.json to block the next attempt).
+static int write_run_json(const sd_trainer *t) {
+    const sd_train_options *o = &t->opt;
+    char run_json[1100], fp[65];
+    snprintf(run_json, sizeof run_json, "%s/run.json", o->output);
+    sd_train_options_fingerprint(o, fp);
     if (mkdir_p(o->output) != SQ_OK) return SQ_FAIL;
     char *settings = sd_train_options_json(o);
     cJSON *root = settings ? cJSON_Parse(settings) : NULL;
@@ -157,13 +167,20 @@ static int setup(sd_trainer *t) {
     sq_set_num_threads(o->threads);
     if (sq_backend_init(o->device, &t->device) != SQ_OK) return SQ_FAIL;
     t->dtype = t->device == SQ_CUDA ? SQ_BF16 : SQ_F32;
+    if (sd_train_parse_synthetic(o->model, &t->synthetic, &t->preset) != SQ_OK) return SQ_FAIL;
     struct stat st;
-    if (stat(o->model, &st) != 0) return sq_error_errno("--model %s", o->model);
-    if (o->encoders[0]) snprintf(t->components, sizeof t->components, "%s", o->encoders);
+    if (t->synthetic) {
+        if (!o->encoders[0])
+            return sq_errorf("--model %s needs --encoders DIR for its tokenizers (a folder with tokenizer/, tokenizer_2/, "
+                             "tokenizer_3/, e.g. tests/fixtures/pipeline/tiny)", o->model);
+        snprintf(t->components, sizeof t->components, "%s", o->encoders);
+    } else if (stat(o->model, &st) != 0) return sq_error_errno("--model %s", o->model);
+    else if (o->encoders[0]) snprintf(t->components, sizeof t->components, "%s", o->encoders);
     else if (S_ISDIR(st.st_mode)) snprintf(t->components, sizeof t->components, "%s", o->model);
     else return sq_errorf("--model %s is a single file: also give --encoders PIPELINE_DIR (an SD3.5 diffusers folder with "
                           "vae/, text_encoder*/, tokenizer*/ and scheduler/)", o->model);
-    if (sd_scheduler_load(&t->scheduler, t->components) != SQ_OK) {
+    if (t->synthetic) sd_scheduler_default(&t->scheduler);
+    else if (sd_scheduler_load(&t->scheduler, t->components) != SQ_OK) {
         sq_log_warn("%s; using SD3.5's scheduler (shift 3.0)", sq_error_message());
         sd_scheduler_default(&t->scheduler);
     }
@@ -215,8 +232,9 @@ int sq_cmd_train(int argc, char **argv) {
     if (sd_train_options_validate(&t.opt) != SQ_OK) return SQ_FAIL;
     stop_requested = 0;
     t.stop = &stop_requested;
-    int rc = prepare_output(&t);
+    int rc = check_output(&t);
     if (rc == SQ_OK) rc = setup(&t);
+    if (rc == SQ_OK) rc = write_run_json(&t);
     struct sigaction sa, old_int, old_term;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;

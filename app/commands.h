@@ -9,6 +9,7 @@ int sq_cmd_info(int argc, char **argv);
 int sq_cmd_quantize(int argc, char **argv);
 int sq_cmd_bench(int argc, char **argv);
 int sq_cmd_sample(int argc, char **argv);
+int sq_cmd_train(int argc, char **argv);
 int sq_cmd_export(int argc, char **argv);
 
 // The quantiser behind `sd-qzo quantize`, callable from tests and other commands.

@@ -18,13 +18,8 @@ typedef struct {
     const char *summary;
 } command;
 
-static int not_implemented(const char *name) {
-    return sq_errorf("'sd-qzo %s' is not implemented yet in this version (%s); see README.md for what works today", name, SQ_VERSION);
-}
-static int cmd_train(int argc, char **argv) { (void)argc; (void)argv; return not_implemented("train"); }
-
 static const command commands[] = {
-    {"train", cmd_train, "QZO fine-tune the MMDiT's int4 scales on an image folder + captions"},
+    {"train", sq_cmd_train, "QZO fine-tune the MMDiT's int4 scales on an image folder + captions"},
     {"sample", sq_cmd_sample, "generate images (flow-matching Euler sampler, CFG)"},
     {"quantize", sq_cmd_quantize, "quantise a checkpoint to int4 once, so later runs load it directly"},
     {"export", sq_cmd_export, "write fine-tuned weights as a diffusers folder or single file"},

@@ -23,6 +23,8 @@
 #include "datasets/dataset.h"
 #include "mmdit/model.h"
 #include "samples/scheduler.h"
+#include "text_encoders/conditioning.h"
+#include "vae/model.h"
 
 // Fixed σ draws per validation image: several timesteps per image make the
 // validation loss far less noisy than one, and they never change during a run.
@@ -33,6 +35,8 @@ typedef struct {
     sq_device device;
     sq_dtype dtype;              // F32 on the CPU, BF16 on CUDA
     char components[1024];       // pipeline folder holding vae/, text encoders, scheduler/
+    bool synthetic;              // --model synthetic:PRESET: random weights at SD3.5's shapes
+    sd_mmdit_preset preset;
     char cache_dir[1100];
     bool temp_cache;             // --no-cache: the cache lives in OUT and is removed at the end
     sd_flow_scheduler scheduler;
@@ -64,6 +68,14 @@ void sd_train_step_batch(const sd_trainer *t, int64_t step, int *epoch, int *bat
 int sd_train_encode(sd_trainer *t, int64_t first_step);
 // Cache key of a prompt's embedding (text encoders' hash + text).
 void sd_train_text_key(const sd_trainer *t, const char *prompt, sd_cache_key *key);
+
+// Frozen and trained models, from the pipeline folder or synthetic (app/train_models.c).
+int sd_train_parse_synthetic(const char *model, bool *synthetic, sd_mmdit_preset *preset);
+int sd_train_vae_config(const sd_trainer *t, sd_vae_config *c);
+int sd_train_vae_hash(const sd_trainer *t, char hex[65]);
+int sd_train_load_vae(const sd_trainer *t, sd_vae *v);
+int sd_train_load_text(const sd_trainer *t, sd_text_encoders *te);
+int sd_train_load_mmdit(const sd_trainer *t, sd_mmdit *m);   // synthetic only
 
 // The QZO run from the checkpoint (or step 0) to opt.steps.
 int sd_train_loop(sd_trainer *t);

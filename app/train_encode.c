@@ -11,7 +11,6 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/progress.h"
-#include "core/sha256.h"
 #include "kernels/ops.h"
 #include "text_encoders/conditioning.h"
 #include "vae/model.h"
@@ -138,19 +137,9 @@ static int collect(sd_trainer *t, int64_t first_step, job_list *lat, job_list *t
 
 // ---- the encoders ----
 
-static int hash_folder_weights(const char *dir, const char *what, char hex[65]) {
-    // The VAE is small (SD3's: 168 MB), so its content hash is cheap and exact.
-    char path[1200];
-    snprintf(path, sizeof path, "%s/diffusion_pytorch_model.safetensors", dir);
-    if (sq_sha256_file(path, hex) != SQ_OK) return sq_error_context("hashing the %s", what);
-    return SQ_OK;
-}
-
 static int encode_latents(sd_trainer *t, const job_list *jobs) {
-    char vae_dir[1100];
-    snprintf(vae_dir, sizeof vae_dir, "%s/vae", t->components);
     sd_vae vae;
-    if (sd_vae_load(&vae, vae_dir, t->device, t->dtype) != SQ_OK) return sq_error_context("loading the VAE");
+    if (sd_train_load_vae(t, &vae) != SQ_OK) return SQ_FAIL;
     int rc = SQ_OK;
     sq_arena arena = {0};
     sq_progress pr;
@@ -215,28 +204,18 @@ static int encode_texts(sd_trainer *t, const job_list *jobs, sd_text_encoders *t
 }
 
 int sd_train_encode(sd_trainer *t, int64_t first_step) {
-    char vae_dir[1100];
-    snprintf(vae_dir, sizeof vae_dir, "%s/vae", t->components);
-    char vae_cfg[1200];
-    snprintf(vae_cfg, sizeof vae_cfg, "%s/config.json", vae_dir);
     sd_vae_config vcfg;
-    if (sd_vae_config_load(&vcfg, vae_cfg) != SQ_OK) return sq_error_context("reading the VAE config");
+    if (sd_train_vae_config(t, &vcfg) != SQ_OK) return SQ_FAIL;
     t->latent_channels = vcfg.latent_channels;
     t->vae_factor = sd_vae_factor(&vcfg);
     if (t->opt.resolution % (t->vae_factor * 2))
         return sq_errorf("--resolution %d is not a multiple of %d (VAE factor x patch size)", t->opt.resolution, t->vae_factor * 2);
-    if (hash_folder_weights(vae_dir, "VAE", t->vae_hash) != SQ_OK) return SQ_FAIL;
+    if (sd_train_vae_hash(t, t->vae_hash) != SQ_OK) return SQ_FAIL;
 
     // Every caption key includes the text encoders' hash, so they are loaded before
     // the work list is built and kept until the captions are encoded.
-    sd_text_options to;
-    sd_text_options_defaults(&to);
-    to.use_t5 = t->opt.t5;
-    to.t5_int8 = t->opt.t5_int8;
-    to.t5_max_length = t->opt.t5_max_length;
     sd_text_encoders te;
-    if (sd_text_encoders_load(&te, t->components, t->device, t->dtype, &to) != SQ_OK)
-        return sq_error_context("loading the text encoders");
+    if (sd_train_load_text(t, &te) != SQ_OK) return SQ_FAIL;
     if (sd_text_encoders_hash(&te, t->text_hash) != SQ_OK) { sd_text_encoders_free(&te); return SQ_FAIL; }
     t->ctx_tokens = sd_text_context_tokens(&te);
     t->ctx_dim = sd_text_context_dim(&te);

@@ -108,7 +108,10 @@ static int quantized_path(const sd_trainer *t, char *out, size_t size) {
 static int load_mmdit(loop *L) {
     sd_trainer *t = L->t;
     char qpath[1200];
-    if (is_quantized_file(t->opt.model)) {
+    if (t->synthetic) {
+        if (sd_train_load_mmdit(t, &L->m) != SQ_OK) return SQ_FAIL;
+        snprintf(qpath, sizeof qpath, "%s", t->opt.model);
+    } else if (is_quantized_file(t->opt.model)) {
         snprintf(qpath, sizeof qpath, "%s", t->opt.model);
     } else {
         if (quantized_path(t, qpath, sizeof qpath) != SQ_OK) return SQ_FAIL;
@@ -119,7 +122,7 @@ static int load_mmdit(loop *L) {
                 return sq_error_context("quantising --model");
         }
     }
-    if (sd_mmdit_load(&L->m, qpath, t->device, t->dtype) != SQ_OK) return sq_error_context("loading the MMDiT");
+    if (!t->synthetic && sd_mmdit_load(&L->m, qpath, t->device, t->dtype) != SQ_OK) return sq_error_context("loading the MMDiT");
     const sd_mmdit_config *c = &L->m.cfg;
     if (c->joint_attention_dim != t->ctx_dim || c->pooled_projection_dim != t->pooled_dim || c->in_channels != t->latent_channels)
         return sq_errorf("the transformer (context %d, pooled %d, %d latent channels) does not fit the text encoders / VAE "
@@ -344,9 +347,7 @@ static int make_previews(loop *L, int64_t step) {
     sd_trainer *t = L->t;
     if (t->n_prompts == 0) return SQ_OK;
     if (!L->vae_loaded) {
-        char vae_dir[1100];
-        snprintf(vae_dir, sizeof vae_dir, "%s/vae", t->components);
-        if (sd_vae_load(&L->vae, vae_dir, t->device, t->dtype) != SQ_OK) return sq_error_context("loading the VAE for previews");
+        if (sd_train_load_vae(t, &L->vae) != SQ_OK) return sq_error_context("previews");
         L->vae_loaded = true;
     }
     int R = t->opt.resolution, n = t->n_prompts;
