@@ -252,8 +252,15 @@ int sq_export_materialise(const sq_export_plan *p, const sq_export_tensor *t, sq
         memcpy(s->codes, (const uint8_t *)t->src->data + first / 2, (size_t)numel / 2);
         if (t->src_swapped) swap_halves(s->codes, (size_t)numel / 2);
     } else {
-        // the codes training used: the same quantiser on the same f32 values
-        sq_quantize_q4(s->values, rows, k, p->group, s->codes, s->scales);
+        // the codes training used: the same quantiser on the same f32 values. Rows
+        // are quantised independently, so blocks of rows run in parallel (the
+        // clipping search is most of the time of an export from a dense base).
+        int64_t block = 16, nblocks = (rows + block - 1) / block;
+#pragma omp parallel for schedule(dynamic)
+        for (int64_t b = 0; b < nblocks; b++) {
+            int64_t r0 = b * block, nr = rows - r0 < block ? rows - r0 : block;
+            sq_quantize_q4(s->values + r0 * k, nr, k, p->group, s->codes + r0 * k / 2, s->scales + r0 * (k / p->group));
+        }
     }
     // copied out of the mapping: safetensors data need not be 4-byte aligned
     memcpy(s->scales, t->scales->data, t->scales->nbytes);
