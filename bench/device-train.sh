@@ -2,8 +2,9 @@
 # bench/device-train.sh: whole `sd-qzo train` runs of SD3.5's real shapes on the GPU
 # machine, with synthetic weights (--model synthetic:...; no download): Large at 1024²
 # and Medium at 512², batch 1, a few steps each, through every phase (text encoders,
-# VAE, int4 MMDiT QZO steps, checkpoint). Peak GPU memory is sampled by nvidia-smi
-# every 50 ms over the whole run (all phases), step times come from log.jsonl.
+# VAE, int4 MMDiT QZO steps, checkpoint). Peak GPU memory of the sd-qzo process is
+# sampled by nvidia-smi every 50 ms over the whole run (all phases; CUDA context
+# included), step times come from log.jsonl.
 # Needs build-gpu (tools/device-gpu-tests.sh builds it). Usage: bench/device-train.sh
 set -uo pipefail
 out=${OUT:-/tmp}
@@ -12,7 +13,8 @@ bin=build-gpu/app/sd-qzo
 run() {   # name model resolution steps
     local name=$1 model=$2 res=$3 steps=$4
     rm -rf /tmp/train-$name
-    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 50 > /tmp/mem-$name.log &
+    # per process, so other GPU work on the machine does not count
+    nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader,nounits -lms 50 > /tmp/mem-$name.log &
     local smi=$!
     local t0=$(date +%s.%N)
     timeout 300 $bin train --model "$model" --encoders tests/fixtures/pipeline/tiny --images bench/data \
@@ -21,9 +23,8 @@ run() {   # name model resolution steps
     local rc=$?
     local t1=$(date +%s.%N)
     kill $smi
-    local base=$(head -1 /tmp/mem-$name.log)
-    local peak=$(sort -n /tmp/mem-$name.log | tail -1)
-    echo "== $name: rc=$rc wall=$(python3 -c "print(round($t1 - $t0, 1))")s gpu memory used: idle ${base} MiB, peak ${peak} MiB"
+    local peak=$(grep sd-qzo /tmp/mem-$name.log | awk -F, '{print $3}' | sort -n | tail -1)
+    echo "== $name: rc=$rc wall=$(python3 -c "print(round($t1 - $t0, 1))")s peak GPU memory of the sd-qzo process: ${peak} MiB"
     grep -E "info|error" /tmp/train-$name.log | grep -v "^encoding\|^training" | tail -12
     python3 - /tmp/train-$name/log.jsonl <<'PY'
 import json, sys

@@ -166,7 +166,7 @@ def build_tokenizers(tok_root, corpus):
         spm.SentencePieceTrainer.train(
             input=path, model_prefix=os.path.join(tmp, "spiece"), model_type="unigram", vocab_size=256,
             hard_vocab_limit=False, character_coverage=1.0, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
-            pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>", normalization_rule_name="identity",
+            pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>", normalization_rule_name="nmt_nfkc",
             num_threads=1, minloglevel=2)
         shutil.copy(os.path.join(tmp, "spiece.model"), os.path.join(t5dir, "spiece.model"))
     with open(os.path.join(t5dir, "tokenizer_config.json"), "w") as f:

@@ -227,7 +227,7 @@ int main(int argc, char **argv) {
     write_latents(fx, "nocfg.init", lat);
     snprintf(out, sizeof out, "%s/nocfg", dir);
     snprintf(cmd, sizeof cmd, "%s sample --model %s --prompt '%s' --negative-prompt 'blurry, low quality' --cfg 1 "
-             "--steps 4 --width 16 --height 16 --seed 11 --max-sequence-length 32 --latents %s --out %s",
+             "--steps 4 --width 16 --height 16 --seed 11 --max-sequence-length 32 --latents %s --device cpu --out %s",
              bin, pipe, PROMPT0, lat, out);
     printf("$ %s\n", cmd);
     TU_CHECK(run(cmd) == 0, "sample without CFG failed");

@@ -8,6 +8,7 @@
 // and bounded; bad input (no config.json, a missing or
 // truncated shard, a missing tensor, out-of-vocabulary ids, a wrong output shape)
 // fails with a message naming the file or the problem.
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -18,7 +19,7 @@
 #include "tests/test_util.h"
 #include "text_encoders/t5_encoder.h"
 
-static char g_dir[1024];   // tests/fixtures/t5/tiny, absolute
+static char g_dir[PATH_MAX];   // tests/fixtures/t5/tiny, absolute (realpath needs PATH_MAX)
 
 static sq_tensor load_io(sq_safetensors *io, const char *name) {
     const sq_st_entry *e = sq_st_find(io, name);
@@ -121,7 +122,7 @@ static void test_int8(sq_safetensors *io) {
 static void make_dir(char *tmp, const char *const *links, int n, const char *truncated) {
     strcpy(tmp, "/tmp/sq-t5-bad-XXXXXX");
     SQ_CHECK(mkdtemp(tmp), "mkdtemp");
-    char src[2048], dst[2048];
+    char src[PATH_MAX + 256], dst[PATH_MAX + 256];
     for (int i = 0; i < n; i++) {
         snprintf(src, sizeof src, "%s/%s", g_dir, links[i]);
         snprintf(dst, sizeof dst, "%s/%s", tmp, links[i]);
@@ -147,7 +148,7 @@ static void make_dir(char *tmp, const char *const *links, int n, const char *tru
 static void remove_dir(const char *tmp) {
     static const char *names[] = {"config.json", "model.safetensors.index.json", "model-00001-of-00002.safetensors",
                                   "model-00002-of-00002.safetensors", "t5_single.safetensors"};
-    char p[2048];
+    char p[PATH_MAX + 256];
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         snprintf(p, sizeof p, "%s/%s", tmp, names[i]);
         unlink(p);
@@ -180,7 +181,7 @@ static void test_bad_input(void) {
     remove_dir(tmp);
 
     // a single file without one of its tensors
-    char src[2048], dst[2048];
+    char src[PATH_MAX + 256], dst[PATH_MAX + 256];
     snprintf(src, sizeof src, "%s/t5_single.safetensors", g_dir);
     make_dir(tmp, NULL, 0, NULL);
     snprintf(dst, sizeof dst, "%s/t5_single.safetensors", tmp);
@@ -233,7 +234,7 @@ static void test_bad_input(void) {
 }
 
 int main(void) {
-    char rel[1024], io_path[1100], p[1100];
+    char rel[1024], io_path[PATH_MAX + 256], p[PATH_MAX + 256];
     snprintf(rel, sizeof rel, "%s/t5/tiny", tu_fixtures_dir());
     if (!realpath(rel, g_dir)) { fprintf(stderr, "%s: fixture folder not found\n", rel); return 1; }
     snprintf(io_path, sizeof io_path, "%s/io.safetensors", g_dir);

