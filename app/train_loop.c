@@ -170,8 +170,9 @@ static int alloc_scratch(loop *L) {
     int p = c->patch_size, f = t->vae_factor;
     int64_t R = t->opt.resolution, N = (R / f / p) * (R / f / p);
     int es = (int)sq_dtype_bytes(t->dtype, 1);
-    // training batch, or a CFG pair of previews, whichever is bigger
-    int B = t->opt.batch_size > 2 ? t->opt.batch_size : 2;
+    // the training batch, or the cond + uncond pair of a preview when previews are on
+    int B = t->opt.batch_size;
+    if (t->opt.sample_every > 0 && t->n_prompts > 0 && t->opt.sample_cfg > 1 && B < 2) B = 2;
     size_t need = sd_mmdit_scratch_estimate(c, B, (int)N, t->ctx_tokens, es);
     if (t->device == SQ_CUDA) {
         size_t fr, tot;
@@ -181,7 +182,7 @@ static int alloc_scratch(loop *L) {
                              gib(need), (long long)R, (long long)R, t->opt.batch_size, gib(fr));
     }
     if (sq_arena_init(&L->scratch, t->device, need) != SQ_OK) return sq_error_context("MMDiT scratch");
-    sq_log_info("MMDiT: %d int4 layers (group %d); weights on %s, scratch %.2f GiB; device memory in use %.2f GiB",
+    sq_log_info("MMDiT: %d int4 layers (group %d); weights on %s, scratch %.2f GiB; GPU memory in use (all processes) %.2f GiB",
                 L->n_layers, t->opt.group_size, t->device == SQ_CUDA ? "the GPU" : "the CPU", gib(need),
                 device_used_gib(t));
     return SQ_OK;
@@ -420,10 +421,9 @@ static int save_checkpoint(loop *L) {
     return rc;
 }
 
-static int write_report(loop *L) {
-    sd_trainer *t = L->t;
-    char path[1100], summary[512] = "";
-    snprintf(path, sizeof path, "%s/report.html", t->opt.output);
+// "Validation loss A at step 0, B at step N (-x%)." from the log, or a note that
+// there is no validation set.
+static void val_summary(const loop *L, char *buf, size_t size) {
     double first = NAN, last = NAN;
     int64_t s_first = 0, s_last = 0;
     for (int i = 0; i < L->log.count; i++)
@@ -433,9 +433,17 @@ static int write_report(loop *L) {
             s_last = L->log.rec[i].step;
         }
     if (!isnan(first))
-        snprintf(summary, sizeof summary, "Validation loss %.6f at step %lld, %.6f at step %lld (%+.2f%%). %d steps logged.",
-                 first, (long long)s_first, last, (long long)s_last, 100.0 * (last - first) / first, L->log.count);
-    else snprintf(summary, sizeof summary, "%d steps logged; no validation set (--val-images).", L->log.count);
+        snprintf(buf, size, "Validation loss %.6f at step %lld, %.6f at step %lld (%+.2f%%).", first, (long long)s_first,
+                 last, (long long)s_last, 100.0 * (last - first) / first);
+    else snprintf(buf, size, "No validation set (--val-images).");
+}
+
+static int write_report(loop *L) {
+    sd_trainer *t = L->t;
+    char path[1100], summary[512], val[256];
+    snprintf(path, sizeof path, "%s/report.html", t->opt.output);
+    val_summary(L, val, sizeof val);
+    snprintf(summary, sizeof summary, "%s %lld steps done.", val, L->log.count > 0 ? (long long)L->log.rec[L->log.count - 1].step : 0LL);
     char *settings = sd_train_options_json(&t->opt);
     sd_report r = {.title = t->opt.output, .settings_json = settings ? settings : "{}", .summary = summary, .log = &L->log,
                    .previews = L->previews, .n_previews = L->n_previews};
@@ -582,7 +590,9 @@ int sd_train_loop(sd_trainer *t) {
     }
     if (rc == SQ_OK) rc = write_report(&L);
     if (rc == SQ_OK) {
-        sq_log_info("MMDiT scratch high-water %.3f GiB", gib(L.scratch.high_water));
+        char val[256];
+        val_summary(&L, val, sizeof val);
+        sq_log_info("%s MMDiT scratch high-water %.3f GiB", val, gib(L.scratch.high_water));
         if (interrupted)
             rc = sq_errorf("interrupted: checkpoint saved at step %lld; continue with --resume %s/checkpoint.safetensors",
                            (long long)L.qs.step, t->opt.output);

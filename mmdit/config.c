@@ -178,5 +178,5 @@ size_t sd_mmdit_scratch_estimate(const sd_mmdit_config *c, int B, int N, int T, 
     size_t D = (size_t)c->hidden, es = (size_t)elem_bytes;
     size_t act = (size_t)B * (size_t)(N + T) * D * es;
     size_t weight = 4 * D * (D > (size_t)c->joint_attention_dim ? D : (size_t)c->joint_attention_dim) * es;
-    return 24 * act + 3 * weight + ((size_t)64 << 20);
+    return 12 * act + 3 * weight + ((size_t)64 << 20);
 }

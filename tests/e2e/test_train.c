@@ -5,7 +5,10 @@
 //   2. a run stopped by SIGINT saves a checkpoint; --resume finishes it, and the
 //      final scales and every logged loss equal an uninterrupted run's bit for bit;
 //   3. a second run into the same OUT without --resume is refused, and so is a
-//      --resume with different settings; the cache is reused (nothing re-encoded).
+//      --resume with different settings; the cache is reused (nothing re-encoded);
+//   4. the built-in demo (demo/train.toml: demo/model and its data) starts, trains a
+//      few steps and logs its validation loss (README command 1 in miniature).
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -245,14 +248,27 @@ static void check_refusals(void) {
     free(out);
 }
 
+static void check_demo(const char *source_root) {
+    char cmd[4096], path[256], *out = NULL;
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' train --config demo/train.toml --output %s/demo --cache-dir %s/demo-cache "
+             "--steps 4 --val-every 2 --sample-every 0 --threads 1", source_root, bin, tmp, tmp);
+    int rc = run(cmd, &out);
+    TU_CHECK(rc == 0 && out && strstr(out, "Validation loss"), "the demo config trains:\n%s", out);
+    free(out);
+    snprintf(path, sizeof path, "%s/demo/log.jsonl", tmp);
+    TU_CHECK(count_lines(path) == 5, "demo log: step 0 + 4 steps, got %d lines", count_lines(path));
+}
+
 int main(int argc, char **argv) {
-    if (argc < 2) { fprintf(stderr, "usage: test_train SD_QZO_BINARY\n"); return 1; }
-    bin = argv[1];
+    if (argc < 3) { fprintf(stderr, "usage: test_train SD_QZO_BINARY SOURCE_ROOT\n"); return 1; }
+    static char bin_abs[PATH_MAX];
+    bin = realpath(argv[1], bin_abs) ? bin_abs : argv[1];   // the demo check runs from the source root
     if (!mkdtemp(tmp)) return 1;
     make_dataset();
     check_full_run();
     check_interrupt_resume();
     check_refusals();
+    check_demo(argv[2]);
     char cmd[256];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
     if (!tu_failures && system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
