@@ -60,6 +60,8 @@ typedef struct {
     sd_train_log log;
 } loop;
 
+static double gib(size_t b);
+
 // ---- the int4 transformer ----
 
 static bool is_quantized_file(const char *path) {
@@ -121,6 +123,16 @@ static int load_mmdit(loop *L) {
             if (sq_quantize_checkpoint(t->opt.model, qpath, t->opt.group_size, false) != SQ_OK)
                 return sq_error_context("quantising --model");
         }
+    }
+    if (!t->synthetic && t->device == SQ_CUDA) {
+        // the int4 file is about what the weights take on the GPU: refuse before
+        // filling the card rather than failing halfway through the load
+        struct stat st;
+        size_t fr, tot;
+        if (stat(qpath, &st) == 0 && sq_cuda_mem_info(&fr, &tot) == SQ_OK && (size_t)st.st_size + ((size_t)512 << 20) > fr)
+            return sq_errorf("not enough GPU memory for the int4 MMDiT: it needs about %.2f GiB and %.2f GiB are free; "
+                             "free the GPU (other programs), or use a smaller model", gib((size_t)st.st_size + ((size_t)512 << 20)),
+                             gib(fr));
     }
     if (!t->synthetic && sd_mmdit_load(&L->m, qpath, t->device, t->dtype) != SQ_OK) return sq_error_context("loading the MMDiT");
     const sd_mmdit_config *c = &L->m.cfg;
