@@ -11,7 +11,10 @@
 
 #ifdef SQ_HAVE_CUDA_OPS
 #include "kernels/cuda/cuda_ops.h"
-#define CUDA_OR_FAIL(op, call) call
+#include "kernels/profile.h"
+// Every GPU op goes through here, so SQ_PROFILE=1 (kernels/profile.h) sees them all.
+#define CUDA_OR_FAIL(op, call) \
+    do { double t0_ = sq_profile_begin(); call; sq_profile_end(op, t0_); } while (0)
 #else
 #define CUDA_OR_FAIL(op, call) SQ_CHECK(0, "%s: the CUDA version of this op is not built", op)
 #endif

@@ -2,6 +2,7 @@
 #include "kernels/quant.h"
 
 #include "core/error.h"
+#include "kernels/profile.h"
 #include "kernels/cpu/cpu_quant.h"
 #include "kernels/ops.h"
 
@@ -45,7 +46,9 @@ void sq_dequant_q4(sq_tensor *out, const sq_tensor *codes, const sq_tensor *scal
     }
 #ifdef SQ_HAVE_CUDA
     SQ_CHECK(out->dtype == SQ_BF16, "dequant_q4: CUDA out must be BF16");
+    double t0 = sq_profile_begin();
     cuda_dequant_q4(out->data, codes->data, scales->data, codes->shape[0], codes->shape[1], group, p);
+    sq_profile_end("dequant_q4", t0);
 #else
     SQ_CHECK(0, "dequant_q4: built without CUDA");
 #endif
