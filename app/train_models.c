@@ -63,6 +63,7 @@ int sd_train_load_text(const sd_trainer *t, sd_text_encoders *te) {
     to.use_t5 = t->opt.t5;
     to.t5_int8 = t->opt.t5_int8;
     to.t5_max_length = t->opt.t5_max_length;
+    to.offload = t->opt.low_vram;
     int rc = t->synthetic ? sd_text_encoders_init_synthetic(te, t->components, t->device, t->dtype, &to, t->opt.seed + 2)
                           : sd_text_encoders_load(te, t->components, t->device, t->dtype, &to);
     return rc == SQ_OK ? SQ_OK : sq_error_context("loading the text encoders");

@@ -49,6 +49,7 @@ static const opt_desc options[] = {
     {"t5", OPT_BOOL, OFF(t5), 0, true, "use the T5 encoder (false: zeros in its place, as diffusers allows)"},
     {"t5-int8", OPT_BOOL, OFF(t5_int8), 0, true, "T5 with int8 weights (4.9 GB instead of 9.5 GB for T5-XXL; --no-t5-int8 for bf16)"},
     {"t5-max-length", OPT_INT, OFF(t5_max_length), 0, true, "T5 tokens per prompt"},
+    {"low-vram", OPT_BOOL, OFF(low_vram), 0, false, "stream text-encoder blocks from host memory (less GPU memory, slower encoding)"},
     {"batch-size", OPT_INT, OFF(batch_size), 0, true, "images per QZO step"},
     {"steps", OPT_I64, OFF(steps), 0, false, "QZO steps to run in total"},
     {"lr", OPT_FLOAT, OFF(lr), 0, true, "learning rate of the scales"},

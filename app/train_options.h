@@ -37,6 +37,7 @@ typedef struct {
     bool t5;                   // use T5 (off: zeros, as the pipeline allows)
     bool t5_int8;
     int t5_max_length;
+    bool low_vram;             // text encoders' blocks streamed from host memory (same numbers)
     // optimisation (QZO.md)
     int batch_size;
     int64_t steps;

@@ -12,6 +12,10 @@ void sq_cuda_synchronize_impl(void);
 int sq_cuda_mem_info_impl(size_t *free_bytes, size_t *total_bytes);
 void sq_device_synchronize(sq_device device) { if (device == SQ_CUDA) sq_cuda_synchronize_impl(); }
 int sq_cuda_mem_info(size_t *f, size_t *t) { return sq_cuda_mem_info_impl(f, t); }
+void *sq_cuda_host_alloc_impl(size_t bytes);
+void sq_cuda_host_free_impl(void *ptr);
+void *sq_host_pinned_alloc(size_t bytes) { return sq_cuda_device_count_impl() > 0 ? sq_cuda_host_alloc_impl(bytes) : NULL; }
+void sq_host_pinned_free(void *ptr) { sq_cuda_host_free_impl(ptr); }
 void sq_cuda_describe_impl(char *buf, int size);
 int sq_cuda_init_impl(void);
 bool sq_cuda_compiled(void) { return true; }
@@ -20,6 +24,8 @@ void sq_cuda_describe(char *buf, int size) { sq_cuda_describe_impl(buf, size); }
 #else
 void sq_device_synchronize(sq_device device) { (void)device; }
 int sq_cuda_mem_info(size_t *f, size_t *t) { *f = *t = 0; return sq_errorf("this build has no CUDA backend"); }
+void *sq_host_pinned_alloc(size_t bytes) { (void)bytes; return NULL; }
+void sq_host_pinned_free(void *ptr) { (void)ptr; }
 bool sq_cuda_compiled(void) { return false; }
 int sq_cuda_device_count(void) { return 0; }
 void sq_cuda_describe(char *buf, int size) { if (size > 0) buf[0] = 0; }

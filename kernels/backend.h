@@ -24,6 +24,12 @@ int sq_backend_init(const char *request, sq_device *out);
 void sq_device_synchronize(sq_device device);
 // Free and total device memory in bytes; SQ_FAIL without CUDA.
 int sq_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
+// Page-locked host memory (cudaHostAlloc): the GPU copies from it at full PCIe speed
+// without a driver bounce buffer (text_encoders/offload.h streams blocks from it).
+// NULL without a CUDA backend or when the driver refuses to pin that much; callers
+// then fall back to malloc. Release with sq_host_pinned_free.
+void *sq_host_pinned_alloc(size_t bytes);
+void sq_host_pinned_free(void *ptr);
 
 #ifdef __cplusplus
 }

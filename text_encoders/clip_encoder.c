@@ -43,6 +43,24 @@ typedef struct {
     sq_tensor h, q, k, v, o, u;
 } clip_scratch;
 
+int sd_clip_layer_tensors(sd_clip_layer *l, sq_tensor *out[SD_CLIP_LAYER_TENSORS]) {
+    sq_tensor *ts[SD_CLIP_LAYER_TENSORS] = {&l->ln1_w, &l->ln1_b, &l->ln2_w, &l->ln2_b, &l->q_w,   &l->q_b,
+                                            &l->k_w,   &l->k_b,   &l->v_w,   &l->v_b,   &l->o_w,   &l->o_b,
+                                            &l->fc1_w, &l->fc1_b, &l->fc2_w, &l->fc2_b};
+    memcpy(out, ts, sizeof ts);
+    return SD_CLIP_LAYER_TENSORS;
+}
+
+// Layer i's weights where they are: on the device already, or (offload) uploaded
+// into the staging layer just now and described by *staged. NULL on a failed upload.
+static const sd_clip_layer *layer_weights(const sd_clip *m, int i, sd_clip_layer *staged) {
+    if (!m->offload.host) return &m->layers[i];
+    *staged = m->layers[i];
+    sq_tensor *ts[SD_CLIP_LAYER_TENSORS];
+    int n = sd_clip_layer_tensors(staged, ts);
+    return sd_offload_stage(&m->offload, i, ts, n) == SQ_OK ? staged : NULL;
+}
+
 // x (B,T,C) = x + attn(ln1(x)); x = x + mlp(ln2(x)), as CLIPEncoderLayer.
 static void layer_forward(const sd_clip *m, const sd_clip_layer *l, sq_tensor *x, clip_scratch *s) {
     const sd_clip_config *c = &m->cfg;
@@ -117,7 +135,13 @@ int sd_clip_encode(const sd_clip *m, sq_arena *a, const int32_t *ids, int B, int
     // hidden_states = (embeddings, layer 1, ..., layer L): [-2] is the input of the last layer
     for (int i = 0; i < c->layers; i++) {
         if (i == c->layers - 1 && out->penultimate) sq_copy(out->penultimate, &x);
-        layer_forward(m, &m->layers[i], &x, &s);
+        sd_clip_layer staged;
+        const sd_clip_layer *l = layer_weights(m, i, &staged);
+        if (!l) {
+            sq_arena_reset(a, mark);
+            return sq_error_context("clip encode: layer %d", i);
+        }
+        layer_forward(m, l, &x, &s);
     }
 
     if (!out->last && !out->pooled) { sq_arena_reset(a, mark); return SQ_OK; }

@@ -20,6 +20,11 @@
 //   G: gelu; SD_CLIP_AUTO: width 1280 is G, 768 is L, anything else is refused);
 //   layer_norm_eps 1e-5; EOS found by the argmax rule below (as SD3's configs,
 //   whose eos_token_id is 2, do).
+//
+// Offload (sd_clip_load_ex, offload = true, CUDA only): the layers' weights stay in
+// host memory and each is uploaded into one device staging layer right before it
+// runs (text_encoders/offload.h); embeddings, final norm and projection stay on the
+// device. CLIP-G bf16 then keeps ~50 MB of layer weights on the GPU instead of 1.4 GB.
 #ifndef SD_CLIP_ENCODER_H
 #define SD_CLIP_ENCODER_H
 
@@ -29,6 +34,7 @@
 
 #include "core/arena.h"
 #include "core/tensor.h"
+#include "text_encoders/offload.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -58,15 +64,23 @@ typedef struct {
     sq_device device;
     sq_dtype dtype;
     sq_tensor tok_emb, pos_emb;     // (V,C), (P,C)
-    sd_clip_layer *layers;          // cfg.layers
+    sd_clip_layer *layers;          // cfg.layers; with offload, views into offload's host store
     sq_tensor final_w, final_b;     // final_layer_norm
     sq_tensor proj;                 // text_projection.weight (proj, C)
+    sd_offload offload;             // offload.host NULL: every layer lives on the device
 } sd_clip;
+
+// The tensors of a layer in a fixed order (the offload store's layout, and freeing).
+#define SD_CLIP_LAYER_TENSORS 16
+int sd_clip_layer_tensors(sd_clip_layer *l, sq_tensor *out[SD_CLIP_LAYER_TENSORS]);
 
 // SQ_FAIL with one line naming the file and the problem (missing/corrupt config or
 // weights, missing tensor, wrong shape, unknown hidden_act). dtype: SQ_F32 on the
 // CPU; SQ_BF16 or SQ_F32 on CUDA. On failure *m is left empty.
 int sd_clip_load(sd_clip *m, const char *path, sd_clip_kind kind, sq_device device, sq_dtype dtype);
+// The same, with the layers offloaded to host memory when offload is set and device
+// is CUDA (see above); on the CPU offload is ignored (the weights are host memory).
+int sd_clip_load_ex(sd_clip *m, const char *path, sd_clip_kind kind, sq_device device, sq_dtype dtype, bool offload);
 void sd_clip_free(sd_clip *m);
 
 // What one forward writes; any pointer may be NULL. All on the model's device and

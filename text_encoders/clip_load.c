@@ -96,6 +96,7 @@ typedef struct {
     const char *origin;
     sq_device device;
     sq_dtype dtype;
+    bool offload;   // layers read to the host, then packed into m->offload's store
 } loader;
 
 static int load(const loader *L, sq_tensor *dst, const char *name, int ndim, const int64_t *shape) {
@@ -133,23 +134,33 @@ static int load_weights(sd_clip *m, const loader *L) {
         return SQ_FAIL;
     m->layers = calloc((size_t)c->layers, sizeof *m->layers);
     if (!m->layers) return sq_errorf("out of host memory");
+    loader LL = *L;   // where the layers go
+    if (L->offload) LL.device = SQ_CPU;
     for (int i = 0; i < c->layers; i++) {
         sd_clip_layer *l = &m->layers[i];
         char p[128], n[192];
         snprintf(p, sizeof p, "text_model.encoder.layers.%d", i);
-#define PAIR(w, b, sub, o, in) (snprintf(n, sizeof n, "%s.%s", p, sub), load_pair(L, &l->w, &l->b, n, o, in))
+#define PAIR(w, b, sub, o, in) (snprintf(n, sizeof n, "%s.%s", p, sub), load_pair(&LL, &l->w, &l->b, n, o, in))
         if (PAIR(ln1_w, ln1_b, "layer_norm1", C, 0) || PAIR(q_w, q_b, "self_attn.q_proj", C, C) ||
             PAIR(k_w, k_b, "self_attn.k_proj", C, C) || PAIR(v_w, v_b, "self_attn.v_proj", C, C) ||
             PAIR(o_w, o_b, "self_attn.out_proj", C, C) || PAIR(ln2_w, ln2_b, "layer_norm2", C, 0) ||
             PAIR(fc1_w, fc1_b, "mlp.fc1", I, C) || PAIR(fc2_w, fc2_b, "mlp.fc2", C, I))
             return SQ_FAIL;
 #undef PAIR
+        sq_tensor *ts[SD_CLIP_LAYER_TENSORS];
+        int nt = sd_clip_layer_tensors(l, ts);
+        if (L->offload && sd_offload_adopt(&m->offload, c->layers, i, ts, nt, L->device) != SQ_OK)
+            return sq_error_context("%s: layer %d", L->origin, i);
     }
     if (load_pair(L, &m->final_w, &m->final_b, "text_model.final_layer_norm", C, 0)) return SQ_FAIL;
     return load(L, &m->proj, "text_projection.weight", 2, (int64_t[]){c->projection_dim, C});
 }
 
 int sd_clip_load(sd_clip *m, const char *path, sd_clip_kind kind, sq_device device, sq_dtype dtype) {
+    return sd_clip_load_ex(m, path, kind, device, dtype, false);
+}
+
+int sd_clip_load_ex(sd_clip *m, const char *path, sd_clip_kind kind, sq_device device, sq_dtype dtype, bool offload) {
     memset(m, 0, sizeof *m);
     m->device = device;
     m->dtype = dtype;
@@ -175,7 +186,8 @@ int sd_clip_load(sd_clip *m, const char *path, sd_clip_kind kind, sq_device devi
         if (sq_st_open(&st, path) != SQ_OK) return SQ_FAIL;
         if (config_from_shapes(&m->cfg, st, path, kind) != SQ_OK) { sq_st_close(st); return SQ_FAIL; }
     }
-    loader L = {.st = st, .origin = origin, .device = device, .dtype = dtype};
+    // on the CPU the weights are in host memory already: offload changes nothing
+    loader L = {.st = st, .origin = origin, .device = device, .dtype = dtype, .offload = offload && device == SQ_CUDA};
     int rc = load_weights(m, &L);
     sq_st_close(st);
     if (rc != SQ_OK) {
@@ -190,13 +202,13 @@ int sd_clip_load(sd_clip *m, const char *path, sd_clip_kind kind, sq_device devi
 void sd_clip_free(sd_clip *m) {
     if (m->layers) {
         for (int i = 0; i < m->cfg.layers; i++) {
-            sd_clip_layer *l = &m->layers[i];
-            sq_tensor *ts[] = {&l->ln1_w, &l->ln1_b, &l->ln2_w, &l->ln2_b, &l->q_w, &l->q_b, &l->k_w, &l->k_b,
-                               &l->v_w, &l->v_b, &l->o_w, &l->o_b, &l->fc1_w, &l->fc1_b, &l->fc2_w, &l->fc2_b};
-            for (size_t j = 0; j < sizeof ts / sizeof ts[0]; j++) sq_tensor_free(ts[j]);
+            sq_tensor *ts[SD_CLIP_LAYER_TENSORS];
+            int n = sd_clip_layer_tensors(&m->layers[i], ts);
+            for (int j = 0; j < n; j++) sq_tensor_free(ts[j]);   // views of the store: just cleared
         }
         free(m->layers);
     }
+    sd_offload_free(&m->offload);
     sq_tensor_free(&m->tok_emb);
     sq_tensor_free(&m->pos_emb);
     sq_tensor_free(&m->final_w);

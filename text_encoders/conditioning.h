@@ -36,6 +36,10 @@ typedef struct {
     int t5_max_length;   // T5 tokens (diffusers' max_sequence_length), default 256
     bool use_t5;         // false: no T5 loaded, its part of the context is zeros; default true
     bool t5_int8;        // T5 linears in int8 (kernels/int8.h); default false
+    // the encoders' blocks in host memory, each uploaded into one device staging block
+    // right before it runs (text_encoders/offload.h): far less GPU memory, slower
+    // encoding, identical numbers. CUDA only; on the CPU it is a no-op. Default false.
+    bool offload;
 } sd_text_options;
 
 typedef struct {

@@ -18,6 +18,7 @@ void sd_text_options_defaults(sd_text_options *o) {
     o->t5_max_length = 256;
     o->use_t5 = true;
     o->t5_int8 = false;
+    o->offload = false;
 }
 
 static bool is_dir(const char *p) {
@@ -134,15 +135,15 @@ int sd_text_encoders_load(sd_text_encoders *te, const char *model, sq_device dev
     char p[4200];
     if (!is_dir(model)) return sq_errorf("%s: not a diffusers pipeline folder", model);
     snprintf(p, sizeof p, "%s/text_encoder", model);
-    if (need_dir(p, "CLIP-L text encoder") || sd_clip_load(&te->clip_l, p, SD_CLIP_L, device, dtype) || add_path(te, p))
+    if (need_dir(p, "CLIP-L text encoder") || sd_clip_load_ex(&te->clip_l, p, SD_CLIP_L, device, dtype, te->opt.offload) || add_path(te, p))
         return fail(te);
     snprintf(p, sizeof p, "%s/text_encoder_2", model);
-    if (need_dir(p, "CLIP-G text encoder") || sd_clip_load(&te->clip_g, p, SD_CLIP_G, device, dtype) || add_path(te, p))
+    if (need_dir(p, "CLIP-G text encoder") || sd_clip_load_ex(&te->clip_g, p, SD_CLIP_G, device, dtype, te->opt.offload) || add_path(te, p))
         return fail(te);
     if (te->opt.use_t5) {
         snprintf(p, sizeof p, "%s/text_encoder_3", model);
         if (need_dir(p, "T5 text encoder; use_t5 off runs without it")) return fail(te);
-        if (sd_t5_load(&te->t5, p, device, dtype, te->opt.t5_int8) != SQ_OK) return fail(te);
+        if (sd_t5_load_ex(&te->t5, p, device, dtype, te->opt.t5_int8, te->opt.offload) != SQ_OK) return fail(te);
         te->has_t5 = true;
         if (add_path(te, p)) return fail(te);
     }
@@ -154,11 +155,11 @@ int sd_text_encoders_load_files(sd_text_encoders *te, const char *clip_l, const 
                                 const char *tokenizers, sq_device device, sq_dtype dtype, const sd_text_options *opt) {
     start(te, device, dtype, opt);
     if (!t5) te->opt.use_t5 = false;
-    if (sd_clip_load(&te->clip_l, clip_l, SD_CLIP_L, device, dtype) || add_path(te, clip_l) ||
-        sd_clip_load(&te->clip_g, clip_g, SD_CLIP_G, device, dtype) || add_path(te, clip_g))
+    if (sd_clip_load_ex(&te->clip_l, clip_l, SD_CLIP_L, device, dtype, te->opt.offload) || add_path(te, clip_l) ||
+        sd_clip_load_ex(&te->clip_g, clip_g, SD_CLIP_G, device, dtype, te->opt.offload) || add_path(te, clip_g))
         return fail(te);
     if (te->opt.use_t5) {
-        if (sd_t5_load(&te->t5, t5, device, dtype, te->opt.t5_int8) != SQ_OK) return fail(te);
+        if (sd_t5_load_ex(&te->t5, t5, device, dtype, te->opt.t5_int8, te->opt.offload) != SQ_OK) return fail(te);
         te->has_t5 = true;
         if (add_path(te, t5)) return fail(te);
     }
@@ -187,7 +188,8 @@ int sd_text_encoders_hash(const sd_text_encoders *te, char hex[65]) {
     sq_sha256_init(&s);
     char line[160];
     // what changes the numbers besides the files: T5 on/off, its length and int8, and
-    // the compute dtype (bf16 embeddings differ from f32 ones)
+    // the compute dtype (bf16 embeddings differ from f32 ones); not offload, whose
+    // output is bit-for-bit the resident encoders'
     int n = snprintf(line, sizeof line, "sd-qzo text v1 t5=%d len=%d int8=%d dtype=%s\n", te->has_t5,
                      te->opt.t5_max_length, te->has_t5 && te->opt.t5_int8, sq_dtype_name(te->dtype));
     sq_sha256_update(&s, line, (size_t)n);

@@ -1,7 +1,9 @@
 // text_encoders/synthetic.c: see text_encoders/synthetic.h. Weights are drawn
 // tensor by tensor on the host (uniform, scaled like a trained layer's: ±1/sqrt(K)
 // for linears, 1 ± 0.02 for norm gains) and uploaded, so host memory stays at one
-// tensor however large the model.
+// tensor however large the model. With opt->offload on CUDA the blocks' tensors are
+// drawn into the host block store instead (text_encoders/offload.h), in the same
+// order, so the weights are the same as without offload.
 #include "text_encoders/synthetic.h"
 
 #include <math.h>
@@ -15,9 +17,16 @@
 
 typedef struct {
     uint64_t s;
-    sq_device device;
+    sq_device device;   // where fill() puts tensors; the host while drawing offloaded blocks
     sq_dtype dtype;
+    bool offload;       // blocks into the host store (CUDA only)
 } gen;
+
+// Block i's tensors (drawn on the host when offloaded) into the model's store.
+static int adopt(gen *g, sd_offload *o, int n_blocks, int i, sq_tensor *const *ts, int n, sq_device device) {
+    if (!g->offload) return SQ_OK;
+    return sd_offload_adopt(o, n_blocks, i, ts, n, device);
+}
 
 static float next_uniform(gen *g) {   // xorshift64*: in [-1, 1)
     g->s ^= g->s >> 12; g->s ^= g->s << 25; g->s ^= g->s >> 27;
@@ -55,14 +64,19 @@ static int make_clip(gen *g, sd_clip *m, int hidden, int layers, int proj, bool 
     int64_t C = hidden, I = 4 * hidden;
     if (fill(g, &m->tok_emb, 2, SQ_SHAPE(c->vocab_size, C), 0, 0.02f) || fill(g, &m->pos_emb, 2, SQ_SHAPE(77, C), 0, 0.01f))
         return SQ_FAIL;
+    if (g->offload) g->device = SQ_CPU;
     for (int i = 0; i < layers; i++) {
         sd_clip_layer *l = &m->layers[i];
+        sq_tensor *ts[SD_CLIP_LAYER_TENSORS];
+        int n = sd_clip_layer_tensors(l, ts);
         if (fill(g, &l->ln1_w, 1, &C, 1, 0.02f) || fill(g, &l->ln1_b, 1, &C, 0, 0.02f) || fill(g, &l->ln2_w, 1, &C, 1, 0.02f) ||
             fill(g, &l->ln2_b, 1, &C, 0, 0.02f) || linear(g, &l->q_w, &l->q_b, C, C) || linear(g, &l->k_w, &l->k_b, C, C) ||
             linear(g, &l->v_w, &l->v_b, C, C) || linear(g, &l->o_w, &l->o_b, C, C) ||
-            linear(g, &l->fc1_w, &l->fc1_b, I, C) || linear(g, &l->fc2_w, &l->fc2_b, C, I))
+            linear(g, &l->fc1_w, &l->fc1_b, I, C) || linear(g, &l->fc2_w, &l->fc2_b, C, I) ||
+            adopt(g, &m->offload, layers, i, ts, n, m->device))
             return SQ_FAIL;
     }
+    g->device = m->device;
     if (fill(g, &m->final_w, 1, &C, 1, 0.02f) || fill(g, &m->final_b, 1, &C, 0, 0.02f)) return SQ_FAIL;
     return linear(g, &m->proj, NULL, proj, C);
 }
@@ -102,13 +116,18 @@ static int make_t5(gen *g, sd_t5 *m, bool int8) {
     for (int i = 0; i < c->num_buckets * c->num_heads; i++) m->rel_bias[i] = next_uniform(g);
     int64_t D = c->d_model, F = c->d_ff, A = (int64_t)c->num_heads * c->d_kv;
     if (fill(g, &m->embed, 2, SQ_SHAPE(c->vocab, D), 0, 1.0f)) return SQ_FAIL;
+    if (g->offload) g->device = SQ_CPU;
     for (int i = 0; i < c->num_layers; i++) {
         sd_t5_block *b = &m->blocks[i];
+        sq_tensor *ts[SD_T5_BLOCK_TENSORS];
+        int n = sd_t5_block_tensors(b, ts);
         if (fill(g, &b->attn_norm, 1, &D, 1, 0.02f) || t5_linear(g, &b->q, A, D, int8) || t5_linear(g, &b->k, A, D, int8) ||
             t5_linear(g, &b->v, A, D, int8) || t5_linear(g, &b->o, D, A, int8) || fill(g, &b->ff_norm, 1, &D, 1, 0.02f) ||
-            t5_linear(g, &b->wi0, F, D, int8) || t5_linear(g, &b->wi1, F, D, int8) || t5_linear(g, &b->wo, D, F, int8))
+            t5_linear(g, &b->wi0, F, D, int8) || t5_linear(g, &b->wi1, F, D, int8) || t5_linear(g, &b->wo, D, F, int8) ||
+            adopt(g, &m->offload, c->num_layers, i, ts, n, m->device))
             return SQ_FAIL;
     }
+    g->device = m->device;
     return fill(g, &m->final_norm, 1, &D, 1, 0.02f);
 }
 
@@ -119,7 +138,9 @@ int sd_text_encoders_init_synthetic(sd_text_encoders *te, const char *tokenizers
     else sd_text_options_defaults(&te->opt);
     te->device = device;
     te->dtype = dtype;
-    gen g = {.s = seed * 0x9E3779B97F4A7C15ull + 1, .device = device, .dtype = dtype};
+    // on the CPU the weights are host memory already: offload changes nothing
+    gen g = {.s = seed * 0x9E3779B97F4A7C15ull + 1, .device = device, .dtype = dtype,
+             .offload = te->opt.offload && device == SQ_CUDA};
     char p[4200];
     int rc = make_clip(&g, &te->clip_l, 768, 12, 768, true);
     if (rc == SQ_OK) rc = make_clip(&g, &te->clip_g, 1280, 32, 1280, false);

@@ -16,7 +16,7 @@ extern "C" {
 
 // tokenizers: a folder with tokenizer/, tokenizer_2/, tokenizer_3/ (any vocabulary
 // that fits the real embedding tables, e.g. tests/fixtures/pipeline/tiny). Honours
-// opt->use_t5 and opt->t5_int8. No files, so sd_text_encoders_hash covers only the
+// opt->use_t5, opt->t5_int8 and opt->offload. No files, so sd_text_encoders_hash covers only the
 // options: callers keying a cache add the seed themselves.
 int sd_text_encoders_init_synthetic(sd_text_encoders *te, const char *tokenizers, sq_device device, sq_dtype dtype,
                                     const sd_text_options *opt, uint64_t seed);

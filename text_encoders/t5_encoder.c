@@ -57,6 +57,29 @@ static void linear(sq_tensor *out, const sq_tensor *x, const sd_t5_linear *l, sq
     sq_matmul(out, x, &w, NULL);
 }
 
+int sd_t5_block_tensors(sd_t5_block *b, sq_tensor *out[SD_T5_BLOCK_TENSORS]) {
+    int n = 0;
+    out[n++] = &b->attn_norm;
+    out[n++] = &b->ff_norm;
+    sd_t5_linear *ls[7] = {&b->q, &b->k, &b->v, &b->o, &b->wi0, &b->wi1, &b->wo};
+    for (int j = 0; j < 7; j++) {
+        out[n++] = &ls[j]->w;
+        out[n++] = &ls[j]->codes;
+        out[n++] = &ls[j]->scales;
+    }
+    return n;
+}
+
+// Block l's weights where they are: on the device already, or (offload) uploaded
+// into the staging block just now and described by *staged. NULL on a failed upload.
+static const sd_t5_block *block_weights(const sd_t5 *m, int l, sd_t5_block *staged) {
+    if (!m->offload.host) return &m->blocks[l];
+    *staged = m->blocks[l];
+    sq_tensor *ts[SD_T5_BLOCK_TENSORS];
+    int n = sd_t5_block_tensors(staged, ts);
+    return sd_offload_stage(&m->offload, l, ts, n) == SQ_OK ? staged : NULL;
+}
+
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 size_t sd_t5_scratch_bytes(const sd_t5_config *c, int B, int T) {
@@ -103,7 +126,12 @@ int sd_t5_encode(const sd_t5 *m, sq_arena *scratch, const int32_t *ids, int B, i
 
     sq_embedding(&x, &m->embed, ids);
     for (int l = 0; l < c->num_layers; l++) {
-        const sd_t5_block *b = &m->blocks[l];
+        sd_t5_block staged;
+        const sd_t5_block *b = block_weights(m, l, &staged);
+        if (!b) {
+            sq_arena_reset(scratch, mark);
+            return sq_error_context("t5 encode: block %d", l);
+        }
         sq_rmsnorm(&h, &x, &b->attn_norm, c->eps);
         linear(&q2, &h, &b->q, &wbuf);
         linear(&k2, &h, &b->k, &wbuf);

@@ -13,6 +13,12 @@
 // int8 with one fp32 scale per output channel (kernels/int8.h), dequantised layer by
 // layer into scratch before its GEMM: T5-XXL's 4.76 B parameters take 4.9 GB instead
 // of 9.5 GB. The token embedding and the norms stay in the model dtype.
+//
+// Offload (sd_t5_load_ex, offload = true, CUDA only): the blocks' weights stay in
+// host memory and each is uploaded into one device staging block right before it
+// runs (text_encoders/offload.h); the embedding, relative bias and final norm stay
+// on the device. T5-XXL int8 then needs ~0.2 GB of weights on the GPU instead of
+// 4.9 GB, and the output is bit-for-bit the same (same kernels, same weights).
 #ifndef SD_T5_ENCODER_H
 #define SD_T5_ENCODER_H
 
@@ -22,6 +28,7 @@
 
 #include "core/arena.h"
 #include "core/tensor.h"
+#include "text_encoders/offload.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -52,13 +59,18 @@ typedef struct {
 typedef struct {
     sq_tensor embed;        // shared.weight (vocab, d_model), model dtype
     float *rel_bias;        // host (num_buckets, num_heads) f32: block 0's relative_attention_bias
-    sd_t5_block *blocks;    // num_layers
+    sd_t5_block *blocks;    // num_layers; with offload, views into offload's host store
     sq_tensor final_norm;   // encoder.final_layer_norm (d_model)
     sd_t5_config cfg;
     sq_device device;
     sq_dtype dtype;         // F32 on the CPU; BF16 or F32 on CUDA
     bool int8;
+    sd_offload offload;     // offload.host NULL: every block lives on the device
 } sd_t5;
+
+// The tensors of a block in a fixed order (the offload store's layout, and freeing).
+#define SD_T5_BLOCK_TENSORS 23
+int sd_t5_block_tensors(sd_t5_block *b, sq_tensor *out[SD_T5_BLOCK_TENSORS]);
 
 // path: a diffusers pipeline folder (uses text_encoder_3/), a T5 folder with
 // config.json (possibly sharded, model.safetensors.index.json), or a single file such
@@ -69,6 +81,10 @@ typedef struct {
 // safetensors reader ("unsupported dtype 'F8_E4M3'"): F8 is not an sq dtype yet.
 // int8: see above. SQ_FAIL with a one-line message naming the file on bad input.
 int sd_t5_load(sd_t5 *m, const char *path, sq_device device, sq_dtype dtype, bool int8);
+// The same, with the blocks offloaded to host memory when offload is set and device
+// is CUDA (see above). On the CPU the weights are host memory already: offload is
+// ignored there and the model is exactly sd_t5_load's.
+int sd_t5_load_ex(sd_t5 *m, const char *path, sq_device device, sq_dtype dtype, bool int8, bool offload);
 void sd_t5_free(sd_t5 *m);
 
 // ids: B*T host int32 token ids (already padded by the tokenizer), each < vocab.

@@ -19,7 +19,7 @@ typedef struct {
     sq_safetensors *st;
     char prefix[160];     // "" or e.g. "text_encoders.t5xxl.transformer." (Stability single files)
     const char *origin;   // the folder or file, for messages
-    sq_device device;
+    sq_device device;     // where the blocks' weights go: the host when offloaded
     sq_dtype dtype;
     bool int8;
 } loader;
@@ -205,7 +205,7 @@ static int find_prefix(loader *L) {
     return sq_errorf("%s: no T5 encoder in this checkpoint (no tensor named *encoder.final_layer_norm.weight)", L->origin);
 }
 
-static int load_all(sd_t5 *m, loader *L, bool have_config) {
+static int load_all(sd_t5 *m, loader *L, bool have_config, bool offload) {
     sd_t5_config *c = &m->cfg;
     if (find_prefix(L) != SQ_OK) return SQ_FAIL;
     // save_pretrained stores the tied embedding once as shared.weight; some exports keep
@@ -230,12 +230,24 @@ static int load_all(sd_t5 *m, loader *L, bool have_config) {
         return sq_errorf("%s: relative_attention_bias has dtype %s", L->origin, sq_dtype_name(rb->dtype));
     m->blocks = sq_calloc((size_t)c->num_layers, sizeof(sd_t5_block));
     if (!m->blocks) return SQ_FAIL;
-    for (int i = 0; i < c->num_layers; i++)
-        if (load_block(L, i, &m->blocks[i], c) != SQ_OK) return SQ_FAIL;
+    // offloaded: each block is read to the host, then packed into the store
+    loader LB = *L;
+    if (offload) LB.device = SQ_CPU;
+    for (int i = 0; i < c->num_layers; i++) {
+        if (load_block(&LB, i, &m->blocks[i], c) != SQ_OK) return SQ_FAIL;
+        sq_tensor *ts[SD_T5_BLOCK_TENSORS];
+        int n = sd_t5_block_tensors(&m->blocks[i], ts);
+        if (offload && sd_offload_adopt(&m->offload, c->num_layers, i, ts, n, L->device) != SQ_OK)
+            return sq_error_context("%s: block %d", L->origin, i);
+    }
     return load_dense(L, "encoder.final_layer_norm.weight", &m->final_norm, 1, (int64_t[]){c->d_model});
 }
 
 int sd_t5_load(sd_t5 *m, const char *path, sq_device device, sq_dtype dtype, bool int8) {
+    return sd_t5_load_ex(m, path, device, dtype, int8, false);
+}
+
+int sd_t5_load_ex(sd_t5 *m, const char *path, sq_device device, sq_dtype dtype, bool int8, bool offload) {
     memset(m, 0, sizeof *m);
     if (device == SQ_CPU ? dtype != SQ_F32 : dtype != SQ_BF16 && dtype != SQ_F32)
         return sq_errorf("%s: T5 runs in f32 on the CPU and bf16/f32 on CUDA, not %s", path, sq_dtype_name(dtype));
@@ -259,7 +271,8 @@ int sd_t5_load(sd_t5 *m, const char *path, sq_device device, sq_dtype dtype, boo
     } else {
         if (sq_st_open(&L.st, path) != SQ_OK) return SQ_FAIL;
     }
-    int rc = load_all(m, &L, have_config);
+    // on the CPU the weights are in host memory already: offload changes nothing
+    int rc = load_all(m, &L, have_config, offload && device == SQ_CUDA);
     sq_st_close(L.st);
     if (rc != SQ_OK) {
         char msg[1024];
@@ -270,23 +283,16 @@ int sd_t5_load(sd_t5 *m, const char *path, sq_device device, sq_dtype dtype, boo
     return rc;
 }
 
-static void free_linear(sd_t5_linear *l) {
-    sq_tensor_free(&l->w);
-    sq_tensor_free(&l->codes);
-    sq_tensor_free(&l->scales);
-}
-
 void sd_t5_free(sd_t5 *m) {
     if (m->blocks) {
         for (int i = 0; i < m->cfg.num_layers; i++) {
-            sd_t5_block *b = &m->blocks[i];
-            sq_tensor_free(&b->attn_norm);
-            sq_tensor_free(&b->ff_norm);
-            sd_t5_linear *ls[7] = {&b->q, &b->k, &b->v, &b->o, &b->wi0, &b->wi1, &b->wo};
-            for (int j = 0; j < 7; j++) free_linear(ls[j]);
+            sq_tensor *ts[SD_T5_BLOCK_TENSORS];
+            int n = sd_t5_block_tensors(&m->blocks[i], ts);
+            for (int j = 0; j < n; j++) sq_tensor_free(ts[j]);   // views of the store: just cleared
         }
     }
     free(m->blocks);
+    sd_offload_free(&m->offload);
     free(m->rel_bias);
     sq_tensor_free(&m->embed);
     sq_tensor_free(&m->final_norm);

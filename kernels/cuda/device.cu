@@ -59,6 +59,20 @@ extern "C" int sq_cuda_init_impl(void) {
 
 extern "C" void sq_cuda_synchronize_impl(void) { SQ_CUDA_CHECK(cudaDeviceSynchronize()); }
 
+// A failed pin is not an error: the caller falls back to pageable memory.
+extern "C" void *sq_cuda_host_alloc_impl(size_t bytes) {
+    void *p = NULL;
+    if (cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault) != cudaSuccess) {
+        cudaGetLastError();   // clear the error so the next call does not see it
+        return NULL;
+    }
+    return p;
+}
+
+extern "C" void sq_cuda_host_free_impl(void *p) {
+    if (p) SQ_CUDA_CHECK(cudaFreeHost(p));
+}
+
 extern "C" int sq_cuda_mem_info_impl(size_t *free_bytes, size_t *total_bytes) {
     SQ_CUDA_TRY(cudaMemGetInfo(free_bytes, total_bytes));
     return SQ_OK;
