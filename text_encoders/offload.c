@@ -29,12 +29,14 @@ static int allocate(sd_offload *o, int n_blocks, size_t block_bytes, sq_device d
     size_t total = (size_t)n_blocks * block_bytes;
     o->n_blocks = n_blocks;
     o->block_bytes = block_bytes;
-    o->host = sq_host_pinned_alloc(total);
+    // (a staging block on the CPU only happens in tests of the layout: nothing to pin)
+    o->host = device == SQ_CUDA ? sq_host_pinned_alloc(total) : NULL;
     o->pinned = o->host != NULL;
     if (!o->pinned) {
         // pageable memory works too: cudaMemcpy stages it through a driver buffer
-        sq_log_warn("offload: %.2f GB of host memory could not be page-locked; block uploads will be slower",
-                    (double)total / 1e9);
+        if (device == SQ_CUDA)
+            sq_log_warn("offload: %.2f GB of host memory could not be page-locked; block uploads will be slower",
+                        (double)total / 1e9);
         o->host = malloc(total);
         if (!o->host) return sq_errorf("offload: out of host memory for %d blocks of %zu bytes", n_blocks, block_bytes);
     }
