@@ -1,7 +1,7 @@
 // tests/gpu/test_gpu_quant.c: the CUDA quantised ops against the CPU reference.
 // - z drawn on the device is bit-identical to z drawn on the host (kernels/rng.h);
 // - fused perturbed dequantisation on CUDA (bf16) == bf16(CPU fp32 result), exactly,
-//   for sign -1/0/+1 and group sizes 32/64/128, on a poisoned output;
+//   for sign -1/0/+1 and group sizes 16/32/64/128 (both kernels), on a poisoned output;
 // - the QZO scale update on CUDA == the CPU update, bit for bit.
 // Skips (exit 77) without a GPU.
 #include <math.h>
@@ -43,9 +43,10 @@ int main(void) {
     const int64_t nout = 77, k = 384;
     static float w[77 * 384], cpu_out[77 * 384], back[77 * 384];
     static uint8_t codes[77 * 384 / 2];
-    static float scales[77 * 384 / 32], scales_cpu[77 * 384 / 32], scales_gpu[77 * 384 / 32];
+    static float scales[77 * 384 / 16], scales_cpu[77 * 384 / 16], scales_gpu[77 * 384 / 16];
     tu_fill_uniform(w, nout * k, &rs, -0.1f, 0.1f);
-    for (int group = 32; group <= 128; group *= 2) {
+    // group 16 takes the 8-wide kernel; 32, 64 and 128 the 32-wide one (kernels/cuda/quant.cu)
+    for (int group = 16; group <= 128; group *= 2) {
         int64_t ng = k / group;
         sq_quantize_q4(w, nout, k, group, codes, scales);
         sq_tensor hc = sq_tensor_view(codes, SQ_Q4, SQ_CPU, 2, SQ_SHAPE(nout, k));
