@@ -33,7 +33,7 @@ typedef struct {
     int steps, width, height, batch, t5_len;
     float cfg;
     uint64_t seed;
-    bool no_t5, t5_int8, steps_set, cfg_set;
+    bool no_t5, t5_int8, low_vram, steps_set, cfg_set;
     size_t arena_mb;
 } sample_args;
 
@@ -57,6 +57,7 @@ static void usage(FILE *f) {
             "  --device auto|cpu|cuda (default auto)\n"
             "  --no-t5                leave T5 out (its part of the context is zeros, as diffusers without T5)\n"
             "  --t5-int8              T5 linears in int8 (less memory)\n"
+            "  --low-vram             stream text-encoder blocks from host memory (less GPU memory)\n"
             "  --max-sequence-length N  T5 tokens (default 256)\n"
             "  --arena-mb N           scratch memory (default: estimated from the sizes)\n\n"
             "A model whose folder name contains \"turbo\" (SD3.5 Large Turbo) defaults to 4 steps, guidance 0.\n");
@@ -118,6 +119,7 @@ static int parse_args(sample_args *a, int argc, char **argv, bool *help) {
         if (!strcmp(o, "-h") || !strcmp(o, "--help")) { *help = true; return SQ_OK; }
         if (!strcmp(o, "--no-t5")) { a->no_t5 = true; continue; }
         if (!strcmp(o, "--t5-int8")) { a->t5_int8 = true; continue; }
+        if (!strcmp(o, "--low-vram")) { a->low_vram = true; continue; }
         if (i + 1 >= argc) return sq_errorf("%s needs a value (sd-qzo sample --help)", o);
         const char *v = argv[++i];
         if (!strcmp(o, "--model")) a->model = v;
@@ -198,6 +200,7 @@ static int encode_all(const sample_args *a, sq_device dev, char **prompts, int n
     sd_text_options_defaults(&to);
     to.use_t5 = !a->no_t5;
     to.t5_int8 = a->t5_int8;
+    to.offload = a->low_vram;
     to.t5_max_length = a->t5_len;
     sd_text_encoders te;
     sq_dtype dt = dev == SQ_CUDA ? SQ_BF16 : SQ_F32;

@@ -10,8 +10,8 @@ set -uo pipefail
 out=${OUT:-/tmp}
 export LD_LIBRARY_PATH=/tmp/deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 bin=build-gpu/app/sd-qzo
-run() {   # name model resolution steps
-    local name=$1 model=$2 res=$3 steps=$4
+run() {   # name model resolution steps [extra train flags]
+    local name=$1 model=$2 res=$3 steps=$4 extra=${5:-}
     rm -rf /tmp/train-$name
     # per process, so other GPU work on the machine does not count
     nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader,nounits -lms 50 > /tmp/mem-$name.log &
@@ -19,7 +19,7 @@ run() {   # name model resolution steps
     local t0=$(date +%s.%N)
     timeout 300 $bin train --model "$model" --encoders tests/fixtures/pipeline/tiny --images bench/data \
         --captions bench/data/captions.txt --output /tmp/train-$name --resolution "$res" --steps "$steps" \
-        --save-every "$steps" --sample-every 0 --val-every 0 --batch-size 1 --device cuda > /tmp/train-$name.log 2>&1
+        --save-every "$steps" --sample-every 0 --val-every 0 --batch-size 1 --device cuda $extra > /tmp/train-$name.log 2>&1
     local rc=$?
     local t1=$(date +%s.%N)
     kill $smi
@@ -40,3 +40,6 @@ PY
 run large-1024 synthetic:large 1024 4
 run medium-512 synthetic:medium 512 6
 run large-512 synthetic:large 512 4
+# --low-vram: text-encoder blocks streamed from host memory
+run large-1024-lowvram synthetic:large 1024 4 --low-vram
+run medium-512-lowvram synthetic:medium 512 6 --low-vram
