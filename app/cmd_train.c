@@ -204,6 +204,12 @@ static int setup(sd_trainer *t) {
     else snprintf(t->cache_dir, sizeof t->cache_dir, "%s/%s", o->output, o->cache ? "cache" : ".cache-this-run");
     t->temp_cache = !o->cache;
     if (sd_cache_open(&t->cache, t->cache_dir) != SQ_OK) return SQ_FAIL;
+    // what runs where, in order: the phases never share the device
+    const char *dev = t->device == SQ_CUDA ? "the GPU" : "the CPU";
+    sq_log_info("plan: 1) text encoders (CLIP-L, CLIP-G%s) on %s%s, freed; 2) VAE encoder on %s, freed; "
+                "3) int4 MMDiT + fp32 scales on %s%s", o->t5 ? (o->t5_int8 ? ", T5 int8" : ", T5 bf16") : ", no T5",
+                dev, o->low_vram && t->device == SQ_CUDA ? " with their blocks streamed from host memory (--low-vram)" : "",
+                dev, dev, o->sample_every > 0 ? "; the VAE decoder joins it for previews" : "");
     sq_log_info("training on %d images (%d batches per epoch), %s, device %s", sd_dataset_count(t->data),
                 t->batches_per_epoch, t->val ? "with a validation set" : "no validation set",
                 t->device == SQ_CUDA ? "cuda (bf16)" : "cpu (fp32)");
