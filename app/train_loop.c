@@ -194,9 +194,10 @@ static int alloc_scratch(loop *L) {
                              gib(need), (long long)R, (long long)R, t->opt.batch_size, gib(fr));
     }
     if (sq_arena_init(&L->scratch, t->device, need) != SQ_OK) return sq_error_context("MMDiT scratch");
-    sq_log_info("MMDiT: %d int4 layers (group %d); weights on %s, scratch %.2f GiB; GPU memory in use (all processes) %.2f GiB",
-                L->n_layers, t->opt.group_size, t->device == SQ_CUDA ? "the GPU" : "the CPU", gib(need),
-                device_used_gib(t));
+    char mem[64] = "";
+    if (t->device == SQ_CUDA) snprintf(mem, sizeof mem, "; GPU memory in use (all processes) %.2f GiB", device_used_gib(t));
+    sq_log_info("MMDiT: %d int4 layers (group %d); weights on %s, scratch %.2f GiB%s", L->n_layers, t->opt.group_size,
+                t->device == SQ_CUDA ? "the GPU" : "the CPU", gib(need), mem);
     return SQ_OK;
 }
 
