@@ -8,13 +8,12 @@
 #include "kernels/ops.h"
 #include "mmdit/blocks.h"
 
-// q/k/v projections of x (B,T,D) into (B,T,NH,HS), RMSNorm per head when given.
-static int project_qkv(const sd_mmdit *m, sq_arena *a, const sq_tensor *x, const sq_linear *lq, const sq_linear *lk,
-                       const sq_linear *lv, const sq_tensor *nq, const sq_tensor *nk, const sq_perturb *p, sq_tensor *q,
-                       sq_tensor *k, sq_tensor *v) {
+// q/k/v projections of x (B,T,D) into the given (B,T,NH,HS) tensors, RMSNorm per
+// head when given.
+static int project_qkv_into(const sd_mmdit *m, sq_arena *a, const sq_tensor *x, const sq_linear *lq,
+                            const sq_linear *lk, const sq_linear *lv, const sq_tensor *nq, const sq_tensor *nk,
+                            const sq_perturb *p, sq_tensor *q, sq_tensor *k, sq_tensor *v) {
     int64_t B = x->shape[0], T = x->shape[1], NH = m->cfg.num_heads, HS = m->cfg.head_dim;
-    const int64_t shape[4] = {B, T, NH, HS};
-    if (sd_tmp(a, m, q, 4, shape) || sd_tmp(a, m, k, 4, shape) || sd_tmp(a, m, v, 4, shape)) return SQ_FAIL;
     // the linears write (B,T,D); the same memory is then read as (B,T,NH,HS)
     const int64_t flat[3] = {B, T, NH * HS};
     sq_tensor q3 = sq_tensor_reshape(q, 3, flat), k3 = sq_tensor_reshape(k, 3, flat), v3 = sq_tensor_reshape(v, 3, flat);
@@ -26,17 +25,50 @@ static int project_qkv(const sd_mmdit *m, sq_arena *a, const sq_tensor *x, const
     return SQ_OK;
 }
 
+static int project_qkv(const sd_mmdit *m, sq_arena *a, const sq_tensor *x, const sq_linear *lq, const sq_linear *lk,
+                       const sq_linear *lv, const sq_tensor *nq, const sq_tensor *nk, const sq_perturb *p, sq_tensor *q,
+                       sq_tensor *k, sq_tensor *v) {
+    const int64_t shape[4] = {x->shape[0], x->shape[1], m->cfg.num_heads, m->cfg.head_dim};
+    if (sd_tmp(a, m, q, 4, shape) || sd_tmp(a, m, k, 4, shape) || sd_tmp(a, m, v, 4, shape)) return SQ_FAIL;
+    return project_qkv_into(m, a, x, lq, lk, lv, nq, nk, p, q, k, v);
+}
+
+// Rows [start, start + count) of a (1,L,NH,HS) tensor, as a (1,count,NH,HS) view.
+static sq_tensor token_rows(const sq_tensor *t, int64_t start, int64_t count) {
+    int64_t row = t->shape[2] * t->shape[3];
+    size_t es = sq_dtype_bytes(t->dtype, 1);
+    return sq_tensor_view((char *)t->data + (size_t)(start * row) * es, t->dtype, t->device, 4,
+                          (int64_t[]){1, count, t->shape[2], t->shape[3]});
+}
+
 // Joint attention: image tokens first, then context tokens, as JointAttnProcessor2_0.
 // out_x (B,N,D) and out_c (B,T,D) are the attention outputs before the projections.
+// With one sample (training's batch) the two streams are projected straight into
+// their rows of the joint Q, K, V, and the outputs are views of O's rows: no concat
+// or slice copies (about 8 GB of memory traffic per SD3.5 Large forward at 1024²);
+// the numbers are the same either way.
 static int joint_attention(const sd_mmdit *m, const sd_mmdit_block *b, sq_arena *a, const sq_tensor *hx,
                            const sq_tensor *hc, const sq_perturb *p, sq_tensor *out_x, sq_tensor *out_c) {
     int64_t B = hx->shape[0], N = hx->shape[1], T = hc->shape[1], NH = m->cfg.num_heads, HS = m->cfg.head_dim;
     sq_tensor q, k, v, cq, ck, cv, Q, K, V, O;
-    if (project_qkv(m, a, hx, &b->to_q, &b->to_k, &b->to_v, &b->norm_q, &b->norm_k, p, &q, &k, &v) ||
-        project_qkv(m, a, hc, &b->add_q, &b->add_k, &b->add_v, &b->norm_added_q, &b->norm_added_k, p, &cq, &ck, &cv))
-        return SQ_FAIL;
     const int64_t all[4] = {B, N + T, NH, HS};
     if (sd_tmp(a, m, &Q, 4, all) || sd_tmp(a, m, &K, 4, all) || sd_tmp(a, m, &V, 4, all) || sd_tmp(a, m, &O, 4, all))
+        return SQ_FAIL;
+    if (B == 1) {
+        q = token_rows(&Q, 0, N), k = token_rows(&K, 0, N), v = token_rows(&V, 0, N);
+        cq = token_rows(&Q, N, T), ck = token_rows(&K, N, T), cv = token_rows(&V, N, T);
+        if (project_qkv_into(m, a, hx, &b->to_q, &b->to_k, &b->to_v, &b->norm_q, &b->norm_k, p, &q, &k, &v) ||
+            project_qkv_into(m, a, hc, &b->add_q, &b->add_k, &b->add_v, &b->norm_added_q, &b->norm_added_k, p, &cq, &ck,
+                             &cv))
+            return SQ_FAIL;
+        sq_attention(&O, &Q, &K, &V, NULL, NULL, false, 1.0f / sqrtf((float)HS));
+        sq_tensor ox = token_rows(&O, 0, N), oc = token_rows(&O, N, T);
+        *out_x = sq_tensor_reshape(&ox, 3, (int64_t[]){1, N, NH * HS});
+        *out_c = sq_tensor_reshape(&oc, 3, (int64_t[]){1, T, NH * HS});
+        return SQ_OK;
+    }
+    if (project_qkv(m, a, hx, &b->to_q, &b->to_k, &b->to_v, &b->norm_q, &b->norm_k, p, &q, &k, &v) ||
+        project_qkv(m, a, hc, &b->add_q, &b->add_k, &b->add_v, &b->norm_added_q, &b->norm_added_k, p, &cq, &ck, &cv))
         return SQ_FAIL;
     sq_concat(&Q, (const sq_tensor *[]){&q, &cq}, 2, 1);
     sq_concat(&K, (const sq_tensor *[]){&k, &ck}, 2, 1);
