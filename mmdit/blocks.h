@@ -9,7 +9,8 @@
 
 // A scratch tensor in the model's dtype and device.
 int sd_tmp(sq_arena *a, const sd_mmdit *m, sq_tensor *t, int ndim, const int64_t *shape);
-// chunk i of n along the last dim of x (B, n*D) -> out (B, D), a copy.
+// chunk i of n along the last dim of x (B, n*D) -> out (B, D): a view of x when
+// B == 1 (contiguous), else a copy in scratch. Either way, read-only for callers.
 int sd_chunk(sq_arena *a, const sd_mmdit *m, const sq_tensor *x, int n, int i, sq_tensor *out);
 
 // x (B,N,D): patch embedding of latent (B,C,H,W) plus the cropped position table.

@@ -14,6 +14,11 @@ int sd_tmp(sq_arena *a, const sd_mmdit *m, sq_tensor *t, int ndim, const int64_t
 
 int sd_chunk(sq_arena *a, const sd_mmdit *m, const sq_tensor *x, int n, int i, sq_tensor *out) {
     int64_t B = x->shape[0], D = x->shape[1] / n;
+    if (B == 1) {   // one sample: chunk i is contiguous, so a view does (no copy kernel)
+        size_t es = sq_dtype_bytes(x->dtype, 1);
+        *out = sq_tensor_view((char *)x->data + (size_t)(i * D) * es, x->dtype, x->device, 2, (int64_t[]){1, D});
+        return SQ_OK;
+    }
     if (sd_tmp(a, m, out, 2, (int64_t[]){B, D}) != SQ_OK) return SQ_FAIL;
     sq_slice(out, x, 1, (int64_t)i * D);
     return SQ_OK;
