@@ -4,8 +4,11 @@
 // output features over all keys (consecutive threads read consecutive features of
 // v, so loads coalesce). Correct for any Tq/Tk/HS, masks and bias; O(T²) work with
 // no tiling. cuda_attention sends bf16 calls without bias or causal mask and with
-// head size 64/128 to the tiled tensor-core kernel of attention_flash.cu instead,
-// unless SQ_ATTENTION_REFERENCE=1; cuda_attention_reference always runs this one.
+// head size 64/128 to the tiled tensor-core kernel of attention_flash.cu instead
+// (or, with SQ_ATTENTION=cudnn, first to cuDNN's fused SDPA in attention_cudnn.cu),
+// unless SQ_ATTENTION_REFERENCE=1 or SQ_ATTENTION=reference; cuda_attention_reference
+// always runs this one.
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,16 +88,39 @@ extern "C" void cuda_attention_reference(sq_dtype dt, void *out, const void *q, 
     SQ_LAUNCH_CHECK();
 }
 
+namespace {
+int g_path = -1;   // cuda_attention_path; -1: not chosen yet (read the environment on first use)
+cuda_attention_path g_last = CUDA_ATTN_REFERENCE;
+
+int path_from_env(void) {
+    const char *r = getenv("SQ_ATTENTION_REFERENCE");
+    if (r && strcmp(r, "1") == 0) return CUDA_ATTN_REFERENCE;
+    const char *e = getenv("SQ_ATTENTION");
+    if (!e || !*e || strcmp(e, "flash") == 0) return CUDA_ATTN_FLASH;
+    if (strcmp(e, "cudnn") == 0) return CUDA_ATTN_CUDNN;
+    if (strcmp(e, "reference") == 0) return CUDA_ATTN_REFERENCE;
+    fprintf(stderr, "SQ_ATTENTION=%s: expected cudnn, flash or reference; using flash\n", e);
+    return CUDA_ATTN_FLASH;
+}
+}   // namespace
+
+extern "C" void cuda_attention_set_path(cuda_attention_path path) { g_path = (int)path; }
+extern "C" cuda_attention_path cuda_attention_last_path(void) { return g_last; }
+
 extern "C" void cuda_attention(sq_dtype dt, void *out, const void *q, const void *k, const void *v, const void *bias,
                                const void *key_mask, bool causal, float scale, int64_t B, int64_t Tq, int64_t Tk,
                                int64_t NH, int64_t HS) {
-    static int use_reference = -1;   // SQ_ATTENTION_REFERENCE, read once
-    if (use_reference < 0) {
-        const char *e = getenv("SQ_ATTENTION_REFERENCE");
-        use_reference = e && strcmp(e, "1") == 0;
-    }
-    if (!use_reference && dt == SQ_BF16 && !bias && !causal &&
-        cuda_attention_flash(out, q, k, v, key_mask, scale, B, Tq, Tk, NH, HS))
+    if (g_path < 0) g_path = path_from_env();
+    bool fast = g_path != CUDA_ATTN_REFERENCE && dt == SQ_BF16 && !bias && !causal;
+    if (fast && g_path == CUDA_ATTN_CUDNN && !key_mask &&
+        cuda_attention_cudnn(out, q, k, v, scale, B, Tq, Tk, NH, HS)) {
+        g_last = CUDA_ATTN_CUDNN;
         return;
+    }
+    if (fast && cuda_attention_flash(out, q, k, v, key_mask, scale, B, Tq, Tk, NH, HS)) {
+        g_last = CUDA_ATTN_FLASH;
+        return;
+    }
+    g_last = CUDA_ATTN_REFERENCE;
     cuda_attention_reference(dt, out, q, k, v, bias, key_mask, causal, scale, B, Tq, Tk, NH, HS);
 }

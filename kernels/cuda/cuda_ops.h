@@ -37,6 +37,25 @@ void cuda_attention(sq_dtype dt, void *out, const void *q, const void *k, const 
 void cuda_attention_reference(sq_dtype dt, void *out, const void *q, const void *k, const void *v, const void *bias,
                               const void *key_mask, bool causal, float scale, int64_t B, int64_t Tq, int64_t Tk, int64_t NH,
                               int64_t HS);
+// Which kernel cuda_attention uses for the calls the fast paths handle (bf16, no bias,
+// not causal; the flash kernel also takes a key mask, cuDNN does not). Chosen once from
+// the environment: SQ_ATTENTION=flash (default: our tested kernel, until cuDNN has been
+// measured against it on the GPU), SQ_ATTENTION=cudnn (attention_cudnn.cu, falling back
+// to flash, then to the reference kernel, for calls it does not handle), or
+// SQ_ATTENTION=reference; SQ_ATTENTION_REFERENCE=1 still forces the reference kernel.
+typedef enum { CUDA_ATTN_FLASH = 0, CUDA_ATTN_CUDNN = 1, CUDA_ATTN_REFERENCE = 2 } cuda_attention_path;
+// Overrides the environment's choice (tests, benchmarks).
+void cuda_attention_set_path(cuda_attention_path path);
+// The kernel that ran the last cuda_attention call (after any fallback).
+cuda_attention_path cuda_attention_last_path(void);
+// attention_cudnn.cu: cuDNN's fused flash SDPA for bf16 q,k,v,out in the layout above,
+// no bias, no mask, not causal. True when cuDNN ran it; false when not handled (no cuDNN
+// in the build, another case, or cuDNN could not build a plan for the shape: that is
+// remembered, reported once on stderr, and never aborts).
+bool cuda_attention_cudnn(void *out, const void *q, const void *k, const void *v, float scale, int64_t B, int64_t Tq,
+                          int64_t Tk, int64_t NH, int64_t HS);
+// True when the build has cuDNN (cuda_attention_cudnn may handle calls).
+bool cuda_attention_cudnn_available(void);
 void cuda_conv2d(sq_dtype dt, void *out, const void *x, const void *w, const void *b, int64_t B, int64_t Cin, int64_t H, int64_t W,
                  int64_t Cout, int64_t KH, int64_t KW, int stride, int pad_top, int pad_bottom, int pad_left,
                  int pad_right, int64_t Ho, int64_t Wo);
