@@ -1,17 +1,21 @@
 // app/cmd_bench.c: `sd-qzo bench`: speed and memory of the real SD3.5 shapes with
-// synthetic weights (no checkpoint download needed): MMDiT forward passes, full QZO
-// steps (two perturbed int4 forwards + the scale update), and VAE encode/decode.
-// Times are wall-clock around device-synchronised regions after warm-up; prints
+// synthetic weights (no checkpoint download needed), or of a real checkpoint given
+// with --weights: MMDiT forward passes, full QZO steps (two perturbed int4 forwards
+// + the scale update), and VAE encode/decode. Each region is timed after warm-up
+// with sq_timer (CUDA events on a GPU, the host clock on the CPU); prints
 // median/min/max, achieved TFLOP/s and peak memory, and writes JSON with --json.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "app/base_model.h"
 #include "app/commands.h"
 #include "app/flow_loss.h"
 #include "app/qzo.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "core/progress.h"
 #include "kernels/backend.h"
 #include "kernels/ops.h"
@@ -20,16 +24,44 @@
 
 typedef struct {
     const char *config, *what, *device, *json;
+    const char *weights;   // "synthetic" or what `sd-qzo train --model` accepts
     int resolution, batch, steps, warmup, group, context_tokens;
     size_t arena_mb;
 } bench_args;
 
+static bool synthetic(const bench_args *a) { return !strcmp(a->weights, "synthetic"); }
+
+// The pipeline's vae/ folder when --weights is a pipeline folder holding one; else "".
+static void vae_dir(const bench_args *a, char *out, size_t size) {
+    struct stat st;
+    out[0] = 0;
+    if (synthetic(a)) return;
+    snprintf(out, size, "%s/vae/config.json", a->weights);
+    if (stat(out, &st) != 0) { out[0] = 0; return; }
+    snprintf(out, size, "%s/vae", a->weights);
+}
+
+// A JSON string literal of s (paths may hold quotes or backslashes).
+static void json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c < 0x20) fprintf(f, "\\u%04x", c);
+        else fputc(c, f);
+    }
+    fputc('"', f);
+}
+
 static void usage(FILE *f) {
-    fprintf(f, "usage: sd-qzo bench [--config large|large-turbo|medium] [--resolution 1024] [--batch 1]\n"
-               "                    [--steps 5] [--warmup 2] [--group-size 64] [--what mmdit|vae|all]\n"
+    fprintf(f, "usage: sd-qzo bench [--config large|large-turbo|medium] [--weights synthetic|PATH] [--resolution 1024]\n"
+               "                    [--batch 1] [--steps 5] [--warmup 2] [--group-size 64] [--what mmdit|vae|all]\n"
                "                    [--device auto|cpu|cuda] [--arena-mb N] [--json FILE]\n\n"
                "Builds the model with synthetic weights (int4 joint blocks at the group size) on the device and\n"
-               "times MMDiT forward passes, QZO steps (2 forwards + update), and VAE encode/decode.\n");
+               "times MMDiT forward passes, QZO steps (2 forwards + update), and VAE encode/decode.\n"
+               "--weights PATH: the MMDiT of a diffusers pipeline/transformer folder, a Stability single file or an\n"
+               "`sd-qzo quantize` int4 file (dense weights are quantised at --group-size; the config comes from the\n"
+               "file and --config is ignored); a pipeline folder's vae/ is timed instead of a synthetic VAE.\n");
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -78,142 +110,215 @@ static double used_gib(sq_device dev) {
     return (double)(tot - fr) / (1024.0 * 1024.0 * 1024.0);
 }
 
+// The MMDiT of --weights on the device, int4: an `sd-qzo quantize` file loads as it is
+// (at its own group size); dense weights are quantised in memory at --group-size by
+// the quantiser `sd-qzo quantize` uses. *group gets the group size in effect.
+static int load_weights(const bench_args *a, sq_device dev, sq_dtype dt, sd_mmdit *m, int *group) {
+    sq_base_model base;
+    sq_safetensors *st = NULL;
+    if (sq_base_open(a->weights, &base, &st) != SQ_OK) return sq_error_context("--weights");
+    sq_st_close(st);
+    if (sd_mmdit_load(m, a->weights, dev, dt) != SQ_OK) return sq_error_context("--weights %s", a->weights);
+    *group = a->group;
+    if (base.quantized) {
+        if (base.group != a->group)
+            sq_log_warn("%s is int4 at group size %d: --group-size %d is ignored", a->weights, base.group, a->group);
+        *group = base.group;
+        return SQ_OK;
+    }
+    double t0 = sq_time_now();
+    if (sd_mmdit_quantize(m, a->group, NULL) != SQ_OK) {
+        sd_mmdit_free(m);
+        return sq_error_context("--weights %s: quantising to int4", a->weights);
+    }
+    sq_log_info("quantised %s to int4 (group %d) in %.1f s", a->weights, a->group, sq_time_now() - t0);
+    return SQ_OK;
+}
+
+// Times `n` runs after `warmup` ones of sd_flow_loss (qzo false) or a QZO step into
+// ms[]; each run starts on an idle device so one run's work does not spill into the next.
+static int time_runs(sq_device dev, int warmup, int n, bool qzo, sd_flow_batch *fb, const sq_qzo_config *qc,
+                     sq_qzo_state *qs, const sq_qzo_params *params, double *ms) {
+    double loss;
+    for (int i = 0; i < warmup + n; i++) {
+        sq_device_synchronize(dev);
+        sq_timer t;
+        if (sq_timer_start(&t, dev) != SQ_OK) return SQ_FAIL;
+        int rc = qzo ? sq_qzo_step(qc, qs, params, sd_flow_loss, fb, NULL) : sd_flow_loss(fb, NULL, &loss);
+        double e = sq_timer_stop(&t);   // also waits for the region's work
+        if (rc != SQ_OK) return SQ_FAIL;
+        if (e < 0) return sq_error_context("bench: timing");
+        if (i >= warmup) ms[i - warmup] = e;
+    }
+    return SQ_OK;
+}
+
 static int bench_mmdit(const bench_args *a, sq_device dev, FILE *json) {
     sd_mmdit_config cfg;
-    sd_mmdit_config_preset(&cfg, !strcmp(a->config, "medium") ? SD_MMDIT_MEDIUM : SD_MMDIT_LARGE);
     sq_dtype dt = dev == SQ_CUDA ? SQ_BF16 : SQ_F32;
     double base_gib = used_gib(dev);
     double t0 = sq_time_now();
     sd_mmdit m;
-    if (sd_mmdit_init_synthetic(&m, &cfg, dev, dt, a->group, 1234) != SQ_OK) return sq_error_context("bench: building the model");
+    memset(&m, 0, sizeof m);
+    int group = a->group;
+    if (synthetic(a)) {
+        sd_mmdit_config_preset(&cfg, !strcmp(a->config, "medium") ? SD_MMDIT_MEDIUM : SD_MMDIT_LARGE);
+        if (sd_mmdit_init_synthetic(&m, &cfg, dev, dt, a->group, 1234) != SQ_OK) return sq_error_context("bench: building the model");
+    } else {
+        if (load_weights(a, dev, dt, &m, &group) != SQ_OK) return SQ_FAIL;
+        cfg = m.cfg;   // the FLOP count and shapes follow the loaded model, not a preset
+    }
     double weights_gib = used_gib(dev) - base_gib;
     int64_t scales = sd_mmdit_assign_scale_indices(&m);
-    printf("model: SD3.5 %s, synthetic int4 (group %d), %lld trainable scales, built in %.1f s, weights %.2f GiB\n",
-           a->config, a->group, (long long)scales, sq_time_now() - t0, weights_gib);
-    int64_t B = a->batch, R = a->resolution, h = R / 8, T = a->context_tokens;
+    char model_name[160];
+    if (synthetic(a)) snprintf(model_name, sizeof model_name, "SD3.5 %s, synthetic int4", a->config);
+    else snprintf(model_name, sizeof model_name, "%.100s, int4", a->weights);
+    printf("model: %s (group %d; hidden %d, %d layers, %d heads), %lld trainable scales, ready in %.1f s, weights %.2f GiB\n",
+           model_name, group, cfg.hidden, cfg.num_layers, cfg.num_heads, (long long)scales, sq_time_now() - t0, weights_gib);
+    // latent side: the pipeline's VAE factor when there is one, else SD3's 8
+    int factor = 8;
+    char vdir[4200];
+    vae_dir(a, vdir, sizeof vdir);
+    sd_vae_config vc;
+    if (vdir[0] && sd_vae_config_load(&vc, vdir) == SQ_OK) factor = sd_vae_factor(&vc);
+    int64_t B = a->batch, R = a->resolution, h = R / factor, T = a->context_tokens, C = cfg.in_channels;
     int64_t N = (h / cfg.patch_size) * (h / cfg.patch_size);
-    sq_arena arena;
-    if (sq_arena_init(&arena, dev, a->arena_mb << 20) != SQ_OK) { sd_mmdit_free(&m); return SQ_FAIL; }
-    sq_tensor x0, noise, ctx, pooled;
-    if (sq_tensor_alloc(&x0, dt, dev, 4, (int64_t[]){B, 16, h, h}) || sq_tensor_alloc(&noise, dt, dev, 4, (int64_t[]){B, 16, h, h}) ||
+    if (h / cfg.patch_size > cfg.pos_embed_max_size) {
+        sd_mmdit_free(&m);
+        return sq_errorf("--resolution %lld is too large for this transformer: %lld patches per side, its position "
+                         "table has %d", (long long)R, (long long)(h / cfg.patch_size), cfg.pos_embed_max_size);
+    }
+    int rc = SQ_FAIL, n = a->steps;
+    sq_arena arena = {0};
+    sq_tensor x0 = {0}, noise = {0}, ctx = {0}, pooled = {0};
+    sd_flow_batch fb = {0};
+    bool fb_ok = false;
+    float *sigmas = malloc((size_t)B * sizeof(float));
+    int nl = sd_mmdit_qlayers(&m, NULL, 0);
+    sd_mmdit_qlayer *ls = calloc((size_t)nl + 1, sizeof *ls);
+    sq_tensor **sp = calloc((size_t)nl + 1, sizeof *sp);
+    uint64_t *bases = calloc((size_t)nl + 1, sizeof *bases);
+    double *tf = calloc((size_t)n, sizeof(double)), *tq = calloc((size_t)n, sizeof(double));
+    if (!sigmas || !ls || !sp || !bases || !tf || !tq) { sq_errorf("out of host memory"); goto done; }
+    if (sq_arena_init(&arena, dev, a->arena_mb << 20) != SQ_OK) goto done;
+    if (sq_tensor_alloc(&x0, dt, dev, 4, (int64_t[]){B, C, h, h}) || sq_tensor_alloc(&noise, dt, dev, 4, (int64_t[]){B, C, h, h}) ||
         sq_tensor_alloc(&ctx, dt, dev, 3, (int64_t[]){B, T, cfg.joint_attention_dim}) ||
         sq_tensor_alloc(&pooled, dt, dev, 2, (int64_t[]){B, cfg.pooled_projection_dim}))
-        return SQ_FAIL;
+        goto done;
     fill_random(&x0, 1); fill_random(&noise, 2); fill_random(&ctx, 3); fill_random(&pooled, 4);
-    float *sigmas = malloc((size_t)B * sizeof(float));
     for (int64_t b = 0; b < B; b++) sigmas[b] = 0.3f + 0.4f * (float)b / (float)(B > 1 ? B - 1 : 1);
-    sd_flow_batch fb;
-    if (sd_flow_batch_init(&fb, &m, &arena, &x0, &noise, sigmas, &ctx, &pooled) != SQ_OK) return SQ_FAIL;
-    // QZO parameters
-    int nl = sd_mmdit_qlayers(&m, NULL, 0);
-    sd_mmdit_qlayer *ls = calloc((size_t)nl, sizeof *ls);
+    if (sd_flow_batch_init(&fb, &m, &arena, &x0, &noise, sigmas, &ctx, &pooled) != SQ_OK) goto done;
+    fb_ok = true;
+    // QZO parameters: the scales of every int4 layer
     sd_mmdit_qlayers(&m, ls, nl);
-    sq_tensor **sp = calloc((size_t)nl, sizeof *sp);
-    uint64_t *bases = calloc((size_t)nl, sizeof *bases);
     int nq = 0;
     for (int i = 0; i < nl; i++)
         if (sq_linear_quantized(ls[i].linear)) { sp[nq] = &ls[i].linear->scales; bases[nq++] = ls[i].linear->index_base; }
+    if (nq == 0) { sq_errorf("bench: the model has no int4 layer for a QZO step"); goto done; }
     sq_qzo_params params = {.scales = sp, .index_base = bases, .count = nq};
     sq_qzo_config qc;
     sq_qzo_config_defaults(&qc);
     sq_qzo_state qs;
     sq_qzo_state_init(&qs);
+    if (time_runs(dev, a->warmup, n, false, &fb, &qc, &qs, &params, tf) != SQ_OK) goto done;
+    if (time_runs(dev, a->warmup, n, true, &fb, &qc, &qs, &params, tq) != SQ_OK) goto done;
 
-    int n = a->steps;
-    double *tf = calloc((size_t)n, sizeof(double)), *tq = calloc((size_t)n, sizeof(double));
-    double loss;
-    for (int i = 0; i < a->warmup + n; i++) {
-        sq_device_synchronize(dev);
-        double s = sq_time_now();
-        if (sd_flow_loss(&fb, NULL, &loss) != SQ_OK) return SQ_FAIL;   // forward + loss (syncs)
-        double e = sq_time_now();
-        if (i >= a->warmup) tf[i - a->warmup] = e - s;
-    }
-    for (int i = 0; i < a->warmup + n; i++) {
-        sq_device_synchronize(dev);
-        double s = sq_time_now();
-        if (sq_qzo_step(&qc, &qs, &params, sd_flow_loss, &fb, NULL) != SQ_OK) return SQ_FAIL;
-        sq_device_synchronize(dev);
-        double e = sq_time_now();
-        if (i >= a->warmup) tq[i - a->warmup] = e - s;
-    }
     stats sf = summarise(tf, n), sq = summarise(tq, n);
     double flops = mmdit_flops(&cfg, B, N, T);
     double peak = used_gib(dev);
-    printf("mmdit %s %lldx%lld batch %lld (%lld image + %lld text tokens), %.1f TFLOP per forward\n", a->config,
+    const char *cname = synthetic(a) ? a->config : "weights";
+    printf("mmdit %s %lldx%lld batch %lld (%lld image + %lld text tokens), %.1f TFLOP per forward\n", cname,
            (long long)R, (long long)R, (long long)B, (long long)N, (long long)T, flops / 1e12);
-    printf("  forward:  median %8.1f ms  min %8.1f  max %8.1f  -> %6.1f TFLOP/s\n", sf.median * 1e3, sf.min * 1e3,
-           sf.max * 1e3, flops / sf.median / 1e12);
+    printf("  forward:  median %8.1f ms  min %8.1f  max %8.1f  -> %6.1f TFLOP/s\n", sf.median, sf.min, sf.max,
+           flops / (sf.median * 1e-3) / 1e12);
     printf("  QZO step: median %8.1f ms  min %8.1f  max %8.1f  -> %6.1f TFLOP/s (2 forwards + update)\n",
-           sq.median * 1e3, sq.min * 1e3, sq.max * 1e3, 2 * flops / sq.median / 1e12);
+           sq.median, sq.min, sq.max, 2 * flops / (sq.median * 1e-3) / 1e12);
     printf("  memory: scratch arena high-water %.2f GiB; device in use %.2f GiB (weights %.2f GiB)\n",
            arena.high_water / 1073741824.0, peak, weights_gib);
-    if (json)
-        fprintf(json, "  \"mmdit\": {\"config\": \"%s\", \"resolution\": %lld, \"batch\": %lld, \"group\": %d, "
-                      "\"tflop_per_forward\": %.3f, \"forward_ms\": {\"median\": %.3f, \"min\": %.3f, \"max\": %.3f}, "
-                      "\"qzo_step_ms\": {\"median\": %.3f, \"min\": %.3f, \"max\": %.3f}, \"arena_high_water_gib\": %.3f, "
+    if (json) {
+        fprintf(json, "  \"mmdit\": {\"config\": \"%s\", \"weights\": ", cname);
+        json_string(json, a->weights);
+        fprintf(json, ", \"hidden\": %d, \"layers\": %d, \"heads\": %d, \"resolution\": %lld, \"batch\": %lld, \"group\": %d, "
+                      "\"tflop_per_forward\": %.6g, \"forward_ms\": {\"median\": %.6g, \"min\": %.6g, \"max\": %.6g}, "
+                      "\"qzo_step_ms\": {\"median\": %.6g, \"min\": %.6g, \"max\": %.6g}, \"arena_high_water_gib\": %.3f, "
                       "\"device_used_gib\": %.3f, \"weights_gib\": %.3f, \"trainable_scales\": %lld},\n",
-                a->config, (long long)R, (long long)B, a->group, flops / 1e12, sf.median * 1e3, sf.min * 1e3,
-                sf.max * 1e3, sq.median * 1e3, sq.min * 1e3, sq.max * 1e3, arena.high_water / 1073741824.0, peak,
-                weights_gib, (long long)scales);
+                cfg.hidden, cfg.num_layers, cfg.num_heads, (long long)R, (long long)B, group, flops / 1e12, sf.median,
+                sf.min, sf.max, sq.median, sq.min, sq.max, arena.high_water / 1073741824.0, peak, weights_gib,
+                (long long)scales);
+    }
+    rc = SQ_OK;
+done:
     free(tf); free(tq); free(sigmas); free(ls); free(sp); free(bases);
-    sd_flow_batch_free(&fb);
+    if (fb_ok) sd_flow_batch_free(&fb);
     sq_tensor_free(&x0); sq_tensor_free(&noise); sq_tensor_free(&ctx); sq_tensor_free(&pooled);
-    sq_arena_free(&arena);
+    if (arena.base) sq_arena_free(&arena);
     sd_mmdit_free(&m);
-    return SQ_OK;
+    return rc;
 }
 
 static int bench_vae(const bench_args *a, sq_device dev, FILE *json) {
-    sd_vae_config cfg;
-    sd_vae_config_sd3(&cfg);
     sq_dtype dt = SQ_F32;   // the frozen VAE runs in f32 (bf16 costs ~2-3% error for no training benefit)
     sd_vae v;
-    if (sd_vae_init_synthetic(&v, &cfg, dev, dt, 99) != SQ_OK) return sq_error_context("bench: building the VAE");
-    int64_t B = a->batch, R = a->resolution;
-    sq_arena arena;
-    if (sq_arena_init(&arena, dev, a->arena_mb << 20) != SQ_OK) { sd_vae_free(&v); return SQ_FAIL; }
-    sq_tensor img, lat;
-    if (sq_tensor_alloc(&img, dt, dev, 4, (int64_t[]){B, 3, R, R}) ||
-        sq_tensor_alloc(&lat, dt, dev, 4, (int64_t[]){B, 16, R / 8, R / 8}))
-        return SQ_FAIL;
-    fill_random(&img, 5);
-    int n = a->steps;
+    char vdir[4200];
+    vae_dir(a, vdir, sizeof vdir);
+    if (vdir[0]) {
+        if (sd_vae_load(&v, vdir, dev, dt) != SQ_OK) return sq_error_context("bench: loading the VAE");
+    } else {
+        sd_vae_config cfg;
+        sd_vae_config_sd3(&cfg);
+        if (sd_vae_init_synthetic(&v, &cfg, dev, dt, 99) != SQ_OK) return sq_error_context("bench: building the VAE");
+    }
+    int64_t B = a->batch, R = a->resolution, f = sd_vae_factor(&v.cfg), C = v.cfg.latent_channels;
+    int rc = SQ_FAIL, n = a->steps;
+    sq_arena arena = {0};
+    sq_tensor img = {0}, lat = {0};
     double *te = calloc((size_t)n, sizeof(double)), *td = calloc((size_t)n, sizeof(double));
+    if (!te || !td) { sq_errorf("out of host memory"); goto done; }
+    if (sq_arena_init(&arena, dev, a->arena_mb << 20) != SQ_OK) goto done;
+    if (sq_tensor_alloc(&img, dt, dev, 4, (int64_t[]){B, 3, R, R}) || sq_tensor_alloc(&lat, dt, dev, 4, (int64_t[]){B, C, R / f, R / f}))
+        goto done;
+    fill_random(&img, 5);
     for (int i = 0; i < a->warmup + n; i++) {
+        sq_timer t;
         sq_device_synchronize(dev);
-        double s = sq_time_now();
-        if (sd_vae_encode(&v, &arena, &img, &lat) != SQ_OK) return SQ_FAIL;
-        sq_device_synchronize(dev);
-        double m = sq_time_now();
-        if (sd_vae_decode(&v, &arena, &lat, &img) != SQ_OK) return SQ_FAIL;
-        sq_device_synchronize(dev);
-        double e = sq_time_now();
-        if (i >= a->warmup) { te[i - a->warmup] = m - s; td[i - a->warmup] = e - m; }
+        if (sq_timer_start(&t, dev) != SQ_OK) goto done;
+        int r = sd_vae_encode(&v, &arena, &img, &lat);
+        double e = sq_timer_stop(&t);
+        if (r != SQ_OK) goto done;
+        if (e < 0 || sq_timer_start(&t, dev) != SQ_OK) goto done;
+        r = sd_vae_decode(&v, &arena, &lat, &img);
+        double d = sq_timer_stop(&t);
+        if (r != SQ_OK || d < 0) goto done;
+        if (i >= a->warmup) { te[i - a->warmup] = e; td[i - a->warmup] = d; }
     }
     stats se = summarise(te, n), sd = summarise(td, n);
-    printf("vae SD3 %lldx%lld batch %lld: encode median %.1f ms (min %.1f), decode median %.1f ms (min %.1f); "
-           "scratch high-water %.2f GiB, device in use %.2f GiB\n", (long long)R, (long long)R, (long long)B,
-           se.median * 1e3, se.min * 1e3, sd.median * 1e3, sd.min * 1e3, arena.high_water / 1073741824.0, used_gib(dev));
+    printf("vae %s %lldx%lld batch %lld: encode median %.1f ms (min %.1f), decode median %.1f ms (min %.1f); "
+           "scratch high-water %.2f GiB, device in use %.2f GiB\n", vdir[0] ? vdir : "SD3 synthetic", (long long)R, (long long)R,
+           (long long)B, se.median, se.min, sd.median, sd.min, arena.high_water / 1073741824.0, used_gib(dev));
     if (json)
-        fprintf(json, "  \"vae\": {\"resolution\": %lld, \"batch\": %lld, \"encode_ms\": %.3f, \"decode_ms\": %.3f, "
-                      "\"arena_high_water_gib\": %.3f},\n", (long long)R, (long long)B, se.median * 1e3, sd.median * 1e3,
-                arena.high_water / 1073741824.0);
+        fprintf(json, "  \"vae\": {\"weights\": \"%s\", \"resolution\": %lld, \"batch\": %lld, \"encode_ms\": %.6g, "
+                      "\"decode_ms\": %.6g, \"arena_high_water_gib\": %.3f},\n", vdir[0] ? "pipeline" : "synthetic",
+                (long long)R, (long long)B, se.median, sd.median, arena.high_water / 1073741824.0);
+    rc = SQ_OK;
+done:
     free(te); free(td);
     sq_tensor_free(&img); sq_tensor_free(&lat);
-    sq_arena_free(&arena);
+    if (arena.base) sq_arena_free(&arena);
     sd_vae_free(&v);
-    return SQ_OK;
+    return rc;
 }
 
 int sq_cmd_bench(int argc, char **argv) {
     bench_args a = {.config = "large", .what = "all", .device = "auto", .resolution = 1024, .batch = 1, .steps = 5,
-                    .warmup = 2, .group = 64, .context_tokens = 333, .arena_mb = 16384};
+                    .warmup = 2, .group = 64, .context_tokens = 333, .arena_mb = 16384,
+                    .weights = "synthetic"};
+    bool config_given = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { usage(stdout); return SQ_OK; }
         if (i + 1 >= argc) return sq_errorf("option %s needs a value (see sd-qzo bench --help)", argv[i]);
         const char *o = argv[i], *v = argv[++i];
-        if (!strcmp(o, "--config")) a.config = v;
+        if (!strcmp(o, "--config")) { a.config = v; config_given = true; }
+        else if (!strcmp(o, "--weights")) a.weights = v;
         else if (!strcmp(o, "--what")) a.what = v;
         else if (!strcmp(o, "--device")) a.device = v;
         else if (!strcmp(o, "--json")) a.json = v;
@@ -230,6 +335,9 @@ int sq_cmd_bench(int argc, char **argv) {
     if (a.resolution < 64 || a.resolution % 64) return sq_errorf("--resolution must be a multiple of 64");
     if (a.batch < 1 || a.steps < 1 || a.warmup < 0) return sq_errorf("--batch and --steps must be >= 1");
     if (a.group != 32 && a.group != 64 && a.group != 128) return sq_errorf("--group-size must be 32, 64 or 128");
+    if (!a.weights[0]) return sq_errorf("--weights must be synthetic or a path, not empty");
+    if (config_given && !synthetic(&a))
+        sq_log_warn("--config %s is ignored: the model's config comes from --weights %s", a.config, a.weights);
     sq_device dev;
     if (sq_backend_init(a.device, &dev) != SQ_OK) return SQ_FAIL;
     char gpu[256] = "cpu";
@@ -237,7 +345,7 @@ int sq_cmd_bench(int argc, char **argv) {
     printf("sd-qzo bench on %s\n", gpu);
     FILE *json = a.json ? fopen(a.json, "w") : NULL;
     if (a.json && !json) return sq_error_errno("%s: cannot create", a.json);
-    if (json) fprintf(json, "{\n  \"device\": \"%s\",\n", gpu);
+    if (json) fprintf(json, "{\n  \"device\": \"%s\",\n  \"timer\": \"%s\",\n", gpu, sq_timer_kind(dev));
     int rc = SQ_OK;
     if (!strcmp(a.what, "mmdit") || !strcmp(a.what, "all")) rc = bench_mmdit(&a, dev, json);
     if (rc == SQ_OK && (!strcmp(a.what, "vae") || !strcmp(a.what, "all"))) rc = bench_vae(&a, dev, json);

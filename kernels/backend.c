@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/progress.h"
 
 #ifdef SQ_HAVE_CUDA
 int sq_cuda_device_count_impl(void);
@@ -21,6 +22,8 @@ int sq_cuda_init_impl(void);
 bool sq_cuda_compiled(void) { return true; }
 int sq_cuda_device_count(void) { return sq_cuda_device_count_impl(); }
 void sq_cuda_describe(char *buf, int size) { sq_cuda_describe_impl(buf, size); }
+int sq_cuda_timer_start_impl(void **ev_start, void **ev_stop);
+int sq_cuda_timer_stop_impl(void *ev_start, void *ev_stop, float *ms);
 #else
 void sq_device_synchronize(sq_device device) { (void)device; }
 int sq_cuda_mem_info(size_t *f, size_t *t) { *f = *t = 0; return sq_errorf("this build has no CUDA backend"); }
@@ -47,4 +50,27 @@ int sq_backend_init(const char *request, sq_device *out) {
     if (*out == SQ_CUDA && sq_cuda_init_impl() != SQ_OK) return SQ_FAIL;
 #endif
     return SQ_OK;
+}
+
+const char *sq_timer_kind(sq_device device) { return device == SQ_CUDA ? "cuda_events" : "wall"; }
+
+int sq_timer_start(sq_timer *t, sq_device device) {
+    *t = (sq_timer){.device = device};
+#ifdef SQ_HAVE_CUDA
+    if (device == SQ_CUDA) return sq_cuda_timer_start_impl(&t->ev_start, &t->ev_stop);
+#endif
+    t->start_s = sq_time_now();
+    return SQ_OK;
+}
+
+double sq_timer_stop(sq_timer *t) {
+#ifdef SQ_HAVE_CUDA
+    if (t->device == SQ_CUDA) {
+        float ms = 0;
+        int rc = sq_cuda_timer_stop_impl(t->ev_start, t->ev_stop, &ms);
+        t->ev_start = t->ev_stop = NULL;
+        return rc == SQ_OK ? (double)ms : -1.0;
+    }
+#endif
+    return (sq_time_now() - t->start_s) * 1e3;
 }

@@ -31,6 +31,22 @@ int sq_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
 void *sq_host_pinned_alloc(size_t bytes);
 void sq_host_pinned_free(void *ptr);
 
+// Times one region of queued device work (sd-qzo bench). On CUDA: two events on the
+// default stream, where all of sd-qzo's kernels run, so the figure is the GPU's time
+// for the region without host timing noise; elsewhere the host monotonic clock.
+//   sq_timer t; sq_timer_start(&t, dev); ...work...; double ms = sq_timer_stop(&t);
+// sq_timer_stop waits for the region's work and releases the events; it returns
+// milliseconds, or a negative value with the message set when a CUDA call failed.
+typedef struct {
+    sq_device device;
+    double start_s;            // host clock (CPU device)
+    void *ev_start, *ev_stop;  // cudaEvent_t (CUDA device)
+} sq_timer;
+int sq_timer_start(sq_timer *t, sq_device device);
+double sq_timer_stop(sq_timer *t);
+// "cuda_events" or "wall": what sq_timer measures with on this device.
+const char *sq_timer_kind(sq_device device);
+
 #ifdef __cplusplus
 }
 #endif

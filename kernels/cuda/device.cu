@@ -77,3 +77,33 @@ extern "C" int sq_cuda_mem_info_impl(size_t *free_bytes, size_t *total_bytes) {
     SQ_CUDA_TRY(cudaMemGetInfo(free_bytes, total_bytes));
     return SQ_OK;
 }
+
+// sq_timer (kernels/backend.h): events on the default (legacy) stream, which every
+// sd-qzo kernel, cuBLAS and cuDNN call uses. On failure nothing is left allocated.
+extern "C" int sq_cuda_timer_start_impl(void **ev_start, void **ev_stop) {
+    cudaEvent_t a = NULL, b = NULL;
+    *ev_start = *ev_stop = NULL;
+    SQ_CUDA_TRY(cudaEventCreate(&a));
+    cudaError_t e = cudaEventCreate(&b);
+    if (e == cudaSuccess) e = cudaEventRecord(a, 0);
+    if (e != cudaSuccess) {
+        if (b) cudaEventDestroy(b);   // best effort: the first error is the one reported
+        cudaEventDestroy(a);
+        return sq_errorf("CUDA error %s at %s:%d starting a timer", cudaGetErrorString(e), __FILE__, __LINE__);
+    }
+    *ev_start = (void *)a;
+    *ev_stop = (void *)b;
+    return SQ_OK;
+}
+
+extern "C" int sq_cuda_timer_stop_impl(void *ev_start, void *ev_stop, float *ms) {
+    cudaEvent_t a = (cudaEvent_t)ev_start, b = (cudaEvent_t)ev_stop;
+    cudaError_t e = cudaEventRecord(b, 0);
+    if (e == cudaSuccess) e = cudaEventSynchronize(b);
+    if (e == cudaSuccess) e = cudaEventElapsedTime(ms, a, b);
+    cudaError_t d1 = cudaEventDestroy(a), d2 = cudaEventDestroy(b);
+    if (e == cudaSuccess) e = d1 != cudaSuccess ? d1 : d2;
+    if (e != cudaSuccess)
+        return sq_errorf("CUDA error %s at %s:%d stopping a timer", cudaGetErrorString(e), __FILE__, __LINE__);
+    return SQ_OK;
+}
