@@ -180,7 +180,12 @@ static int bench_mmdit(const bench_args *a, sq_device dev, FILE *json) {
     char vdir[4200];
     vae_dir(a, vdir, sizeof vdir);
     sd_vae_config vc;
-    if (vdir[0] && sd_vae_config_load(&vc, vdir) == SQ_OK) factor = sd_vae_factor(&vc);
+    if (vdir[0]) {
+        char vcfg[4300];
+        snprintf(vcfg, sizeof vcfg, "%s/config.json", vdir);
+        if (sd_vae_config_load(&vc, vcfg) != SQ_OK) { sd_mmdit_free(&m); return sq_error_context("bench"); }
+        factor = sd_vae_factor(&vc);
+    }
     int64_t B = a->batch, R = a->resolution, h = R / factor, T = a->context_tokens, C = cfg.in_channels;
     int64_t N = (h / cfg.patch_size) * (h / cfg.patch_size);
     if (h / cfg.patch_size > cfg.pos_embed_max_size) {
