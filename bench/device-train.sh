@@ -37,9 +37,9 @@ if st:
 PY
     cp /tmp/train-$name.log "$out/train-$name.log"
 }
+# defaults (--low-vram: text-encoder blocks streamed from host memory)
 run large-1024 synthetic:large 1024 4
-run medium-512 synthetic:medium 512 6
 run large-512 synthetic:large 512 4
-# --low-vram: text-encoder blocks streamed from host memory
-run large-1024-lowvram synthetic:large 1024 4 --low-vram
-run medium-512-lowvram synthetic:medium 512 6 --low-vram
+run medium-512 synthetic:medium 512 6
+# the encoders resident on the GPU instead
+run large-1024-resident synthetic:large 1024 4 --no-low-vram
