@@ -7,31 +7,23 @@
 #include <sys/stat.h>
 
 #include "core/error.h"
+#include "core/path.h"
 #include "core/sha256.h"
-
-static bool is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-static bool is_file(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
 
 int sq_base_open(const char *model, sq_base_model *b, sq_safetensors **out) {
     memset(b, 0, sizeof *b);
     *out = NULL;
-    if (is_dir(model)) {
+    if (sq_is_dir(model)) {
         char p[4200];
         snprintf(p, sizeof p, "%s/transformer", model);
-        const char *dir = is_dir(p) ? p : model;
+        const char *dir = sq_is_dir(p) ? p : model;
         if ((size_t)snprintf(b->weights, sizeof b->weights, "%s", dir) >= sizeof b->weights ||
             (size_t)snprintf(b->config, sizeof b->config, "%s/config.json", dir) >= sizeof b->config)
             return sq_errorf("%s: path too long", dir);
-        if (!is_file(b->config)) return sq_errorf("%s: no config.json (expected a diffusers SD3 transformer directory)", dir);
+        if (!sq_is_file(b->config)) return sq_errorf("%s: no config.json (expected a diffusers SD3 transformer directory)", dir);
         return sq_st_open(out, b->weights);
     }
-    if (!is_file(model)) return sq_errorf("%s: no such file or directory", model);
+    if (!sq_is_file(model)) return sq_errorf("%s: no such file or directory", model);
     if ((size_t)snprintf(b->weights, sizeof b->weights, "%s", model) >= sizeof b->weights) return sq_errorf("%s: path too long", model);
     if (sq_st_open(out, model) != SQ_OK) return SQ_FAIL;
     const char *fmt = sq_st_metadata(*out, "sd_qzo.format");

@@ -10,6 +10,7 @@
 #include "app/commands.h"
 #include "core/config.h"
 #include "core/error.h"
+#include "core/path.h"
 #include "core/safetensors.h"
 #include "mmdit/config.h"
 
@@ -18,11 +19,6 @@ static void usage(FILE *f) {
                "  PATH   a .safetensors file, a *.safetensors.index.json, a folder of safetensors\n"
                "         (diffusers component such as transformer/), or a diffusers pipeline folder\n"
                "         (with model_index.json)\n");
-}
-
-static bool is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 static void print_shape(const sq_st_entry *e) {
@@ -95,7 +91,7 @@ static int list_one(const char *path, const char *title, int64_t *total_params, 
         for (int i = 0; i < sq_st_metadata_count(st); i++) printf(" %s", sq_st_metadata_key(st, i));
         printf("\n");
     }
-    if (is_dir(path)) print_config(path);
+    if (sq_is_dir(path)) print_config(path);
     *total_params += params;
     *total_bytes += bytes;
     sq_st_close(st);
@@ -113,7 +109,7 @@ int sq_cmd_info(int argc, char **argv) {
     char index[4200];
     snprintf(index, sizeof index, "%s/model_index.json", path);
     struct stat st;
-    if (is_dir(path) && stat(index, &st) == 0) {
+    if (sq_is_dir(path) && stat(index, &st) == 0) {
         // a pipeline: every component folder that holds safetensors
         sq_config *mi;
         if (sq_config_load(&mi, index) != SQ_OK) return SQ_FAIL;
@@ -123,7 +119,7 @@ int sq_cmd_info(int argc, char **argv) {
             if (!cJSON_IsArray(it) || it->string[0] == '_') continue;
             char sub[4400];
             snprintf(sub, sizeof sub, "%s/%s", path, it->string);
-            if (!is_dir(sub)) continue;
+            if (!sq_is_dir(sub)) continue;
             sq_safetensors *probe;
             if (sq_st_open(&probe, sub) != SQ_OK) continue;   // tokenizers, schedulers: nothing to list
             sq_st_close(probe);

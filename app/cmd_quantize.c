@@ -14,6 +14,7 @@
 #include "app/quantize_rules.h"
 #include "core/config.h"
 #include "core/error.h"
+#include "core/path.h"
 #include "core/log.h"
 #include "core/progress.h"
 #include "core/safetensors.h"
@@ -27,28 +28,19 @@ static void usage(FILE *f) {
                "  --group-size   input features per scale: 32, 64 (default) or 128\n");
 }
 
-static bool is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-static bool is_file(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
-
 // Finds the transformer weights and its config.json (NULL config for a single file).
 static int resolve_model(const char *model, char *weights, size_t wsize, char *config, size_t csize) {
     config[0] = 0;
-    if (is_dir(model)) {
+    if (sq_is_dir(model)) {
         char p[4096];
         snprintf(p, sizeof p, "%s/transformer", model);
-        const char *dir = is_dir(p) ? p : model;
+        const char *dir = sq_is_dir(p) ? p : model;
         snprintf(weights, wsize, "%s", dir);
         if ((size_t)snprintf(config, csize, "%.4000s/config.json", dir) >= csize) return sq_errorf("%s: path too long", dir);
-        if (!is_file(config)) return sq_errorf("%s: no config.json (expected a diffusers SD3 transformer directory)", dir);
+        if (!sq_is_file(config)) return sq_errorf("%s: no config.json (expected a diffusers SD3 transformer directory)", dir);
         return SQ_OK;
     }
-    if (!is_file(model)) return sq_errorf("%s: no such file or directory", model);
+    if (!sq_is_file(model)) return sq_errorf("%s: no such file or directory", model);
     snprintf(weights, wsize, "%s", model);
     return SQ_OK;
 }

@@ -17,6 +17,7 @@
 #include "app/model_setup.h"
 #include "core/config.h"
 #include "core/error.h"
+#include "core/path.h"
 #include "core/log.h"
 #include "core/progress.h"
 #include "core/safetensors.h"
@@ -61,25 +62,6 @@ static void usage(FILE *f) {
             "  --max-sequence-length N  T5 tokens (default 256)\n"
             "  --arena-mb N           scratch memory (default: estimated from the sizes)\n\n"
             "A model whose folder name contains \"turbo\" (SD3.5 Large Turbo) defaults to 4 steps, guidance 0.\n");
-}
-
-static bool is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-static int mkdir_p(const char *path) {
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return sq_errorf("%s: path too long", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return sq_error_errno("%s: cannot create", buf);
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return sq_error_errno("%s: cannot create", buf);
-    if (!is_dir(buf)) return sq_errorf("%s: exists and is not a folder", buf);
-    return SQ_OK;
 }
 
 // The last path component without trailing slashes ("models/sd3.5_large/" -> "sd3.5_large").
@@ -309,7 +291,7 @@ int sq_cmd_sample(int argc, char **argv) {
     sd_vae_config vc;
     char vae_dir[4200];
     snprintf(vae_dir, sizeof vae_dir, "%.4000s/vae/config.json", a.model);
-    if (!is_dir(a.model)) {
+    if (!sq_is_dir(a.model)) {
         sq_errorf("--model %s: not a folder (expected an SD3/SD3.5 diffusers pipeline folder)", a.model);
         goto done;
     }
@@ -328,7 +310,7 @@ int sq_cmd_sample(int argc, char **argv) {
     latents = sq_malloc(sizeof(float) * (size_t)(total * n_lat));
     if (!latents) goto done;
     if (a.latents && read_latents(a.latents, total, B, C, h, w, latents) != SQ_OK) goto done;
-    if (mkdir_p(a.out) != SQ_OK) goto done;
+    if (sq_mkdirs(a.out) != SQ_OK) goto done;
 
     // 1. text encoders: encode everything, then free them
     const bool cfg_on = a.cfg > 1.0f;   // as diffusers: guidance <= 1 runs the conditional branch only

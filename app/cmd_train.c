@@ -20,6 +20,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/path.h"
 #include "core/safetensors.h"
 #include "kernels/backend.h"
 #include "kernels/ops.h"
@@ -33,27 +34,9 @@ static void on_signal(int sig) {
     stop_requested = 1;
 }
 
-static int mkdir_p(const char *path) {
-    char buf[1100];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return sq_error_errno("cannot create %s", buf);
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return sq_error_errno("cannot create %s", buf);
-    return SQ_OK;
-}
-
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
     (void)st; (void)flag; (void)ftw;
     return remove(path);
-}
-
-static bool exists(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0;
 }
 
 // The run folder: refuses to mix two different runs (a different fingerprint, or
@@ -64,7 +47,7 @@ static int check_output(const sd_trainer *t) {
     snprintf(run_json, sizeof run_json, "%s/run.json", o->output);
     snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", o->output);
     sd_train_options_fingerprint(o, fp);
-    if (exists(run_json) && !o->overwrite) {
+    if (sq_is_file(run_json) && !o->overwrite) {
         sq_config *c;
         if (sq_config_load(&c, run_json) != SQ_OK) return sq_error_context("--output holds an unreadable run.json");
         const char *old = sq_config_string_or(c, "fingerprint", "");
@@ -72,7 +55,7 @@ static int check_output(const sd_trainer *t) {
         sq_config_free(c);
         if (!o->resume[0])
             return sq_errorf("%s already holds a training run%s; continue it with --resume %s, or pass --overwrite to start "
-                             "afresh there", o->output, exists(ckpt) ? " (with a checkpoint)" : "", ckpt);
+                             "afresh there", o->output, sq_is_file(ckpt) ? " (with a checkpoint)" : "", ckpt);
         if (!same)
             return sq_errorf("--resume: the settings differ from the run in %s (see its run.json); a resumed run must use "
                              "the same data, model and optimiser settings", o->output);
@@ -87,7 +70,7 @@ static int write_run_json(const sd_trainer *t) {
     char run_json[1100], fp[65];
     snprintf(run_json, sizeof run_json, "%s/run.json", o->output);
     sd_train_options_fingerprint(o, fp);
-    if (mkdir_p(o->output) != SQ_OK) return SQ_FAIL;
+    if (sq_mkdirs(o->output) != SQ_OK) return SQ_FAIL;
     char *settings = sd_train_options_json(o);
     cJSON *root = settings ? cJSON_Parse(settings) : NULL;
     free(settings);

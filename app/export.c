@@ -15,6 +15,7 @@
 
 #include "app/export_plan.h"
 #include "core/error.h"
+#include "core/path.h"
 #include "core/progress.h"
 #include "core/safetensors.h"
 
@@ -45,22 +46,6 @@ static int64_t out_bytes(const exporter *x, const sq_export_tensor *t) {
 
 static int join_path(char *out, size_t size, const char *dir, const char *name) {
     if ((size_t)snprintf(out, size, "%s/%s", dir, name) >= size) return sq_errorf("%s: path too long", dir);
-    return SQ_OK;
-}
-
-static int mkdirs(const char *path) {
-    char buf[4096];
-    if ((size_t)snprintf(buf, sizeof buf, "%s", path) >= sizeof buf) return sq_errorf("%s: path too long", path);
-    for (char *c = buf + 1;; c++) {
-        if (*c != '/' && *c) continue;
-        char keep = *c;
-        *c = 0;
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return sq_error_errno("%s: cannot create directory", buf);
-        *c = keep;
-        if (!keep) break;
-    }
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return sq_errorf("%s: not a directory", path);
     return SQ_OK;
 }
 
@@ -270,7 +255,7 @@ static int prepare_out_dir(const sq_export_options *o, const sq_base_model *base
         if (!S_ISDIR(st.st_mode)) return sq_errorf("%s: exists and is not a directory", o->out_dir);
         if (!o->force && !dir_is_empty(o->out_dir))
             return sq_errorf("%s: directory is not empty (use --force to write into it)", o->out_dir);
-    } else if (mkdirs(o->out_dir) != SQ_OK) {
+    } else if (sq_mkdirs(o->out_dir) != SQ_OK) {
         return SQ_FAIL;
     }
     char out_real[PATH_MAX], base_real[PATH_MAX], t[4400];
@@ -279,7 +264,7 @@ static int prepare_out_dir(const sq_export_options *o, const sq_base_model *base
         !strcmp(out_real, base_real))
         return sq_errorf("%s: is the base model's own folder; export somewhere else", t);
     if (o->formats & SQ_EXPORT_DIFFUSERS) {
-        if (mkdirs(t) != SQ_OK) return SQ_FAIL;
+        if (sq_mkdirs(t) != SQ_OK) return SQ_FAIL;
         if (o->force && remove_old_weights(t) != SQ_OK) return SQ_FAIL;
     }
     return SQ_OK;

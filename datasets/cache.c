@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/path.h"
 #include "core/log.h"
 #include "core/safetensors.h"
 #include "core/sha256.h"
@@ -70,32 +71,10 @@ void sd_cache_key_text(sd_cache_key *key, const char *caption, const char *encod
     finish(&s, key);
 }
 
-// mkdir -p.
-static int make_dirs(const char *path) {
-    char *p = strdup(path);
-    if (!p) return sq_errorf("out of memory");
-    for (char *c = p + 1;; c++) {
-        if (*c != '/' && *c != '\0') continue;
-        char saved = *c;
-        *c = '\0';
-        if (mkdir(p, 0777) != 0 && errno != EEXIST) {
-            sq_error_errno("%s: cannot create cache folder", p);
-            free(p);
-            return SQ_FAIL;
-        }
-        *c = saved;
-        if (!saved) break;
-    }
-    free(p);
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return sq_errorf("%s: cache path is not a folder", path);
-    return SQ_OK;
-}
-
 int sd_cache_open(sd_cache **out, const char *dir) {
     *out = NULL;
     if (!dir || !*dir) return sq_errorf("no cache folder given");
-    if (make_dirs(dir)) return SQ_FAIL;
+    if (sq_mkdirs(dir)) return sq_error_context("cache");
     sd_cache *c = sq_calloc(1, sizeof(*c));
     if (!c) return SQ_FAIL;
     c->dir = strdup(dir);
@@ -166,7 +145,7 @@ int sd_cache_store(sd_cache *c, const sd_cache_key *key, const sd_cache_item *it
     char path[4096], sub[4096];
     sd_cache_entry_path(c, key, path, sizeof(path));
     snprintf(sub, sizeof(sub), "%s/%.2s", c->dir, key->hex);
-    if (make_dirs(sub)) return SQ_FAIL;
+    if (sq_mkdirs(sub)) return sq_error_context("cache");
     sq_st_tensor_desc *desc = sq_calloc((size_t)n, sizeof(*desc));
     sq_tensor *host = sq_calloc((size_t)n, sizeof(*host));   // copies of device tensors
     int rc = desc && host ? SQ_OK : SQ_FAIL;

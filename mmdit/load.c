@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "core/error.h"
+#include "core/path.h"
 #include "core/log.h"
 #include "mmdit/keymap.h"
 #include "mmdit/model.h"
@@ -273,16 +274,6 @@ int sd_mmdit_init_synthetic(sd_mmdit *m, const sd_mmdit_config *cfg, sq_device d
     return SQ_OK;
 }
 
-static bool is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-static bool is_file(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
-
 static int load_weights(loader *L, sd_mmdit *m) {
     const sd_mmdit_config *c = &m->cfg;
     int64_t D = c->hidden, p = c->patch_size;
@@ -314,11 +305,11 @@ int sd_mmdit_load(sd_mmdit *m, const char *path, sq_device device, sq_dtype dtyp
     m->dtype = dtype;
     char dir[4096], cfg_path[4200];
     loader L = {.device = device, .dtype = dtype, .origin = path};
-    if (is_dir(path)) {
+    if (sq_is_dir(path)) {
         snprintf(dir, sizeof dir, "%s/transformer", path);
-        if (!is_dir(dir)) snprintf(dir, sizeof dir, "%s", path);
+        if (!sq_is_dir(dir)) snprintf(dir, sizeof dir, "%s", path);
         snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dir);
-        if (!is_file(cfg_path)) return sq_errorf("%s: no transformer/config.json or config.json (not a diffusers SD3 folder)", path);
+        if (!sq_is_file(cfg_path)) return sq_errorf("%s: no transformer/config.json or config.json (not a diffusers SD3 folder)", path);
         if (sd_mmdit_config_load(&m->cfg, cfg_path) != SQ_OK) return SQ_FAIL;
         if (sq_st_open(&L.st, dir) != SQ_OK) return SQ_FAIL;
         L.origin = dir;

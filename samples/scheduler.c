@@ -10,24 +10,20 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "core/path.h"
 
 void sd_scheduler_default(sd_flow_scheduler *s) {
     *s = (sd_flow_scheduler){.num_train_timesteps = 1000, .shift = 3.0, .base_shift = 0.5, .max_shift = 1.15,
                              .base_image_seq_len = 256, .max_image_seq_len = 4096};
 }
 
-static bool is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 int sd_scheduler_load(sd_flow_scheduler *s, const char *path) {
     char p[4096];
     snprintf(p, sizeof p, "%s", path);
-    if (is_dir(p)) {
+    if (sq_is_dir(p)) {
         char sub[4096];
         snprintf(sub, sizeof sub, "%.4000s/scheduler", path);
-        snprintf(p, sizeof p, "%.4000s/scheduler_config.json", is_dir(sub) ? sub : path);
+        snprintf(p, sizeof p, "%.4000s/scheduler_config.json", sq_is_dir(sub) ? sub : path);
     }
     sq_config *c;
     if (sq_config_load(&c, p) != SQ_OK) return SQ_FAIL;

@@ -9,18 +9,9 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "core/path.h"
 #include "core/safetensors.h"
 #include "text_encoders/clip_encoder.h"
-
-static bool is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-static bool is_file(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
 
 static int config_from_json(sd_clip_config *c, const char *path) {
     sq_config *j;
@@ -168,16 +159,16 @@ int sd_clip_load_ex(sd_clip *m, const char *path, sd_clip_kind kind, sq_device d
     char dir[4200], cfg[4300];
     sq_safetensors *st = NULL;
     const char *origin = path;
-    if (is_dir(path)) {
+    if (sq_is_dir(path)) {
         snprintf(cfg, sizeof cfg, "%s/config.json", path);
         snprintf(dir, sizeof dir, "%s", path);
         char sub[4200];
         snprintf(sub, sizeof sub, "%s/%s", path, kind == SD_CLIP_G ? "text_encoder_2" : "text_encoder");
-        if (!is_file(cfg) && kind != SD_CLIP_AUTO && is_dir(sub)) {   // a pipeline folder: pick the component
+        if (!sq_is_file(cfg) && kind != SD_CLIP_AUTO && sq_is_dir(sub)) {   // a pipeline folder: pick the component
             snprintf(dir, sizeof dir, "%s", sub);
             snprintf(cfg, sizeof cfg, "%s/config.json", dir);
         }
-        if (!is_file(cfg)) return sq_errorf("%s: missing (CLIP text encoder config)", cfg);
+        if (!sq_is_file(cfg)) return sq_errorf("%s: missing (CLIP text encoder config)", cfg);
         if (config_from_json(&m->cfg, cfg) != SQ_OK) return SQ_FAIL;
         // the reader names the shard; say which folder it is in
         if (sq_st_open(&st, dir) != SQ_OK) return sq_error_context("%s", dir);

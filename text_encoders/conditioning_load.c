@@ -9,6 +9,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "core/path.h"
 #include "core/sha256.h"
 #include "text_encoders/conditioning.h"
 
@@ -19,16 +20,6 @@ void sd_text_options_defaults(sd_text_options *o) {
     o->use_t5 = true;
     o->t5_int8 = false;
     o->offload = false;
-}
-
-static bool is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-static bool is_file(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 static int add_file(sd_text_encoders *te, const char *path) {
@@ -54,7 +45,7 @@ static int filter(const struct dirent *d) { return d->d_name[0] != '.' && hashed
 
 // A folder's weight, config and tokenizer files in name order (a file: itself).
 static int add_path(sd_text_encoders *te, const char *path) {
-    if (!is_dir(path)) return add_file(te, path);
+    if (!sq_is_dir(path)) return add_file(te, path);
     struct dirent **list;
     int n = scandir(path, &list, filter, alphasort);
     if (n < 0) return sq_error_errno("%s: cannot list the folder", path);
@@ -62,7 +53,7 @@ static int add_path(sd_text_encoders *te, const char *path) {
     for (int i = 0; i < n; i++) {
         char p[4096];
         snprintf(p, sizeof p, "%s/%s", path, list[i]->d_name);
-        if (rc == SQ_OK && is_file(p)) rc = add_file(te, p);
+        if (rc == SQ_OK && sq_is_file(p)) rc = add_file(te, p);
         free(list[i]);
     }
     free(list);
@@ -70,7 +61,7 @@ static int add_path(sd_text_encoders *te, const char *path) {
 }
 
 static int need_dir(const char *dir, const char *what) {
-    if (!is_dir(dir)) return sq_errorf("%s: missing folder (%s)", dir, what);
+    if (!sq_is_dir(dir)) return sq_errorf("%s: missing folder (%s)", dir, what);
     return SQ_OK;
 }
 
@@ -81,7 +72,7 @@ static int joint_dim_without_t5(const char *root, int *dim) {
     *dim = SD3_JOINT_DIM;
     if (!root) return SQ_OK;
     snprintf(p, sizeof p, "%s/transformer/config.json", root);
-    if (!is_file(p)) return SQ_OK;
+    if (!sq_is_file(p)) return SQ_OK;
     sq_config *c;
     if (sq_config_load(&c, p) != SQ_OK) return SQ_FAIL;
     *dim = (int)sq_config_int_or(c, "joint_attention_dim", SD3_JOINT_DIM);
@@ -133,7 +124,7 @@ int sd_text_encoders_load(sd_text_encoders *te, const char *model, sq_device dev
                           const sd_text_options *opt) {
     start(te, device, dtype, opt);
     char p[4200];
-    if (!is_dir(model)) return sq_errorf("%s: not a diffusers pipeline folder", model);
+    if (!sq_is_dir(model)) return sq_errorf("%s: not a diffusers pipeline folder", model);
     snprintf(p, sizeof p, "%s/text_encoder", model);
     if (need_dir(p, "CLIP-L text encoder") || sd_clip_load_ex(&te->clip_l, p, SD_CLIP_L, device, dtype, te->opt.offload) || add_path(te, p))
         return fail(te);

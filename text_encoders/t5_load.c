@@ -11,6 +11,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "core/path.h"
 #include "core/safetensors.h"
 #include "kernels/int8.h"
 #include "text_encoders/t5_encoder.h"
@@ -23,16 +24,6 @@ typedef struct {
     sq_dtype dtype;
     bool int8;
 } loader;
-
-static bool is_dir(const char *p) {
-    struct stat s;
-    return stat(p, &s) == 0 && S_ISDIR(s.st_mode);
-}
-
-static bool is_file(const char *p) {
-    struct stat s;
-    return stat(p, &s) == 0 && S_ISREG(s.st_mode);
-}
 
 static const char *shape_str(char *buf, size_t size, int ndim, const int64_t *shape) {
     snprintf(buf, size, "[");
@@ -257,11 +248,11 @@ int sd_t5_load_ex(sd_t5 *m, const char *path, sq_device device, sq_dtype dtype, 
     loader L = {.origin = path, .device = device, .dtype = dtype, .int8 = int8};
     char dir[4096], cfg[4200];
     bool have_config = false;
-    if (is_dir(path)) {
+    if (sq_is_dir(path)) {
         snprintf(dir, sizeof dir, "%s/text_encoder_3", path);
-        if (!is_dir(dir)) snprintf(dir, sizeof dir, "%s", path);
+        if (!sq_is_dir(dir)) snprintf(dir, sizeof dir, "%s", path);
         snprintf(cfg, sizeof cfg, "%s/config.json", dir);
-        if (!is_file(cfg))
+        if (!sq_is_file(cfg))
             return sq_errorf("%s: no config.json (expected a T5 folder with config.json, a pipeline folder with "
                              "text_encoder_3/, or a single .safetensors file)", dir);
         if (config_from_json(&m->cfg, cfg) != SQ_OK) return SQ_FAIL;

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "core/error.h"
+#include "core/path.h"
 #include "core/safetensors.h"
 #include "vae/vae_internal.h"
 
@@ -248,20 +249,15 @@ int sd_vae_init_synthetic(sd_vae *v, const sd_vae_config *cfg, sq_device device,
     return SQ_OK;
 }
 
-static bool is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 int sd_vae_load(sd_vae *v, const char *path, sq_device device, sq_dtype dtype) {
     memset(v, 0, sizeof *v);
     v->device = device;
     v->dtype = dtype;
     loader L = {.device = device, .dtype = dtype, .origin = path, .prefix = ""};
     char dir[4096], cfg[4200];
-    if (is_dir(path)) {
+    if (sq_is_dir(path)) {
         snprintf(dir, sizeof dir, "%s/vae", path);
-        if (!is_dir(dir)) snprintf(dir, sizeof dir, "%s", path);
+        if (!sq_is_dir(dir)) snprintf(dir, sizeof dir, "%s", path);
         snprintf(cfg, sizeof cfg, "%s/config.json", dir);
         if (sd_vae_config_load(&v->cfg, cfg) != SQ_OK) return SQ_FAIL;
         if (sq_st_open(&L.st, dir) != SQ_OK) return SQ_FAIL;
