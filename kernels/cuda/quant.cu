@@ -10,6 +10,23 @@
 #include "kernels/quant.h"
 #include "kernels/rng.h"
 
+// The scale of group j under perturbation p: s + sign·eps·z_j, the same fmaf as the
+// CPU's, so both devices dequantise to the same bits.
+__device__ __forceinline__ float perturbed_scale(const float *scales, int64_t j, const sq_perturb &p) {
+    float s = scales[j];
+    if (p.sign != 0) s = fmaf((float)p.sign * p.eps, sq_rng_normal(p.seed, p.step, p.index_base + (uint64_t)j), s);
+    return s;
+}
+
+// One code byte (two signed 4-bit codes, low nibble first) times s, as two bf16.
+__device__ __forceinline__ void dequant_byte(uint32_t byte, float s, __nv_bfloat16 *o) {
+    int lo = (int)(byte & 0xf), hi = (int)((byte >> 4) & 0xf);
+    lo = lo >= 8 ? lo - 16 : lo;
+    hi = hi >= 8 ? hi - 16 : hi;
+    o[0] = __float2bfloat16_rn(s * (float)lo);
+    o[1] = __float2bfloat16_rn(s * (float)hi);
+}
+
 // One thread per (row, group, 8-element chunk): reads 4 code bytes, writes 8 bf16.
 __global__ void dequant_q4_kernel(__nv_bfloat16 *out, const uint8_t *codes, const float *scales, int64_t nout,
                                   int64_t k, int group, sq_perturb p) {
@@ -18,18 +35,10 @@ __global__ void dequant_q4_kernel(__nv_bfloat16 *out, const uint8_t *codes, cons
     if (t >= nout * chunks_per_row) return;
     int64_t n = t / chunks_per_row;
     int64_t col = (t % chunks_per_row) * 8;
-    int64_t j = n * (k / group) + col / group;
-    float s = scales[j];
-    if (p.sign != 0) s = fmaf((float)p.sign * p.eps, sq_rng_normal(p.seed, p.step, p.index_base + (uint64_t)j), s);
+    float s = perturbed_scale(scales, n * (k / group) + col / group, p);
     const uint8_t *c = codes + (n * k + col) / 2;
     __nv_bfloat16 *o = out + n * k + col;
-    for (int b = 0; b < 4; b++) {
-        int lo = c[b] & 0xf, hi = c[b] >> 4;
-        lo = lo >= 8 ? lo - 16 : lo;
-        hi = hi >= 8 ? hi - 16 : hi;
-        o[2 * b] = __float2bfloat16_rn(s * (float)lo);
-        o[2 * b + 1] = __float2bfloat16_rn(s * (float)hi);
-    }
+    for (int b = 0; b < 4; b++) dequant_byte(c[b], s, o + 2 * b);
 }
 
 // The wide version for K and group multiples of 32 (every SD3.5 layer): one thread
@@ -44,22 +53,14 @@ __global__ void dequant_q4_x32_kernel(__nv_bfloat16 *out, const uint8_t *codes, 
     if (t >= nout * chunks_per_row) return;
     int64_t n = t / chunks_per_row;
     int64_t col = (t % chunks_per_row) * 32;
-    int64_t j = n * (k / group) + col / group;
-    float s = scales[j];
-    if (p.sign != 0) s = fmaf((float)p.sign * p.eps, sq_rng_normal(p.seed, p.step, p.index_base + (uint64_t)j), s);
+    float s = perturbed_scale(scales, n * (k / group) + col / group, p);
     uint4 c = *(const uint4 *)(codes + (n * k + col) / 2);
     uint32_t words[4] = {c.x, c.y, c.z, c.w};
     uint4 *o = (uint4 *)(out + n * k + col);
     for (int w = 0; w < 4; w++) {
         __align__(16) __nv_bfloat16 v[8];
-        for (int b = 0; b < 4; b++) {   // little-endian: byte b of the word is code byte 4w + b
-            uint32_t byte = (words[w] >> (8 * b)) & 0xffu;
-            int lo = (int)(byte & 0xf), hi = (int)(byte >> 4);
-            lo = lo >= 8 ? lo - 16 : lo;
-            hi = hi >= 8 ? hi - 16 : hi;
-            v[2 * b] = __float2bfloat16_rn(s * (float)lo);
-            v[2 * b + 1] = __float2bfloat16_rn(s * (float)hi);
-        }
+        // little-endian: byte b of the word is code byte 4w + b
+        for (int b = 0; b < 4; b++) dequant_byte(words[w] >> (8 * b), s, v + 2 * b);
         o[w] = *(const uint4 *)v;
     }
 }
