@@ -10,8 +10,8 @@
 //   inference) → P rounded to bf16 → O = P·V.
 // One execution plan per shape is built on the shape's first call (engine configs from
 // heuristics mode A, the first that finalizes wins) and cached in a small table, with
-// every descriptor it was built from; the workspace is one device buffer that only
-// grows, on a shape's first call. If any step of building fails (an older cuDNN, an
+// every descriptor it was built from; the workspace, shared with the other cuDNN ops
+// (cudnn_context.cuh), grows on a shape's first call. If any step of building fails (an older cuDNN, an
 // unsupported head size or GPU), the shape is remembered as unsupported, one line goes
 // to stderr, and the function returns false from then on: it never aborts for that.
 // Without cuDNN in the build (SQ_HAVE_CUDNN unset) it always returns false. Not
@@ -19,6 +19,7 @@
 #include <stdio.h>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/cudnn_context.cuh"
 #include "kernels/cuda/cuda_ops.h"
 
 #ifdef SQ_HAVE_CUDNN   // check.h then includes <cudnn.h> and defines SQ_CUDNN_CHECK
@@ -53,10 +54,7 @@ struct att_plan {
 
 att_plan g_plans[PLAN_CAP];
 int g_next_evict = 0;
-cudnnHandle_t g_handle = nullptr;
-int g_state = 0;   // 0 not tried, 1 handle ready, -1 cudnnCreate failed (always fall back)
-void *g_ws = nullptr;
-size_t g_ws_bytes = 0;
+cudnnHandle_t g_handle = nullptr;   // the shared one (cudnn_context.cuh), once started
 
 // A failed build step: reported once (with the call and line, as SQ_CUDNN_CHECK would),
 // then the shape falls back. Not a panic, because "this engine does not support the
@@ -280,19 +278,10 @@ att_plan *plan_for(const att_key &key) {
     p->next_uid = UID_VIRTUAL;
     p->ok = build_plan(p);
     if (!p->ok) free_descs(p);   // the entry stays, so the shape is not tried again
-    if (p->ok && (size_t)p->ws_bytes > g_ws_bytes) {   // grow the shared workspace (a shape's first call only)
-        if (g_ws) SQ_CUDA_CHECK(cudaFree(g_ws));
-        g_ws = nullptr;
-        g_ws_bytes = 0;
-        if (cudaMalloc(&g_ws, (size_t)p->ws_bytes) != cudaSuccess) {
-            (void)cudaGetLastError();   // clear the (non-sticky) allocation error; the caller's kernels run instead
-            fprintf(stderr, "cuDNN attention: no device memory for a %lld-byte workspace; flash kernel used\n",
-                    (long long)p->ws_bytes);
-            g_ws = nullptr;
-            p->ok = false;
-        } else {
-            g_ws_bytes = (size_t)p->ws_bytes;
-        }
+    if (p->ok && !sq_cudnn_workspace_reserve((size_t)p->ws_bytes)) {   // grows on a shape's first call only
+        fprintf(stderr, "cuDNN attention: no device memory for a %lld-byte workspace; flash kernel used\n",
+                (long long)p->ws_bytes);
+        p->ok = false;
     }
     return p;
 }
@@ -302,7 +291,7 @@ bool execute(att_plan *p, void *out, const void *q, const void *k, const void *v
     ATT_TRY(p, cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack));
     int64_t uids[5] = {UID_Q, UID_K, UID_V, UID_O, UID_SCALE};
     void *ptrs[5] = {(void *)q, (void *)k, (void *)v, out, &scale};   // scale: host value, read at launch
-    void *ws = p->ws_bytes ? g_ws : nullptr;
+    void *ws = p->ws_bytes ? sq_cudnn_workspace() : nullptr;
     cudnnStatus_t st = cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 5, uids);
     if (st == CUDNN_STATUS_SUCCESS)
         st = cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 5, ptrs);
@@ -329,17 +318,8 @@ extern "C" bool cuda_attention_cudnn(void *out, const void *q, const void *k, co
     if (HS % 8 || HS > 256) return false;   // 16-byte rows: what every fused engine asks for
     if (((uintptr_t)out | (uintptr_t)q | (uintptr_t)k | (uintptr_t)v) & 15) return false;
     if (B * NH * Tq * Tk > ((int64_t)1 << 40)) return false;   // the virtual score strides stay sane
-    if (g_state == 0) {
-        cudnnStatus_t st = cudnnCreate(&g_handle);
-        if (st != CUDNN_STATUS_SUCCESS) {
-            fprintf(stderr, "cuDNN error %s at %s:%d in cudnnCreate(&g_handle); attention uses the flash kernel\n",
-                    cudnnGetErrorString(st), __FILE__, __LINE__);
-            g_state = -1;
-        } else {
-            g_state = 1;   // default stream, like every other op
-        }
-    }
-    if (g_state < 0) return false;
+    g_handle = sq_cudnn_handle("attention uses the flash kernel");
+    if (!g_handle) return false;
     att_key key = {B, Tq, Tk, NH, HS};
     att_plan *p = plan_for(key);
     if (!p->ok) return false;

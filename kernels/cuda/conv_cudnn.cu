@@ -1,9 +1,10 @@
 // kernels/cuda/conv_cudnn.cu: the fast path of cuda_conv2d through cuDNN's classic
-// API (NCHW, cross-correlation, fp32 accumulation). One handle, created on first use;
+// API (NCHW, cross-correlation, fp32 accumulation). The handle and the workspace are
+// the ones all cuDNN ops share (cudnn_context.cuh);
 // per shape the descriptors and a deterministic algorithm (from
 // cudnnGetConvolutionForwardAlgorithm_v7, non-deterministic ones rejected) are kept in
-// a small table, and the workspace is one device buffer that only grows, on a shape's
-// first call, never in the hot loop. bf16 runs with tensor-op math (conversion math
+// a small table, and the workspace grows only on a shape's first call, never in the
+// hot loop. bf16 runs with tensor-op math (conversion math
 // only if no plain tensor-op/default algorithm is found); f32 runs with FMA math, so
 // no TF32 rounding creeps into the full-precision models (the VAE). cuDNN pads
 // symmetrically only, so calls with pad_top != pad_bottom or pad_left != pad_right
@@ -14,6 +15,7 @@
 #include <stdio.h>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/cudnn_context.cuh"
 
 #ifdef SQ_HAVE_CUDNN   // check.h then includes <cudnn.h> and defines SQ_CUDNN_CHECK
 
@@ -41,10 +43,7 @@ struct conv_plan {
 enum { PLAN_CAP = 64 };
 conv_plan g_plans[PLAN_CAP];
 int g_next_evict = 0;
-cudnnHandle_t g_handle = nullptr;
-int g_state = 0;   // 0 not tried, 1 handle ready, -1 cudnnCreate failed (cuDNN unusable: always fall back)
-void *g_ws = nullptr;
-size_t g_ws_bytes = 0;
+cudnnHandle_t g_handle = nullptr;   // the shared one (cudnn_context.cuh), once started
 
 void plan_release(conv_plan *p) {
     if (!p->used) return;
@@ -117,13 +116,10 @@ conv_plan *plan_for(const conv_key &key, int64_t Ho, int64_t Wo) {
         p->ok = pick_algo(p, CUDNN_TENSOR_OP_MATH, true) || pick_algo(p, CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION, true);
     else
         p->ok = pick_algo(p, CUDNN_FMA_MATH, false);
-    if (p->ok && p->ws_bytes > g_ws_bytes) {   // grow the shared workspace (first call of a shape only)
-        if (g_ws) SQ_CUDA_CHECK(cudaFree(g_ws));
-        g_ws = nullptr;
-        g_ws_bytes = 0;
-        SQ_CUDA_CHECK(cudaMalloc(&g_ws, p->ws_bytes));
-        g_ws_bytes = p->ws_bytes;
-    }
+    // the shared workspace grows on a shape's first call only; out of memory is fatal
+    // here, as any other allocation of a forward pass would be
+    if (p->ok) SQ_CHECK(sq_cudnn_workspace_reserve(p->ws_bytes), "cuDNN convolution: no device memory for a %zu-byte workspace",
+                        p->ws_bytes);
     return p;
 }
 
@@ -142,23 +138,14 @@ extern "C" bool cuda_conv2d_cudnn(sq_dtype dt, void *out, const void *x, const v
         return false;
     // cuDNN's 4-d descriptors take int strides: keep every tensor under 2^31 elements
     if (B * Cin * H * W > INT32_MAX || B * Cout * Ho * Wo > INT32_MAX || Cout * Cin * KH * KW > INT32_MAX) return false;
-    if (g_state == 0) {
-        cudnnStatus_t st = cudnnCreate(&g_handle);
-        if (st != CUDNN_STATUS_SUCCESS) {
-            fprintf(stderr, "cuDNN error %s at %s:%d in cudnnCreate(&g_handle); convolutions use the reference kernel\n",
-                    cudnnGetErrorString(st), __FILE__, __LINE__);
-            g_state = -1;
-        } else {
-            g_state = 1;   // default stream, like every other op
-        }
-    }
-    if (g_state < 0) return false;
+    g_handle = sq_cudnn_handle("convolutions use the reference kernel");
+    if (!g_handle) return false;
     conv_key key = {(int)dt, (int)B, (int)Cin, (int)H, (int)W, (int)Cout, (int)KH, (int)KW, stride, pad_top, pad_left};
     conv_plan *p = plan_for(key, Ho, Wo);
     if (!p->ok) return false;
     float alpha = 1.0f, beta = 0.0f;   // scaling parameters are float for bf16 and f32 data
     SQ_CUDNN_CHECK(cudnnConvolutionForward(g_handle, &alpha, p->xd, x, p->wd, w, p->cd, p->algo,
-                                           p->ws_bytes ? g_ws : nullptr, p->ws_bytes, &beta, p->yd, out));
+                                           p->ws_bytes ? sq_cudnn_workspace() : nullptr, p->ws_bytes, &beta, p->yd, out));
     if (b) {
         // cuda_add_channel_bias indexes the bias by (batch·C + channel): one call per image
         size_t esz = dt == SQ_F32 ? sizeof(float) : sizeof(bf16);

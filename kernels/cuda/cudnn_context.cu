@@ -1,0 +1,46 @@
+// kernels/cuda/cudnn_context.cu: see kernels/cuda/cudnn_context.cuh.
+#include <stdio.h>
+
+#include "kernels/cuda/cudnn_context.cuh"
+
+#ifdef SQ_HAVE_CUDNN
+
+namespace {
+cudnnHandle_t g_handle = nullptr;
+int g_state = 0;   // 0 not tried, 1 handle ready, -1 cudnnCreate failed (always fall back)
+void *g_ws = nullptr;
+size_t g_ws_bytes = 0;
+}   // namespace
+
+cudnnHandle_t sq_cudnn_handle(const char *fallback_note) {
+    if (g_state == 0) {
+        cudnnStatus_t st = cudnnCreate(&g_handle);
+        if (st != CUDNN_STATUS_SUCCESS) {
+            fprintf(stderr, "cuDNN error %s at %s:%d in cudnnCreate; %s\n", cudnnGetErrorString(st), __FILE__, __LINE__,
+                    fallback_note);
+            g_state = -1;
+        } else {
+            g_state = 1;   // default stream, like every other op
+        }
+    }
+    return g_state > 0 ? g_handle : nullptr;
+}
+
+bool sq_cudnn_workspace_reserve(size_t bytes) {
+    if (bytes <= g_ws_bytes) return true;
+    // cudaFree waits for the device, so no queued op still reads the old buffer
+    if (g_ws) SQ_CUDA_CHECK(cudaFree(g_ws));
+    g_ws = nullptr;
+    g_ws_bytes = 0;
+    if (cudaMalloc(&g_ws, bytes) != cudaSuccess) {
+        (void)cudaGetLastError();   // clear the (non-sticky) allocation error for the fallback kernels
+        g_ws = nullptr;
+        return false;
+    }
+    g_ws_bytes = bytes;
+    return true;
+}
+
+void *sq_cudnn_workspace(void) { return g_ws; }
+
+#endif
