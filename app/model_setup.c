@@ -16,31 +16,55 @@
 #include "core/log.h"
 #include "mmdit/quantize.h"
 
-// Replaces every int4 layer's scales with the checkpoint's (hash checked first).
-static int apply_scales(sd_mmdit *m, const char *scales) {
+int sq_scale_list_make(sd_mmdit *m, const char *origin, sq_scale_list *out) {
+    memset(out, 0, sizeof *out);
     int n = sd_mmdit_qlayers(m, NULL, 0);
     sd_mmdit_qlayer *ls = calloc((size_t)n + 1, sizeof *ls);
-    sq_named_scales *named = calloc((size_t)n + 1, sizeof *named);
-    char (*names)[128] = calloc((size_t)n + 1, sizeof *names);
-    int rc = SQ_FAIL, k = 0;
-    if (!ls || !named || !names) { sq_errorf("out of host memory"); goto done; }
+    out->named = calloc((size_t)n + 1, sizeof *out->named);
+    out->names = calloc((size_t)n + 1, sizeof *out->names);
+    out->scales = calloc((size_t)n + 1, sizeof *out->scales);
+    out->index_base = calloc((size_t)n + 1, sizeof *out->index_base);
+    if (!ls || !out->named || !out->names || !out->scales || !out->index_base) {
+        free(ls);
+        sq_scale_list_free(out);
+        return sq_errorf("out of host memory");
+    }
     sd_mmdit_qlayers(m, ls, n);
     for (int i = 0; i < n; i++) {
         if (!sq_linear_quantized(ls[i].linear)) continue;
-        snprintf(names[k], sizeof names[k], "%.96s.weight.scales", ls[i].name);
-        named[k] = (sq_named_scales){names[k], &ls[i].linear->scales};
-        k++;
+        int k = out->count++;
+        snprintf(out->names[k], sizeof out->names[k], "%.96s.weight.scales", ls[i].name);
+        out->named[k] = (sq_named_scales){out->names[k], &ls[i].linear->scales};
+        out->scales[k] = &ls[i].linear->scales;
+        out->index_base[k] = ls[i].linear->index_base;
     }
-    if (k == 0) { sq_errorf("%s: the model has no int4 layer to apply scales to", scales); goto done; }
-    sq_checkpoint_info info;
-    if (sq_checkpoint_load(scales, named, k, m->source_sha256[0] ? m->source_sha256 : NULL, &info) != SQ_OK) goto done;
-    free(info.loss_history);
-    sq_log_info("applied the scales of %s (step %lld) to %d int4 layers", scales, (long long)info.state.step, k);
-    rc = SQ_OK;
-done:
     free(ls);
-    free(named);
-    free(names);
+    if (out->count == 0) {
+        sq_scale_list_free(out);
+        return sq_errorf("%s: the model has no int4 layer", origin);
+    }
+    return SQ_OK;
+}
+
+void sq_scale_list_free(sq_scale_list *l) {
+    free(l->named);
+    free(l->names);
+    free(l->scales);
+    free(l->index_base);
+    memset(l, 0, sizeof *l);
+}
+
+// Replaces every int4 layer's scales with the checkpoint's (hash checked first).
+static int apply_scales(sd_mmdit *m, const char *scales) {
+    sq_scale_list sl;
+    if (sq_scale_list_make(m, scales, &sl) != SQ_OK) return SQ_FAIL;
+    sq_checkpoint_info info;
+    int rc = sq_checkpoint_load(scales, sl.named, sl.count, m->source_sha256[0] ? m->source_sha256 : NULL, &info);
+    if (rc == SQ_OK) {
+        free(info.loss_history);
+        sq_log_info("applied the scales of %s (step %lld) to %d int4 layers", scales, (long long)info.state.step, sl.count);
+    }
+    sq_scale_list_free(&sl);
     return rc;
 }
 

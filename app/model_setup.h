@@ -4,7 +4,23 @@
 #ifndef SQ_MODEL_SETUP_H
 #define SQ_MODEL_SETUP_H
 
+#include "app/checkpoint.h"
 #include "mmdit/model.h"
+
+// The trained parameters of an int4 model as a checkpoint sees them: one entry per
+// int4 layer in the canonical order (mmdit/quantize.h), named "<layer>.weight.scales",
+// with its scale tensor and the global index of its first scale (the RNG counter).
+typedef struct {
+    sq_named_scales *named;
+    char (*names)[112];
+    sq_tensor **scales;
+    uint64_t *index_base;
+    int count;
+} sq_scale_list;
+
+// SQ_FAIL (message names `origin`) when the model has no int4 layer.
+int sq_scale_list_make(sd_mmdit *m, const char *origin, sq_scale_list *out);
+void sq_scale_list_free(sq_scale_list *l);
 
 // model: a diffusers pipeline or transformer folder, a Stability single file, or
 // the int4 file of `sd-qzo quantize`. scales: NULL, or a training checkpoint

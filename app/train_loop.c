@@ -12,10 +12,13 @@
 
 #include "app/checkpoint.h"
 #include "app/commands.h"
+#include "app/base_model.h"
 #include "app/flow_loss.h"
+#include "app/model_setup.h"
 #include "app/train.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/path.h"
 #include "core/progress.h"
 #include "core/safetensors.h"
 #include "core/sha256.h"
@@ -37,11 +40,7 @@ typedef struct {
     sd_trainer *t;
     sd_mmdit m;
     sq_arena scratch;
-    int n_layers;
-    sq_named_scales *named;
-    char (*names)[112];
-    sq_tensor **scales;
-    uint64_t *bases;
+    sq_scale_list sl;            // the trained scales, as checkpoints name them
     sq_qzo_config qc;
     sq_qzo_state qs;
     // batch buffers, sized for the largest bucket
@@ -64,39 +63,20 @@ static double gib(size_t b);
 
 // ---- the int4 transformer ----
 
-static bool is_quantized_file(const char *path) {
-    struct stat st;
-    if (stat(path, &st) != 0 || S_ISDIR(st.st_mode)) return false;
-    sq_safetensors *s;
-    if (sq_st_open(&s, path) != SQ_OK) return false;
-    bool q = sq_st_metadata(s, "sd_qzo.group_size") != NULL;
-    sq_st_close(s);
-    return q;
-}
-
 // The quantised copy of a dense checkpoint is keyed by the source files' names,
 // sizes and modification times (hashing 16 GB of weights each run would cost more
-// than it saves) and the group size.
-static int quantized_path(const sd_trainer *t, char *out, size_t size) {
-    const char *model = t->opt.model;
-    char dir[1100];
-    struct stat st;
-    if (stat(model, &st) != 0) return sq_error_errno("--model %s", model);
+// than it saves) and the group size. st: the base's weights (app/base_model.h).
+static int quantized_path(const sd_trainer *t, const sq_safetensors *st, char *out, size_t size) {
     sq_sha256 h;
     sq_sha256_init(&h);
     char buf[1400];
-    snprintf(dir, sizeof dir, "%s/transformer", model);
-    const char *src = S_ISDIR(st.st_mode) ? (stat(dir, &st) == 0 ? dir : model) : model;
-    sq_safetensors *s;
-    if (sq_st_open(&s, src) != SQ_OK) return sq_error_context("--model");
-    for (int i = 0; i < sq_st_file_count(s); i++) {
+    for (int i = 0; i < sq_st_file_count(st); i++) {
         struct stat fs;
-        const char *p = sq_st_file_path(s, i);
-        if (stat(p, &fs) != 0) { sq_st_close(s); return sq_error_errno("%s", p); }
+        const char *p = sq_st_file_path(st, i);
+        if (stat(p, &fs) != 0) return sq_error_errno("%s", p);
         int n = snprintf(buf, sizeof buf, "%s|%lld|%lld|", p, (long long)fs.st_size, (long long)fs.st_mtime);
         sq_sha256_update(&h, buf, (size_t)n);
     }
-    sq_st_close(s);
     int n = snprintf(buf, sizeof buf, "group=%d", t->opt.group_size);
     sq_sha256_update(&h, buf, (size_t)n);
     uint8_t d[32];
@@ -107,22 +87,36 @@ static int quantized_path(const sd_trainer *t, char *out, size_t size) {
     return SQ_OK;
 }
 
+// The int4 file training loads: --model itself when it is an `sd-qzo quantize` file
+// (its group size must be --group-size, which the checkpoint records), else the
+// cached quantised copy, made once.
+static int int4_path(const sd_trainer *t, char *out, size_t size) {
+    sq_base_model base;
+    sq_safetensors *st;
+    if (sq_base_open(t->opt.model, &base, &st) != SQ_OK) return sq_error_context("--model");
+    int rc = SQ_OK;
+    if (base.quantized) {
+        if (base.group != t->opt.group_size)
+            rc = sq_errorf("--model %s is int4 at group size %d: pass --group-size %d", t->opt.model, base.group, base.group);
+        snprintf(out, size, "%s", t->opt.model);
+    } else {
+        rc = quantized_path(t, st, out, size);
+    }
+    sq_st_close(st);
+    if (rc != SQ_OK || base.quantized || sq_is_file(out)) return rc;
+    sq_log_info("quantising %s to int4 (group %d) once, into %s", t->opt.model, t->opt.group_size, out);
+    if (sq_quantize_checkpoint(t->opt.model, out, t->opt.group_size, false) != SQ_OK) return sq_error_context("quantising --model");
+    return SQ_OK;
+}
+
 static int load_mmdit(loop *L) {
     sd_trainer *t = L->t;
     char qpath[1200];
     if (t->synthetic) {
         if (sd_train_load_mmdit(t, &L->m) != SQ_OK) return SQ_FAIL;
         snprintf(qpath, sizeof qpath, "%s", t->opt.model);
-    } else if (is_quantized_file(t->opt.model)) {
-        snprintf(qpath, sizeof qpath, "%s", t->opt.model);
-    } else {
-        if (quantized_path(t, qpath, sizeof qpath) != SQ_OK) return SQ_FAIL;
-        struct stat st;
-        if (stat(qpath, &st) != 0) {
-            sq_log_info("quantising %s to int4 (group %d) once, into %s", t->opt.model, t->opt.group_size, qpath);
-            if (sq_quantize_checkpoint(t->opt.model, qpath, t->opt.group_size, false) != SQ_OK)
-                return sq_error_context("quantising --model");
-        }
+    } else if (int4_path(t, qpath, sizeof qpath) != SQ_OK) {
+        return SQ_FAIL;
     }
     if (!t->synthetic && t->device == SQ_CUDA) {
         // the int4 file is about what the weights take on the GPU: refuse before
@@ -145,24 +139,7 @@ static int load_mmdit(loop *L) {
     if (side > c->pos_embed_max_size)
         return sq_errorf("--resolution %d is too large for this transformer: %d patches per side, its position table has %d",
                          t->opt.resolution, side, c->pos_embed_max_size);
-    int n = sd_mmdit_qlayers(&L->m, NULL, 0);
-    sd_mmdit_qlayer *ls = calloc((size_t)n, sizeof *ls);
-    L->named = calloc((size_t)n, sizeof *L->named);
-    L->names = calloc((size_t)n, sizeof *L->names);
-    L->scales = calloc((size_t)n, sizeof *L->scales);
-    L->bases = calloc((size_t)n, sizeof *L->bases);
-    if (!ls || !L->named || !L->names || !L->scales || !L->bases) { free(ls); return sq_errorf("out of host memory"); }
-    sd_mmdit_qlayers(&L->m, ls, n);
-    for (int i = 0; i < n; i++) {
-        if (!sq_linear_quantized(ls[i].linear)) continue;
-        int k = L->n_layers++;
-        snprintf(L->names[k], sizeof L->names[k], "%.96s.weight.scales", ls[i].name);
-        L->named[k] = (sq_named_scales){L->names[k], &ls[i].linear->scales};
-        L->scales[k] = &ls[i].linear->scales;
-        L->bases[k] = ls[i].linear->index_base;
-    }
-    free(ls);
-    if (L->n_layers == 0) return sq_errorf("%s: no layer is int4, so QZO has nothing to train", qpath);
+    if (sq_scale_list_make(&L->m, qpath, &L->sl) != SQ_OK) return sq_error_context("QZO has nothing to train");
     return SQ_OK;
 }
 
@@ -196,7 +173,7 @@ static int alloc_scratch(loop *L) {
     if (sq_arena_init(&L->scratch, t->device, need) != SQ_OK) return sq_error_context("MMDiT scratch");
     char mem[64] = "";
     if (t->device == SQ_CUDA) snprintf(mem, sizeof mem, "; GPU memory in use (all processes) %.2f GiB", device_used_gib(t));
-    sq_log_info("MMDiT: %d int4 layers (group %d); weights on %s, scratch %.2f GiB%s", L->n_layers, t->opt.group_size,
+    sq_log_info("MMDiT: %d int4 layers (group %d); weights on %s, scratch %.2f GiB%s", L->sl.count, t->opt.group_size,
                 t->device == SQ_CUDA ? "the GPU" : "the CPU", gib(need), mem);
     return SQ_OK;
 }
@@ -390,11 +367,11 @@ static int make_previews(loop *L, int64_t step) {
         rc = sd_grid((const uint8_t *const *)rgb, n, R, R, sd_grid_default_cols(n), 4, 255, &grid, &gw, &gh);
         char dir[1100], path[1200], extra[64];
         snprintf(dir, sizeof dir, "%s/previews", t->opt.output);
-        mkdir(dir, 0755);
         snprintf(path, sizeof path, "%s/step_%06lld.png", dir, (long long)step);
         snprintf(extra, sizeof extra, "Step: %lld", (long long)step);
         sd_png_params pp = {.prompt = t->prompts[0], .steps = t->opt.sample_steps, .cfg = t->opt.sample_cfg,
                             .seed = t->opt.seed, .width = R, .height = R, .model = t->opt.model, .extra = extra};
+        if (rc == SQ_OK) rc = sq_mkdirs(dir);
         char *text = rc == SQ_OK ? sd_png_parameters_text(&pp) : NULL;
         if (rc == SQ_OK) rc = sd_png_write(path, grid, gw, gh, "parameters", text);
         free(text);
@@ -429,7 +406,7 @@ static int save_checkpoint(loop *L) {
         if (L->log.rec[i].step > 0) info.loss_history[info.loss_count++] = L->log.rec[i].loss;
     char path[1100];
     snprintf(path, sizeof path, "%s/checkpoint.safetensors", t->opt.output);
-    int rc = sq_checkpoint_save(path, L->named, L->n_layers, &info);
+    int rc = sq_checkpoint_save(path, L->sl.named, L->sl.count, &info);
     free(info.loss_history);
     return rc;
 }
@@ -489,10 +466,7 @@ static void free_loop(loop *L) {
     free(L->previews);
     if (L->vae_loaded) sd_vae_free(&L->vae);
     sq_arena_free(&L->scratch);
-    free(L->named);
-    free(L->names);
-    free(L->scales);
-    free(L->bases);
+    sq_scale_list_free(&L->sl);
     if (L->m.blocks) sd_mmdit_free(&L->m);
 }
 
@@ -513,7 +487,7 @@ static int setup(loop *L) {
     sq_qzo_state_init(&L->qs);
     if (t->opt.resume[0]) {
         sq_checkpoint_info info;
-        if (sq_checkpoint_load(t->opt.resume, L->named, L->n_layers, L->m.source_sha256, &info) != SQ_OK)
+        if (sq_checkpoint_load(t->opt.resume, L->sl.named, L->sl.count, L->m.source_sha256, &info) != SQ_OK)
             return sq_error_context("--resume");
         free(info.loss_history);
         if (info.group_size != t->opt.group_size)
@@ -543,7 +517,7 @@ int sd_train_loop(sd_trainer *t) {
     loop L = {.t = t, .cur_epoch = -1};
     int rc = setup(&L);
     int64_t steps = t->opt.steps;
-    sq_qzo_params params = {L.scales, L.bases, L.n_layers};
+    sq_qzo_params params = {L.sl.scales, L.sl.index_base, L.sl.count};
     sq_progress pr;
     bool interrupted = false;
     if (rc == SQ_OK && L.qs.step >= steps) sq_log_info("the checkpoint is already at step %lld of %lld", (long long)L.qs.step, (long long)steps);
