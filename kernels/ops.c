@@ -248,6 +248,38 @@ void sq_gated_add(sq_tensor *x, const sq_tensor *gate, const sq_tensor *y) {
     else CUDA_OR_FAIL("gated_add", cuda_gated_add(x->dtype, x->data, gate ? gate->data : NULL, y->data, B, T, C));
 }
 
+void sq_layernorm_modulate(sq_tensor *out, const sq_tensor *x, const sq_tensor *shift, const sq_tensor *scale, float eps) {
+    int64_t B, T, C;
+    btc_of("layernorm_modulate", x, shift, &B, &T, &C);
+    btc_of("layernorm_modulate", x, scale, &B, &T, &C);
+    check_same_numel("layernorm_modulate", out, x);
+    if (on_cpu("layernorm_modulate", out, x, shift, scale))
+        cpu_layernorm_modulate(F(out), CF(x), CF(shift), CF(scale), B, T, C, eps);
+    else CUDA_OR_FAIL("layernorm_modulate", cuda_layernorm_modulate(out->dtype, out->data, x->data, shift->data, scale->data,
+                                                                    B, T, C, eps));
+}
+
+void sq_gated_add_layernorm_modulate(sq_tensor *x, const sq_tensor *gate, const sq_tensor *y, sq_tensor *h,
+                                     const sq_tensor *shift, const sq_tensor *scale, float eps) {
+    const char *op = "gated_add_layernorm_modulate";
+    int64_t B, T, C;
+    btc_of(op, x, shift, &B, &T, &C);
+    btc_of(op, x, scale, &B, &T, &C);
+    if (gate) btc_of(op, x, gate, &B, &T, &C);
+    check_same_numel(op, x, y);
+    check_same_numel(op, h, x);
+    SQ_CHECK(h->data != x->data, "%s: h must not alias x", op);
+    bool cpu = on_cpu(op, h, x, y, gate);
+    on_cpu(op, h, shift, scale, NULL);   // the same device and dtype checks for the vectors
+    if (cpu) {
+        cpu_gated_add(F(x), OPT(gate), CF(y), B, T, C);
+        cpu_layernorm_modulate(F(h), CF(x), CF(shift), CF(scale), B, T, C, eps);
+    } else {
+        CUDA_OR_FAIL(op, cuda_gated_add_layernorm_modulate(x->dtype, x->data, gate ? gate->data : NULL, y->data, h->data,
+                                                           shift->data, scale->data, B, T, C, eps));
+    }
+}
+
 // ---- layout: everything is a strided copy of a 4-D view ----
 
 // Pads a shape to 4 dims on the left, returning contiguous strides.

@@ -92,6 +92,16 @@ void sq_fill(sq_tensor *out, float value);
 void sq_modulate(sq_tensor *out, const sq_tensor *x, const sq_tensor *shift, const sq_tensor *scale);
 // x (B,T,C) += gate (B,C) * y (B,T,C). gate may be NULL (plain residual add). In place.
 void sq_gated_add(sq_tensor *x, const sq_tensor *gate, const sq_tensor *y);
+// out (B,T,C) = modulate(layernorm(x, no affine, eps), shift, scale): the pair every
+// adaLN block runs, fused on CUDA (one pass, no bf16 rounding in between); on the CPU
+// exactly sq_layernorm then sq_modulate. In place allowed.
+void sq_layernorm_modulate(sq_tensor *out, const sq_tensor *x, const sq_tensor *shift, const sq_tensor *scale, float eps);
+// sq_gated_add(x, gate, y) then h = sq_layernorm_modulate(x, shift, scale, eps): a
+// block's residual update and the next sub-layer's input in one pass on CUDA. x is
+// updated in place (and normalised as stored, rounded to its dtype, as the two ops
+// would); gate may be NULL; h must not alias x.
+void sq_gated_add_layernorm_modulate(sq_tensor *x, const sq_tensor *gate, const sq_tensor *y, sq_tensor *h,
+                                     const sq_tensor *shift, const sq_tensor *scale, float eps);
 
 // ---- layout ----
 // Copies between tensors of equal numel (and dtype conversion where dtypes differ).

@@ -106,8 +106,7 @@ int sd_mmdit_forward(const sd_mmdit *m, sq_arena *a, const sq_tensor *latent, co
     if (sd_tmp(a, m, &mod, 2, (int64_t[]){B, 2 * D}) || sq_linear_forward(&mod, &st, &m->norm_out, p, a) ||
         sd_chunk(a, m, &mod, 2, 0, &scale) || sd_chunk(a, m, &mod, 2, 1, &shift))
         goto done;
-    sq_layernorm(&x, &x, NULL, NULL, 1e-6f);
-    sq_modulate(&x, &x, &shift, &scale);
+    sq_layernorm_modulate(&x, &x, &shift, &scale, 1e-6f);
     if (sd_tmp(a, m, &tok, 3, (int64_t[]){B, N, P * P * c->out_channels}) ||
         sq_linear_forward(&tok, &x, &m->proj_out, p, a) || unpatchify(m, a, &tok, h, w, out))
         goto done;

@@ -97,16 +97,18 @@ static int self_attention2(const sd_mmdit *m, const sd_mmdit_block *b, sq_arena 
     return SQ_OK;
 }
 
-// x += gate * MLP(modulate(layernorm(x), shift, scale))
-static int mlp_residual(const sd_mmdit *m, sq_arena *a, sq_tensor *x, const sq_linear *fc1, const sq_linear *fc2,
-                        const sq_tensor *shift, const sq_tensor *scale, const sq_tensor *gate, const sq_perturb *p) {
+// x += attn_gate * attn (the attention residual), then
+// x += gate * MLP(modulate(layernorm(x), shift, scale)). The attention residual and
+// the MLP's norm run as one op (one pass over x on the GPU).
+static int mlp_residual(const sd_mmdit *m, sq_arena *a, sq_tensor *x, const sq_tensor *attn_gate, const sq_tensor *attn,
+                        const sq_linear *fc1, const sq_linear *fc2, const sq_tensor *shift, const sq_tensor *scale,
+                        const sq_tensor *gate, const sq_perturb *p) {
     int64_t B = x->shape[0], T = x->shape[1], D = x->shape[2];
     size_t mark = sq_arena_mark(a);
     sq_tensor h, u, f;
     if (sd_tmp(a, m, &h, 3, x->shape) || sd_tmp(a, m, &u, 3, (int64_t[]){B, T, 4 * D}) || sd_tmp(a, m, &f, 3, x->shape))
         return SQ_FAIL;
-    sq_layernorm(&h, x, NULL, NULL, 1e-6f);
-    sq_modulate(&h, &h, shift, scale);
+    sq_gated_add_layernorm_modulate(x, attn_gate, attn, &h, shift, scale, 1e-6f);
     if (sq_linear_forward(&u, &h, fc1, p, a)) return SQ_FAIL;
     sq_gelu(&u, &u, true);
     if (sq_linear_forward(&f, &u, fc2, p, a)) return SQ_FAIL;
@@ -131,33 +133,34 @@ int sd_joint_block(const sd_mmdit *m, const sd_mmdit_block *b, sq_arena *a, sq_t
     for (int i = 0; i < nc; i++)
         if (sd_chunk(a, m, &cmod, nc, i, &cm[i])) return SQ_FAIL;
 
-    sq_tensor nxs, hx, hx2, hc, ax, ac, px, pc;
-    if (sd_tmp(a, m, &nxs, 3, x->shape) || sd_tmp(a, m, &hx, 3, x->shape) || sd_tmp(a, m, &hc, 3, c->shape) ||
-        sd_tmp(a, m, &ax, 3, x->shape) || sd_tmp(a, m, &ac, 3, c->shape) || sd_tmp(a, m, &px, 3, x->shape))
+    sq_tensor hx, hx2, hc, ax, ac, px, pc;
+    if (sd_tmp(a, m, &hx, 3, x->shape) || sd_tmp(a, m, &hc, 3, c->shape) || sd_tmp(a, m, &ax, 3, x->shape) ||
+        sd_tmp(a, m, &ac, 3, c->shape) || sd_tmp(a, m, &px, 3, x->shape))
         return SQ_FAIL;
-    sq_layernorm(&nxs, x, NULL, NULL, 1e-6f);
-    sq_modulate(&hx, &nxs, &xm[0], &xm[1]);
-    if (b->dual) {
+    sq_layernorm_modulate(&hx, x, &xm[0], &xm[1], 1e-6f);
+    if (b->dual) {   // norm1's one layernorm, modulated a second time (recomputed: cheaper than storing it)
         if (sd_tmp(a, m, &hx2, 3, x->shape)) return SQ_FAIL;
-        sq_modulate(&hx2, &nxs, &xm[6], &xm[7]);
+        sq_layernorm_modulate(&hx2, x, &xm[6], &xm[7], 1e-6f);
     }
-    sq_layernorm(&hc, c, NULL, NULL, 1e-6f);
-    if (b->context_pre_only) sq_modulate(&hc, &hc, &cm[1], &cm[0]);   // AdaLayerNormContinuous: (scale, shift)
-    else sq_modulate(&hc, &hc, &cm[0], &cm[1]);
+    // the last block's context norm is AdaLayerNormContinuous, whose chunks are (scale, shift)
+    if (b->context_pre_only) sq_layernorm_modulate(&hc, c, &cm[1], &cm[0], 1e-6f);
+    else sq_layernorm_modulate(&hc, c, &cm[0], &cm[1], 1e-6f);
 
     if (joint_attention(m, b, a, &hx, &hc, p, &ax, &ac)) return SQ_FAIL;
     if (sq_linear_forward(&px, &ax, &b->to_out, p, a)) return SQ_FAIL;
-    sq_gated_add(x, &xm[2], &px);
+    // the residual of the last attention before the MLP is added inside mlp_residual
+    const sq_tensor *attn_gate = &xm[2];
     if (b->dual) {
+        sq_gated_add(x, &xm[2], &px);
         if (self_attention2(m, b, a, &hx2, p, &px)) return SQ_FAIL;
-        sq_gated_add(x, &xm[8], &px);
+        attn_gate = &xm[8];
     }
-    if (mlp_residual(m, a, x, &b->ff1, &b->ff2, &xm[3], &xm[4], &xm[5], p)) return SQ_FAIL;
+    if (mlp_residual(m, a, x, attn_gate, &px, &b->ff1, &b->ff2, &xm[3], &xm[4], &xm[5], p)) return SQ_FAIL;
 
     if (!b->context_pre_only) {
         if (sd_tmp(a, m, &pc, 3, c->shape) || sq_linear_forward(&pc, &ac, &b->to_add_out, p, a)) return SQ_FAIL;
-        sq_gated_add(c, &cm[2], &pc);
-        if (mlp_residual(m, a, c, &b->ff_context1, &b->ff_context2, &cm[3], &cm[4], &cm[5], p)) return SQ_FAIL;
+        if (mlp_residual(m, a, c, &cm[2], &pc, &b->ff_context1, &b->ff_context2, &cm[3], &cm[4], &cm[5], p))
+            return SQ_FAIL;
     }
     sq_arena_reset(a, mark);
     return SQ_OK;

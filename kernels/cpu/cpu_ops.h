@@ -14,6 +14,9 @@ void cpu_matmul(float *out, const float *x, const float *w, const float *b, int6
 // rows of length C
 void cpu_layernorm(float *out, const float *x, const float *w, const float *b, int64_t rows, int64_t C, float eps);
 void cpu_rmsnorm(float *out, const float *x, const float *w, int64_t rows, int64_t C, float eps);
+// x (B,T,C), shift and scale (B,C): cpu_layernorm (no affine) then cpu_modulate
+void cpu_layernorm_modulate(float *out, const float *x, const float *shift, const float *scale, int64_t B, int64_t T,
+                            int64_t C, float eps);
 // x (B,C,HW)
 void cpu_groupnorm(float *out, const float *x, const float *w, const float *b, int64_t B, int64_t C, int64_t HW,
                    int groups, float eps);

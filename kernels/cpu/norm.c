@@ -2,6 +2,7 @@
 // accumulated in double (two passes: mean, then centred variance), matching
 // PyTorch's biased variance.
 #include <math.h>
+#include <stddef.h>
 
 #include "kernels/cpu/cpu_ops.h"
 
@@ -24,6 +25,14 @@ void cpu_layernorm(float *out, const float *x, const float *w, const float *b, i
             o[i] = y;
         }
     }
+}
+
+// The two ops one after the other, so the fused op is their arithmetic exactly (the
+// CPU is the reference the fused CUDA kernel is tested against, not a fast path).
+void cpu_layernorm_modulate(float *out, const float *x, const float *shift, const float *scale, int64_t B, int64_t T,
+                            int64_t C, float eps) {
+    cpu_layernorm(out, x, NULL, NULL, B * T, C, eps);
+    cpu_modulate(out, out, shift, scale, B, T, C);
 }
 
 void cpu_rmsnorm(float *out, const float *x, const float *w, int64_t rows, int64_t C, float eps) {

@@ -78,6 +78,13 @@ void cuda_add_channel_bias(sq_dtype dt, void *x, const void *b, int64_t BC, int6
 void cuda_fill(sq_dtype dt, void *out, float value, int64_t n);
 void cuda_modulate(sq_dtype dt, void *out, const void *x, const void *shift, const void *scale, int64_t B, int64_t T, int64_t C);
 void cuda_gated_add(sq_dtype dt, void *x, const void *gate, const void *y, int64_t B, int64_t T, int64_t C);
+// norm.cu: layernorm (no affine) then modulate, fused (the normalised value is not
+// rounded to bf16 before the modulation); and the same after x += gate * y (x is
+// stored, and normalised, rounded to its dtype as the separate ops would).
+void cuda_layernorm_modulate(sq_dtype dt, void *out, const void *x, const void *shift, const void *scale, int64_t B, int64_t T,
+                             int64_t C, float eps);
+void cuda_gated_add_layernorm_modulate(sq_dtype dt, void *x, const void *gate, const void *y, void *h, const void *shift,
+                                       const void *scale, int64_t B, int64_t T, int64_t C, float eps);
 // dst (contiguous, shape) <- src with element strides; elem_size 1, 2 or 4 bytes
 void cuda_strided_copy(void *dst, const void *src, const int64_t shape[4], const int64_t src_stride[4], size_t elem_size);
 void cuda_copy(void *dst, const void *src, size_t bytes);

@@ -1,7 +1,9 @@
 // tests/gpu/test_gpu_ops.c: every CUDA op of kernels/ops.h against the CPU op on
 // the same inputs: fresh random values (rounded to bf16 first, so only the
 // arithmetic differs), NaN-poisoned device outputs, shapes that are not multiples of
-// any tile (1, 3, 17, 77, 129, 333 tokens). Run twice: bf16 device tensors
+// any tile (1, 3, 17, 77, 129, 333 tokens), and the norms, adaLN ops and activations
+// also at SD3.5 Large's shapes and at each vectorised kernel's fallbacks (C not a
+// multiple of 8, unaligned views, long rows). Run twice: bf16 device tensors
 // (tolerance: max relative error 2e-2) and f32 device tensors (1e-4). Skips (exit
 // 77) without a GPU.
 #include <math.h>
@@ -92,6 +94,142 @@ static void test_norms_acts(void) {
     sq_quick_gelu(&o.h, &x.h); sq_quick_gelu(&o.d, &x.d); expect("quick_gelu", &o);
     sq_softmax(&o.h, &x.h); sq_softmax(&o.d, &x.d); expect("softmax", &o);
     drop(&x); drop(&w); drop(&b); drop(&o); drop(&g); drop(&gw); drop(&gb); drop(&go);
+}
+
+// Twins of shape `shape` starting `offset` elements into base's allocation (views;
+// base owns the memory): an offset of 1 leaves the data off 16-byte alignment, which
+// sends the kernels to their scalar fallbacks.
+static pair view_at(pair *base, int64_t offset, int ndim, const int64_t *shape) {
+    pair v;
+    v.h = sq_tensor_view((float *)base->h.data + offset, SQ_F32, SQ_CPU, ndim, shape);
+    v.d = sq_tensor_view((char *)base->d.data + sq_dtype_bytes(g_dt, offset), g_dt, SQ_CUDA, ndim, shape);
+    return v;
+}
+
+// Re-poisons a device output between ops that share it.
+static void poison_dev(pair *o) { sq_fill(&o->d, NAN); }
+
+// The row kernels of kernels/cuda/norm.cu: the SD3.5 Large shapes at 1024² (4429
+// tokens of C 2432; the QK RMSNorm over 4429 * 38 heads of 64), T5's C 4096, and the
+// sizes at each path's edge: C 8192 (the longest row kept in registers), C 8200 (the
+// block-per-row kernels), C not a multiple of 8 (scalar loads: a warp per row up to
+// 256, a block up to 2047, then the block-per-row kernels), and data one element off
+// alignment.
+static void norm_case(int64_t rows, int64_t C, int64_t off) {
+    pair xb = rnd(1, SQ_SHAPE(rows * C + off), -3, 4), ob = outp(1, SQ_SHAPE(rows * C + off));
+    pair x = view_at(&xb, off, 2, SQ_SHAPE(rows, C)), o = view_at(&ob, off, 2, SQ_SHAPE(rows, C));
+    pair w = rnd(1, SQ_SHAPE(C), 0.5f, 1.5f), b = rnd(1, SQ_SHAPE(C), -1, 1);
+    char what[96];
+    for (int affine = 0; affine < 2; affine++) {
+        poison_dev(&o);
+        sq_layernorm(&o.h, &x.h, affine ? &w.h : NULL, affine ? &b.h : NULL, 1e-6f);
+        sq_layernorm(&o.d, &x.d, affine ? &w.d : NULL, affine ? &b.d : NULL, 1e-6f);
+        snprintf(what, sizeof what, "layernorm %lldx%lld%s%s", (long long)rows, (long long)C, affine ? " affine" : "",
+                 off ? " unaligned" : "");
+        expect(what, &o);
+        poison_dev(&o);
+        sq_rmsnorm(&o.h, &x.h, affine ? &w.h : NULL, 1e-6f);
+        sq_rmsnorm(&o.d, &x.d, affine ? &w.d : NULL, 1e-6f);
+        snprintf(what, sizeof what, "rmsnorm %lldx%lld%s%s", (long long)rows, (long long)C, affine ? " weight" : "",
+                 off ? " unaligned" : "");
+        expect(what, &o);
+    }
+    sq_rmsnorm(&x.h, &x.h, &w.h, 1e-6f);   // in place, as the QK norm runs
+    sq_rmsnorm(&x.d, &x.d, &w.d, 1e-6f);
+    snprintf(what, sizeof what, "rmsnorm %lldx%lld in place%s", (long long)rows, (long long)C, off ? " unaligned" : "");
+    expect(what, &x);
+    drop(&xb); drop(&ob); drop(&w); drop(&b);
+}
+
+// modulate, gated_add and the fused layernorm_modulate ops on (B,T,C). For one sample
+// the shift / scale / gate vectors are views into one (1, 6C) adaLN output, as
+// mmdit/embed.c's sd_chunk makes them (aligned only when C is a multiple of 8); for
+// two, separate (B,C) tensors. off shifts x, y and out off alignment.
+static void adaln_case(int64_t B, int64_t T, int64_t C, int64_t off) {
+    int64_t n = B * T * C;
+    pair xb = rnd(1, SQ_SHAPE(n + off), -3, 4), yb = rnd(1, SQ_SHAPE(n + off), -2, 2), ob = outp(1, SQ_SHAPE(n + off));
+    pair x = view_at(&xb, off, 3, SQ_SHAPE(B, T, C)), y = view_at(&yb, off, 3, SQ_SHAPE(B, T, C));
+    pair o = view_at(&ob, off, 3, SQ_SHAPE(B, T, C));
+    pair mod = rnd(2, SQ_SHAPE(B, 6 * C), -1, 1), vec[3];
+    for (int i = 0; i < 3; i++) vec[i] = B == 1 ? view_at(&mod, (i + 3) * C, 2, SQ_SHAPE(1, C)) : rnd(2, SQ_SHAPE(B, C), -1, 1);
+    pair *sh = &vec[0], *sc = &vec[1], *g = &vec[2];
+    char shape[64], what[96];
+    snprintf(shape, sizeof shape, "B%lld T%lld C%lld%s", (long long)B, (long long)T, (long long)C, off ? " unaligned" : "");
+
+    sq_modulate(&o.h, &x.h, &sh->h, &sc->h);
+    sq_modulate(&o.d, &x.d, &sh->d, &sc->d);
+    snprintf(what, sizeof what, "modulate %s", shape);
+    expect(what, &o);
+    poison_dev(&o);
+    sq_layernorm_modulate(&o.h, &x.h, &sh->h, &sc->h, 1e-6f);
+    sq_layernorm_modulate(&o.d, &x.d, &sh->d, &sc->d, 1e-6f);
+    snprintf(what, sizeof what, "layernorm_modulate %s", shape);
+    expect(what, &o);
+    sq_copy(&o.h, &x.h);
+    sq_copy(&o.d, &x.d);
+    sq_layernorm_modulate(&o.h, &o.h, &sh->h, &sc->h, 1e-6f);
+    sq_layernorm_modulate(&o.d, &o.d, &sh->d, &sc->d, 1e-6f);
+    snprintf(what, sizeof what, "layernorm_modulate in place %s", shape);
+    expect(what, &o);
+    for (int gated = 1; gated >= 0; gated--) {
+        sq_gated_add(&x.h, gated ? &g->h : NULL, &y.h);
+        sq_gated_add(&x.d, gated ? &g->d : NULL, &y.d);
+        snprintf(what, sizeof what, "gated_add%s %s", gated ? "" : " (no gate)", shape);
+        expect(what, &x);
+        poison_dev(&o);
+        sq_gated_add_layernorm_modulate(&x.h, gated ? &g->h : NULL, &y.h, &o.h, &sh->h, &sc->h, 1e-6f);
+        sq_gated_add_layernorm_modulate(&x.d, gated ? &g->d : NULL, &y.d, &o.d, &sh->d, &sc->d, 1e-6f);
+        snprintf(what, sizeof what, "gated_add_ln_mod%s %s: x", gated ? "" : " (no gate)", shape);
+        expect(what, &x);
+        snprintf(what, sizeof what, "gated_add_ln_mod%s %s: h", gated ? "" : " (no gate)", shape);
+        expect(what, &o);
+    }
+    if (B > 1)
+        for (int i = 0; i < 3; i++) drop(&vec[i]);
+    drop(&xb); drop(&yb); drop(&ob); drop(&mod);
+}
+
+// GELU (both forms) and SiLU; `full` = 0 runs only GELU(tanh), the MMDiT's, for the
+// large MLP activation.
+static void act_case(int64_t n, int64_t off, bool full) {
+    pair xb = rnd(1, SQ_SHAPE(n + off), -6, 6), ob = outp(1, SQ_SHAPE(n + off));
+    pair x = view_at(&xb, off, 1, SQ_SHAPE(n)), o = view_at(&ob, off, 1, SQ_SHAPE(n));
+    char what[96];
+    for (int kind = full ? 0 : 1; kind < (full ? 3 : 2); kind++) {
+        static const char *names[] = {"gelu erf", "gelu tanh", "silu"};
+        poison_dev(&o);
+        if (kind < 2) { sq_gelu(&o.h, &x.h, kind == 1); sq_gelu(&o.d, &x.d, kind == 1); }
+        else { sq_silu(&o.h, &x.h); sq_silu(&o.d, &x.d); }
+        snprintf(what, sizeof what, "%s n %lld%s", names[kind], (long long)n, off ? " unaligned" : "");
+        expect(what, &o);
+    }
+    drop(&xb); drop(&ob);
+}
+
+static void test_fast_paths(void) {
+    norm_case(4429 * 38, 64, 0);
+    norm_case(1000, 64, 1);
+    norm_case(4429, 2432, 0);
+    norm_case(41, 2432, 1);
+    norm_case(77, 4096, 0);
+    norm_case(37, 8192, 0);
+    norm_case(5, 8200, 0);
+    norm_case(77, 1024, 0);
+    norm_case(333, 100, 0);
+    norm_case(19, 1001, 0);
+    norm_case(13, 2047, 0);
+    norm_case(9, 3001, 0);
+    norm_case(33, 3, 0);
+    adaln_case(1, 4096, 2432, 0);
+    adaln_case(2, 333, 2432, 0);
+    adaln_case(1, 333, 2432, 1);
+    adaln_case(2, 17, 100, 0);
+    adaln_case(3, 7, 24, 0);
+    adaln_case(1, 3, 9000, 0);
+    act_case(4429 * 9728, 0, false);
+    act_case(4096 * 8, 0, true);
+    act_case(4096, 1, true);
+    act_case(1031, 0, true);
 }
 
 // A key mask (B,Tk) on host and device: every fifth key masked, and in batch 1 every
@@ -289,6 +427,7 @@ int main(void) {
         printf("-- device tensors %s, tolerance %g --\n", sq_dtype_name(g_dt), TOL);
         test_matmul();
         test_norms_acts();
+        test_fast_paths();
         attention_case(1, 1, 1, 1, 16, false, false, false);
         attention_case(2, 77, 77, 3, 64, false, false, false);
         attention_case(1, 333, 333, 2, 64, false, false, false);
