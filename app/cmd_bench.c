@@ -137,15 +137,21 @@ static int load_weights(const bench_args *a, sq_device dev, sq_dtype dt, sd_mmdi
 
 // Times `n` runs after `warmup` ones of sd_flow_loss (qzo false) or a QZO step into
 // ms[]; each run starts on an idle device so one run's work does not spill into the next.
+// With SQ_PROFILE_CAPTURE=1 the first timed run is the only one an external profiler
+// started with capture off sees (bench/device-profile.sh: ncu per kernel).
 static int time_runs(sq_device dev, int warmup, int n, bool qzo, sd_flow_batch *fb, const sq_qzo_config *qc,
                      sq_qzo_state *qs, const sq_qzo_params *params, double *ms) {
     double loss;
+    const char *cap = getenv("SQ_PROFILE_CAPTURE");
+    bool capture = !qzo && cap && *cap && strcmp(cap, "0") != 0;
     for (int i = 0; i < warmup + n; i++) {
         sq_device_synchronize(dev);
         sq_timer t;
+        if (capture && i == warmup) sq_profiler_capture(true);
         if (sq_timer_start(&t, dev) != SQ_OK) return SQ_FAIL;
         int rc = qzo ? sq_qzo_step(qc, qs, params, sd_flow_loss, fb, NULL) : sd_flow_loss(fb, NULL, &loss);
         double e = sq_timer_stop(&t);   // also waits for the region's work
+        if (capture && i == warmup) sq_profiler_capture(false);
         if (rc != SQ_OK) return SQ_FAIL;
         if (e < 0) return sq_error_context("bench: timing");
         if (i >= warmup) ms[i - warmup] = e;

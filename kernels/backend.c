@@ -24,7 +24,10 @@ int sq_cuda_device_count(void) { return sq_cuda_device_count_impl(); }
 void sq_cuda_describe(char *buf, int size) { sq_cuda_describe_impl(buf, size); }
 int sq_cuda_timer_start_impl(void **ev_start, void **ev_stop);
 int sq_cuda_timer_stop_impl(void *ev_start, void *ev_stop, float *ms);
+void sq_cuda_profiler_capture_impl(bool on);
+void sq_profiler_capture(bool on) { sq_cuda_profiler_capture_impl(on); }
 #else
+void sq_profiler_capture(bool on) { (void)on; }
 void sq_device_synchronize(sq_device device) { (void)device; }
 int sq_cuda_mem_info(size_t *f, size_t *t) { *f = *t = 0; return sq_errorf("this build has no CUDA backend"); }
 void *sq_host_pinned_alloc(size_t bytes) { (void)bytes; return NULL; }

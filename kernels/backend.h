@@ -47,6 +47,10 @@ double sq_timer_stop(sq_timer *t);
 // "cuda_events" or "wall": what sq_timer measures with on this device.
 const char *sq_timer_kind(sq_device device);
 
+// Starts/stops an external profiler's capture (cudaProfilerStart/Stop; no-op without
+// CUDA), so e.g. `ncu --profile-from-start off` sees just the region in between.
+void sq_profiler_capture(bool on);
+
 #ifdef __cplusplus
 }
 #endif

@@ -21,6 +21,31 @@ int sq_linear_forward(sq_tensor *out, const sq_tensor *x, const sq_linear *l, co
     return SQ_OK;
 }
 
+int sq_linear_forward_gelu(sq_tensor *out, const sq_tensor *x, const sq_linear *l, const sq_perturb *p,
+                           sq_arena *scratch) {
+    const sq_tensor *b = l->b.data ? &l->b : NULL;
+    if (!sq_linear_quantized(l)) {
+        sq_matmul_gelu(out, x, &l->w, b);
+        return SQ_OK;
+    }
+    int64_t k = sq_linear_in(l), rows = sq_tensor_numel(x) / k;
+    if (rows <= SQ_QGEMV_MAX_ROWS) {   // sq_qlinear's int4 GEMV has no GELU epilogue
+        if (sq_linear_forward(out, x, l, p, scratch) != SQ_OK) return SQ_FAIL;
+        sq_gelu(out, out, true);
+        return SQ_OK;
+    }
+    size_t mark = sq_arena_mark(scratch);
+    sq_tensor w;
+    if (sq_arena_tensor(scratch, &w, x->dtype, 2, l->codes.shape) != SQ_OK) return SQ_FAIL;
+    sq_perturb lp = {0};
+    if (p) lp = *p;
+    lp.index_base = l->index_base;
+    sq_dequant_q4(&w, &l->codes, &l->scales, l->group, &lp);
+    sq_matmul_gelu(out, x, &w, b);
+    sq_arena_reset(scratch, mark);
+    return SQ_OK;
+}
+
 void sq_linear_free(sq_linear *l) {
     sq_tensor_free(&l->w);
     sq_tensor_free(&l->b);

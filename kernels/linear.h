@@ -34,6 +34,11 @@ static inline int64_t sq_linear_in(const sq_linear *l) { return sq_linear_quanti
 // dequantised weight (rewound before returning). SQ_FAIL when scratch is exhausted.
 int sq_linear_forward(sq_tensor *out, const sq_tensor *x, const sq_linear *l, const sq_perturb *p, sq_arena *scratch);
 
+// out = gelu_tanh(layer(x)), the GELU fused into the GEMM where the device allows
+// (kernels/ops.h sq_matmul_gelu).
+int sq_linear_forward_gelu(sq_tensor *out, const sq_tensor *x, const sq_linear *l, const sq_perturb *p,
+                           sq_arena *scratch);
+
 void sq_linear_free(sq_linear *l);
 
 #ifdef __cplusplus

@@ -55,6 +55,22 @@ void sq_matmul(sq_tensor *out, const sq_tensor *x, const sq_tensor *w, const sq_
     else CUDA_OR_FAIL("matmul", cuda_matmul(out->dtype, out->data, x->data, w->data, b ? b->data : NULL, N, K, M));
 }
 
+void sq_matmul_gelu(sq_tensor *out, const sq_tensor *x, const sq_tensor *w, const sq_tensor *b) {
+    if (out->device == SQ_CUDA && out->dtype == SQ_BF16) {
+        char b1[96], b2[96], b3[96];
+        int64_t K = last_dim(x), N = rows_of(x), M = w->shape[0];
+        SQ_CHECK(w->ndim == 2 && w->shape[1] == K && last_dim(out) == M && rows_of(out) == N &&
+                     (!b || sq_tensor_numel(b) == M),
+                 "matmul_gelu: x %s, w %s, out %s", desc(x, b1), desc(w, b2), desc(out, b3));
+        if (!on_cpu("matmul_gelu", out, x, w, b)) {
+            CUDA_OR_FAIL("matmul_gelu", cuda_matmul_gelu(out->dtype, out->data, x->data, w->data, b ? b->data : NULL, N, K, M));
+            return;
+        }
+    }
+    sq_matmul(out, x, w, b);
+    sq_gelu(out, out, true);
+}
+
 void sq_layernorm(sq_tensor *out, const sq_tensor *x, const sq_tensor *w, const sq_tensor *b, float eps) {
     char b1[96], b2[96];
     int64_t C = last_dim(x);

@@ -31,6 +31,10 @@ extern "C" {
 // out (N,Nout) = x (N,K) · w (Nout,K)ᵀ + b (Nout) ; b may be NULL.
 // w is in PyTorch nn.Linear layout. x may have any leading dims (flattened to N).
 void sq_matmul(sq_tensor *out, const sq_tensor *x, const sq_tensor *w, const sq_tensor *b);
+// out = gelu_tanh(x · wᵀ + b): the MLPs' first layer. On CUDA (bf16) the GELU runs in
+// the GEMM's epilogue on the fp32 result, saving a pass over the widest activation;
+// elsewhere it is sq_matmul followed by sq_gelu.
+void sq_matmul_gelu(sq_tensor *out, const sq_tensor *x, const sq_tensor *w, const sq_tensor *b);
 
 // ---- normalisation (statistics in fp32) ----
 // Over the last dim C of x (N,C): (x - mean) / sqrt(var + eps) [* w + b].

@@ -38,7 +38,10 @@ double sq_quantize_q4(const float *w, int64_t nout, int64_t k, int group, uint8_
 // out (Nout, K) f32 on CPU / bf16 on CUDA = (scales + p·eps·z) ⊙ codes. p may be NULL.
 void sq_dequant_q4(sq_tensor *out, const sq_tensor *codes, const sq_tensor *scales, int group, const sq_perturb *p);
 // y (N, Nout) = x (N, K) · dequant(codes, scales, p)ᵀ + b; w_scratch is an (Nout, K)
-// tensor of the activation dtype the dequantised weight is written to.
+// tensor of the activation dtype the dequantised weight is written to. On CUDA,
+// with N ≤ SQ_QGEMV_MAX_ROWS (the adaLN linears: one row per sample) the product is
+// taken straight from the codes (kernels/cuda/qgemv.cu) and w_scratch is not used.
+enum { SQ_QGEMV_MAX_ROWS = 8 };
 void sq_qlinear(sq_tensor *out, const sq_tensor *x, const sq_tensor *codes, const sq_tensor *scales,
                 const sq_tensor *b, int group, const sq_perturb *p, sq_tensor *w_scratch);
 // The QZO update of one layer's scales, regenerating z:

@@ -11,6 +11,10 @@
 void cuda_dequant_q4(void *out_bf16, const uint8_t *codes, const float *scales, int64_t nout, int64_t k, int group,
                      const sq_perturb *p);
 void cuda_qzo_update(float *scales, int64_t count, const sq_perturb *p, float coeff);
+// kernels/cuda/qgemv.cu
+bool cuda_qgemv_q4_supported(const void *x, const uint8_t *codes, int64_t rows, int64_t k, int group);
+void cuda_qgemv_q4(void *y_bf16, const void *x_bf16, const uint8_t *codes, const float *scales, const void *bias_bf16,
+                   int64_t rows, int64_t nout, int64_t k, int group, const sq_perturb *p);
 #else
 // The GPU test links against this symbol; without CUDA it only reports the build.
 int cuda_rng_normals(float *host_out, int64_t n, uint64_t seed, uint64_t step, uint64_t index_base);
@@ -54,8 +58,35 @@ void sq_dequant_q4(sq_tensor *out, const sq_tensor *codes, const sq_tensor *scal
 #endif
 }
 
+// True when the CUDA int4 GEMV can take y = x·Wᵀ + b: few rows, bf16 activations.
+static bool use_qgemv(const sq_tensor *out, const sq_tensor *x, const sq_tensor *codes, const sq_tensor *b, int group) {
+#ifdef SQ_HAVE_CUDA
+    if (x->device != SQ_CUDA || x->dtype != SQ_BF16 || out->dtype != SQ_BF16 || (b && b->dtype != SQ_BF16)) return false;
+    int64_t k = codes->shape[1];
+    if (x->ndim < 1 || x->shape[x->ndim - 1] != k) return false;
+    return cuda_qgemv_q4_supported(x->data, codes->data, sq_tensor_numel(x) / k, k, group);
+#else
+    (void)out; (void)x; (void)codes; (void)b; (void)group;
+    return false;
+#endif
+}
+
 void sq_qlinear(sq_tensor *out, const sq_tensor *x, const sq_tensor *codes, const sq_tensor *scales,
                 const sq_tensor *b, int group, const sq_perturb *p, sq_tensor *w_scratch) {
+    if (use_qgemv(out, x, codes, b, group)) {
+#ifdef SQ_HAVE_CUDA
+        check_layer("qlinear", codes, scales, group);
+        int64_t k = codes->shape[1], nout = codes->shape[0], rows = sq_tensor_numel(x) / k;
+        SQ_CHECK(sq_tensor_numel(out) == rows * nout && (!b || sq_tensor_numel(b) == nout) && codes->device == SQ_CUDA &&
+                     out->device == SQ_CUDA,
+                 "qlinear: out, bias or weights do not match x (%lld rows) and the layer (%lld x %lld)",
+                 (long long)rows, (long long)nout, (long long)k);
+        double t0 = sq_profile_begin();
+        cuda_qgemv_q4(out->data, x->data, codes->data, scales->data, b ? b->data : NULL, rows, nout, k, group, p);
+        sq_profile_end("qgemv_q4", t0);
+#endif
+        return;
+    }
     sq_dequant_q4(w_scratch, codes, scales, group, p);
     sq_matmul(out, x, w_scratch, b);
 }

@@ -109,8 +109,7 @@ static int mlp_residual(const sd_mmdit *m, sq_arena *a, sq_tensor *x, const sq_t
     if (sd_tmp(a, m, &h, 3, x->shape) || sd_tmp(a, m, &u, 3, (int64_t[]){B, T, 4 * D}) || sd_tmp(a, m, &f, 3, x->shape))
         return SQ_FAIL;
     sq_gated_add_layernorm_modulate(x, attn_gate, attn, &h, shift, scale, 1e-6f);
-    if (sq_linear_forward(&u, &h, fc1, p, a)) return SQ_FAIL;
-    sq_gelu(&u, &u, true);
+    if (sq_linear_forward_gelu(&u, &h, fc1, p, a)) return SQ_FAIL;
     if (sq_linear_forward(&f, &u, fc2, p, a)) return SQ_FAIL;
     sq_gated_add(x, gate, &f);
     sq_arena_reset(a, mark);

@@ -1,21 +1,16 @@
 // kernels/cuda/device.cu: CUDA start-up: device query and the memory hooks core/
 // tensors and arenas use. Plain C linkage so kernels/backend.c can call it.
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 #include <stdio.h>
 
 #include "core/tensor.h"
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/slab_alloc.cuh"
 
-static void *cuda_alloc(size_t bytes) {
-    void *p = NULL;
-    if (cudaMalloc(&p, bytes ? bytes : 1) != cudaSuccess) {
-        cudaGetLastError();  // clear the sticky-free allocation error
-        return NULL;
-    }
-    return p;
-}
+static void *cuda_alloc(size_t bytes) { return sq_slab_alloc(bytes); }
 
-static void cuda_free(void *p) { SQ_CUDA_CHECK(cudaFree(p)); }
+static void cuda_free(void *p) { SQ_CUDA_CHECK(sq_slab_free(p)); }
 
 static int cuda_copy(void *dst, sq_device dd, const void *src, sq_device sd, size_t bytes) {
     cudaMemcpyKind kind = dd == SQ_CUDA ? (sd == SQ_CUDA ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
@@ -58,6 +53,8 @@ extern "C" int sq_cuda_init_impl(void) {
 }
 
 extern "C" void sq_cuda_synchronize_impl(void) { SQ_CUDA_CHECK(cudaDeviceSynchronize()); }
+
+extern "C" void sq_cuda_profiler_capture_impl(bool on) { SQ_CUDA_CHECK(on ? cudaProfilerStart() : cudaProfilerStop()); }
 
 // A failed pin is not an error: the caller falls back to pageable memory.
 extern "C" void *sq_cuda_host_alloc_impl(size_t bytes) {

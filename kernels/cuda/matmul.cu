@@ -1,5 +1,6 @@
 // kernels/cuda/matmul.cu: out (N,M) = x (N,K) · w (M,K)ᵀ + b through cuBLASLt, bf16
-// in/out, fp32 accumulation, bias fused in the epilogue. One handle, one 32 MiB
+// in/out, fp32 accumulation, bias (and for the MLPs the tanh GELU) fused in the
+// epilogue. One handle, one 32 MiB
 // workspace, and the algorithm chosen once per shape and cached, so the + and - QZO
 // passes run exactly the same kernels (the loss difference must not see algorithm
 // changes).
@@ -26,6 +27,7 @@ typedef struct {
     int64_t N, K, M;
     int bias;
     int f32;
+    int gelu;
     cublasLtMatmulAlgo_t algo;
     int used;
 } algo_entry;
@@ -47,8 +49,10 @@ static void make_layouts(cudaDataType_t t, int64_t N, int64_t K, int64_t M, cubl
     SQ_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(d, t, (uint64_t)M, (uint64_t)N, M));
 }
 
-extern "C" void cuda_matmul(sq_dtype dt, void *out, const void *x, const void *w, const void *b, int64_t N, int64_t K,
-                            int64_t M) {
+// gelu: apply GELU(tanh approximation, as cuBLASLt's GELU epilogue computes it) to
+// the fp32 result before the one rounding to bf16.
+static void matmul(sq_dtype dt, void *out, const void *x, const void *w, const void *b, int64_t N, int64_t K, int64_t M,
+                   int gelu) {
     SQ_CHECK(dt == SQ_BF16 || dt == SQ_F32, "cuda_matmul: bf16 or f32 only");
     int f32 = dt == SQ_F32;   // f32: full fp32 compute (no TF32), for models run at full precision
     SQ_CHECK(g_lt != NULL, "cuda_matmul: CUDA backend not initialised");
@@ -58,20 +62,24 @@ extern "C" void cuda_matmul(sq_dtype dt, void *out, const void *x, const void *w
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
     SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-    if (b) {
-        cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
-        SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep));
-        SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b, sizeof b));
-    }
+    cublasLtEpilogue_t ep = gelu ? (b ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU)
+                                 : (b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT);
+    SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep));
+    if (b) SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b, sizeof b));
     cublasLtMatrixLayout_t la, lb, ld;
     make_layouts(f32 ? CUDA_R_32F : CUDA_R_16BF, N, K, M, &la, &lb, &ld);
 
-    // algorithm cache: (N, K, M, bias) -> the heuristic's first choice
+    // algorithm cache: (N, K, M, bias, f32, gelu) -> the heuristic's first choice
     algo_entry *e = NULL;
-    unsigned h = (unsigned)((N * 73856093) ^ (K * 19349663) ^ (M * 83492791) ^ (b ? 1 : 0) ^ (f32 ? 2 : 0)) % ALGO_CACHE;
+    unsigned h = (unsigned)((N * 73856093) ^ (K * 19349663) ^ (M * 83492791) ^ (b ? 1 : 0) ^ (f32 ? 2 : 0) ^ (gelu ? 4 : 0)) %
+                 ALGO_CACHE;
     for (int probe = 0; probe < ALGO_CACHE; probe++) {
         algo_entry *c = &g_cache[(h + probe) % ALGO_CACHE];
-        if (c->used && c->N == N && c->K == K && c->M == M && c->bias == (b != NULL) && c->f32 == f32) { e = c; break; }
+        if (c->used && c->N == N && c->K == K && c->M == M && c->bias == (b != NULL) && c->f32 == f32 &&
+            c->gelu == gelu) {
+            e = c;
+            break;
+        }
         if (!c->used) {
             cublasLtMatmulPreference_t pref;
             SQ_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -82,7 +90,7 @@ extern "C" void cuda_matmul(sq_dtype dt, void *out, const void *x, const void *w
             SQ_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(g_lt, desc, la, lb, ld, ld, pref, 1, &res, &found));
             SQ_CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
             SQ_CHECK(found > 0, "cuBLASLt: no algorithm for a %lldx%lldx%lld %s GEMM", (long long)N, (long long)K, (long long)M, f32 ? "f32" : "bf16");
-            c->N = N; c->K = K; c->M = M; c->bias = b != NULL; c->f32 = f32; c->algo = res.algo; c->used = 1;
+            c->N = N; c->K = K; c->M = M; c->bias = b != NULL; c->f32 = f32; c->gelu = gelu; c->algo = res.algo; c->used = 1;
             e = c;
             break;
         }
@@ -95,4 +103,14 @@ extern "C" void cuda_matmul(sq_dtype dt, void *out, const void *x, const void *w
     cublasLtMatrixLayoutDestroy(lb);
     cublasLtMatrixLayoutDestroy(ld);
     cublasLtMatmulDescDestroy(desc);
+}
+
+extern "C" void cuda_matmul(sq_dtype dt, void *out, const void *x, const void *w, const void *b, int64_t N, int64_t K,
+                            int64_t M) {
+    matmul(dt, out, x, w, b, N, K, M, 0);
+}
+
+extern "C" void cuda_matmul_gelu(sq_dtype dt, void *out, const void *x, const void *w, const void *b, int64_t N,
+                                 int64_t K, int64_t M) {
+    matmul(dt, out, x, w, b, N, K, M, 1);
 }

@@ -7,25 +7,7 @@
 #include <stdint.h>
 
 #include "kernels/cuda/check.h"
-#include "kernels/quant.h"
-#include "kernels/rng.h"
-
-// The scale of group j under perturbation p: s + sign·eps·z_j, the same fmaf as the
-// CPU's, so both devices dequantise to the same bits.
-__device__ __forceinline__ float perturbed_scale(const float *scales, int64_t j, const sq_perturb &p) {
-    float s = scales[j];
-    if (p.sign != 0) s = fmaf((float)p.sign * p.eps, sq_rng_normal(p.seed, p.step, p.index_base + (uint64_t)j), s);
-    return s;
-}
-
-// One code byte (two signed 4-bit codes, low nibble first) times s, as two bf16.
-__device__ __forceinline__ void dequant_byte(uint32_t byte, float s, __nv_bfloat16 *o) {
-    int lo = (int)(byte & 0xf), hi = (int)((byte >> 4) & 0xf);
-    lo = lo >= 8 ? lo - 16 : lo;
-    hi = hi >= 8 ? hi - 16 : hi;
-    o[0] = __float2bfloat16_rn(s * (float)lo);
-    o[1] = __float2bfloat16_rn(s * (float)hi);
-}
+#include "kernels/cuda/dequant_q4.cuh"
 
 // One thread per (row, group, 8-element chunk): reads 4 code bytes, writes 8 bf16.
 __global__ void dequant_q4_kernel(__nv_bfloat16 *out, const uint8_t *codes, const float *scales, int64_t nout,
@@ -41,27 +23,38 @@ __global__ void dequant_q4_kernel(__nv_bfloat16 *out, const uint8_t *codes, cons
     for (int b = 0; b < 4; b++) dequant_byte(c[b], s, o + 2 * b);
 }
 
-// The wide version for K and group multiples of 32 (every SD3.5 layer): one thread
-// per 32 elements of a row, so the scale and its perturbation (Philox + Box-Muller,
-// the costly part) are computed once per 32 weights instead of once per 8, codes
-// arrive in one 16-byte load and the 64 output bytes leave in four 16-byte stores.
-// The arithmetic per element is the same as above, so the result is bit-identical.
-__global__ void dequant_q4_x32_kernel(__nv_bfloat16 *out, const uint8_t *codes, const float *scales, int64_t nout,
-                                      int64_t k, int group, sq_perturb p) {
-    int64_t chunks_per_row = k / 32;
-    int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= nout * chunks_per_row) return;
-    int64_t n = t / chunks_per_row;
-    int64_t col = (t % chunks_per_row) * 32;
-    float s = perturbed_scale(scales, n * (k / group) + col / group, p);
-    uint4 c = *(const uint4 *)(codes + (n * k + col) / 2);
-    uint32_t words[4] = {c.x, c.y, c.z, c.w};
-    uint4 *o = (uint4 *)(out + n * k + col);
-    for (int w = 0; w < 4; w++) {
-        __align__(16) __nv_bfloat16 v[8];
-        // little-endian: byte b of the word is code byte 4w + b
-        for (int b = 0; b < 4; b++) dequant_byte(words[w] >> (8 * b), s, v + 2 * b);
-        o[w] = *(const uint4 *)v;
+// The fast version: with K % G == 0 the group of flat (row-major) element e is just
+// e / G, so the matrix is one long run of 8-code words. A block of DQ_THREADS
+// threads takes DQ_WORDS_PER_THREAD·DQ_THREADS consecutive words: first the
+// perturbed scales of the groups they touch go to shared memory, each computed
+// once (Philox + Box-Muller is the costly part), then every thread turns one word
+// into 8 bf16 per step, so a warp reads 128 and writes 512 contiguous bytes.
+// Per element the arithmetic is the one above, so the result is bit-identical.
+#define DQ_THREADS 256
+#define DQ_WORDS_PER_THREAD 4
+
+static int dequant_tile_groups(int group) { return DQ_THREADS * DQ_WORDS_PER_THREAD * 8 / group + 2; }
+
+__global__ void dequant_q4_tiled_kernel(__nv_bfloat16 *out, const uint32_t *words, const float *scales,
+                                        int64_t n_words, int group, sq_perturb p) {
+    extern __shared__ float tile_scales[];
+    const int64_t tile_words = DQ_THREADS * DQ_WORDS_PER_THREAD;
+    int64_t w0 = (int64_t)blockIdx.x * tile_words;
+    int64_t w_end = w0 + tile_words < n_words ? w0 + tile_words : n_words;
+    int64_t g0 = w0 * 8 / group, g_end = (w_end * 8 - 1) / group + 1;
+    // the code words are loaded first, so their memory latency overlaps the RNG
+    uint32_t cw[DQ_WORDS_PER_THREAD];
+    for (int i = 0; i < DQ_WORDS_PER_THREAD; i++) {
+        int64_t w = w0 + i * DQ_THREADS + threadIdx.x;
+        cw[i] = w < w_end ? words[w] : 0u;
+    }
+    for (int64_t g = g0 + threadIdx.x; g < g_end; g += blockDim.x) tile_scales[g - g0] = perturbed_scale(scales, g, p);
+    __syncthreads();
+    int e_base = (int)(w0 * 8 - g0 * group);   // offset of the tile's first element in group g0
+    for (int i = 0; i < DQ_WORDS_PER_THREAD; i++) {
+        int local = i * DQ_THREADS + (int)threadIdx.x;
+        if (w0 + local >= w_end) break;
+        ((uint4 *)out)[w0 + local] = dequant_word(cw[i], tile_scales[(e_base + 8 * local) / group]);
     }
 }
 
@@ -86,11 +79,12 @@ extern "C" void cuda_dequant_q4(void *out_bf16, const uint8_t *codes, const floa
              (long long)k, group);
     sq_perturb none = {0, 0, 0, 0.0f, 0};
     if (nout * k == 0) return;
-    bool aligned16 = ((uintptr_t)codes % 16 == 0) && ((uintptr_t)out_bf16 % 16 == 0);
-    if (k % 32 == 0 && group % 32 == 0 && aligned16) {
-        int64_t threads_needed = nout * (k / 32);
-        dequant_q4_x32_kernel<<<blocks_for(threads_needed, 256), 256>>>((__nv_bfloat16 *)out_bf16, codes, scales, nout,
-                                                                         k, group, p ? *p : none);
+    bool aligned = ((uintptr_t)codes % 4 == 0) && ((uintptr_t)out_bf16 % 16 == 0);
+    if (aligned) {
+        int64_t n_words = nout * k / 8, tile_words = DQ_THREADS * DQ_WORDS_PER_THREAD;
+        size_t smem = (size_t)dequant_tile_groups(group) * sizeof(float);
+        dequant_q4_tiled_kernel<<<blocks_for(n_words, (int)tile_words), DQ_THREADS, smem>>>(
+            (__nv_bfloat16 *)out_bf16, (const uint32_t *)codes, scales, n_words, group, p ? *p : none);
     } else {
         int64_t threads_needed = nout * (k / 8);
         dequant_q4_kernel<<<blocks_for(threads_needed, 256), 256>>>((__nv_bfloat16 *)out_bf16, codes, scales, nout, k,

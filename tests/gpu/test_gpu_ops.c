@@ -64,7 +64,13 @@ static void test_matmul(void) {
             char what[64];
             snprintf(what, sizeof what, "matmul %lldx%lldx%lld bias %d", (long long)N, (long long)K, (long long)M, bias);
             expect(what, &o);
-            drop(&x); drop(&w); drop(&b); drop(&o);
+            // the same with GELU (tanh): the GEMM epilogue on bf16, matmul + gelu on f32
+            pair g = outp(2, SQ_SHAPE(N, M));
+            sq_matmul_gelu(&g.h, &x.h, &w.h, bias ? &b.h : NULL);
+            sq_matmul_gelu(&g.d, &x.d, &w.d, bias ? &b.d : NULL);
+            snprintf(what, sizeof what, "matmul_gelu %lldx%lldx%lld bias %d", (long long)N, (long long)K, (long long)M, bias);
+            expect(what, &g);
+            drop(&x); drop(&w); drop(&b); drop(&o); drop(&g);
         }
     }
 }

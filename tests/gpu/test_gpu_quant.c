@@ -1,7 +1,10 @@
 // tests/gpu/test_gpu_quant.c: the CUDA quantised ops against the CPU reference.
 // - z drawn on the device is bit-identical to z drawn on the host (kernels/rng.h);
 // - fused perturbed dequantisation on CUDA (bf16) == bf16(CPU fp32 result), exactly,
-//   for sign -1/0/+1 and group sizes 16/32/64/128 (both kernels), on a poisoned output;
+//   for sign -1/0/+1 and group sizes 16/32/64/128, on a poisoned output, through the
+//   tiled kernel (aligned output) and the per-chunk fallback (output 8 bytes off);
+// - the quantised linear (int4 GEMV for <= 8 rows, dequantise + cuBLAS above) against
+//   the CPU's fp32 qlinear on the same bf16 inputs, with bias, poisoned output;
 // - the QZO scale update on CUDA == the CPU update, bit for bit.
 // Skips (exit 77) without a GPU.
 #include <math.h>
@@ -14,6 +17,52 @@
 #include "tests/test_util.h"
 
 int cuda_rng_normals(float *host_out, int64_t n, uint64_t seed, uint64_t step, uint64_t index_base);
+
+// y = x·dequant(W)ᵀ + b on CUDA (bf16) against the CPU (fp32, the same bf16-valued x
+// and bias), for row counts on both sides of SQ_QGEMV_MAX_ROWS and all three signs.
+static void check_qlinear(const sq_tensor *hc, const sq_tensor *hs, const sq_tensor *dc, const sq_tensor *ds, int group) {
+    int64_t nout = hc->shape[0], k = hc->shape[1];
+    static const int64_t row_counts[] = {1, 3, 8, 9, 40};
+    uint64_t rs = 77 + (uint64_t)group;
+    static float x[40 * 384], bias[77], wcpu[77 * 384], ycpu[40 * 77], ygpu[40 * 77];
+    tu_fill_uniform(x, 40 * k, &rs, -2.0f, 2.0f);
+    tu_fill_uniform(bias, nout, &rs, -0.5f, 0.5f);
+    for (int64_t i = 0; i < 40 * k; i++) x[i] = sq_bf16_to_f32(sq_f32_to_bf16(x[i]));
+    for (int64_t i = 0; i < nout; i++) bias[i] = sq_bf16_to_f32(sq_f32_to_bf16(bias[i]));
+    sq_tensor hb = sq_tensor_view(bias, SQ_F32, SQ_CPU, 1, SQ_SHAPE(nout));
+    sq_tensor hw = sq_tensor_view(wcpu, SQ_F32, SQ_CPU, 2, SQ_SHAPE(nout, k));
+    sq_tensor db, dw;
+    sq_tensor_alloc(&db, SQ_BF16, SQ_CUDA, 1, SQ_SHAPE(nout));
+    sq_tensor_alloc(&dw, SQ_BF16, SQ_CUDA, 2, SQ_SHAPE(nout, k));
+    sq_tensor_from_host_f32(&db, bias);
+    for (size_t ri = 0; ri < sizeof row_counts / sizeof row_counts[0]; ri++) {
+        int64_t rows = row_counts[ri];
+        sq_tensor hx = sq_tensor_view(x, SQ_F32, SQ_CPU, 2, SQ_SHAPE(rows, k));
+        sq_tensor hy = sq_tensor_view(ycpu, SQ_F32, SQ_CPU, 2, SQ_SHAPE(rows, nout));
+        sq_tensor dx, dy;
+        sq_tensor_alloc(&dx, SQ_BF16, SQ_CUDA, 2, SQ_SHAPE(rows, k));
+        sq_tensor_alloc(&dy, SQ_BF16, SQ_CUDA, 2, SQ_SHAPE(rows, nout));
+        sq_tensor_from_host_f32(&dx, x);
+        for (int sign = -1; sign <= 1; sign++) {
+            sq_perturb p = {.seed = 4, .step = 8, .index_base = 123456, .eps = 1e-2f, .sign = sign};
+            sq_qlinear(&hy, &hx, hc, hs, &hb, group, &p, &hw);
+            tu_poison(ygpu, rows * nout);
+            sq_tensor_from_host_f32(&dy, ygpu);
+            sq_qlinear(&dy, &dx, dc, ds, &db, group, &p, &dw);
+            sq_tensor_to_host_f32(ygpu, &dy);
+            double err = tu_rel_err(ygpu, ycpu, rows * nout);
+            TU_CHECK(err <= 2e-2, "qlinear group %d, %lld rows (%s), sign %d: rel err %.3g > 2e-2", group, (long long)rows,
+                     rows <= SQ_QGEMV_MAX_ROWS ? "int4 GEMV" : "dequantise + GEMM", sign, err);
+            if (sign == 1)
+                printf("qlinear group %d, %2lld rows (%s): rel err %.2e\n", group, (long long)rows,
+                       rows <= SQ_QGEMV_MAX_ROWS ? "int4 GEMV" : "dequantise + GEMM", err);
+        }
+        sq_tensor_free(&dx);
+        sq_tensor_free(&dy);
+    }
+    sq_tensor_free(&db);
+    sq_tensor_free(&dw);
+}
 
 int main(void) {
     if (sq_cuda_device_count() <= 0) {
@@ -58,19 +107,26 @@ int main(void) {
         sq_tensor_alloc(&dout, SQ_BF16, SQ_CUDA, 2, SQ_SHAPE(nout, k));
         sq_tensor_copy(&dc, &hc);
         sq_tensor_copy(&ds, &hs);
-        for (int sign = -1; sign <= 1; sign++) {
+        // 4 extra elements so a view 8 bytes in is not 16-byte aligned: the fallback kernel
+        sq_tensor shifted_buf;
+        sq_tensor_alloc(&shifted_buf, SQ_BF16, SQ_CUDA, 1, SQ_SHAPE(nout * k + 4));
+        sq_tensor shifted = sq_tensor_view((char *)shifted_buf.data + 8, SQ_BF16, SQ_CUDA, 2, SQ_SHAPE(nout, k));
+        for (int sign = -1; sign <= 1; sign++) for (int unaligned = 0; unaligned <= 1; unaligned++) {
+            sq_tensor *target = unaligned ? &shifted : &dout;
             sq_perturb p = {.seed = 9, .step = 31, .index_base = 5000, .eps = 1e-3f, .sign = sign};
             sq_dequant_q4(&ho, &hc, &hs, (int)group, &p);
             tu_poison(back, nout * k);
-            sq_tensor_from_host_f32(&dout, back);   // NaN-poison the device output
-            sq_dequant_q4(&dout, &dc, &ds, (int)group, &p);
-            sq_tensor_to_host_f32(back, &dout);
+            sq_tensor_from_host_f32(target, back);   // NaN-poison the device output
+            sq_dequant_q4(target, &dc, &ds, (int)group, &p);
+            sq_tensor_to_host_f32(back, target);
             int bad = 0;
             for (int64_t i = 0; i < nout * k; i++)
                 if (sq_f32_to_bf16(cpu_out[i]) != sq_f32_to_bf16(back[i]) || isnan(back[i])) bad++;
-            TU_CHECK(bad == 0, "dequant group %d sign %d: %d of %lld elements differ from bf16(CPU)", group, sign, bad,
-                     (long long)(nout * k));
+            TU_CHECK(bad == 0, "dequant group %d sign %d %s: %d of %lld elements differ from bf16(CPU)", group, sign,
+                     unaligned ? "fallback" : "tiled", bad, (long long)(nout * k));
         }
+        sq_tensor_free(&shifted_buf);
+        if (group >= 32) check_qlinear(&hc, &hs, &dc, &ds, group);   // before the update changes ds
         // 3. update
         memcpy(scales_cpu, scales, (size_t)(nout * ng) * sizeof(float));
         sq_tensor hsc = sq_tensor_view(scales_cpu, SQ_F32, SQ_CPU, 2, SQ_SHAPE(nout, ng));
@@ -79,7 +135,7 @@ int main(void) {
         sq_qzo_update(&ds, &up, 3e-3f);
         sq_tensor_to_host_f32(scales_gpu, &ds);
         TU_CHECK(!memcmp(scales_cpu, scales_gpu, (size_t)(nout * ng) * sizeof(float)), "update group %d: CUDA != CPU", group);
-        printf("group %d: dequant (3 signs) and update bit-identical to CPU\n", group);
+        printf("group %d: dequant (3 signs, both kernels) and update bit-identical to CPU\n", group);
         sq_tensor_free(&dc);
         sq_tensor_free(&ds);
         sq_tensor_free(&dout);
