@@ -163,6 +163,10 @@ static int alloc_scratch(loop *L) {
     int B = t->opt.batch_size;
     if (t->opt.sample_every > 0 && t->n_prompts > 0 && t->opt.sample_cfg > 1 && B < 2) B = 2;
     size_t need = sd_mmdit_scratch_estimate(c, B, (int)N, t->ctx_tokens, es);
+    // the encode phase's cuDNN workspace (VAE convolutions) is far larger than what the
+    // MMDiT's attention needs: give it back before the MMDiT phase's peak
+    size_t trimmed = sq_device_trim(t->device);
+    if (trimmed) sq_log_info("released %.0f MiB of cuDNN workspace left by the encode phase", trimmed / 1048576.0);
     if (t->device == SQ_CUDA) {
         size_t fr, tot;
         if (sq_cuda_mem_info(&fr, &tot) == SQ_OK && need + ((size_t)256 << 20) > fr)

@@ -26,8 +26,11 @@ int sq_cuda_timer_start_impl(void **ev_start, void **ev_stop);
 int sq_cuda_timer_stop_impl(void *ev_start, void *ev_stop, float *ms);
 void sq_cuda_profiler_capture_impl(bool on);
 void sq_profiler_capture(bool on) { sq_cuda_profiler_capture_impl(on); }
+size_t sq_cuda_trim_impl(void);
+size_t sq_device_trim(sq_device device) { return device == SQ_CUDA ? sq_cuda_trim_impl() : 0; }
 #else
 void sq_profiler_capture(bool on) { (void)on; }
+size_t sq_device_trim(sq_device device) { (void)device; return 0; }
 void sq_device_synchronize(sq_device device) { (void)device; }
 int sq_cuda_mem_info(size_t *f, size_t *t) { *f = *t = 0; return sq_errorf("this build has no CUDA backend"); }
 void *sq_host_pinned_alloc(size_t bytes) { (void)bytes; return NULL; }

@@ -51,6 +51,11 @@ const char *sq_timer_kind(sq_device device);
 // CUDA), so e.g. `ncu --profile-from-start off` sees just the region in between.
 void sq_profiler_capture(bool on);
 
+// Gives back device memory the backend keeps between ops (today the cuDNN workspace,
+// sized by the largest convolution or attention seen); ops take it back as needed.
+// Returns the bytes released. For the start of a phase that needs less.
+size_t sq_device_trim(sq_device device);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,5 +1,6 @@
 // mmdit/config.c: MMDiT configs from config.json, from checkpoint shapes, or presets.
 #include "mmdit/config.h"
+#include "kernels/quant.h"
 #include "mmdit/model.h"
 
 #include <string.h>
@@ -177,6 +178,6 @@ void sd_mmdit_print_config(const sd_mmdit_config *c, FILE *f) {
 size_t sd_mmdit_scratch_estimate(const sd_mmdit_config *c, int B, int N, int T, int elem_bytes) {
     size_t D = (size_t)c->hidden, es = (size_t)elem_bytes;
     size_t act = (size_t)B * (size_t)(N + T) * D * es;
-    size_t weight = 4 * D * (D > (size_t)c->joint_attention_dim ? D : (size_t)c->joint_attention_dim) * es;
-    return 12 * act + 3 * weight + ((size_t)64 << 20);
+    size_t weight = (B > SQ_QGEMV_MAX_ROWS ? 9 : 4) * D * D * es;
+    return 12 * act + weight + ((size_t)64 << 20);
 }

@@ -56,10 +56,12 @@ int sd_mmdit_init_synthetic(sd_mmdit *m, const sd_mmdit_config *cfg, sq_device d
 // Scratch bytes one forward of B latents with N image tokens and T context tokens
 // needs, for activations of `elem_bytes` (2 bf16, 4 f32): a dozen live (B, N+T, D)
 // activations at the widest point of a joint block (the MLP's 4D hidden state
-// counts four times), the int4 weight dequantised for its GEMM, and a margin.
-// Measured high-water marks sit well below it (H100, B = 1: SD3.5 Large 1024²
-// 0.39 GiB against 0.80 estimated; Medium 512² 0.08 against 0.25); sizing an arena
-// from it keeps a run from dying mid-forward.
+// counts four times; with B > 1 the joint attention also holds per-stream q/k/v
+// copies, 11 in all), one int4 weight dequantised for its GEMM (only one is live at
+// a time: the MLP's 4D x D, or with more than SQ_QGEMV_MAX_ROWS samples the adaLN's
+// up to 9D x D, which the int4 GEMV takes for fewer), and a 64 MiB margin.
+// H100, B = 1: SD3.5 Large 1024² high-water 0.314 GiB against 0.34 estimated.
+// Sizing an arena from it keeps a run from dying mid-forward.
 size_t sd_mmdit_scratch_estimate(const sd_mmdit_config *c, int B, int N, int T, int elem_bytes);
 // Optional copies of intermediate activations (host f32, malloc'ed by the forward,
 // freed by sd_mmdit_trace_free) for golden tests and debugging.

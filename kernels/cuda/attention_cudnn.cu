@@ -278,11 +278,6 @@ att_plan *plan_for(const att_key &key) {
     p->next_uid = UID_VIRTUAL;
     p->ok = build_plan(p);
     if (!p->ok) free_descs(p);   // the entry stays, so the shape is not tried again
-    if (p->ok && !sq_cudnn_workspace_reserve((size_t)p->ws_bytes)) {   // grows on a shape's first call only
-        fprintf(stderr, "cuDNN attention: no device memory for a %lld-byte workspace; flash kernel used\n",
-                (long long)p->ws_bytes);
-        p->ok = false;
-    }
     return p;
 }
 
@@ -323,6 +318,12 @@ extern "C" bool cuda_attention_cudnn(void *out, const void *q, const void *k, co
     att_key key = {B, Tq, Tk, NH, HS};
     att_plan *p = plan_for(key);
     if (!p->ok) return false;
+    // the shared workspace may have been released between phases (sq_cudnn_workspace_release)
+    if (!sq_cudnn_workspace_reserve((size_t)p->ws_bytes)) {
+        fprintf(stderr, "cuDNN attention: no device memory for a %lld-byte workspace; flash kernel used\n",
+                (long long)p->ws_bytes);
+        return false;
+    }
     if (!execute(p, out, q, k, v, scale)) {
         p->ok = false;   // never again for this shape
         return false;

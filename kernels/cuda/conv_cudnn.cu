@@ -116,10 +116,6 @@ conv_plan *plan_for(const conv_key &key, int64_t Ho, int64_t Wo) {
         p->ok = pick_algo(p, CUDNN_TENSOR_OP_MATH, true) || pick_algo(p, CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION, true);
     else
         p->ok = pick_algo(p, CUDNN_FMA_MATH, false);
-    // the shared workspace grows on a shape's first call only; out of memory is fatal
-    // here, as any other allocation of a forward pass would be
-    if (p->ok) SQ_CHECK(sq_cudnn_workspace_reserve(p->ws_bytes), "cuDNN convolution: no device memory for a %zu-byte workspace",
-                        p->ws_bytes);
     return p;
 }
 
@@ -143,6 +139,10 @@ extern "C" bool cuda_conv2d_cudnn(sq_dtype dt, void *out, const void *x, const v
     conv_key key = {(int)dt, (int)B, (int)Cin, (int)H, (int)W, (int)Cout, (int)KH, (int)KW, stride, pad_top, pad_left};
     conv_plan *p = plan_for(key, Ho, Wo);
     if (!p->ok) return false;
+    // the shared workspace may have been released between phases; out of memory is
+    // fatal here, as any other allocation of a forward pass would be
+    SQ_CHECK(sq_cudnn_workspace_reserve(p->ws_bytes), "cuDNN convolution: no device memory for a %zu-byte workspace",
+             p->ws_bytes);
     float alpha = 1.0f, beta = 0.0f;   // scaling parameters are float for bf16 and f32 data
     SQ_CUDNN_CHECK(cudnnConvolutionForward(g_handle, &alpha, p->xd, x, p->wd, w, p->cd, p->algo,
                                            p->ws_bytes ? sq_cudnn_workspace() : nullptr, p->ws_bytes, &beta, p->yd, out));

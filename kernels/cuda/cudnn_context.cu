@@ -43,4 +43,21 @@ bool sq_cudnn_workspace_reserve(size_t bytes) {
 
 void *sq_cudnn_workspace(void) { return g_ws; }
 
+size_t sq_cudnn_workspace_release(void) {
+    size_t freed = g_ws_bytes;
+    if (g_ws) SQ_CUDA_CHECK(cudaFree(g_ws));   // waits for queued ops that may still use it
+    g_ws = nullptr;
+    g_ws_bytes = 0;
+    return freed;
+}
+
 #endif
+
+// kernels/backend.c's sq_device_trim: what the CUDA backend can give back between phases.
+extern "C" size_t sq_cuda_trim_impl(void) {
+#ifdef SQ_HAVE_CUDNN
+    return sq_cudnn_workspace_release();
+#else
+    return 0;
+#endif
+}

@@ -14,12 +14,17 @@
 // The shared handle, created on first use; nullptr when cudnnCreate failed (said once
 // on stderr, naming `who` falls back to what).
 cudnnHandle_t sq_cudnn_handle(const char *fallback_note);
-// Makes the shared workspace at least `bytes` long (only on a plan's first call: it
-// frees and reallocates). False, with the CUDA error cleared, when the device is out
-// of memory.
+// Makes the shared workspace at least `bytes` long (frees and reallocates when it
+// grows). False, with the CUDA error cleared, when the device is out of memory.
 bool sq_cudnn_workspace_reserve(size_t bytes);
-// The workspace now (valid until the next reserve that grows it); nullptr if empty.
+// The workspace now (valid until the next reserve that grows it, or a release);
+// nullptr if empty. Ops reserve their plan's size before every call, so a released
+// workspace comes back at the size the next op needs.
 void *sq_cudnn_workspace(void);
+// Frees the workspace; returns the bytes given back. Training calls it (through
+// sq_device_trim) between phases: the VAE's convolutions want far more than the
+// MMDiT's attention, and that memory would otherwise stay held for the whole run.
+size_t sq_cudnn_workspace_release(void);
 #endif
 
 #endif
