@@ -8,7 +8,8 @@ export PATH=/usr/local/cuda/bin:$PATH
 out=${OUT:-/tmp}; mkdir -p /tmp/final
 OUT=/tmp/final tools/device-gpu-tests.sh > /tmp/final/gpu.log 2>&1
 grep -E "^ *[0-9]+/[0-9]+ |Ok:|Fail:" /tmp/final/gpu.log
-git log --oneline -1 2>/dev/null; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+OUT=/tmp/final PROFILE_ONLY=1 bench/device-profile.sh large 512 2>&1 | head -16
 for a in "large 1024" "large 512" "medium 512"; do
     set -- $a
     echo "== $1 $2²"

@@ -4,7 +4,7 @@
 # goes. Nsight Compute times every kernel of one forward after warm-up
 # (SQ_PROFILE_CAPTURE=1 marks it; clocks left free, kernels run one at a time), and
 # the totals are grouped by kernel. Then the plain bench for the real figures.
-# Usage: bench/device-profile.sh [config] [resolutions...]
+# Usage: [PROFILE_ONLY=1] bench/device-profile.sh [config] [resolutions...]
 set -uo pipefail
 export PATH=/usr/local/cuda/bin:$PATH
 export LD_LIBRARY_PATH=/tmp/deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
@@ -32,5 +32,5 @@ print(f"total {s:.1f} ms over {sum(cnt.values())} kernels")
 for n, v in tot.most_common(25):
     print(f"{v:9.2f} ms {100*v/s:5.1f}% {cnt[n]:6d}x  {n}")
 PY
-    $bin bench --config $cfg --resolution $res --steps 3 --warmup 1 --what mmdit 2>&1 | tail -4
+    [ -n "${PROFILE_ONLY:-}" ] || $bin bench --config $cfg --resolution $res --steps 3 --warmup 1 --what mmdit 2>&1 | tail -4
 done

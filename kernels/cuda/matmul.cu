@@ -29,6 +29,10 @@ typedef struct {
     int f32;
     int gelu;
     cublasLtMatmulAlgo_t algo;
+    // the descriptors too: creating and destroying four per call cost host time that
+    // showed in the short GEMMs of a 512² forward
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t la, lb, ld;
     int used;
 } algo_entry;
 
@@ -57,19 +61,7 @@ static void matmul(sq_dtype dt, void *out, const void *x, const void *w, const v
     int f32 = dt == SQ_F32;   // f32: full fp32 compute (no TF32), for models run at full precision
     SQ_CHECK(g_lt != NULL, "cuda_matmul: CUDA backend not initialised");
     if (N == 0 || M == 0) return;
-    cublasLtMatmulDesc_t desc;
-    SQ_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-    SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-    cublasLtEpilogue_t ep = gelu ? (b ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU)
-                                 : (b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT);
-    SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep));
-    if (b) SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b, sizeof b));
-    cublasLtMatrixLayout_t la, lb, ld;
-    make_layouts(f32 ? CUDA_R_32F : CUDA_R_16BF, N, K, M, &la, &lb, &ld);
-
-    // algorithm cache: (N, K, M, bias, f32, gelu) -> the heuristic's first choice
+    // cache: (N, K, M, bias, f32, gelu) -> descriptors and the heuristic's first choice
     algo_entry *e = NULL;
     unsigned h = (unsigned)((N * 73856093) ^ (K * 19349663) ^ (M * 83492791) ^ (b ? 1 : 0) ^ (f32 ? 2 : 0) ^ (gelu ? 4 : 0)) %
                  ALGO_CACHE;
@@ -81,13 +73,22 @@ static void matmul(sq_dtype dt, void *out, const void *x, const void *w, const v
             break;
         }
         if (!c->used) {
+            SQ_CUBLAS_CHECK(cublasLtMatmulDescCreate(&c->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+            cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+            SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+            SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+            cublasLtEpilogue_t ep = gelu ? (b ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU)
+                                         : (b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT);
+            SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep));
+            if (b) SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b, sizeof b));
+            make_layouts(f32 ? CUDA_R_32F : CUDA_R_16BF, N, K, M, &c->la, &c->lb, &c->ld);
             cublasLtMatmulPreference_t pref;
             SQ_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
             size_t ws = WORKSPACE_BYTES;
             SQ_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
             cublasLtMatmulHeuristicResult_t res;
             int found = 0;
-            SQ_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(g_lt, desc, la, lb, ld, ld, pref, 1, &res, &found));
+            SQ_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(g_lt, c->desc, c->la, c->lb, c->ld, c->ld, pref, 1, &res, &found));
             SQ_CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
             SQ_CHECK(found > 0, "cuBLASLt: no algorithm for a %lldx%lldx%lld %s GEMM", (long long)N, (long long)K, (long long)M, f32 ? "f32" : "bf16");
             c->N = N; c->K = K; c->M = M; c->bias = b != NULL; c->f32 = f32; c->gelu = gelu; c->algo = res.algo; c->used = 1;
@@ -96,13 +97,11 @@ static void matmul(sq_dtype dt, void *out, const void *x, const void *w, const v
         }
     }
     SQ_CHECK(e != NULL, "cuBLASLt: algorithm cache full");
+    // the bias differs per layer: point the cached descriptor at this call's
+    if (b) SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(e->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b, sizeof b));
     const float one = 1.0f, zero = 0.0f;
-    SQ_CUBLAS_CHECK(cublasLtMatmul(g_lt, desc, &one, w, la, x, lb, &zero, out, ld, out, ld, &e->algo, g_workspace,
-                                   WORKSPACE_BYTES, 0));
-    cublasLtMatrixLayoutDestroy(la);
-    cublasLtMatrixLayoutDestroy(lb);
-    cublasLtMatrixLayoutDestroy(ld);
-    cublasLtMatmulDescDestroy(desc);
+    SQ_CUBLAS_CHECK(cublasLtMatmul(g_lt, e->desc, &one, w, e->la, x, e->lb, &zero, out, e->ld, out, e->ld, &e->algo,
+                                   g_workspace, WORKSPACE_BYTES, 0));
 }
 
 extern "C" void cuda_matmul(sq_dtype dt, void *out, const void *x, const void *w, const void *b, int64_t N, int64_t K,
