@@ -7,7 +7,7 @@
 # profile, NO_TRAIN=1 the train runs.
 set -uo pipefail
 export PATH=/usr/local/cuda/bin:$PATH
-out=${OUT:-/tmp}; mkdir -p /tmp/final
+out=${OUT:-/tmp}; rm -rf /tmp/final; mkdir -p /tmp/final   # no stale JSON from an earlier call on a warm machine
 OUT=/tmp/final tools/device-gpu-tests.sh ${GPU_TESTS:-} > /tmp/final/gpu.log 2>&1
 grep -E "^ *[0-9]+/[0-9]+ |Ok:|Fail:" /tmp/final/gpu.log
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
