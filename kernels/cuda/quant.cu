@@ -9,7 +9,8 @@
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/dequant_q4.cuh"
 
-// One thread per (row, group, 8-element chunk): reads 4 code bytes, writes 8 bf16.
+// The fallback, for an output that is not 16-byte aligned: one thread per (row,
+// group, 8-element chunk), reads 4 code bytes, writes 8 bf16.
 __global__ void dequant_q4_kernel(__nv_bfloat16 *out, const uint8_t *codes, const float *scales, int64_t nout,
                                   int64_t k, int group, sq_perturb p) {
     int64_t chunks_per_row = k / 8;
@@ -25,10 +26,11 @@ __global__ void dequant_q4_kernel(__nv_bfloat16 *out, const uint8_t *codes, cons
 
 // The fast version: with K % G == 0 the group of flat (row-major) element e is just
 // e / G, so the matrix is one long run of 8-code words. A block of DQ_THREADS
-// threads takes DQ_WORDS_PER_THREAD·DQ_THREADS consecutive words: first the
-// perturbed scales of the groups they touch go to shared memory, each computed
-// once (Philox + Box-Muller is the costly part), then every thread turns one word
-// into 8 bf16 per step, so a warp reads 128 and writes 512 contiguous bytes.
+// threads takes DQ_WORDS_PER_THREAD·DQ_THREADS consecutive words: each thread
+// loads its code words, then the perturbed scales of the groups the tile touches go
+// to shared memory, each computed once (Philox + Box-Muller is the costly part; the
+// code loads are in flight meanwhile), then every thread turns one word into 8 bf16
+// per step, so a warp reads 128 and writes 512 contiguous bytes.
 // Per element the arithmetic is the one above, so the result is bit-identical.
 #define DQ_THREADS 256
 #define DQ_WORDS_PER_THREAD 4
