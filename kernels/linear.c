@@ -4,10 +4,13 @@
 #include "core/error.h"
 #include "kernels/ops.h"
 
-int sq_linear_forward(sq_tensor *out, const sq_tensor *x, const sq_linear *l, const sq_perturb *p, sq_arena *scratch) {
+// The one path of both entry points: gelu selects gelu_tanh(layer(x)).
+static int forward(sq_tensor *out, const sq_tensor *x, const sq_linear *l, const sq_perturb *p, sq_arena *scratch,
+                   bool gelu) {
     const sq_tensor *b = l->b.data ? &l->b : NULL;
     if (!sq_linear_quantized(l)) {
-        sq_matmul(out, x, &l->w, b);
+        if (gelu) sq_matmul_gelu(out, x, &l->w, b);
+        else sq_matmul(out, x, &l->w, b);
         return SQ_OK;
     }
     size_t mark = sq_arena_mark(scratch);
@@ -16,34 +19,18 @@ int sq_linear_forward(sq_tensor *out, const sq_tensor *x, const sq_linear *l, co
     sq_perturb lp = {0};
     if (p) lp = *p;
     lp.index_base = l->index_base;
-    sq_qlinear(out, x, &l->codes, &l->scales, b, l->group, &lp, &w);
+    sq_qlinear(out, x, &l->codes, &l->scales, b, l->group, &lp, &w, gelu);
     sq_arena_reset(scratch, mark);
     return SQ_OK;
 }
 
+int sq_linear_forward(sq_tensor *out, const sq_tensor *x, const sq_linear *l, const sq_perturb *p, sq_arena *scratch) {
+    return forward(out, x, l, p, scratch, false);
+}
+
 int sq_linear_forward_gelu(sq_tensor *out, const sq_tensor *x, const sq_linear *l, const sq_perturb *p,
                            sq_arena *scratch) {
-    const sq_tensor *b = l->b.data ? &l->b : NULL;
-    if (!sq_linear_quantized(l)) {
-        sq_matmul_gelu(out, x, &l->w, b);
-        return SQ_OK;
-    }
-    int64_t k = sq_linear_in(l), rows = sq_tensor_numel(x) / k;
-    if (rows <= SQ_QGEMV_MAX_ROWS) {   // sq_qlinear's int4 GEMV has no GELU epilogue
-        if (sq_linear_forward(out, x, l, p, scratch) != SQ_OK) return SQ_FAIL;
-        sq_gelu(out, out, true);
-        return SQ_OK;
-    }
-    size_t mark = sq_arena_mark(scratch);
-    sq_tensor w;
-    if (sq_arena_tensor(scratch, &w, x->dtype, 2, l->codes.shape) != SQ_OK) return SQ_FAIL;
-    sq_perturb lp = {0};
-    if (p) lp = *p;
-    lp.index_base = l->index_base;
-    sq_dequant_q4(&w, &l->codes, &l->scales, l->group, &lp);
-    sq_matmul_gelu(out, x, &w, b);
-    sq_arena_reset(scratch, mark);
-    return SQ_OK;
+    return forward(out, x, l, p, scratch, true);
 }
 
 void sq_linear_free(sq_linear *l) {

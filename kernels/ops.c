@@ -45,27 +45,30 @@ static int64_t rows_of(const sq_tensor *t) { return sq_tensor_numel(t) / last_di
 #define CF(t) ((const float *)(t)->data)
 #define OPT(t) ((t) ? CF(t) : NULL)
 
-void sq_matmul(sq_tensor *out, const sq_tensor *x, const sq_tensor *w, const sq_tensor *b) {
+// The shape checks of both matmul ops; *N, *K, *M get the GEMM's sizes.
+static void check_matmul(const char *op, const sq_tensor *out, const sq_tensor *x, const sq_tensor *w, const sq_tensor *b,
+                         int64_t *N, int64_t *K, int64_t *M) {
     char b1[96], b2[96], b3[96];
-    int64_t K = last_dim(x), N = rows_of(x), M = w->shape[0];
-    SQ_CHECK(w->ndim == 2 && w->shape[1] == K && last_dim(out) == M && rows_of(out) == N &&
-                 (!b || sq_tensor_numel(b) == M),
-             "matmul: x %s, w %s, out %s", desc(x, b1), desc(w, b2), desc(out, b3));
+    *K = last_dim(x), *N = rows_of(x), *M = w->shape[0];
+    SQ_CHECK(w->ndim == 2 && w->shape[1] == *K && last_dim(out) == *M && rows_of(out) == *N &&
+                 (!b || sq_tensor_numel(b) == *M),
+             "%s: x %s, w %s, out %s", op, desc(x, b1), desc(w, b2), desc(out, b3));
+}
+
+void sq_matmul(sq_tensor *out, const sq_tensor *x, const sq_tensor *w, const sq_tensor *b) {
+    int64_t N, K, M;
+    check_matmul("matmul", out, x, w, b, &N, &K, &M);
     if (on_cpu("matmul", out, x, w, b)) cpu_matmul(F(out), CF(x), CF(w), OPT(b), N, K, M);
     else CUDA_OR_FAIL("matmul", cuda_matmul(out->dtype, out->data, x->data, w->data, b ? b->data : NULL, N, K, M));
 }
 
 void sq_matmul_gelu(sq_tensor *out, const sq_tensor *x, const sq_tensor *w, const sq_tensor *b) {
-    if (out->device == SQ_CUDA && out->dtype == SQ_BF16) {
-        char b1[96], b2[96], b3[96];
-        int64_t K = last_dim(x), N = rows_of(x), M = w->shape[0];
-        SQ_CHECK(w->ndim == 2 && w->shape[1] == K && last_dim(out) == M && rows_of(out) == N &&
-                     (!b || sq_tensor_numel(b) == M),
-                 "matmul_gelu: x %s, w %s, out %s", desc(x, b1), desc(w, b2), desc(out, b3));
-        if (!on_cpu("matmul_gelu", out, x, w, b)) {
-            CUDA_OR_FAIL("matmul_gelu", cuda_matmul_gelu(out->dtype, out->data, x->data, w->data, b ? b->data : NULL, N, K, M));
-            return;
-        }
+    int64_t N, K, M;
+    check_matmul("matmul_gelu", out, x, w, b, &N, &K, &M);
+    // cuBLASLt's GELU epilogue serves bf16; the CPU and f32 run the two ops
+    if (!on_cpu("matmul_gelu", out, x, w, b) && out->dtype == SQ_BF16) {
+        CUDA_OR_FAIL("matmul_gelu", cuda_matmul_gelu(out->dtype, out->data, x->data, w->data, b ? b->data : NULL, N, K, M));
+        return;
     }
     sq_matmul(out, x, w, b);
     sq_gelu(out, out, true);

@@ -10,6 +10,7 @@
 #ifndef SQ_QUANT_H
 #define SQ_QUANT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/tensor.h"
@@ -41,9 +42,10 @@ void sq_dequant_q4(sq_tensor *out, const sq_tensor *codes, const sq_tensor *scal
 // tensor of the activation dtype the dequantised weight is written to. On CUDA,
 // with N ≤ SQ_QGEMV_MAX_ROWS (the adaLN linears: one row per sample) the product is
 // taken straight from the codes (kernels/cuda/qgemv.cu) and w_scratch is not used.
+// gelu: y = gelu_tanh(...), in the GEMM's epilogue where sq_matmul_gelu has one.
 enum { SQ_QGEMV_MAX_ROWS = 8 };
 void sq_qlinear(sq_tensor *out, const sq_tensor *x, const sq_tensor *codes, const sq_tensor *scales,
-                const sq_tensor *b, int group, const sq_perturb *p, sq_tensor *w_scratch);
+                const sq_tensor *b, int group, const sq_perturb *p, sq_tensor *w_scratch, bool gelu);
 // The QZO update of one layer's scales, regenerating z:
 //   s[j] = max(s[j] - coeff * z(seed, step, index_base + j), 0)
 // where coeff = lr · clipped directional derivative (already averaged over queries

@@ -72,7 +72,7 @@ static bool use_qgemv(const sq_tensor *out, const sq_tensor *x, const sq_tensor 
 }
 
 void sq_qlinear(sq_tensor *out, const sq_tensor *x, const sq_tensor *codes, const sq_tensor *scales,
-                const sq_tensor *b, int group, const sq_perturb *p, sq_tensor *w_scratch) {
+                const sq_tensor *b, int group, const sq_perturb *p, sq_tensor *w_scratch, bool gelu) {
     if (use_qgemv(out, x, codes, b, group)) {
 #ifdef SQ_HAVE_CUDA
         check_layer("qlinear", codes, scales, group);
@@ -85,10 +85,12 @@ void sq_qlinear(sq_tensor *out, const sq_tensor *x, const sq_tensor *codes, cons
         cuda_qgemv_q4(out->data, x->data, codes->data, scales->data, b ? b->data : NULL, rows, nout, k, group, p);
         sq_profile_end("qgemv_q4", t0);
 #endif
+        if (gelu) sq_gelu(out, out, true);   // the GEMV has no GELU epilogue
         return;
     }
     sq_dequant_q4(w_scratch, codes, scales, group, p);
-    sq_matmul(out, x, w_scratch, b);
+    if (gelu) sq_matmul_gelu(out, x, w_scratch, b);
+    else sq_matmul(out, x, w_scratch, b);
 }
 
 void sq_qzo_update(sq_tensor *scales, const sq_perturb *p, float coeff) {

@@ -45,10 +45,10 @@ static void check_qlinear(const sq_tensor *hc, const sq_tensor *hs, const sq_ten
         sq_tensor_from_host_f32(&dx, x);
         for (int sign = -1; sign <= 1; sign++) {
             sq_perturb p = {.seed = 4, .step = 8, .index_base = 123456, .eps = 1e-2f, .sign = sign};
-            sq_qlinear(&hy, &hx, hc, hs, &hb, group, &p, &hw);
+            sq_qlinear(&hy, &hx, hc, hs, &hb, group, &p, &hw, false);
             tu_poison(ygpu, rows * nout);
             sq_tensor_from_host_f32(&dy, ygpu);
-            sq_qlinear(&dy, &dx, dc, ds, &db, group, &p, &dw);
+            sq_qlinear(&dy, &dx, dc, ds, &db, group, &p, &dw, false);
             sq_tensor_to_host_f32(ygpu, &dy);
             double err = tu_rel_err(ygpu, ycpu, rows * nout);
             TU_CHECK(err <= 2e-2, "qlinear group %d, %lld rows (%s), sign %d: rel err %.3g > 2e-2", group, (long long)rows,
