@@ -13,7 +13,8 @@ status=0
 build() {  # build DIR [meson options...]
     local dir=$1; shift
     if [ ! -f "$dir/build.ninja" ]; then
-        meson setup "$dir" "$@" >"$dir.setup.log" 2>&1 || { cat "$dir.setup.log"; return 1; }
+        mkdir -p "$dir"   # the setup log lives inside the (git-ignored) build folder
+        meson setup "$dir" "$@" >"$dir/setup.log" 2>&1 || { cat "$dir/setup.log"; return 1; }
     fi
     ninja -C "$dir" -j "$jobs" || return 1
 }
