@@ -138,7 +138,7 @@ static int load_weights(const bench_args *a, sq_device dev, sq_dtype dt, sd_mmdi
 // Times `n` runs after `warmup` ones of sd_flow_loss (qzo false) or a QZO step into
 // ms[]; each run starts on an idle device so one run's work does not spill into the next.
 // With SQ_PROFILE_CAPTURE=1 the first timed run is the only one an external profiler
-// started with capture off sees (bench/device-profile.sh: ncu per kernel).
+// started with capture off sees (scripts/gpu/bench-profile.sh: ncu per kernel).
 static int time_runs(sq_device dev, int warmup, int n, bool qzo, sd_flow_batch *fb, const sq_qzo_config *qc,
                      sq_qzo_state *qs, const sq_qzo_params *params, double *ms) {
     double loss;

@@ -1,7 +1,7 @@
 // app/flow_loss.h: the SD3 rectified-flow training loss for one batch, in the shape
 // the QZO optimiser wants (a callback evaluating the model under a perturbation).
 // The noise n and σ per sample are fixed when the batch is built, so the + and -
-// passes see exactly the same x_t and target (shared noise, QZO.md):
+// passes see exactly the same x_t and target (shared noise, docs/QZO.md):
 //   x_t = (1 - σ) x0 + σ n,  target = n - x0,  model timestep = 1000 σ,
 //   L = mean((mmdit(x_t) - target)²), accumulated in double.
 #ifndef SD_FLOW_LOSS_H

@@ -1,6 +1,6 @@
 // app/quantize_rules.h: which checkpoint tensors QZO quantises, and how they are
 // named in a quantised file.
-// DESIGN.md: every linear layer of the MMDiT's joint blocks (attention q/k/v/out for
+// docs/DESIGN.md: every linear layer of the MMDiT's joint blocks (attention q/k/v/out for
 // both streams, the dual attention, MLPs, adaLN modulation) is int4; embedders, the
 // final layer and norms stay in the checkpoint precision. Both key layouts are
 // recognised: diffusers ("transformer_blocks.N.") and Stability's single file

@@ -1,7 +1,7 @@
 // app/qzo.h: the QZO optimiser (two-point SPSA on int4 quantisation scales with
 // directional-derivative clipping), independent of any model: the caller supplies
 // the trained scale tensors and a loss function that evaluates the model under a
-// given perturbation. See QZO.md.
+// given perturbation. See docs/QZO.md.
 //
 // One step k, with Q queries (perturbations):
 //   for j in 0..Q-1, perturbation id c = k·Q + j (the RNG counter of kernels/rng.h):

@@ -38,7 +38,7 @@ typedef struct {
     bool t5_int8;
     int t5_max_length;
     bool low_vram;             // text encoders' blocks streamed from host memory (same numbers)
-    // optimisation (QZO.md)
+    // optimisation (docs/QZO.md)
     int batch_size;
     int64_t steps;
     float lr, eps, clip, adaptive_clip;

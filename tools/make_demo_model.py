@@ -37,7 +37,8 @@ Outputs under --out (default demo/):
   finetune/, val/        PNGs + captions.txt (filename<TAB>caption) of the new colour
   prompts.txt            preview prompts, with and without the new colour
 
-Run (device): python tools/make_demo_model.py --out demo --device cuda  (~4-5 min on an H100)
+Run (GPU):   python3 tools/make_demo_model.py --out demo --device cuda  (~4-5 min on an H100;
+              scripts/gpu/make-demo.sh does it in one go)
      (CPU):   venv/bin/python tools/make_demo_model.py --out /tmp/demo --quick
 Needs torch, diffusers, transformers, sentencepiece, regex, Pillow.
 """

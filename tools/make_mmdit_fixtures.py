@@ -19,7 +19,7 @@ Fixture contract (io.safetensors, float32):
   block0_hidden / block0_context (outputs of transformer_blocks[0]), final_hidden
   (B,N,D) entering norm_out; nonsquare_b2 also has output_bf16weights.
 
-Run: /work/venv/bin/python tools/make_mmdit_fixtures.py [--out tests/fixtures/mmdit]
+Run: venv/bin/python tools/make_mmdit_fixtures.py [--out tests/fixtures/mmdit]
 """
 import argparse
 import json

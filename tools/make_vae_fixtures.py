@@ -11,7 +11,7 @@ io.safetensors (float32):
   decoded (1,3,64,64)  = vae.decode(latent / scaling_factor + shift_factor)
   image_b2 (2,3,32,48), latent_b2 (2,16,4,6), decoded_b2 (2,3,32,48)
 
-Run: /work/venv/bin/python tools/make_vae_fixtures.py [--out tests/fixtures/vae]
+Run: venv/bin/python tools/make_vae_fixtures.py [--out tests/fixtures/vae]
 """
 import argparse
 import os
