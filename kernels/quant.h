@@ -11,6 +11,7 @@
 #define SQ_QUANT_H
 
 #include <stdbool.h>
+#include <math.h>
 #include <stdint.h>
 
 #include "core/tensor.h"
@@ -19,14 +20,42 @@
 extern "C" {
 #endif
 
-// One perturbation of all scales: s_eff = s + sign * eps * z(seed, step, index).
+// One perturbation of all scales, z = z(seed, step, index):
+//   absolute (relative = 0): s_eff = s + sign * eps * z            (the paper's Q-SPSA)
+//   relative (relative = 1): s_eff = s * (1 + sign * eps * z)      (eps is a fraction of each scale)
 typedef struct {
     uint64_t seed;
     uint64_t step;        // the RNG counter: the perturbation id (step * queries + query)
     uint64_t index_base;  // global index of this layer's first scale
     float eps;
     int sign;             // -1, 0 (no perturbation) or +1
+    int relative;         // 0: absolute perturbation and update, 1: scale-relative
 } sq_perturb;
+
+// The per-scale arithmetic, shared by the CPU reference and the CUDA kernels so
+// both round identically: explicit fmaf, and in the relative form the product
+// sign·eps·z (or coeff·z) formed first, so no compiler contraction changes the bits.
+#ifdef __CUDACC__
+#define SQ_QUANT_HD __host__ __device__ __forceinline__
+#else
+#define SQ_QUANT_HD static inline
+#endif
+SQ_QUANT_HD float sq_perturbed_scale(float s, float z, float sign_eps, int relative) {
+    if (!relative) return fmaf(sign_eps, z, s);
+    float a = sign_eps * z;
+    return fmaf(a, s, s);
+}
+// s <- max(s - coeff·z, 0), or for the relative update max(s·(1 - coeff·z), 0).
+SQ_QUANT_HD float sq_updated_scale(float s, float z, float coeff, int relative) {
+    float r;
+    if (relative) {
+        float a = coeff * z;
+        r = fmaf(-a, s, s);
+    } else {
+        r = fmaf(-coeff, z, s);
+    }
+    return r > 0.0f ? r : 0.0f;
+}
 
 // ---- host-side quantiser (runs once per checkpoint, CPU) ----
 // Quantises W (Nout, K) f32 row-major into codes (Nout*K/2 bytes) and scales
@@ -47,7 +76,8 @@ enum { SQ_QGEMV_MAX_ROWS = 8 };
 void sq_qlinear(sq_tensor *out, const sq_tensor *x, const sq_tensor *codes, const sq_tensor *scales,
                 const sq_tensor *b, int group, const sq_perturb *p, sq_tensor *w_scratch, bool gelu);
 // The QZO update of one layer's scales, regenerating z:
-//   s[j] = max(s[j] - coeff * z(seed, step, index_base + j), 0)
+//   s[j] = max(s[j] - coeff * z(seed, step, index_base + j), 0), or with p->relative
+//   s[j] = max(s[j] * (1 - coeff * z), 0)
 // where coeff = lr · clipped directional derivative (already averaged over queries
 // by the caller, which calls this once per query). p->eps and p->sign are ignored.
 void sq_qzo_update(sq_tensor *scales, const sq_perturb *p, float coeff);

@@ -51,12 +51,11 @@ double cpu_quantize_q4(const float *w, int64_t nout, int64_t k, int group, uint8
     return total;
 }
 
-// Effective scale: s + sign * eps * z. Written as one fmaf so the CUDA kernel,
-// which uses the same expression, rounds identically.
+// Effective scale under p: sq_perturbed_scale, the expression the CUDA kernels use.
 static inline float effective_scale(float s, const sq_perturb *p, uint64_t j) {
     if (!p || p->sign == 0) return s;
     float z = sq_rng_normal(p->seed, p->step, p->index_base + j);
-    return fmaf((float)p->sign * p->eps, z, s);
+    return sq_perturbed_scale(s, z, (float)p->sign * p->eps, p->relative);
 }
 
 void cpu_dequant_q4(float *out, const uint8_t *codes, const float *scales, int64_t nout, int64_t k, int group,
@@ -78,7 +77,6 @@ void cpu_qzo_update(float *scales, int64_t count, const sq_perturb *p, float coe
 #pragma omp parallel for
     for (int64_t j = 0; j < count; j++) {
         float z = sq_rng_normal(p->seed, p->step, p->index_base + (uint64_t)j);
-        float s = fmaf(-coeff, z, scales[j]);
-        scales[j] = s > 0.0f ? s : 0.0f;
+        scales[j] = sq_updated_scale(scales[j], z, coeff, p->relative);
     }
 }

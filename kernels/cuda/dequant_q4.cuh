@@ -11,11 +11,13 @@
 #include "kernels/quant.h"
 #include "kernels/rng.h"
 
-// The scale of group j under perturbation p: s + sign·eps·z_j, the same fmaf as the
-// CPU's, so both devices dequantise to the same bits.
+// The scale of group j under perturbation p: sq_perturbed_scale (kernels/quant.h),
+// the CPU's expression, so both devices dequantise to the same bits.
 __device__ __forceinline__ float perturbed_scale(const float *scales, int64_t j, const sq_perturb &p) {
     float s = scales[j];
-    if (p.sign != 0) s = fmaf((float)p.sign * p.eps, sq_rng_normal(p.seed, p.step, p.index_base + (uint64_t)j), s);
+    if (p.sign != 0)
+        s = sq_perturbed_scale(s, sq_rng_normal(p.seed, p.step, p.index_base + (uint64_t)j), (float)p.sign * p.eps,
+                               p.relative);
     return s;
 }
 

@@ -80,7 +80,7 @@ extern "C" void cuda_qgemv_q4(void *y_bf16, const void *x_bf16, const uint8_t *c
                               const sq_perturb *p) {
     SQ_CHECK(cuda_qgemv_q4_supported(x_bf16, codes, rows, k, group),
              "cuda qgemv_q4: %lld rows, K %lld, group %d not supported", (long long)rows, (long long)k, group);
-    sq_perturb none = {0, 0, 0, 0.0f, 0};
+    sq_perturb none = {0, 0, 0, 0.0f, 0, 0};
     const sq_perturb &pp = p ? *p : none;
     if (nout == 0) return;
     switch (rows) {

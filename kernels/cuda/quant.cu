@@ -64,8 +64,7 @@ __global__ void qzo_update_kernel(float *scales, int64_t count, sq_perturb p, fl
     int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= count) return;
     float z = sq_rng_normal(p.seed, p.step, p.index_base + (uint64_t)j);
-    float s = fmaf(-coeff, z, scales[j]);
-    scales[j] = s > 0.0f ? s : 0.0f;
+    scales[j] = sq_updated_scale(scales[j], z, coeff, p.relative);
 }
 
 __global__ void rng_normal_kernel(float *out, int64_t n, uint64_t seed, uint64_t step, uint64_t index_base) {
@@ -79,7 +78,7 @@ extern "C" void cuda_dequant_q4(void *out_bf16, const uint8_t *codes, const floa
                                 int group, const sq_perturb *p) {
     SQ_CHECK(k % 8 == 0 && group % 8 == 0, "cuda dequant_q4: K (%lld) and group (%d) must be multiples of 8",
              (long long)k, group);
-    sq_perturb none = {0, 0, 0, 0.0f, 0};
+    sq_perturb none = {0, 0, 0, 0.0f, 0, 0};
     if (nout * k == 0) return;
     bool aligned = ((uintptr_t)codes % 4 == 0) && ((uintptr_t)out_bf16 % 16 == 0);
     if (aligned) {
