@@ -10,7 +10,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "app/base_model.h"
 #include "app/commands.h"
 #include "app/flow_loss.h"
 #include "app/qzo.h"
@@ -19,6 +18,7 @@
 #include "core/progress.h"
 #include "kernels/backend.h"
 #include "kernels/ops.h"
+#include "mmdit/base_model.h"
 #include "mmdit/quantize.h"
 #include "vae/model.h"
 

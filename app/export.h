@@ -11,7 +11,7 @@
 // Tensors are streamed one at a time (the base stays memory-mapped), so memory stays
 // at a few copies of the largest tensor whatever the model size; each file is
 // written atomically and config.json last. The checkpoint must have been trained on
-// this base (same source hash, app/base_model.h) at the base's group size.
+// this base (same source hash, mmdit/base_model.h) at the base's group size.
 #ifndef SQ_EXPORT_H
 #define SQ_EXPORT_H
 

@@ -9,12 +9,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "app/base_model.h"
 #include "app/checkpoint.h"
-#include "app/commands.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "mmdit/base_model.h"
 #include "mmdit/quantize.h"
+#include "mmdit/quantize_file.h"
 
 int sq_scale_list_make(sd_mmdit *m, const char *origin, sq_scale_list *out) {
     memset(out, 0, sizeof *out);

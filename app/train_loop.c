@@ -11,8 +11,6 @@
 #include <sys/stat.h>
 
 #include "app/checkpoint.h"
-#include "app/commands.h"
-#include "app/base_model.h"
 #include "app/flow_loss.h"
 #include "app/model_setup.h"
 #include "app/train.h"
@@ -24,7 +22,9 @@
 #include "core/sha256.h"
 #include "kernels/backend.h"
 #include "kernels/ops.h"
+#include "mmdit/base_model.h"
 #include "mmdit/quantize.h"
+#include "mmdit/quantize_file.h"
 #include "samples/grid.h"
 #include "samples/png.h"
 #include "samples/sampler.h"
@@ -65,7 +65,7 @@ static double gib(size_t b);
 
 // The quantised copy of a dense checkpoint is keyed by the source files' names,
 // sizes and modification times (hashing 16 GB of weights each run would cost more
-// than it saves) and the group size. st: the base's weights (app/base_model.h).
+// than it saves) and the group size. st: the base's weights (mmdit/base_model.h).
 static int quantized_path(const sd_trainer *t, const sq_safetensors *st, char *out, size_t size) {
     sq_sha256 h;
     sq_sha256_init(&h);

@@ -11,13 +11,13 @@
 #include <unistd.h>
 
 #include "app/checkpoint.h"
-#include "app/commands.h"
 #include "app/flow_loss.h"
 #include "app/qzo.h"
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "kernels/ops.h"
 #include "mmdit/quantize.h"
+#include "mmdit/quantize_file.h"
 #include "tests/test_util.h"
 
 static const int GROUP = 32;   // the tiny models are 32 wide
