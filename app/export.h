@@ -24,7 +24,7 @@ enum { SQ_EXPORT_DIFFUSERS = 1, SQ_EXPORT_SINGLE = 2 };
 
 typedef struct {
     const char *model;        // base: diffusers folder, single file, or `sd-qzo quantize` output
-    const char *scales;       // QZO scales checkpoint (app/checkpoint.h)
+    const char *scales;       // QZO scales checkpoint (qzo/checkpoint.h)
     const char *out_dir;      // created if missing; must be empty unless force
     int formats;              // SQ_EXPORT_DIFFUSERS | SQ_EXPORT_SINGLE
     int dtype;                // SQ_BF16, SQ_F16 or SQ_F32; -1: the base's own float dtype
