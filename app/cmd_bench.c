@@ -10,16 +10,16 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "app/base_model.h"
 #include "app/commands.h"
-#include "app/flow_loss.h"
-#include "app/qzo.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/progress.h"
 #include "kernels/backend.h"
 #include "kernels/ops.h"
+#include "mmdit/base_model.h"
 #include "mmdit/quantize.h"
+#include "qzo/flow_loss.h"
+#include "qzo/qzo.h"
 #include "vae/model.h"
 
 typedef struct {

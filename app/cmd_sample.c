@@ -14,14 +14,14 @@
 #include <unistd.h>
 
 #include "app/commands.h"
-#include "app/model_setup.h"
 #include "core/config.h"
 #include "core/error.h"
-#include "core/path.h"
 #include "core/log.h"
+#include "core/path.h"
 #include "core/progress.h"
 #include "core/safetensors.h"
 #include "kernels/backend.h"
+#include "qzo/trained_scales.h"
 #include "samples/grid.h"
 #include "samples/png.h"
 #include "samples/sampler.h"

@@ -3,7 +3,6 @@
 #ifndef SQ_COMMANDS_H
 #define SQ_COMMANDS_H
 
-#include <stdbool.h>
 
 int sq_cmd_info(int argc, char **argv);
 int sq_cmd_quantize(int argc, char **argv);
@@ -11,8 +10,5 @@ int sq_cmd_bench(int argc, char **argv);
 int sq_cmd_sample(int argc, char **argv);
 int sq_cmd_train(int argc, char **argv);
 int sq_cmd_export(int argc, char **argv);
-
-// The quantiser behind `sd-qzo quantize`, callable from tests and other commands.
-int sq_quantize_checkpoint(const char *model, const char *out_path, int group, bool quiet);
 
 #endif

@@ -11,7 +11,7 @@
 // Tensors are streamed one at a time (the base stays memory-mapped), so memory stays
 // at a few copies of the largest tensor whatever the model size; each file is
 // written atomically and config.json last. The checkpoint must have been trained on
-// this base (same source hash, app/base_model.h) at the base's group size.
+// this base (same source hash, mmdit/base_model.h) at the base's group size.
 #ifndef SQ_EXPORT_H
 #define SQ_EXPORT_H
 
@@ -24,7 +24,7 @@ enum { SQ_EXPORT_DIFFUSERS = 1, SQ_EXPORT_SINGLE = 2 };
 
 typedef struct {
     const char *model;        // base: diffusers folder, single file, or `sd-qzo quantize` output
-    const char *scales;       // QZO scales checkpoint (app/checkpoint.h)
+    const char *scales;       // QZO scales checkpoint (qzo/checkpoint.h)
     const char *out_dir;      // created if missing; must be empty unless force
     int formats;              // SQ_EXPORT_DIFFUSERS | SQ_EXPORT_SINGLE
     int dtype;                // SQ_BF16, SQ_F16 or SQ_F32; -1: the base's own float dtype

@@ -7,12 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "app/quantize_rules.h"
 #include "core/config.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "kernels/quant.h"
 #include "mmdit/keymap.h"
+#include "mmdit/quantize_rules.h"
 
 static bool ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), m = strlen(suffix);

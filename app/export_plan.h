@@ -9,9 +9,9 @@
 #ifndef SQ_EXPORT_PLAN_H
 #define SQ_EXPORT_PLAN_H
 
-#include "app/base_model.h"
-#include "app/checkpoint.h"
+#include "mmdit/base_model.h"
 #include "mmdit/config.h"
+#include "qzo/checkpoint.h"
 
 typedef struct {
     char name[256];             // diffusers name

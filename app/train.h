@@ -6,7 +6,7 @@
 //   app/train_loop.c    the MMDiT in int4, QZO steps on cached batches, validation
 //                       loss, previews, checkpoints, log and report
 // Every random choice is a function of (seed, step): the data order and captions
-// (datasets/), the noise and σ (app/train_noise.h), the perturbations (kernels/rng.h).
+// (datasets/), the noise and σ (qzo/noise.h), the perturbations (kernels/rng.h).
 #ifndef SD_TRAIN_H
 #define SD_TRAIN_H
 
@@ -14,14 +14,14 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "app/qzo.h"
 #include "app/train_log.h"
-#include "app/train_noise.h"
 #include "app/train_options.h"
 #include "app/train_report.h"
 #include "core/arena.h"
 #include "datasets/dataset.h"
 #include "mmdit/model.h"
+#include "qzo/noise.h"
+#include "qzo/qzo.h"
 #include "samples/scheduler.h"
 #include "text_encoders/conditioning.h"
 #include "vae/model.h"

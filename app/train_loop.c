@@ -10,11 +10,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "app/checkpoint.h"
-#include "app/commands.h"
-#include "app/base_model.h"
-#include "app/flow_loss.h"
-#include "app/model_setup.h"
 #include "app/train.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -24,7 +19,12 @@
 #include "core/sha256.h"
 #include "kernels/backend.h"
 #include "kernels/ops.h"
+#include "mmdit/base_model.h"
 #include "mmdit/quantize.h"
+#include "mmdit/quantize_file.h"
+#include "qzo/checkpoint.h"
+#include "qzo/flow_loss.h"
+#include "qzo/trained_scales.h"
 #include "samples/grid.h"
 #include "samples/png.h"
 #include "samples/sampler.h"
@@ -65,7 +65,7 @@ static double gib(size_t b);
 
 // The quantised copy of a dense checkpoint is keyed by the source files' names,
 // sizes and modification times (hashing 16 GB of weights each run would cost more
-// than it saves) and the group size. st: the base's weights (app/base_model.h).
+// than it saves) and the group size. st: the base's weights (mmdit/base_model.h).
 static int quantized_path(const sd_trainer *t, const sq_safetensors *st, char *out, size_t size) {
     sq_sha256 h;
     sq_sha256_init(&h);
@@ -484,8 +484,8 @@ static int setup(loop *L) {
     L->qc.adaptive_clip = t->opt.adaptive_clip;
     L->qc.queries = t->opt.queries;
     L->qc.seed = t->opt.seed;
-    L->qc.schedule = !strcmp(t->opt.lr_schedule, "cosine") ? SQ_LR_COSINE
-                     : !strcmp(t->opt.lr_schedule, "linear") ? SQ_LR_LINEAR : SQ_LR_CONSTANT;
+    int schedule = sq_lr_schedule_parse(t->opt.lr_schedule);   // checked by the options
+    L->qc.schedule = schedule < 0 ? SQ_LR_CONSTANT : (sq_lr_schedule)schedule;
     L->qc.warmup_steps = t->opt.warmup_steps;
     L->qc.total_steps = (int)t->opt.steps;
     sq_qzo_state_init(&L->qs);

@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "core/sha256.h"
+#include "qzo/qzo.h"
 
 typedef enum { OPT_STR, OPT_INT, OPT_I64, OPT_U64, OPT_FLOAT, OPT_BOOL } opt_type;
 
@@ -92,13 +93,17 @@ void sd_train_options_defaults(sd_train_options *o) {
     o->t5_max_length = 256;      // SD3.5's max_sequence_length
     o->batch_size = 1;
     o->steps = 1000;
-    o->lr = 1e-5f;               // QZO paper's int4 settings (app/qzo.c explains)
-    o->eps = 1e-3f;
-    o->clip = 100.0f;
-    o->queries = 1;
+    sq_qzo_config qzo;           // the QZO hyper-parameters' one home: qzo/qzo.c
+    sq_qzo_config_defaults(&qzo);
+    o->lr = qzo.lr;
+    o->eps = qzo.eps;
+    o->clip = qzo.clip;
+    o->adaptive_clip = qzo.adaptive_clip;
+    o->queries = qzo.queries;
     o->group_size = 64;
-    o->seed = 0;
-    strcpy(o->lr_schedule, "constant");
+    o->seed = qzo.seed;
+    strcpy(o->lr_schedule, sq_lr_schedule_name(qzo.schedule));   // at most 8 characters
+    o->warmup_steps = qzo.warmup_steps;
     strcpy(o->timestep_sampling, "logit_normal");
     o->logit_mean = 0.0f;
     o->logit_std = 1.0f;

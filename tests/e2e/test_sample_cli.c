@@ -23,9 +23,9 @@
 #endif
 #include <stb_image.h>
 
-#include "app/checkpoint.h"
 #include "core/error.h"
 #include "core/safetensors.h"
+#include "qzo/checkpoint.h"
 #include "tests/test_util.h"
 
 static const char *PROMPT0 = "a photo of a cat sitting on a red chair";

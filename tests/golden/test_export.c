@@ -20,13 +20,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "app/base_model.h"
-#include "app/checkpoint.h"
-#include "app/commands.h"
 #include "app/export.h"
 #include "core/error.h"
 #include "core/safetensors.h"
+#include "mmdit/base_model.h"
 #include "mmdit/quantize.h"
+#include "mmdit/quantize_file.h"
+#include "qzo/checkpoint.h"
 #include "tests/test_util.h"
 
 static const int GROUP = 32;   // the tiny models are 32 wide

@@ -5,19 +5,19 @@
 // 2. the int4 model stays close to the dense one (quantisation error reported);
 // 3. QZO on the rectified-flow loss of a fixed batch lowers the loss over 150 steps
 //    (curve printed), and a run checkpointed at step 75 (scales + optimiser state
-//    through app/checkpoint) and resumed equals the uninterrupted run bit for bit.
+//    through qzo/checkpoint) and resumed equals the uninterrupted run bit for bit.
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "app/checkpoint.h"
-#include "app/commands.h"
-#include "app/flow_loss.h"
-#include "app/qzo.h"
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "kernels/ops.h"
 #include "mmdit/quantize.h"
+#include "mmdit/quantize_file.h"
+#include "qzo/checkpoint.h"
+#include "qzo/flow_loss.h"
+#include "qzo/qzo.h"
 #include "tests/test_util.h"
 
 static const int GROUP = 32;   // the tiny models are 32 wide

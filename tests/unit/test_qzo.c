@@ -8,10 +8,10 @@
 #include <math.h>
 #include <string.h>
 
-#include "app/qzo.h"
 #include "core/error.h"
 #include "kernels/quant.h"
 #include "kernels/rng.h"
+#include "qzo/qzo.h"
 #include "tests/test_util.h"
 
 enum { NB = 8, D0 = 64, D1 = 64, D2 = 16, G = 32 };

@@ -1,11 +1,12 @@
-// app/model_setup.h: loading the MMDiT a command runs for inference (`sd-qzo
-// sample`, training previews of a finished run, ...): a base model as it is, or the
-// fine-tuned model = the int4 base a QZO checkpoint was trained on + its scales.
-#ifndef SQ_MODEL_SETUP_H
-#define SQ_MODEL_SETUP_H
+// qzo/trained_scales.h: what QZO trains, and the model it gives. The trained-scale
+// list names every int4 layer's scales the way a checkpoint stores them; loading a
+// fine-tuned MMDiT (`sd-qzo sample`, training previews, ...) is the int4 base a QZO
+// checkpoint was trained on + its scales, or a base model as it is.
+#ifndef SQ_TRAINED_SCALES_H
+#define SQ_TRAINED_SCALES_H
 
-#include "app/checkpoint.h"
 #include "mmdit/model.h"
+#include "qzo/checkpoint.h"
 
 // The trained parameters of an int4 model as a checkpoint sees them: one entry per
 // int4 layer in the canonical order (mmdit/quantize.h), named "<layer>.weight.scales",
@@ -24,7 +25,7 @@ void sq_scale_list_free(sq_scale_list *l);
 
 // model: a diffusers pipeline or transformer folder, a Stability single file, or
 // the int4 file of `sd-qzo quantize`. scales: NULL, or a training checkpoint
-// (app/checkpoint.h).
+// (qzo/checkpoint.h).
 // Without scales the model loads as it is. With scales:
 //   - an int4 model is used as it is; its group size must be the checkpoint's;
 //   - a dense model is first quantised with `sd-qzo quantize`'s quantiser at the

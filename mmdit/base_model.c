@@ -1,5 +1,5 @@
-// app/base_model.c: finding, opening and hashing a base MMDiT (see app/base_model.h).
-#include "app/base_model.h"
+// mmdit/base_model.c: finding, opening and hashing a base MMDiT (see mmdit/base_model.h).
+#include "mmdit/base_model.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-// app/quantize_rules.h: which checkpoint tensors QZO quantises, and how they are
+// mmdit/quantize_rules.h: which checkpoint tensors QZO quantises, and how they are
 // named in a quantised file.
 // docs/DESIGN.md: every linear layer of the MMDiT's joint blocks (attention q/k/v/out for
 // both streams, the dual attention, MLPs, adaLN modulation) is int4; embedders, the

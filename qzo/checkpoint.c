@@ -1,7 +1,7 @@
-// app/checkpoint.c: save and load QZO checkpoints (see app/checkpoint.h). Floats in
+// qzo/checkpoint.c: save and load QZO checkpoints (see qzo/checkpoint.h). Floats in
 // metadata are printed with %.9g, which round-trips every float exactly, and
 // doubles with %.17g, so a resumed run sees bit-identical state.
-#include "app/checkpoint.h"
+#include "qzo/checkpoint.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
-// app/train_noise.c: see app/train_noise.h.
-#include "app/train_noise.h"
+// qzo/noise.c: see qzo/noise.h.
+#include "qzo/noise.h"
 
 #include <math.h>
 #include <string.h>

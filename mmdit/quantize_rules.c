@@ -1,5 +1,5 @@
-// app/quantize_rules.c: the name rules of app/quantize_rules.h.
-#include "app/quantize_rules.h"
+// mmdit/quantize_rules.c: the name rules of mmdit/quantize_rules.h.
+#include "mmdit/quantize_rules.h"
 
 #include <string.h>
 

@@ -1,4 +1,4 @@
-// app/base_model.h: the base MMDiT a run starts from, as sd-qzo's commands find it
+// mmdit/base_model.h: the base MMDiT a run starts from, as sd-qzo's commands find it
 // on disk, and the content hash that ties a quantised file and a scales checkpoint
 // to it. A base is a diffusers folder (pipeline or transformer/), a Stability single
 // file, or the int4 file `sd-qzo quantize` writes (either key layout).

@@ -1,20 +1,21 @@
-// app/model_setup.c: the base MMDiT, or base + QZO scales, for inference (see
-// app/model_setup.h). The dense-base path reuses `sd-qzo quantize` through a
+// qzo/trained_scales.c: the trained-scale list, and the base MMDiT or base + QZO
+// scales for inference (see qzo/trained_scales.h). The dense-base path reuses
+// `sd-qzo quantize`'s quantiser (mmdit/quantize_file.h) through a
 // temporary file rather than quantising in memory, so the int4 codes are bit for
 // bit the ones the training run saw (it quantises the same way, from the file).
-#include "app/model_setup.h"
+#include "qzo/trained_scales.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "app/base_model.h"
-#include "app/checkpoint.h"
-#include "app/commands.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "mmdit/base_model.h"
 #include "mmdit/quantize.h"
+#include "mmdit/quantize_file.h"
+#include "qzo/checkpoint.h"
 
 int sq_scale_list_make(sd_mmdit *m, const char *origin, sq_scale_list *out) {
     memset(out, 0, sizeof *out);

@@ -1,4 +1,4 @@
-// app/checkpoint.h: the QZO training checkpoint: a small safetensors file holding
+// qzo/checkpoint.h: the QZO training checkpoint: a small safetensors file holding
 // only the trained scales (one F32 tensor per quantised layer, named like the
 // quantised file's "<layer>.weight.scales") plus metadata: the base model's source
 // hash and group size (so scales are never applied to the wrong model), the step,
@@ -9,9 +9,9 @@
 #ifndef SQ_CHECKPOINT_H
 #define SQ_CHECKPOINT_H
 
-#include "app/qzo.h"
 #include "core/safetensors.h"
 #include "core/tensor.h"
+#include "qzo/qzo.h"
 
 typedef struct {
     const char *name;      // tensor name in the checkpoint

@@ -1,5 +1,5 @@
-// app/flow_loss.c: rectified-flow loss of a fixed batch (see app/flow_loss.h).
-#include "app/flow_loss.h"
+// qzo/flow_loss.c: rectified-flow loss of a fixed batch (see qzo/flow_loss.h).
+#include "qzo/flow_loss.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,11 +1,11 @@
-// app/train_noise.h: the random draws of a training step that are not the QZO
+// qzo/noise.h: the random draws of a training step that are not the QZO
 // perturbation: each sample's noise n and its σ. Both come from the counter-based
 // Philox generator of kernels/rng.h on their own key streams, so they depend only on
 // (seed, step, sample) — never on what ran before — and a resumed run, or the + and -
 // passes of one step, see exactly the same values. The validation set uses a fixed
 // step number, so its noise and σ never change across the run (comparable losses).
-#ifndef SD_TRAIN_NOISE_H
-#define SD_TRAIN_NOISE_H
+#ifndef SD_QZO_NOISE_H
+#define SD_QZO_NOISE_H
 
 #include <stdint.h>
 

@@ -1,4 +1,4 @@
-// app/flow_loss.h: the SD3 rectified-flow training loss for one batch, in the shape
+// qzo/flow_loss.h: the SD3 rectified-flow training loss for one batch, in the shape
 // the QZO optimiser wants (a callback evaluating the model under a perturbation).
 // The noise n and σ per sample are fixed when the batch is built, so the + and -
 // passes see exactly the same x_t and target (shared noise, docs/QZO.md):

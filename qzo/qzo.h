@@ -1,4 +1,4 @@
-// app/qzo.h: the QZO optimiser (two-point SPSA on int4 quantisation scales with
+// qzo/qzo.h: the QZO optimiser (two-point SPSA on int4 quantisation scales with
 // directional-derivative clipping), independent of any model: the caller supplies
 // the trained scale tensors and a loss function that evaluates the model under a
 // given perturbation. See docs/QZO.md.
@@ -64,7 +64,11 @@ typedef struct {
     int clipped_count;             // queries whose d hit the clip
 } sq_qzo_step_info;
 
+// The defaults of every QZO hyper-parameter (the only place they are written).
 void sq_qzo_config_defaults(sq_qzo_config *c);
+// "constant", "cosine", "linear"; parse returns -1 for any other name.
+const char *sq_lr_schedule_name(sq_lr_schedule s);
+int sq_lr_schedule_parse(const char *name);
 float sq_qzo_lr_at(const sq_qzo_config *c, int64_t step);
 void sq_qzo_state_init(sq_qzo_state *s);
 // Runs one step: 2·Q loss evaluations and the update. Advances state->step.
