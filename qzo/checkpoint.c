@@ -36,6 +36,31 @@ static char *state_json(const sq_checkpoint_info *info) {
         snprintf(buf, sizeof buf, "%.9g", (double)info->state.abs_d_history[i]);
         cJSON_AddItemToArray(h, cJSON_CreateString(buf));
     }
+    // Since the relative mode, momentum and spike recovery (absent in older checkpoints).
+    const sq_qzo_state *st = &info->state;
+    PUT_I("relative", c->relative);
+    PUT_F("momentum", c->momentum);
+    PUT_F("spike_factor", c->spike_factor);
+    PUT_I("max_bad_steps", c->max_bad_steps);
+    PUT_F("lr_scale", st->lr_scale);
+    PUT_I("bad_streak", st->bad_streak);
+    PUT_I("bad_total", st->bad_total);
+    PUT_I("loss_pos", st->loss_pos);
+    PUT_I("term_pos", st->term_pos);
+    PUT_I("last_new", st->last_new);
+    cJSON *lh = cJSON_AddArrayToObject(o, "loss_window");
+    for (int i = 0; i < st->loss_count; i++) {
+        snprintf(buf, sizeof buf, "%.9g", (double)st->loss_history[i]);
+        cJSON_AddItemToArray(lh, cJSON_CreateString(buf));
+    }
+    // terms: "counter step d last_coeff" per ring slot in use
+    cJSON *th = cJSON_AddArrayToObject(o, "terms");
+    for (int i = 0; i < st->term_count; i++) {
+        const sq_qzo_term *t = &st->terms[i];
+        snprintf(buf, sizeof buf, "%llu %lld %.9g %.9g", (unsigned long long)t->counter, (long long)t->step,
+                 (double)t->d, (double)st->last_coeff[i]);
+        cJSON_AddItemToArray(th, cJSON_CreateString(buf));
+    }
 #undef PUT_F
 #undef PUT_I
     char *s = cJSON_PrintUnformatted(o);
@@ -93,6 +118,62 @@ static int get_str(cJSON *o, const char *key, const char *path, const char **out
     return SQ_OK;
 }
 
+// The keys added with the relative mode, momentum and spike recovery: optional (a
+// checkpoint from before has none, and gets the defaults), validated when present.
+static int parse_state_v2(cJSON *o, const char *path, sq_checkpoint_info *info) {
+    sq_qzo_config *c = &info->config;
+    sq_qzo_state *st = &info->state;
+    const char *v;
+    if (!cJSON_GetObjectItemCaseSensitive(o, "lr_scale")) {
+        c->relative = 0;
+        c->momentum = 0.0f;
+        return SQ_OK;
+    }
+    static const char *keys[] = {"relative", "momentum", "spike_factor", "max_bad_steps", "lr_scale", "bad_streak",
+                                 "bad_total", "loss_pos", "term_pos", "last_new"};
+    const char *s[10];
+    for (int i = 0; i < 10; i++)
+        if (get_str(o, keys[i], path, &s[i]) != SQ_OK) return SQ_FAIL;
+    c->relative = atoi(s[0]);
+    c->momentum = strtof(s[1], NULL);
+    c->spike_factor = strtof(s[2], NULL);
+    c->max_bad_steps = atoi(s[3]);
+    st->lr_scale = strtof(s[4], NULL);
+    st->bad_streak = atoi(s[5]);
+    st->bad_total = strtoll(s[6], NULL, 10);
+    st->loss_pos = atoi(s[7]);
+    st->term_pos = atoi(s[8]);
+    st->last_new = atoi(s[9]);
+    cJSON *lh = cJSON_GetObjectItemCaseSensitive(o, "loss_window");
+    cJSON *th = cJSON_GetObjectItemCaseSensitive(o, "terms");
+    if ((c->relative != 0 && c->relative != 1) || !(c->momentum >= 0 && c->momentum < 1) ||
+        !(st->lr_scale > 0 && st->lr_scale <= 1) || st->bad_streak < 0 || st->bad_total < 0 || !cJSON_IsArray(lh) ||
+        !cJSON_IsArray(th) || cJSON_GetArraySize(lh) > SQ_QZO_LOSS_WINDOW ||
+        cJSON_GetArraySize(th) > SQ_QZO_MOMENTUM_TERMS || st->loss_pos < 0 || st->loss_pos >= SQ_QZO_LOSS_WINDOW ||
+        st->term_pos < 0 || st->term_pos >= SQ_QZO_MOMENTUM_TERMS || st->last_new < 0 ||
+        st->last_new > cJSON_GetArraySize(th))
+        return sq_errorf("%s: optimizer state has invalid spike-recovery or momentum fields", path);
+    st->loss_count = cJSON_GetArraySize(lh);
+    for (int i = 0; i < st->loss_count; i++) {
+        cJSON *e = cJSON_GetArrayItem(lh, i);
+        if (!cJSON_IsString(e)) return sq_errorf("%s: loss window entry %d is not a number string", path, i);
+        st->loss_history[i] = strtof(e->valuestring, NULL);
+    }
+    st->term_count = cJSON_GetArraySize(th);
+    for (int i = 0; i < st->term_count; i++) {
+        cJSON *e = cJSON_GetArrayItem(th, i);
+        unsigned long long counter;
+        long long step;
+        float d, coeff;
+        v = cJSON_IsString(e) ? e->valuestring : "";
+        if (sscanf(v, "%llu %lld %g %g", &counter, &step, &d, &coeff) != 4)
+            return sq_errorf("%s: momentum term %d is not 'counter step d coeff'", path, i);
+        st->terms[i] = (sq_qzo_term){.counter = counter, .step = step, .d = d};
+        st->last_coeff[i] = coeff;
+    }
+    return SQ_OK;
+}
+
 static int parse_state(const char *text, const char *path, sq_checkpoint_info *info) {
     cJSON *o = cJSON_Parse(text);
     if (!cJSON_IsObject(o)) { cJSON_Delete(o); return sq_errorf("%s: sd_qzo.optimizer is not a JSON object", path); }
@@ -129,6 +210,7 @@ static int parse_state(const char *text, const char *path, sq_checkpoint_info *i
         if (!cJSON_IsString(v)) { sq_errorf("%s: clip history entry %d is not a number string", path, i); goto done; }
         info->state.abs_d_history[i] = strtof(v->valuestring, NULL);
     }
+    if (parse_state_v2(o, path, info) != SQ_OK) goto done;
     rc = SQ_OK;
 done:
     cJSON_Delete(o);

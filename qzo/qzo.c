@@ -3,6 +3,7 @@
 #include "qzo/qzo.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +29,8 @@ void sq_qzo_config_defaults(sq_qzo_config *c) {
     c->seed = 0;
     c->schedule = SQ_LR_CONSTANT;
     c->warmup_steps = 0;
+    c->spike_factor = 10.0f;   // flow-matching losses vary a few-fold with σ; ten-fold is a broken step
+    c->max_bad_steps = 8;
 }
 
 static const char *const schedule_names[] = {"constant", "cosine", "linear"};
@@ -42,7 +45,10 @@ int sq_lr_schedule_parse(const char *name) {
     return -1;
 }
 
-void sq_qzo_state_init(sq_qzo_state *s) { memset(s, 0, sizeof *s); }
+void sq_qzo_state_init(sq_qzo_state *s) {
+    memset(s, 0, sizeof *s);
+    s->lr_scale = 1.0f;
+}
 
 float sq_qzo_lr_at(const sq_qzo_config *c, int64_t step) {
     float lr = c->lr;
@@ -61,15 +67,16 @@ static int cmp_float(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+static float median_of(const float *v, int n) {
+    float tmp[SQ_QZO_LOSS_WINDOW > SQ_QZO_CLIP_WINDOW ? SQ_QZO_LOSS_WINDOW : SQ_QZO_CLIP_WINDOW];
+    memcpy(tmp, v, (size_t)n * sizeof(float));
+    qsort(tmp, (size_t)n, sizeof(float), cmp_float);
+    return n % 2 ? tmp[n / 2] : 0.5f * (tmp[n / 2 - 1] + tmp[n / 2]);
+}
+
 static float current_clip(const sq_qzo_config *c, const sq_qzo_state *s) {
-    if (c->adaptive_clip > 0 && s->history_count >= 8) {
-        float tmp[SQ_QZO_CLIP_WINDOW];
-        memcpy(tmp, s->abs_d_history, (size_t)s->history_count * sizeof(float));
-        qsort(tmp, (size_t)s->history_count, sizeof(float), cmp_float);
-        float med = s->history_count % 2 ? tmp[s->history_count / 2]
-                                         : 0.5f * (tmp[s->history_count / 2 - 1] + tmp[s->history_count / 2]);
-        return c->adaptive_clip * med;
-    }
+    if (c->adaptive_clip > 0 && s->history_count >= 8)
+        return c->adaptive_clip * median_of(s->abs_d_history, s->history_count);
     return c->clip;
 }
 
@@ -79,11 +86,67 @@ static void remember_abs_d(sq_qzo_state *s, float v) {
     if (s->history_count < SQ_QZO_CLIP_WINDOW) s->history_count++;
 }
 
+static void remember_loss(sq_qzo_state *s, float v) {
+    s->loss_history[s->loss_pos] = v;
+    s->loss_pos = (s->loss_pos + 1) % SQ_QZO_LOSS_WINDOW;
+    if (s->loss_count < SQ_QZO_LOSS_WINDOW) s->loss_count++;
+}
+
+// Ring slot of the term `age` places before the newest (age 0 = newest).
+static int term_slot(const sq_qzo_state *s, int age) {
+    return ((s->term_pos - 1 - age) % SQ_QZO_MOMENTUM_TERMS + SQ_QZO_MOMENTUM_TERMS) % SQ_QZO_MOMENTUM_TERMS;
+}
+
+static void apply_term(const sq_qzo_config *c, const sq_qzo_params *params, uint64_t counter, float coeff) {
+    for (int l = 0; l < params->count; l++) {
+        sq_perturb p = {.seed = c->seed, .step = counter, .index_base = params->index_base[l], .relative = c->relative};
+        sq_qzo_update(params->scales[l], &p, coeff);
+    }
+}
+
+// Undoes the last accepted step's update (apply -coeff; exact up to rounding where
+// the projection at 0 did not act) and forgets the terms it added.
+static void undo_last_update(const sq_qzo_config *c, sq_qzo_state *s, const sq_qzo_params *params) {
+    for (int age = 0; age < s->term_count; age++) {
+        int slot = term_slot(s, age);
+        if (s->last_coeff[slot] != 0.0f) apply_term(c, params, s->terms[slot].counter, -s->last_coeff[slot]);
+        s->last_coeff[slot] = 0.0f;
+    }
+    s->term_pos = (s->term_pos - s->last_new + SQ_QZO_MOMENTUM_TERMS) % SQ_QZO_MOMENTUM_TERMS;
+    s->term_count -= s->last_new;
+    s->last_new = 0;
+}
+
+// The test that throws a step away: why[] is filled when it does.
+static bool step_is_bad(const sq_qzo_config *c, const sq_qzo_state *s, const double *lp, const double *lm, int q,
+                        char *why, size_t why_size) {
+    for (int j = 0; j < q; j++)
+        if (!isfinite(lp[j]) || !isfinite(lm[j])) {
+            snprintf(why, why_size, "loss is not finite (L+ = %g, L- = %g)", lp[j], lm[j]);
+            return true;
+        }
+    if (c->spike_factor > 0 && s->loss_count >= 8) {
+        float med = median_of(s->loss_history, s->loss_count);
+        for (int j = 0; j < q; j++) {
+            double worst = lp[j] > lm[j] ? lp[j] : lm[j];
+            if (worst > (double)c->spike_factor * med) {
+                snprintf(why, why_size, "loss spike (L+ = %.4g, L- = %.4g, %.3g x the running median %.4g)", lp[j],
+                         lm[j], worst / med, (double)med);
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
 int sq_qzo_step(const sq_qzo_config *c, sq_qzo_state *state, const sq_qzo_params *params, sq_qzo_loss_fn loss,
                 void *ctx, sq_qzo_step_info *info) {
     if (c->queries < 1 || c->queries > 64) return sq_errorf("qzo: queries must be in 1..64, not %d", c->queries);
     if (!(c->eps > 0)) return sq_errorf("qzo: eps must be > 0");
+    if (!(c->momentum >= 0 && c->momentum < 1)) return sq_errorf("qzo: momentum must be in [0, 1), not %g", c->momentum);
+    if (state->lr_scale <= 0) state->lr_scale = 1.0f;  // a state from before lr_scale existed
     float d_clipped[64];
+    double lp[64], lm[64];
     uint64_t counters[64];
     sq_qzo_step_info tmp;
     if (!info) info = &tmp;
@@ -92,16 +155,33 @@ int sq_qzo_step(const sq_qzo_config *c, sq_qzo_state *state, const sq_qzo_params
     info->clip_used = clip;
     for (int j = 0; j < c->queries; j++) {
         counters[j] = (uint64_t)state->step * (uint64_t)c->queries + (uint64_t)j;
-        sq_perturb p = {.seed = c->seed, .step = counters[j], .eps = c->eps, .sign = +1};
-        double lp, lm;
-        if (loss(ctx, &p, &lp) != SQ_OK) return sq_error_context("qzo step %lld: + pass", (long long)state->step);
+        sq_perturb p = {.seed = c->seed, .step = counters[j], .eps = c->eps, .sign = +1, .relative = c->relative};
+        if (loss(ctx, &p, &lp[j]) != SQ_OK) return sq_error_context("qzo step %lld: + pass", (long long)state->step);
         p.sign = -1;
-        if (loss(ctx, &p, &lm) != SQ_OK) return sq_error_context("qzo step %lld: - pass", (long long)state->step);
-        if (!isfinite(lp) || !isfinite(lm))
-            return sq_errorf("qzo step %lld: loss is not finite (L+ = %g, L- = %g); lower --eps or --lr",
-                             (long long)state->step, lp, lm);
+        if (loss(ctx, &p, &lm[j]) != SQ_OK) return sq_error_context("qzo step %lld: - pass", (long long)state->step);
+        info->loss_plus = lp[j];
+        info->loss_minus = lm[j];
+        info->loss_mean += 0.5 * (lp[j] + lm[j]) / c->queries;
+    }
+    float lr = sq_qzo_lr_at(c, state->step) * state->lr_scale;
+    info->lr = lr;
+    if (step_is_bad(c, state, lp, lm, c->queries, info->why, sizeof info->why)) {
+        info->discarded = true;
+        info->d_raw = info->d_clipped = NAN;
+        undo_last_update(c, state, params);
+        state->lr_scale *= 0.5f;
+        state->bad_streak++;
+        state->bad_total++;
+        state->step++;
+        if (c->max_bad_steps > 0 && state->bad_streak >= c->max_bad_steps)
+            return sq_errorf("qzo step %lld: %d steps in a row were discarded (the last: %s); lower --eps (%g) or --lr "
+                             "(%g), or raise --spike-factor (%g; 0 turns the spike test off)",
+                             (long long)state->step - 1, state->bad_streak, info->why, c->eps, c->lr, c->spike_factor);
+        return SQ_OK;
+    }
+    for (int j = 0; j < c->queries; j++) {
         // The difference is taken in double: L+ and L- agree to many digits.
-        double d = (lp - lm) / (2.0 * (double)c->eps);
+        double d = (lp[j] - lm[j]) / (2.0 * (double)c->eps);
         double dc = d;
         if (clip > 0) {
             if (dc > clip) dc = clip;
@@ -110,20 +190,36 @@ int sq_qzo_step(const sq_qzo_config *c, sq_qzo_state *state, const sq_qzo_params
         }
         d_clipped[j] = (float)dc;
         remember_abs_d(state, (float)fabs(d));
-        info->loss_plus = lp;
-        info->loss_minus = lm;
         info->d_raw = d;
         info->d_clipped = dc;
-        info->loss_mean += 0.5 * (lp + lm) / c->queries;
     }
-    float lr = sq_qzo_lr_at(c, state->step);
-    info->lr = lr;
+    remember_loss(state, (float)info->loss_mean);
+    state->bad_streak = 0;
+    // This step's terms join the ring; without momentum only they are applied.
     for (int j = 0; j < c->queries; j++) {
-        float coeff = lr * d_clipped[j] / (float)c->queries;
-        for (int l = 0; l < params->count; l++) {
-            sq_perturb p = {.seed = c->seed, .step = counters[j], .index_base = params->index_base[l]};
-            sq_qzo_update(params->scales[l], &p, coeff);
+        sq_qzo_term t = {.counter = counters[j], .step = state->step, .d = d_clipped[j]};
+        state->terms[state->term_pos] = t;
+        state->term_pos = (state->term_pos + 1) % SQ_QZO_MOMENTUM_TERMS;
+        if (state->term_count < SQ_QZO_MOMENTUM_TERMS) state->term_count++;
+    }
+    state->last_new = c->queries;
+    memset(state->last_coeff, 0, sizeof state->last_coeff);
+    // Oldest first, so the newest term is applied last, as without momentum.
+    for (int age = state->term_count - 1; age >= 0; age--) {
+        int slot = term_slot(state, age);
+        const sq_qzo_term *t = &state->terms[slot];
+        float coeff;
+        if (c->momentum > 0) {
+            // m_k = β m_{k-1} + (1 - β) d_k z_k, unrolled: the term of step s weighs (1 - β) β^(k - s).
+            float w = (1.0f - c->momentum) * powf(c->momentum, (float)(state->step - t->step));
+            if (w < 1e-3f * (1.0f - c->momentum)) continue;
+            coeff = lr * w * t->d / (float)c->queries;
+        } else {
+            if (age >= c->queries) continue;
+            coeff = lr * t->d / (float)c->queries;
         }
+        apply_term(c, params, t->counter, coeff);
+        state->last_coeff[slot] = coeff;
     }
     state->step++;
     return SQ_OK;

@@ -22,10 +22,14 @@
 typedef enum { SQ_LR_CONSTANT = 0, SQ_LR_COSINE, SQ_LR_LINEAR } sq_lr_schedule;
 
 #define SQ_QZO_CLIP_WINDOW 64
+#define SQ_QZO_LOSS_WINDOW 64      // accepted steps' losses the spike test takes its median over
+#define SQ_QZO_MOMENTUM_TERMS 64   // (perturbation, d) pairs replayed for momentum (and undone on a spike)
 
 typedef struct {
     float lr;                 // γ, peak learning rate
-    float eps;                // ε, absolute perturbation of the scales
+    float eps;                // ε, perturbation of the scales (absolute, or a fraction of each scale)
+    int relative;             // 1: s·(1 ± ε z) and s ← s·(1 − lr d z); 0: the paper's s ± ε z, s ← s − lr d z
+    float momentum;           // β of momentum on the update direction (0: off), replayed from stored (seed, d)
     float clip;               // C for |d|; <= 0 disables clipping
     float adaptive_clip;      // > 0: C = adaptive_clip × running median |d| (once 8 values are seen)
     int queries;              // Q perturbations per step
@@ -33,7 +37,17 @@ typedef struct {
     sq_lr_schedule schedule;
     int warmup_steps;         // linear warm-up from 0 to lr
     int total_steps;          // for cosine / linear decay
+    float spike_factor;       // a step whose L+ or L- exceeds this × the running median loss is discarded (<= 0: off)
+    int max_bad_steps;        // discarded steps in a row after which the run stops
 } sq_qzo_config;
+
+// One applied update term: the perturbation id, its step and its d (clipped, averaged
+// over the step's queries); momentum replays them, a spike undoes the last step's.
+typedef struct {
+    uint64_t counter;
+    int64_t step;
+    float d;
+} sq_qzo_term;
 
 // State that must be checkpointed with the scales for an exact resume.
 typedef struct {
@@ -41,6 +55,15 @@ typedef struct {
     float abs_d_history[SQ_QZO_CLIP_WINDOW];
     int history_count;                    // values in the ring (≤ window)
     int history_pos;
+    float lr_scale;                       // halved at each discarded step (1 at the start)
+    int bad_streak;                       // discarded steps in a row
+    int64_t bad_total;                    // discarded steps in the run
+    float loss_history[SQ_QZO_LOSS_WINDOW];  // accepted steps' mean losses (ring)
+    int loss_count, loss_pos;
+    sq_qzo_term terms[SQ_QZO_MOMENTUM_TERMS];  // most recent update terms (ring, newest at terms_pos - 1)
+    int term_count, term_pos;
+    float last_coeff[SQ_QZO_MOMENTUM_TERMS];   // coefficient the last accepted step applied to each ring slot (0: none)
+    int last_new;                              // terms the last accepted step added to the ring
 } sq_qzo_state;
 
 // The trained parameters: every quantised layer's scales and its global index base.
@@ -62,6 +85,8 @@ typedef struct {
     float lr;
     float clip_used;
     int clipped_count;             // queries whose d hit the clip
+    bool discarded;                // the step was thrown away (non-finite loss or a spike); no update applied
+    char why[160];                 // when discarded: what happened, for the log
 } sq_qzo_step_info;
 
 // The defaults of every QZO hyper-parameter (the only place they are written).
@@ -72,6 +97,11 @@ int sq_lr_schedule_parse(const char *name);
 float sq_qzo_lr_at(const sq_qzo_config *c, int64_t step);
 void sq_qzo_state_init(sq_qzo_state *s);
 // Runs one step: 2·Q loss evaluations and the update. Advances state->step.
+// A step with a non-finite loss, or with L+ or L- above spike_factor × the running
+// median of accepted losses, is discarded: no update, the previous step's update is
+// undone (the spike is most often its doing), the learning rate is halved from then
+// on, and info->discarded / info->why say so. After max_bad_steps discarded steps in
+// a row the step fails with a message naming the flags to change.
 int sq_qzo_step(const sq_qzo_config *c, sq_qzo_state *state, const sq_qzo_params *params, sq_qzo_loss_fn loss,
                 void *ctx, sq_qzo_step_info *info);
 
