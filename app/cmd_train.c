@@ -148,7 +148,7 @@ static int load_prompts(sd_trainer *t) {
 static int setup(sd_trainer *t) {
     sd_train_options *o = &t->opt;
     sq_set_num_threads(o->threads);
-    if (sq_backend_init(o->device, &t->device) != SQ_OK) return SQ_FAIL;
+    if (sq_backend_select(o->device, &t->device) != SQ_OK) return SQ_FAIL;
     t->dtype = t->device == SQ_CUDA ? SQ_BF16 : SQ_F32;
     if (sd_train_parse_synthetic(o->model, &t->synthetic, &t->preset) != SQ_OK) return SQ_FAIL;
     struct stat st;
@@ -167,7 +167,7 @@ static int setup(sd_trainer *t) {
         sq_log_warn("%s; using SD3.5's scheduler (shift 3.0)", sq_error_message());
         sd_scheduler_default(&t->scheduler);
     }
-    t->sigma.sampling = (sd_timestep_sampling)sd_timestep_sampling_parse(o->timestep_sampling);
+    t->sigma.sampling = o->timestep_sampling;
     t->sigma.logit_mean = o->logit_mean;
     t->sigma.logit_std = o->logit_std;
     t->sigma.mode_scale = o->mode_scale;

@@ -484,8 +484,7 @@ static int setup(loop *L) {
     L->qc.adaptive_clip = t->opt.adaptive_clip;
     L->qc.queries = t->opt.queries;
     L->qc.seed = t->opt.seed;
-    L->qc.schedule = !strcmp(t->opt.lr_schedule, "cosine") ? SQ_LR_COSINE
-                     : !strcmp(t->opt.lr_schedule, "linear") ? SQ_LR_LINEAR : SQ_LR_CONSTANT;
+    L->qc.schedule = t->opt.lr_schedule;
     L->qc.warmup_steps = t->opt.warmup_steps;
     L->qc.total_steps = (int)t->opt.steps;
     sq_qzo_state_init(&L->qs);
