@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "datasets/buckets.h"
 
 #define S sd_train_options
 #define F(f) SQ_OPT_FIELD(S, f), NULL
@@ -123,7 +124,7 @@ int sd_train_options_validate(const sd_train_options *o) {
     if (!o->model[0]) return sq_errorf("--model is required (an SD3.5 diffusers folder or checkpoint)");
     if (!o->images[0]) return sq_errorf("--images is required (a folder of training images)");
     if (!o->output[0]) return sq_errorf("--output is required (the run folder)");
-    if (o->resolution < 64 || o->resolution % 64) return sq_errorf("--resolution must be a positive multiple of 64, not %d", o->resolution);
+    if (sd_check_resolution(o->resolution, o->buckets, NULL) != SQ_OK) return SQ_FAIL;   // the model's limits: cmd_train.c
     if (o->batch_size < 1) return sq_errorf("--batch-size must be at least 1");
     if (o->steps < 1) return sq_errorf("--steps must be at least 1");
     if (o->queries < 1) return sq_errorf("--queries must be at least 1");
