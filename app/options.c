@@ -314,7 +314,7 @@ void sq_options_usage(const sq_option_table *t, FILE *f) {
         else snprintf(flag, sizeof flag, "--%s", d->name);
         if (d->type == SQ_OPT_ENUM) choice_list(d->choices, allowed, sizeof allowed);
         fprintf(f, "  %-22s %s", flag, d->help);
-        if (allowed[0]) fprintf(f, ": %s", allowed);
+        if (allowed[0]) fprintf(f, " (%s)", allowed);
         if (def_s[0]) fprintf(f, " [%s]", def_s);
         fputc('\n', f);
     }
