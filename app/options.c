@@ -251,10 +251,17 @@ int sq_options_parse(const sq_option_table *t, void *obj, int argc, char **argv,
             return SQ_FAIL;
         }
     }
+    bool positional_done = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (t->config_file && !strcmp(a, "--config")) { i++; continue; }
         if (t->config_file && !strncmp(a, "--config=", 9)) continue;
+        if (strncmp(a, "--", 2) && t->positional && !positional_done) {
+            if (sq_options_set(t, obj, t->positional, a) != SQ_OK) return SQ_FAIL;
+            mark_given(t, sq_options_find(t, t->positional), given);
+            positional_done = true;
+            continue;
+        }
         if (strncmp(a, "--", 2)) return sq_errorf("unexpected argument '%s' (options start with --)", a);
         const char *name = a + 2, *eqv = strchr(name, '=');
         char key[64];

@@ -57,6 +57,7 @@ typedef struct {
     size_t struct_size;             // sizeof the options struct
     void (*defaults)(void *obj);    // fills a struct with the defaults
     bool config_file;               // --config FILE is accepted
+    const char *positional;         // the row a bare argument sets (once), or NULL: none taken
 } sq_option_table;
 
 // Row helpers for tables over struct S (see app/train_options.c for a table).
