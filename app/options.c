@@ -20,11 +20,14 @@ const sq_opt_choice sq_opt_devices[] = {
     {"auto", SQ_DEVICE_AUTO}, {"cpu", SQ_DEVICE_CPU}, {"cuda", SQ_DEVICE_CUDA}, {NULL, 0}};
 
 void sq_format_float(float v, char *buf, size_t size) {
-    for (int p = 1; p <= 9; p++) {
-        snprintf(buf, size, "%.*g", p, (double)v);
-        if (strtof(buf, NULL) == v) return;
+    char g[64] = "", f[64] = "";
+    for (int p = 1; p <= 9; p++) {   // 9 digits always round-trip a float
+        snprintf(g, sizeof g, "%.*g", p, (double)v);
+        if (strtof(g, NULL) == v) break;
     }
-    snprintf(buf, size, "%.9g", (double)v);   // 9 digits always round-trip a float
+    // an integer reads better whole ("100", "433541120") unless that is longer ("1e+20")
+    if (v == floorf(v) && fabsf(v) < 1e30f) snprintf(f, sizeof f, "%.0f", (double)v);
+    snprintf(buf, size, "%s", f[0] && strlen(f) <= strlen(g) ? f : g);
 }
 
 const char *sq_options_choice_name(const sq_opt_choice *c, int value) {
@@ -269,11 +272,11 @@ int sq_options_parse(const sq_option_table *t, void *obj, int argc, char **argv,
         if (klen >= sizeof key) return sq_errorf("unknown option '%s' (sd-qzo %s --help lists them)", a, t->command);
         memcpy(key, name, klen);
         key[klen] = 0;
-        const sq_option *d = sq_options_find(t, key);
-        if (!d && !strncmp(key, "no-", 3) && (d = sq_options_find(t, key + 3)) && d->type == SQ_OPT_BOOL) {
+        const sq_option *d = sq_options_find(t, key), *negated = NULL;
+        if (!d && !strncmp(key, "no-", 3) && (negated = sq_options_find(t, key + 3)) && negated->type == SQ_OPT_BOOL) {
             if (eqv) return sq_errorf("--%s takes no value", key);
-            *(bool *)field_of(d, obj) = false;
-            mark_given(t, d, given);
+            *(bool *)field_of(negated, obj) = false;
+            mark_given(t, negated, given);
             continue;
         }
         if (!d) return sq_errorf("unknown option '%s' (sd-qzo %s --help lists them)", a, t->command);
