@@ -9,7 +9,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --tar
 export PYTHONPATH=/tmp/site LD_LIBRARY_PATH=/tmp/deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 PYTHONUNBUFFERED=1 timeout 300 python3 bench/pytorch_qzo.py --config $cfg --resolution $res --steps 3 --warmup 1 \
     --json "$out/torch_${cfg}_${res}.json" 2>&1 | tail -8
-[ -f "$out/sq_${cfg}_${res}.json" ] || timeout 150 build-gpu/app/sd-qzo bench --config $cfg --resolution $res \
+[ -f "$out/sq_${cfg}_${res}.json" ] || timeout 150 build-gpu/app/sd-qzo bench --preset $cfg --resolution $res \
     --steps 3 --warmup 1 --what mmdit --json "$out/sq_${cfg}_${res}.json" | tail -4
 python3 - "$out/torch_${cfg}_${res}.json" "$out/sq_${cfg}_${res}.json" <<'PY'
 import json, sys

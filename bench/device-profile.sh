@@ -13,7 +13,7 @@ bin=build-gpu/app/sd-qzo
 for res in ${@:-512 1024}; do
     SQ_PROFILE_CAPTURE=1 timeout 400 ncu --profile-from-start off --clock-control none --metrics gpu__time_duration.sum \
         --csv --log-file "$out/ncu_${cfg}_${res}.csv" \
-        $bin bench --config $cfg --resolution $res --steps 1 --warmup 1 --what mmdit > /dev/null 2>&1
+        $bin bench --preset $cfg --resolution $res --steps 1 --warmup 1 --what mmdit > /dev/null 2>&1
     echo "== $cfg ${res}²: GPU time per kernel, one forward (ncu, kernels serialised)"
     python3 - "$out/ncu_${cfg}_${res}.csv" <<'PY'
 import csv, sys, collections
@@ -32,5 +32,5 @@ print(f"total {s:.1f} ms over {sum(cnt.values())} kernels")
 for n, v in tot.most_common(25):
     print(f"{v:9.2f} ms {100*v/s:5.1f}% {cnt[n]:6d}x  {n}")
 PY
-    [ -n "${PROFILE_ONLY:-}" ] || $bin bench --config $cfg --resolution $res --steps 3 --warmup 1 --what mmdit 2>&1 | tail -4
+    [ -n "${PROFILE_ONLY:-}" ] || $bin bench --preset $cfg --resolution $res --steps 3 --warmup 1 --what mmdit 2>&1 | tail -4
 done
