@@ -6,7 +6,6 @@
 // plus DIR/grid.png, a contact sheet of all of them (DIR: --out, default
 // sd-qzo-samples/, kept apart from the source tree's samples/ folder).
 #include <ctype.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,8 +128,8 @@ static int parse_args(sample_args *a, int argc, char **argv, bool *help) {
     if (a->steps < 1 || a->steps > 10000) return sq_errorf("--steps must be in [1, 10000], not %d", a->steps);
     if (!(a->cfg >= 0 && a->cfg <= 100)) return sq_errorf("--cfg must be in [0, 100]");
     if (a->batch_size < 1 || a->batch_size > 1024) return sq_errorf("--batch-size must be in [1, 1024], not %d", a->batch_size);
-    if (a->t5_max_length < 1 || a->t5_max_length > 4096)
-        return sq_errorf("--t5-max-length must be in [1, 4096], not %d", a->t5_max_length);
+    if (a->t5_max_length < 1 || a->t5_max_length > SD_T5_MAX_TOKENS)   // as train
+        return sq_errorf("--t5-max-length must be in 1..%d", SD_T5_MAX_TOKENS);
     if (a->width < 1 || a->width > 65536 || a->height < 1 || a->height > 65536)
         return sq_errorf("--width and --height must be in [1, 65536]");
     if (a->arena_mb < 0) return sq_errorf("--arena-mb must be >= 0");

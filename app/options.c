@@ -65,9 +65,8 @@ static int parse_bool(const char *v, bool *out) {
     return SQ_FAIL;
 }
 
-static int set_row(const sq_option_table *t, const sq_option *d, void *obj, const char *value) {
+static int set_row(const sq_option *d, void *obj, const char *value) {
     char *field = field_of(d, obj), *end = NULL, allowed[256];
-    (void)t;
     errno = 0;
     switch (d->type) {
     case SQ_OPT_STR:
@@ -130,7 +129,7 @@ static void mark_given(const sq_option_table *t, const sq_option *d, bool *given
 int sq_options_set(const sq_option_table *t, void *obj, const char *key, const char *value) {
     const sq_option *d = sq_options_find(t, key);
     if (!d) return sq_errorf("unknown option '%s' (sd-qzo %s --help lists them)", key, t->command);
-    return set_row(t, d, obj, value);
+    return set_row(d, obj, value);
 }
 
 static char *read_text(const char *path) {
@@ -154,7 +153,7 @@ static char *read_text(const char *path) {
 static int set_from_file(const sq_option_table *t, void *obj, const char *key, const char *value, bool *given) {
     const sq_option *d = sq_options_find(t, key);
     if (!d) return sq_errorf("unknown option '%s' (sd-qzo %s --help lists them)", key, t->command);
-    if (set_row(t, d, obj, value) != SQ_OK) return SQ_FAIL;
+    if (set_row(d, obj, value) != SQ_OK) return SQ_FAIL;
     mark_given(t, d, given);
     return SQ_OK;
 }
@@ -286,7 +285,7 @@ int sq_options_parse(const sq_option_table *t, void *obj, int argc, char **argv,
         else if (d->type == SQ_OPT_BOOL && (i + 1 >= argc || parse_bool(argv[i + 1], &ignored) != SQ_OK)) value = "true";
         else if (i + 1 < argc) value = argv[++i];
         else return sq_errorf("--%s needs a value (sd-qzo %s --help)", key, t->command);
-        if (set_row(t, d, obj, value) != SQ_OK) return SQ_FAIL;
+        if (set_row(d, obj, value) != SQ_OK) return SQ_FAIL;
         mark_given(t, d, given);
     }
     return SQ_OK;

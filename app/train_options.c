@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "datasets/buckets.h"
+#include "text_encoders/conditioning.h"
 
 #define S sd_train_options
 #define F(f) SQ_OPT_FIELD(S, f), NULL
@@ -132,7 +133,8 @@ int sd_train_options_validate(const sd_train_options *o) {
     if (!(o->eps > 0)) return sq_errorf("--eps must be > 0");
     if (o->caption_dropout < 0 || o->caption_dropout > 1) return sq_errorf("--caption-dropout must be in [0, 1]");
     if (!(o->logit_std > 0)) return sq_errorf("--logit-std must be > 0");
-    if (o->t5_max_length < 1 || o->t5_max_length > 512) return sq_errorf("--t5-max-length must be in 1..512");
+    if (o->t5_max_length < 1 || o->t5_max_length > SD_T5_MAX_TOKENS)
+        return sq_errorf("--t5-max-length must be in 1..%d", SD_T5_MAX_TOKENS);
     if (o->save_every < 1) return sq_errorf("--save-every must be at least 1");
     if (o->sample_every < 0 || o->val_every < 0) return sq_errorf("--sample-every and --val-every must be >= 0");
     if (o->sample_steps < 1) return sq_errorf("--sample-steps must be at least 1");
