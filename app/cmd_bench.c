@@ -11,9 +11,13 @@
 #include <sys/stat.h>
 
 #include "app/commands.h"
+#include "app/options.h"
+#include "qzo/flow_loss.h"
+#include "qzo/qzo.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/progress.h"
+#include "datasets/buckets.h"
 #include "kernels/backend.h"
 #include "kernels/ops.h"
 #include "mmdit/base_model.h"
@@ -22,20 +26,85 @@
 #include "qzo/qzo.h"
 #include "vae/model.h"
 
+typedef enum { BENCH_MMDIT = 1, BENCH_VAE = 2, BENCH_ALL = 3 } bench_what;
+
 typedef struct {
-    const char *config, *what, *device, *json;
-    const char *weights;   // "synthetic" or what `sd-qzo train --model` accepts
-    int resolution, batch, steps, warmup, group, context_tokens;
-    size_t arena_mb;
+    sd_mmdit_preset preset;   // the synthetic model's shapes
+    char weights[4096];       // "synthetic" or what `sd-qzo train --model` accepts
+    int what;                 // bench_what
+    sq_device_request device;
+    char json[4096];
+    int resolution, batch_size, steps, warmup, group_size, arena_mb;
+    int context_tokens;       // not an option: SD3.5's 77 CLIP + 256 T5 tokens
+    bool synthetic;           // weights == "synthetic", decided once after parsing
 } bench_args;
 
-static bool synthetic(const bench_args *a) { return !strcmp(a->weights, "synthetic"); }
+static const sq_opt_choice presets[] = {
+    {"large", SD_MMDIT_LARGE}, {"large-turbo", SD_MMDIT_LARGE_TURBO}, {"medium", SD_MMDIT_MEDIUM}, {NULL, 0}};
+static const sq_opt_choice whats[] = {{"mmdit", BENCH_MMDIT}, {"vae", BENCH_VAE}, {"all", BENCH_ALL}, {NULL, 0}};
+
+static void defaults(void *p) {
+    bench_args *a = p;
+    memset(a, 0, sizeof *a);
+    a->preset = SD_MMDIT_LARGE;
+    snprintf(a->weights, sizeof a->weights, "synthetic");
+    a->what = BENCH_ALL;
+    a->device = SQ_DEVICE_AUTO;
+    a->resolution = 1024;
+    a->batch_size = 1;
+    a->steps = 5;
+    a->warmup = 2;
+    a->group_size = 64;
+    a->arena_mb = 16384;
+    a->context_tokens = 333;
+}
+
+#define S bench_args
+static const sq_option options[] = {
+    // --config was this option's name before train's --config FILE took the word
+    {"preset", "config", SQ_OPT_ENUM, SQ_OPT_ENUM_FIELD(S, preset), presets, false,
+     "the synthetic model's shapes (ignored with --weights PATH)"},
+    {"weights", NULL, SQ_OPT_STR, SQ_OPT_STRING(S, weights), NULL, false,
+     "synthetic, or the MMDiT of a diffusers pipeline/transformer folder, a Stability single file or an `sd-qzo quantize` "
+     "int4 file"},
+    {"resolution", NULL, SQ_OPT_INT, SQ_OPT_FIELD(S, resolution), NULL, false, "square image side in pixels (multiple of 64)"},
+    {"batch-size", "batch", SQ_OPT_INT, SQ_OPT_FIELD(S, batch_size), NULL, false, "images per forward"},
+    {"steps", NULL, SQ_OPT_INT, SQ_OPT_FIELD(S, steps), NULL, false, "timed runs of each region"},
+    {"warmup", NULL, SQ_OPT_INT, SQ_OPT_FIELD(S, warmup), NULL, false, "untimed runs before them"},
+    {"group-size", NULL, SQ_OPT_INT, SQ_OPT_FIELD(S, group_size), sq_opt_group_sizes, false,
+     "int4 group size: 32, 64 or 128 (an int4 --weights file keeps its own)"},
+    {"what", NULL, SQ_OPT_ENUM, SQ_OPT_ENUM_FIELD(S, what), whats, false, "what to time"},
+    {"device", NULL, SQ_OPT_ENUM, SQ_OPT_ENUM_FIELD(S, device), sq_opt_devices, false,
+     "where to run (auto: CUDA when a GPU is present)"},
+    {"arena-mb", NULL, SQ_OPT_INT, SQ_OPT_FIELD(S, arena_mb), NULL, false, "scratch memory in MiB"},
+    {"json", NULL, SQ_OPT_STR, SQ_OPT_STRING(S, json), NULL, false, "also write the results to this JSON file"},
+};
+#undef S
+
+static const sq_option_table bench_table = {
+    .command = "bench",
+    .usage = "usage: sd-qzo bench [--preset large|large-turbo|medium] [--weights synthetic|PATH] [--resolution 1024]\n"
+             "                    [--batch-size 1] [--steps 5] [--warmup 2] [--group-size 64] [--what mmdit|vae|all]\n"
+             "                    [--device auto|cpu|cuda] [--arena-mb N] [--json FILE]\n\n"
+             "Builds the model with synthetic weights (int4 joint blocks at the group size) on the device and\n"
+             "times MMDiT forward passes, QZO steps (2 forwards + update), and VAE encode/decode.\n"
+             "--weights PATH: the MMDiT of a diffusers pipeline/transformer folder, a Stability single file or an\n"
+             "`sd-qzo quantize` int4 file (dense weights are quantised at --group-size; the config comes from the\n"
+             "file and --preset is ignored); a pipeline folder's vae/ is timed instead of a synthetic VAE.\n",
+    .options = options,
+    .count = (int)(sizeof options / sizeof options[0]),
+    .struct_size = sizeof(bench_args),
+    .defaults = defaults,
+    .config_file = false,   // --config is the old spelling of --preset
+};
+
+static const char *preset_name(const bench_args *a) { return sq_options_choice_name(presets, (int)a->preset); }
 
 // The pipeline's vae/ folder when --weights is a pipeline folder holding one; else "".
 static void vae_dir(const bench_args *a, char *out, size_t size) {
     struct stat st;
     out[0] = 0;
-    if (synthetic(a)) return;
+    if (a->synthetic) return;
     snprintf(out, size, "%s/vae/config.json", a->weights);
     if (stat(out, &st) != 0) { out[0] = 0; return; }
     snprintf(out, size, "%s/vae", a->weights);
@@ -51,17 +120,6 @@ static void json_string(FILE *f, const char *s) {
         else fputc(c, f);
     }
     fputc('"', f);
-}
-
-static void usage(FILE *f) {
-    fprintf(f, "usage: sd-qzo bench [--config large|large-turbo|medium] [--weights synthetic|PATH] [--resolution 1024]\n"
-               "                    [--batch 1] [--steps 5] [--warmup 2] [--group-size 64] [--what mmdit|vae|all]\n"
-               "                    [--device auto|cpu|cuda] [--arena-mb N] [--json FILE]\n\n"
-               "Builds the model with synthetic weights (int4 joint blocks at the group size) on the device and\n"
-               "times MMDiT forward passes, QZO steps (2 forwards + update), and VAE encode/decode.\n"
-               "--weights PATH: the MMDiT of a diffusers pipeline/transformer folder, a Stability single file or an\n"
-               "`sd-qzo quantize` int4 file (dense weights are quantised at --group-size; the config comes from the\n"
-               "file and --config is ignored); a pipeline folder's vae/ is timed instead of a synthetic VAE.\n");
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -119,19 +177,19 @@ static int load_weights(const bench_args *a, sq_device dev, sq_dtype dt, sd_mmdi
     if (sq_base_open(a->weights, &base, &st) != SQ_OK) return sq_error_context("--weights");
     sq_st_close(st);
     if (sd_mmdit_load(m, a->weights, dev, dt) != SQ_OK) return sq_error_context("--weights %s", a->weights);
-    *group = a->group;
+    *group = a->group_size;
     if (base.quantized) {
-        if (base.group != a->group)
-            sq_log_warn("%s is int4 at group size %d: --group-size %d is ignored", a->weights, base.group, a->group);
+        if (base.group != a->group_size)
+            sq_log_warn("%s is int4 at group size %d: --group-size %d is ignored", a->weights, base.group, a->group_size);
         *group = base.group;
         return SQ_OK;
     }
     double t0 = sq_time_now();
-    if (sd_mmdit_quantize(m, a->group, NULL) != SQ_OK) {
+    if (sd_mmdit_quantize(m, a->group_size, NULL) != SQ_OK) {
         sd_mmdit_free(m);
         return sq_error_context("--weights %s: quantising to int4", a->weights);
     }
-    sq_log_info("quantised %s to int4 (group %d) in %.1f s", a->weights, a->group, sq_time_now() - t0);
+    sq_log_info("quantised %s to int4 (group %d) in %.1f s", a->weights, a->group_size, sq_time_now() - t0);
     return SQ_OK;
 }
 
@@ -166,10 +224,10 @@ static int bench_mmdit(const bench_args *a, sq_device dev, FILE *json) {
     double t0 = sq_time_now();
     sd_mmdit m;
     memset(&m, 0, sizeof m);
-    int group = a->group;
-    if (synthetic(a)) {
-        sd_mmdit_config_preset(&cfg, !strcmp(a->config, "medium") ? SD_MMDIT_MEDIUM : SD_MMDIT_LARGE);
-        if (sd_mmdit_init_synthetic(&m, &cfg, dev, dt, a->group, 1234) != SQ_OK) return sq_error_context("bench: building the model");
+    int group = a->group_size;
+    if (a->synthetic) {
+        sd_mmdit_config_preset(&cfg, a->preset);
+        if (sd_mmdit_init_synthetic(&m, &cfg, dev, dt, a->group_size, 1234) != SQ_OK) return sq_error_context("bench: building the model");
     } else {
         if (load_weights(a, dev, dt, &m, &group) != SQ_OK) return SQ_FAIL;
         cfg = m.cfg;   // the FLOP count and shapes follow the loaded model, not a preset
@@ -177,7 +235,7 @@ static int bench_mmdit(const bench_args *a, sq_device dev, FILE *json) {
     double weights_gib = used_gib(dev) - base_gib;
     int64_t scales = sd_mmdit_assign_scale_indices(&m);
     char model_name[160];
-    if (synthetic(a)) snprintf(model_name, sizeof model_name, "SD3.5 %s, synthetic int4", a->config);
+    if (a->synthetic) snprintf(model_name, sizeof model_name, "SD3.5 %s, synthetic int4", preset_name(a));
     else snprintf(model_name, sizeof model_name, "%.100s, int4", a->weights);
     printf("model: %s (group %d; hidden %d, %d layers, %d heads), %lld trainable scales, ready in %.1f s, weights %.2f GiB\n",
            model_name, group, cfg.hidden, cfg.num_layers, cfg.num_heads, (long long)scales, sq_time_now() - t0, weights_gib);
@@ -192,13 +250,9 @@ static int bench_mmdit(const bench_args *a, sq_device dev, FILE *json) {
         if (sd_vae_config_load(&vc, vcfg) != SQ_OK) { sd_mmdit_free(&m); return sq_error_context("bench"); }
         factor = sd_vae_factor(&vc);
     }
-    int64_t B = a->batch, R = a->resolution, h = R / factor, T = a->context_tokens, C = cfg.in_channels;
+    // (--resolution was checked against this model before it was built: check_resolution)
+    int64_t B = a->batch_size, R = a->resolution, h = R / factor, T = a->context_tokens, C = cfg.in_channels;
     int64_t N = (h / cfg.patch_size) * (h / cfg.patch_size);
-    if (h / cfg.patch_size > cfg.pos_embed_max_size) {
-        sd_mmdit_free(&m);
-        return sq_errorf("--resolution %lld is too large for this transformer: %lld patches per side, its position "
-                         "table has %d", (long long)R, (long long)(h / cfg.patch_size), cfg.pos_embed_max_size);
-    }
     int rc = SQ_FAIL, n = a->steps;
     sq_arena arena = {0};
     sq_tensor x0 = {0}, noise = {0}, ctx = {0}, pooled = {0};
@@ -211,7 +265,7 @@ static int bench_mmdit(const bench_args *a, sq_device dev, FILE *json) {
     uint64_t *bases = calloc((size_t)nl + 1, sizeof *bases);
     double *tf = calloc((size_t)n, sizeof(double)), *tq = calloc((size_t)n, sizeof(double));
     if (!sigmas || !ls || !sp || !bases || !tf || !tq) { sq_errorf("out of host memory"); goto done; }
-    if (sq_arena_init(&arena, dev, a->arena_mb << 20) != SQ_OK) goto done;
+    if (sq_arena_init(&arena, dev, (size_t)a->arena_mb << 20) != SQ_OK) goto done;
     if (sq_tensor_alloc(&x0, dt, dev, 4, (int64_t[]){B, C, h, h}) || sq_tensor_alloc(&noise, dt, dev, 4, (int64_t[]){B, C, h, h}) ||
         sq_tensor_alloc(&ctx, dt, dev, 3, (int64_t[]){B, T, cfg.joint_attention_dim}) ||
         sq_tensor_alloc(&pooled, dt, dev, 2, (int64_t[]){B, cfg.pooled_projection_dim}))
@@ -237,7 +291,7 @@ static int bench_mmdit(const bench_args *a, sq_device dev, FILE *json) {
     stats sf = summarise(tf, n), sq = summarise(tq, n);
     double flops = mmdit_flops(&cfg, B, N, T);
     double peak = used_gib(dev);
-    const char *cname = synthetic(a) ? a->config : "weights";
+    const char *cname = a->synthetic ? preset_name(a) : "weights";
     printf("mmdit %s %lldx%lld batch %lld (%lld image + %lld text tokens), %.1f TFLOP per forward\n", cname,
            (long long)R, (long long)R, (long long)B, (long long)N, (long long)T, flops / 1e12);
     printf("  forward:  median %8.1f ms  min %8.1f  max %8.1f  -> %6.1f TFLOP/s\n", sf.median, sf.min, sf.max,
@@ -279,13 +333,13 @@ static int bench_vae(const bench_args *a, sq_device dev, FILE *json) {
         sd_vae_config_sd3(&cfg);
         if (sd_vae_init_synthetic(&v, &cfg, dev, dt, 99) != SQ_OK) return sq_error_context("bench: building the VAE");
     }
-    int64_t B = a->batch, R = a->resolution, f = sd_vae_factor(&v.cfg), C = v.cfg.latent_channels;
+    int64_t B = a->batch_size, R = a->resolution, f = sd_vae_factor(&v.cfg), C = v.cfg.latent_channels;
     int rc = SQ_FAIL, n = a->steps;
     sq_arena arena = {0};
     sq_tensor img = {0}, lat = {0};
     double *te = calloc((size_t)n, sizeof(double)), *td = calloc((size_t)n, sizeof(double));
     if (!te || !td) { sq_errorf("out of host memory"); goto done; }
-    if (sq_arena_init(&arena, dev, a->arena_mb << 20) != SQ_OK) goto done;
+    if (sq_arena_init(&arena, dev, (size_t)a->arena_mb << 20) != SQ_OK) goto done;
     if (sq_tensor_alloc(&img, dt, dev, 4, (int64_t[]){B, 3, R, R}) || sq_tensor_alloc(&lat, dt, dev, 4, (int64_t[]){B, C, R / f, R / f}))
         goto done;
     fill_random(&img, 5);
@@ -319,47 +373,57 @@ done:
     return rc;
 }
 
-int sq_cmd_bench(int argc, char **argv) {
-    bench_args a = {.config = "large", .what = "all", .device = "auto", .resolution = 1024, .batch = 1, .steps = 5,
-                    .warmup = 2, .group = 64, .context_tokens = 333, .arena_mb = 16384,
-                    .weights = "synthetic"};
-    bool config_given = false;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { usage(stdout); return SQ_OK; }
-        if (i + 1 >= argc) return sq_errorf("option %s needs a value (see sd-qzo bench --help)", argv[i]);
-        const char *o = argv[i], *v = argv[++i];
-        if (!strcmp(o, "--config")) { a.config = v; config_given = true; }
-        else if (!strcmp(o, "--weights")) a.weights = v;
-        else if (!strcmp(o, "--what")) a.what = v;
-        else if (!strcmp(o, "--device")) a.device = v;
-        else if (!strcmp(o, "--json")) a.json = v;
-        else if (!strcmp(o, "--resolution")) a.resolution = atoi(v);
-        else if (!strcmp(o, "--batch")) a.batch = atoi(v);
-        else if (!strcmp(o, "--steps")) a.steps = atoi(v);
-        else if (!strcmp(o, "--warmup")) a.warmup = atoi(v);
-        else if (!strcmp(o, "--group-size")) a.group = atoi(v);
-        else if (!strcmp(o, "--arena-mb")) a.arena_mb = (size_t)atol(v);
-        else return sq_errorf("unknown option '%s' (see sd-qzo bench --help)", o);
+// --resolution against the VAE and (when it is timed) the MMDiT, before any model
+// is built (datasets/buckets.h holds the rule).
+static int check_resolution(const bench_args *a) {
+    sd_size_limits lim = {8, 2, 0};   // SD3's VAE factor and patch size
+    char vdir[4200];
+    vae_dir(a, vdir, sizeof vdir);
+    if (vdir[0]) {
+        sd_vae_config vc;
+        char vcfg[4300];
+        snprintf(vcfg, sizeof vcfg, "%s/config.json", vdir);
+        if (sd_vae_config_load(&vc, vcfg) != SQ_OK) return sq_error_context("bench");
+        lim.vae_factor = sd_vae_factor(&vc);
     }
-    if (strcmp(a.config, "large") && strcmp(a.config, "large-turbo") && strcmp(a.config, "medium"))
-        return sq_errorf("--config must be large, large-turbo or medium, not '%s'", a.config);
-    if (a.resolution < 64 || a.resolution % 64) return sq_errorf("--resolution must be a multiple of 64");
-    if (a.batch < 1 || a.steps < 1 || a.warmup < 0) return sq_errorf("--batch and --steps must be >= 1");
-    if (a.group != 32 && a.group != 64 && a.group != 128) return sq_errorf("--group-size must be 32, 64 or 128");
+    if (a->what & BENCH_MMDIT) {
+        sd_mmdit_config mc;
+        if (a->synthetic) sd_mmdit_config_preset(&mc, a->preset);
+        else if (sd_mmdit_config_read(&mc, a->weights) != SQ_OK) return sq_error_context("--weights");
+        lim.patch_size = mc.patch_size;
+        lim.pos_embed_max_size = mc.pos_embed_max_size;
+    }
+    return sd_check_resolution(a->resolution, false, &lim);
+}
+
+int sq_cmd_bench(int argc, char **argv) {
+    bench_args a;
+    bool help, given[sizeof options / sizeof options[0]];
+    defaults(&a);
+    if (sq_options_parse(&bench_table, &a, argc, argv, &help, given) != SQ_OK) return SQ_FAIL;
+    if (help) {
+        sq_options_usage(&bench_table, stdout);
+        return SQ_OK;
+    }
+    if (a.batch_size < 1 || a.steps < 1 || a.warmup < 0)
+        return sq_errorf("--batch-size and --steps must be >= 1, --warmup >= 0");
+    if (a.arena_mb < 1) return sq_errorf("--arena-mb must be >= 1");
     if (!a.weights[0]) return sq_errorf("--weights must be synthetic or a path, not empty");
-    if (config_given && !synthetic(&a))
-        sq_log_warn("--config %s is ignored: the model's config comes from --weights %s", a.config, a.weights);
+    a.synthetic = !strcmp(a.weights, "synthetic");
+    if (sq_options_given(&bench_table, given, "preset") && !a.synthetic)
+        sq_log_warn("--preset %s is ignored: the model's config comes from --weights %s", preset_name(&a), a.weights);
+    if (check_resolution(&a) != SQ_OK) return SQ_FAIL;
     sq_device dev;
-    if (sq_backend_init(a.device, &dev) != SQ_OK) return SQ_FAIL;
+    if (sq_backend_select(a.device, &dev) != SQ_OK) return SQ_FAIL;
     char gpu[256] = "cpu";
     if (dev == SQ_CUDA) sq_cuda_describe(gpu, sizeof gpu);
     printf("sd-qzo bench on %s\n", gpu);
-    FILE *json = a.json ? fopen(a.json, "w") : NULL;
-    if (a.json && !json) return sq_error_errno("%s: cannot create", a.json);
+    FILE *json = a.json[0] ? fopen(a.json, "w") : NULL;
+    if (a.json[0] && !json) return sq_error_errno("%s: cannot create", a.json);
     if (json) fprintf(json, "{\n  \"device\": \"%s\",\n  \"timer\": \"%s\",\n", gpu, sq_timer_kind(dev));
     int rc = SQ_OK;
-    if (!strcmp(a.what, "mmdit") || !strcmp(a.what, "all")) rc = bench_mmdit(&a, dev, json);
-    if (rc == SQ_OK && (!strcmp(a.what, "vae") || !strcmp(a.what, "all"))) rc = bench_vae(&a, dev, json);
+    if (a.what & BENCH_MMDIT) rc = bench_mmdit(&a, dev, json);
+    if (rc == SQ_OK && (a.what & BENCH_VAE)) rc = bench_vae(&a, dev, json);
     if (json) {
         fprintf(json, "  \"ok\": %s\n}\n", rc == SQ_OK ? "true" : "false");
         fclose(json);

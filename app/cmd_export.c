@@ -1,58 +1,86 @@
-// app/cmd_export.c: `sd-qzo export`: option parsing for app/export.h.
+// app/cmd_export.c: `sd-qzo export`: the option table of app/export.h's settings.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "app/commands.h"
 #include "app/export.h"
+#include "app/options.h"
 #include "core/error.h"
 
-static void usage(FILE *f) {
-    fprintf(f, "usage: sd-qzo export --model M --scales CKPT.safetensors --out DIR [--format diffusers|single|both]\n"
-               "                     [--dtype bf16|fp16|fp32] [--name NAME] [--shard-size GB] [--force]\n\n"
-               "  --model       the base the scales were trained on: diffusers folder, single file,\n"
-               "                or the int4 file of `sd-qzo quantize`\n"
-               "  --scales      a QZO checkpoint (trained scales; must match the base's hash and group)\n"
-               "  --out         output folder (created; must be empty unless --force)\n"
-               "  --format      diffusers: DIR/transformer/ (default); single: DIR/NAME.safetensors in\n"
-               "                Stability's layout (ComfyUI, stable-diffusion.cpp, from_single_file); both\n"
-               "  --dtype       output precision (default: the base's own, bf16 for the SD3.5 releases)\n"
-               "  --name        single file's name without .safetensors (default: DIR's name)\n"
-               "  --shard-size  diffusers shard size in GB (default 5)\n"
-               "  --force       write into a non-empty DIR, replacing an earlier export\n");
+typedef struct {
+    char model[4096], scales[4096], out[4096], name[1024];
+    int format;          // SQ_EXPORT_DIFFUSERS | SQ_EXPORT_SINGLE
+    int dtype;           // an sq_dtype, or -1: the base's own
+    float shard_size;    // GB
+    bool force;
+} export_args;
+
+static void defaults(void *p) {
+    export_args *a = p;
+    memset(a, 0, sizeof *a);
+    a->format = SQ_EXPORT_DIFFUSERS;
+    a->dtype = -1;
+    a->shard_size = 5.0f;   // diffusers' default max_shard_size
 }
 
+static const sq_opt_choice formats[] = {{"diffusers", SQ_EXPORT_DIFFUSERS},
+                                        {"single", SQ_EXPORT_SINGLE},
+                                        {"both", SQ_EXPORT_DIFFUSERS | SQ_EXPORT_SINGLE},
+                                        {NULL, 0}};
+static const sq_opt_choice dtypes[] = {{"auto", -1}, {"bf16", SQ_BF16}, {"fp16", SQ_F16}, {"fp32", SQ_F32}, {NULL, 0}};
+
+#define S export_args
+static const sq_option options[] = {
+    {"model", NULL, SQ_OPT_STR, SQ_OPT_STRING(S, model), NULL, false,
+     "the base the scales were trained on: diffusers folder, single file, or the int4 file of `sd-qzo quantize` (required)"},
+    {"scales", NULL, SQ_OPT_STR, SQ_OPT_STRING(S, scales), NULL, false,
+     "a QZO checkpoint: trained scales; must match the base's hash and group (required)"},
+    {"out", "output", SQ_OPT_STR, SQ_OPT_STRING(S, out), NULL, false, "output folder: created; must be empty unless --force (required)"},
+    {"format", NULL, SQ_OPT_ENUM, SQ_OPT_ENUM_FIELD(S, format), formats, false,
+     "diffusers: OUT/transformer/; single: OUT/NAME.safetensors in Stability's layout (ComfyUI, stable-diffusion.cpp, "
+     "from_single_file); both"},
+    {"dtype", NULL, SQ_OPT_ENUM, SQ_OPT_ENUM_FIELD(S, dtype), dtypes, false,
+     "output precision (auto: the base's own, bf16 for the SD3.5 releases)"},
+    {"name", NULL, SQ_OPT_STR, SQ_OPT_STRING(S, name), NULL, false, "single file's name without .safetensors (default: OUT's name)"},
+    {"shard-size", NULL, SQ_OPT_FLOAT, SQ_OPT_FIELD(S, shard_size), NULL, false, "diffusers shard size in GB"},
+    {"force", NULL, SQ_OPT_BOOL, SQ_OPT_FIELD(S, force), NULL, false, "write into a non-empty OUT, replacing an earlier export"},
+};
+#undef S
+
+static const sq_option_table export_table = {
+    .command = "export",
+    .usage = "usage: sd-qzo export --model M --scales CKPT.safetensors --out DIR [--format diffusers|single|both]\n"
+             "                     [--dtype auto|bf16|fp16|fp32] [--name NAME] [--shard-size GB] [--force]\n",
+    .options = options,
+    .count = (int)(sizeof options / sizeof options[0]),
+    .struct_size = sizeof(export_args),
+    .defaults = defaults,
+    .config_file = true,
+};
+
 int sq_cmd_export(int argc, char **argv) {
+    export_args a;
+    bool help;
+    defaults(&a);
+    if (sq_options_parse(&export_table, &a, argc, argv, &help, NULL) != SQ_OK) return SQ_FAIL;
+    if (help) {
+        sq_options_usage(&export_table, stdout);
+        return SQ_OK;
+    }
+    if (!a.model[0] || !a.scales[0] || !a.out[0])
+        return sq_errorf("--model, --scales and --out are required (see sd-qzo export --help)");
+    if (!(a.shard_size > 0)) return sq_errorf("--shard-size must be a positive number of GB");
+    if (strchr(a.name, '/')) return sq_errorf("--name '%s' must be a plain file name", a.name);
     sq_export_options o;
     sq_export_options_defaults(&o);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return SQ_OK; }
-        if (!strcmp(a, "--force")) { o.force = true; continue; }
-        if (i + 1 >= argc) return sq_errorf("option %s needs a value (see sd-qzo export --help)", a);
-        const char *v = argv[++i];
-        if (!strcmp(a, "--model")) o.model = v;
-        else if (!strcmp(a, "--scales")) o.scales = v;
-        else if (!strcmp(a, "--out")) o.out_dir = v;
-        else if (!strcmp(a, "--name")) o.name = v;
-        else if (!strcmp(a, "--format")) {
-            if (!strcmp(v, "diffusers")) o.formats = SQ_EXPORT_DIFFUSERS;
-            else if (!strcmp(v, "single")) o.formats = SQ_EXPORT_SINGLE;
-            else if (!strcmp(v, "both")) o.formats = SQ_EXPORT_DIFFUSERS | SQ_EXPORT_SINGLE;
-            else return sq_errorf("--format must be diffusers, single or both, not '%s'", v);
-        } else if (!strcmp(a, "--dtype")) {
-            if (!strcmp(v, "bf16")) o.dtype = SQ_BF16;
-            else if (!strcmp(v, "fp16")) o.dtype = SQ_F16;
-            else if (!strcmp(v, "fp32")) o.dtype = SQ_F32;
-            else return sq_errorf("--dtype must be bf16, fp16 or fp32, not '%s'", v);
-        } else if (!strcmp(a, "--shard-size")) {
-            char *end;
-            double gb = strtod(v, &end);
-            if (*end || !(gb > 0)) return sq_errorf("--shard-size must be a positive number of GB, not '%s'", v);
-            o.max_shard_bytes = (int64_t)(gb * 1e9);
-        } else return sq_errorf("unknown option '%s' (see sd-qzo export --help)", a);
-    }
-    if (!o.model || !o.scales || !o.out_dir) return sq_errorf("--model, --scales and --out are required (see sd-qzo export --help)");
-    if (o.name && (!o.name[0] || strchr(o.name, '/'))) return sq_errorf("--name '%s' must be a plain file name", o.name);
+    o.model = a.model;
+    o.scales = a.scales;
+    o.out_dir = a.out;
+    o.name = a.name[0] ? a.name : NULL;
+    o.formats = a.format;
+    o.dtype = a.dtype;
+    o.max_shard_bytes = (int64_t)((double)a.shard_size * 1e9);
+    o.force = a.force;
     return sq_export(&o);
 }

@@ -8,18 +8,34 @@
 #include <sys/stat.h>
 
 #include "app/commands.h"
+#include "app/options.h"
 #include "core/config.h"
 #include "core/error.h"
 #include "core/path.h"
 #include "core/safetensors.h"
 #include "mmdit/config.h"
 
-static void usage(FILE *f) {
-    fprintf(f, "usage: sd-qzo info PATH\n\n"
-               "  PATH   a .safetensors file, a *.safetensors.index.json, a folder of safetensors\n"
-               "         (diffusers component such as transformer/), or a diffusers pipeline folder\n"
-               "         (with model_index.json)\n");
-}
+typedef struct {
+    char path[4096];
+} info_args;
+
+static void defaults(void *p) { memset(p, 0, sizeof(info_args)); }
+
+static const sq_option options[] = {
+    {"path", NULL, SQ_OPT_STR, SQ_OPT_STRING(info_args, path), NULL, false,
+     "a .safetensors file, a *.safetensors.index.json, a folder of safetensors (diffusers component such as "
+     "transformer/), or a diffusers pipeline folder (with model_index.json); also the bare PATH argument"},
+};
+
+static const sq_option_table info_table = {
+    .command = "info",
+    .usage = "usage: sd-qzo info PATH\n",
+    .options = options,
+    .count = (int)(sizeof options / sizeof options[0]),
+    .struct_size = sizeof(info_args),
+    .defaults = defaults,
+    .positional = "path",
+};
 
 static void print_shape(const sq_st_entry *e) {
     printf("[");
@@ -99,11 +115,16 @@ static int list_one(const char *path, const char *title, int64_t *total_params, 
 }
 
 int sq_cmd_info(int argc, char **argv) {
-    if (argc != 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
-        usage(argc == 2 ? stdout : stderr);
-        return argc == 2 ? SQ_OK : sq_errorf("expected exactly one PATH");
+    info_args a;
+    bool help;
+    defaults(&a);
+    if (sq_options_parse(&info_table, &a, argc, argv, &help, NULL) != SQ_OK) return SQ_FAIL;
+    if (help) {
+        sq_options_usage(&info_table, stdout);
+        return SQ_OK;
     }
-    const char *path = argv[1];
+    if (!a.path[0]) return sq_errorf("expected exactly one PATH (sd-qzo info --help)");
+    const char *path = a.path;
     int64_t params = 0;
     double bytes = 0;
     char index[4200];

@@ -6,32 +6,50 @@
 #include <string.h>
 
 #include "app/commands.h"
+#include "app/options.h"
 #include "core/error.h"
 #include "mmdit/quantize_file.h"
 
-static void usage(FILE *f) {
-    fprintf(f, "usage: sd-qzo quantize --model DIR_OR_FILE --out FILE.safetensors [--group-size 64]\n\n"
-               "  --model        diffusers pipeline dir, its transformer/ dir, or a single-file checkpoint\n"
-               "                 (only model.diffusion_model.* keys are kept from a single file)\n"
-               "  --out          output .safetensors (int4 codes + fp32 scales + unquantised tensors)\n"
-               "  --group-size   input features per scale: 32, 64 (default) or 128\n");
+typedef struct {
+    char model[4096], out[4096];
+    int group_size;
+} quantize_args;
+
+static void quantize_defaults(void *p) {
+    quantize_args *a = p;
+    memset(a, 0, sizeof *a);
+    a->group_size = 64;
 }
 
+static const sq_option quantize_options[] = {
+    {"model", NULL, SQ_OPT_STR, SQ_OPT_STRING(quantize_args, model), NULL, false,
+     "diffusers pipeline dir, its transformer/ dir, or a single-file checkpoint (only model.diffusion_model.* keys "
+     "are kept from a single file) (required)"},
+    {"out", "output", SQ_OPT_STR, SQ_OPT_STRING(quantize_args, out), NULL, false,
+     "output .safetensors: int4 codes + fp32 scales + unquantised tensors (required)"},
+    {"group-size", NULL, SQ_OPT_INT, SQ_OPT_FIELD(quantize_args, group_size), sq_opt_group_sizes, false,
+     "input features per scale: 32, 64 or 128"},
+};
+
+static const sq_option_table quantize_table = {
+    .command = "quantize",
+    .usage = "usage: sd-qzo quantize --model DIR_OR_FILE --out FILE.safetensors [--group-size 64]\n",
+    .options = quantize_options,
+    .count = (int)(sizeof quantize_options / sizeof quantize_options[0]),
+    .struct_size = sizeof(quantize_args),
+    .defaults = quantize_defaults,
+    .config_file = true,
+};
+
 int sq_cmd_quantize(int argc, char **argv) {
-    const char *model = NULL, *out = NULL;
-    int group = 64;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { usage(stdout); return SQ_OK; }
-        if (i + 1 >= argc) return sq_errorf("option %s needs a value (see sd-qzo quantize --help)", argv[i]);
-        if (!strcmp(argv[i], "--model")) model = argv[++i];
-        else if (!strcmp(argv[i], "--out")) out = argv[++i];
-        else if (!strcmp(argv[i], "--group-size")) {
-            char *end;
-            long g = strtol(argv[++i], &end, 10);
-            if (*end || (g != 32 && g != 64 && g != 128)) return sq_errorf("--group-size must be 32, 64 or 128, not '%s'", argv[i]);
-            group = (int)g;
-        } else return sq_errorf("unknown option '%s' (see sd-qzo quantize --help)", argv[i]);
+    quantize_args a;
+    bool help;
+    quantize_defaults(&a);
+    if (sq_options_parse(&quantize_table, &a, argc, argv, &help, NULL) != SQ_OK) return SQ_FAIL;
+    if (help) {
+        sq_options_usage(&quantize_table, stdout);
+        return SQ_OK;
     }
-    if (!model || !out) return sq_errorf("--model and --out are required (see sd-qzo quantize --help)");
-    return sq_quantize_checkpoint(model, out, group, false);
+    if (!a.model[0] || !a.out[0]) return sq_errorf("--model and --out are required (see sd-qzo quantize --help)");
+    return sq_quantize_checkpoint(a.model, a.out, a.group_size, false);
 }

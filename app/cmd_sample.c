@@ -3,9 +3,9 @@
 // prompt (and the negative prompt) and are freed, then the MMDiT samples every
 // prompt's latents and is freed, then the VAE decodes them. Each image is written
 // as DIR/<index>_<seed>.png with its settings in an A1111 "parameters" text chunk,
-// plus DIR/grid.png, a contact sheet of all of them.
+// plus DIR/grid.png, a contact sheet of all of them (DIR: --out, default
+// sd-qzo-samples/, kept apart from the source tree's samples/ folder).
 #include <ctype.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,12 +14,15 @@
 #include <unistd.h>
 
 #include "app/commands.h"
+#include "app/options.h"
+#include "qzo/trained_scales.h"
 #include "core/config.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/path.h"
 #include "core/progress.h"
 #include "core/safetensors.h"
+#include "datasets/buckets.h"
 #include "kernels/backend.h"
 #include "qzo/trained_scales.h"
 #include "samples/grid.h"
@@ -30,39 +33,72 @@
 #include "vae/model.h"
 
 typedef struct {
-    const char *model, *transformer, *scales, *prompt, *prompts_file, *negative, *out, *latents, *device;
-    int steps, width, height, batch, t5_len;
+    char model[1024], transformer[1024], scales[1024], prompt[4096], prompts_file[1024], negative[4096], out[1024],
+        latents[1024];
+    sq_device_request device;
+    int steps, width, height, batch_size, t5_max_length, arena_mb;
     float cfg;
     uint64_t seed;
-    bool no_t5, t5_int8, low_vram, steps_set, cfg_set;
-    size_t arena_mb;
+    bool t5, t5_int8, low_vram;
 } sample_args;
 
-static void usage(FILE *f) {
-    fprintf(f,
-            "usage: sd-qzo sample --model DIR (--prompt TEXT | --prompts FILE) [options]\n\n"
-            "  --model DIR            SD3/SD3.5 diffusers pipeline folder (text encoders, VAE, scheduler, MMDiT)\n"
-            "  --transformer PATH     the MMDiT from elsewhere: a single file or the int4 file of `sd-qzo quantize`\n"
-            "  --scales CKPT          QZO checkpoint: sample the fine-tuned model (int4 base + these scales)\n"
-            "  --prompt TEXT          one prompt\n"
-            "  --prompts FILE         one prompt per line (empty lines and lines starting with # are skipped)\n"
-            "  --negative-prompt TEXT used for the unconditional branch of CFG (default \"\")\n"
-            "  --steps N              Euler steps (default 28; 4 for Turbo models)\n"
-            "  --cfg G                guidance scale (default 4.5; 0 for Turbo models); <= 1 turns CFG off\n"
-            "  --width W --height H   pixels, multiples of 16 (default 1024 x 1024)\n"
-            "  --seed S               seed of the first image; image k of the run uses S + k (default 0)\n"
-            "  --batch N              images per prompt, sampled together (default 1)\n"
-            "  --out DIR              output folder (default samples)\n"
-            "  --latents FILE         initial latents from a .safetensors file (tensor 'latents', or its only\n"
-            "                         tensor): (N,16,H/8,W/8) with N = all images, or N = batch (every prompt)\n"
-            "  --device auto|cpu|cuda (default auto)\n"
-            "  --no-t5                leave T5 out (its part of the context is zeros, as diffusers without T5)\n"
-            "  --t5-int8              T5 linears in int8 (less memory)\n"
-            "  --low-vram             stream text-encoder blocks from host memory (less GPU memory)\n"
-            "  --max-sequence-length N  T5 tokens (default 256)\n"
-            "  --arena-mb N           scratch memory (default: estimated from the sizes)\n\n"
-            "A model whose folder name contains \"turbo\" (SD3.5 Large Turbo) defaults to 4 steps, guidance 0.\n");
+static void defaults(void *p) {
+    sample_args *a = p;
+    memset(a, 0, sizeof *a);
+    snprintf(a->out, sizeof a->out, "sd-qzo-samples");
+    a->device = SQ_DEVICE_AUTO;
+    a->steps = 28;
+    a->width = a->height = 1024;
+    a->batch_size = 1;
+    a->t5_max_length = 256;   // SD3.5's max_sequence_length
+    a->cfg = 4.5f;
+    a->t5 = true;
+    a->t5_int8 = true;        // as `sd-qzo train`: T5-XXL in int8, 4.9 GB instead of 9.5 GB
+    a->low_vram = true;       // as `sd-qzo train`: text-encoder blocks streamed from host memory
 }
+
+#define S sample_args
+#define F(f) SQ_OPT_FIELD(S, f), NULL
+#define STR(f) SQ_OPT_STRING(S, f), NULL
+static const sq_option options[] = {
+    {"model", NULL, SQ_OPT_STR, STR(model), false, "SD3/SD3.5 diffusers pipeline folder: text encoders, VAE, scheduler, MMDiT (required)"},
+    {"transformer", NULL, SQ_OPT_STR, STR(transformer), false, "the MMDiT from elsewhere: a single file or the int4 file of `sd-qzo quantize`"},
+    {"scales", NULL, SQ_OPT_STR, STR(scales), false, "QZO checkpoint: sample the fine-tuned model (int4 base + these scales)"},
+    {"prompt", NULL, SQ_OPT_STR, STR(prompt), false, "one prompt"},
+    {"prompts", NULL, SQ_OPT_STR, STR(prompts_file), false, "file of prompts, one per line (empty lines and lines starting with # are skipped)"},
+    {"negative-prompt", NULL, SQ_OPT_STR, STR(negative), false, "prompt of the unconditional branch of CFG"},
+    {"steps", NULL, SQ_OPT_INT, F(steps), false, "Euler steps (4 for Turbo models)"},
+    {"cfg", NULL, SQ_OPT_FLOAT, F(cfg), false, "guidance scale (0 for Turbo models); <= 1 turns CFG off"},
+    {"width", NULL, SQ_OPT_INT, F(width), false, "pixels, a multiple of 16 for SD3.5"},
+    {"height", NULL, SQ_OPT_INT, F(height), false, "pixels, a multiple of 16 for SD3.5"},
+    {"seed", NULL, SQ_OPT_U64, F(seed), false, "seed of the first image; image k of the run uses seed + k"},
+    {"batch-size", "batch", SQ_OPT_INT, F(batch_size), false, "images per prompt, sampled together"},
+    {"out", "output", SQ_OPT_STR, STR(out), false, "output folder"},
+    {"latents", NULL, SQ_OPT_STR, STR(latents), false, "initial latents from a .safetensors file (tensor 'latents', or its only tensor): "
+                                                      "(N,16,H/8,W/8) with N = all images, or N = batch size (every prompt)"},
+    {"device", NULL, SQ_OPT_ENUM, SQ_OPT_ENUM_FIELD(S, device), sq_opt_devices, false, "where to run (auto: CUDA when a GPU is present)"},
+    {"t5", NULL, SQ_OPT_BOOL, F(t5), false, "use the T5 encoder (--no-t5: zeros in its place, as diffusers without T5)"},
+    {"t5-int8", NULL, SQ_OPT_BOOL, F(t5_int8), false, "T5 with int8 weights (less memory; --no-t5-int8 for bf16)"},
+    {"low-vram", NULL, SQ_OPT_BOOL, F(low_vram), false, "stream text-encoder blocks from host memory (less GPU memory; --no-low-vram keeps them on the GPU)"},
+    {"t5-max-length", "max-sequence-length", SQ_OPT_INT, F(t5_max_length), false, "T5 tokens per prompt"},
+    {"arena-mb", NULL, SQ_OPT_INT, F(arena_mb), false, "scratch memory in MiB (0: estimated from the sizes)"},
+};
+#undef S
+#undef F
+#undef STR
+
+static const sq_option_table sample_table = {
+    .command = "sample",
+    .usage = "usage: sd-qzo sample --model DIR (--prompt TEXT | --prompts FILE) [options]\n\n"
+             "Text to image with a base or QZO-fine-tuned SD3.5 model: OUT/<index>_<seed>.png with the settings in\n"
+             "their \"parameters\" text, and OUT/grid.png.\n",
+    .epilog = "A model whose folder name contains \"turbo\" (SD3.5 Large Turbo) defaults to 4 steps, guidance 0.\n",
+    .options = options,
+    .count = (int)(sizeof options / sizeof options[0]),
+    .struct_size = sizeof(sample_args),
+    .defaults = defaults,
+    .config_file = true,
+};
 
 // The last path component without trailing slashes ("models/sd3.5_large/" -> "sd3.5_large").
 static void base_name(const char *path, char *out, size_t size) {
@@ -83,65 +119,28 @@ static bool contains_nocase(const char *s, const char *word) {
     return false;
 }
 
-static int parse_int(const char *opt, const char *v, int lo, int hi, int *out) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || *end || end == v || x < lo || x > hi) return sq_errorf("%s: '%s' is not an integer in [%d, %d]", opt, v, lo, hi);
-    *out = (int)x;
-    return SQ_OK;
-}
-
 static int parse_args(sample_args *a, int argc, char **argv, bool *help) {
-    *a = (sample_args){.negative = "", .out = "samples", .device = "auto", .steps = 28, .width = 1024, .height = 1024,
-                       .batch = 1, .t5_len = 256, .cfg = 4.5f};
-    *help = false;
-    for (int i = 1; i < argc; i++) {
-        const char *o = argv[i];
-        if (!strcmp(o, "-h") || !strcmp(o, "--help")) { *help = true; return SQ_OK; }
-        if (!strcmp(o, "--no-t5")) { a->no_t5 = true; continue; }
-        if (!strcmp(o, "--t5-int8")) { a->t5_int8 = true; continue; }
-        if (!strcmp(o, "--low-vram")) { a->low_vram = true; continue; }
-        if (i + 1 >= argc) return sq_errorf("%s needs a value (sd-qzo sample --help)", o);
-        const char *v = argv[++i];
-        if (!strcmp(o, "--model")) a->model = v;
-        else if (!strcmp(o, "--transformer")) a->transformer = v;
-        else if (!strcmp(o, "--scales")) a->scales = v;
-        else if (!strcmp(o, "--prompt")) a->prompt = v;
-        else if (!strcmp(o, "--prompts")) a->prompts_file = v;
-        else if (!strcmp(o, "--negative-prompt")) a->negative = v;
-        else if (!strcmp(o, "--out")) a->out = v;
-        else if (!strcmp(o, "--latents")) a->latents = v;
-        else if (!strcmp(o, "--device")) a->device = v;
-        else if (!strcmp(o, "--steps")) { if (parse_int(o, v, 1, 10000, &a->steps)) return SQ_FAIL; a->steps_set = true; }
-        else if (!strcmp(o, "--width")) { if (parse_int(o, v, 1, 1 << 16, &a->width)) return SQ_FAIL; }
-        else if (!strcmp(o, "--height")) { if (parse_int(o, v, 1, 1 << 16, &a->height)) return SQ_FAIL; }
-        else if (!strcmp(o, "--batch")) { if (parse_int(o, v, 1, 1024, &a->batch)) return SQ_FAIL; }
-        else if (!strcmp(o, "--max-sequence-length")) { if (parse_int(o, v, 1, 4096, &a->t5_len)) return SQ_FAIL; }
-        else if (!strcmp(o, "--arena-mb")) { int mb; if (parse_int(o, v, 1, 1 << 22, &mb)) return SQ_FAIL; a->arena_mb = (size_t)mb; }
-        else if (!strcmp(o, "--seed")) {
-            char *end;
-            errno = 0;
-            unsigned long long s = strtoull(v, &end, 10);
-            if (errno || *end || end == v || v[0] == '-') return sq_errorf("--seed: '%s' is not a non-negative integer", v);
-            a->seed = s;
-        } else if (!strcmp(o, "--cfg")) {
-            char *end;
-            double g = strtod(v, &end);
-            if (*end || end == v || !(g >= 0 && g <= 100)) return sq_errorf("--cfg: '%s' is not a number in [0, 100]", v);
-            a->cfg = (float)g;
-            a->cfg_set = true;
-        } else return sq_errorf("unknown option '%s' (sd-qzo sample --help)", o);
-    }
-    if (!a->model) return sq_errorf("--model is required (sd-qzo sample --help)");
-    if (!a->prompt == !a->prompts_file) return sq_errorf("give exactly one of --prompt and --prompts");
+    defaults(a);
+    bool given[sizeof options / sizeof options[0]];
+    if (sq_options_parse(&sample_table, a, argc, argv, help, given) != SQ_OK) return SQ_FAIL;
+    if (*help) return SQ_OK;
+    if (!a->model[0]) return sq_errorf("--model is required (sd-qzo sample --help)");
+    if (!a->prompt[0] == !a->prompts_file[0]) return sq_errorf("give exactly one of --prompt and --prompts");
+    if (a->steps < 1 || a->steps > 10000) return sq_errorf("--steps must be in [1, 10000], not %d", a->steps);
+    if (!(a->cfg >= 0 && a->cfg <= 100)) return sq_errorf("--cfg must be in [0, 100]");
+    if (a->batch_size < 1 || a->batch_size > 1024) return sq_errorf("--batch-size must be in [1, 1024], not %d", a->batch_size);
+    if (a->t5_max_length < 1 || a->t5_max_length > SD_T5_MAX_TOKENS)   // as train
+        return sq_errorf("--t5-max-length must be in 1..%d", SD_T5_MAX_TOKENS);
+    if (a->width < 1 || a->width > 65536 || a->height < 1 || a->height > 65536)
+        return sq_errorf("--width and --height must be in [1, 65536]");
+    if (a->arena_mb < 0) return sq_errorf("--arena-mb must be >= 0");
     // SD3.5 Large Turbo is distilled for few steps without guidance; its files carry no
     // marker, so the folder name is the hint (explicit --steps / --cfg always win).
     char name[512];
-    base_name(a->transformer ? a->transformer : a->model, name, sizeof name);
+    base_name(a->transformer[0] ? a->transformer : a->model, name, sizeof name);
     if (contains_nocase(name, "turbo") || contains_nocase(a->model, "turbo")) {
-        if (!a->steps_set) a->steps = 4;
-        if (!a->cfg_set) a->cfg = 0.0f;
+        if (!sq_options_given(&sample_table, given, "steps")) a->steps = 4;
+        if (!sq_options_given(&sample_table, given, "cfg")) a->cfg = 0.0f;
         sq_log_info("'%s' looks like a Turbo model: %d steps, guidance %g", name, a->steps, (double)a->cfg);
     }
     return SQ_OK;
@@ -180,10 +179,10 @@ static int encode_all(const sample_args *a, sq_device dev, char **prompts, int n
                       int *T, int *D, int *P) {
     sd_text_options to;
     sd_text_options_defaults(&to);
-    to.use_t5 = !a->no_t5;
+    to.use_t5 = a->t5;
     to.t5_int8 = a->t5_int8;
     to.offload = a->low_vram;
-    to.t5_max_length = a->t5_len;
+    to.t5_max_length = a->t5_max_length;
     sd_text_encoders te;
     sq_dtype dt = dev == SQ_CUDA ? SQ_BF16 : SQ_F32;
     double t0 = sq_time_now();
@@ -211,7 +210,7 @@ static int encode_all(const sample_args *a, sq_device dev, char **prompts, int n
         if (sq_tensor_to_host_f32(h->context, &ctx) != SQ_OK || sq_tensor_to_host_f32(h->pooled, &pooled) != SQ_OK) goto done;
     }
     sq_log_info("encoded %d prompt%s%s in %.1f s (context %dx%d, pooled %d%s)", n, n > 1 ? "s" : "",
-                neg ? " and the negative prompt" : "", sq_time_now() - t0, *T, *D, *P, a->no_t5 ? ", no T5" : "");
+                neg ? " and the negative prompt" : "", sq_time_now() - t0, *T, *D, *P, !a->t5 ? ", no T5" : "");
     rc = SQ_OK;
 done:
     sq_tensor_free(&ctx);
@@ -263,20 +262,20 @@ int sq_cmd_sample(int argc, char **argv) {
     sample_args a;
     bool help;
     if (parse_args(&a, argc, argv, &help) != SQ_OK) return SQ_FAIL;
-    if (help) { usage(stdout); return SQ_OK; }
+    if (help) { sq_options_usage(&sample_table, stdout); return SQ_OK; }
     sq_device dev;
-    if (sq_backend_init(a.device, &dev) != SQ_OK) return SQ_FAIL;
+    if (sq_backend_select(a.device, &dev) != SQ_OK) return SQ_FAIL;
 
     char **prompts = NULL;
     int n = 0, rc = SQ_FAIL;
-    if (a.prompt) {
+    if (a.prompt[0]) {
         prompts = malloc(sizeof(char *));
         prompts[0] = strdup(a.prompt);
         n = 1;
     } else if (read_prompts(a.prompts_file, &prompts, &n) != SQ_OK) {
         return SQ_FAIL;
     }
-    const int B = a.batch, total = n * B;
+    const int B = a.batch_size, total = n * B;
     host_cond *conds = calloc((size_t)n, sizeof *conds), neg = {0};
     float *latents = NULL, *images = NULL;
     uint8_t *rgb = NULL;
@@ -300,16 +299,20 @@ int sq_cmd_sample(int argc, char **argv) {
     const int f = sd_vae_factor(&vc);
     sd_flow_scheduler sch;
     if (sd_scheduler_load(&sch, a.model) != SQ_OK) goto done;
-    if (a.width % (2 * f) || a.height % (2 * f)) {
-        sq_errorf("--width %d / --height %d must be multiples of %d (VAE factor %d x patch size 2)", a.width, a.height,
-                  2 * f, f);
+    // the size against the VAE and the MMDiT's position table, before any model loads
+    sd_mmdit_config mc;
+    const char *mmdit_path = a.transformer[0] ? a.transformer : a.model;
+    if (sd_mmdit_config_read(&mc, mmdit_path) != SQ_OK) {
+        sq_error_context("%s", a.transformer[0] ? "--transformer" : "--model");
         goto done;
     }
+    sd_size_limits lim = {f, mc.patch_size, mc.pos_embed_max_size};
+    if (sd_check_image_size(a.width, a.height, &lim) != SQ_OK) goto done;
     const int C = vc.latent_channels, h = a.height / f, w = a.width / f;
     const int64_t n_lat = (int64_t)C * h * w, n_img = (int64_t)3 * a.height * a.width;
     latents = sq_malloc(sizeof(float) * (size_t)(total * n_lat));
     if (!latents) goto done;
-    if (a.latents && read_latents(a.latents, total, B, C, h, w, latents) != SQ_OK) goto done;
+    if (a.latents[0] && read_latents(a.latents, total, B, C, h, w, latents) != SQ_OK) goto done;
     if (sq_mkdirs(a.out) != SQ_OK) goto done;
 
     // 1. text encoders: encode everything, then free them
@@ -319,16 +322,16 @@ int sq_cmd_sample(int argc, char **argv) {
     // 2. the MMDiT: sample every prompt's latents, then free it
     sq_dtype dt = dev == SQ_CUDA ? SQ_BF16 : SQ_F32;
     double t0 = sq_time_now();
-    if (sq_load_finetuned_mmdit(&m, a.transformer ? a.transformer : a.model, a.scales, dev, dt, a.out) != SQ_OK) goto done;
+    if (sq_load_finetuned_mmdit(&m, a.transformer[0] ? a.transformer : a.model, a.scales[0] ? a.scales : NULL, dev, dt, a.out) != SQ_OK) goto done;
     m_loaded = true;
-    sq_log_info("loaded the MMDiT%s in %.1f s", a.scales ? " and its fine-tuned scales" : "", sq_time_now() - t0);
+    sq_log_info("loaded the MMDiT%s in %.1f s", a.scales[0] ? " and its fine-tuned scales" : "", sq_time_now() - t0);
     if (m.cfg.joint_attention_dim != D || m.cfg.pooled_projection_dim != P || m.cfg.in_channels != C) {
         sq_errorf("the MMDiT (context %d, pooled %d, %d latent channels) does not fit the text encoders / VAE of %s "
                   "(context %d, pooled %d, %d channels)", m.cfg.joint_attention_dim, m.cfg.pooled_projection_dim,
                   m.cfg.in_channels, a.model, D, P, C);
         goto done;
     }
-    size_t bytes = a.arena_mb ? a.arena_mb << 20
+    size_t bytes = a.arena_mb ? (size_t)a.arena_mb << 20
                               : sd_sample_scratch_bytes(&m.cfg, &vc, B, cfg_on, a.width, a.height, f, T,
                                                         (int)sq_dtype_bytes(dt, 1));
     if (sq_arena_init(&arena, dev, bytes) != SQ_OK) goto done;
@@ -346,7 +349,7 @@ int sq_cmd_sample(int argc, char **argv) {
         sd_sample_cond cond = {&ctx, &pooled}, uncond = {&nctx, &npooled};
         sd_sample_options o = {.batch = B, .steps = a.steps, .guidance = a.cfg, .width = a.width, .height = a.height,
                                .vae_factor = f, .seed = a.seed + (uint64_t)i * B,
-                               .init_latents = a.latents ? latents + (int64_t)i * B * n_lat : NULL,
+                               .init_latents = a.latents[0] ? latents + (int64_t)i * B * n_lat : NULL,
                                .on_step = on_step, .on_step_ctx = &pc};
         pc.offset = (int64_t)i * a.steps;
         if (sd_sample_latents(&m, &sch, &arena, &cond, cfg_on ? &uncond : NULL, &o, latents + (int64_t)i * B * n_lat) != SQ_OK) {
@@ -380,7 +383,7 @@ int sq_cmd_sample(int argc, char **argv) {
     // 4. PNGs with their settings, and the grid
     char model_name[512], scales_name[512], extra[700] = "", path[4300];
     base_name(a.model, model_name, sizeof model_name);
-    if (a.scales) {
+    if (a.scales[0]) {
         base_name(a.scales, scales_name, sizeof scales_name);
         snprintf(extra, sizeof extra, "Scales: %s", scales_name);
     }

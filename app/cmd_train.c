@@ -22,6 +22,7 @@
 #include "core/log.h"
 #include "core/path.h"
 #include "core/safetensors.h"
+#include "datasets/buckets.h"
 #include "kernels/backend.h"
 #include "kernels/ops.h"
 
@@ -145,10 +146,22 @@ static int load_prompts(sd_trainer *t) {
     return SQ_OK;
 }
 
+// --resolution and --buckets against the VAE and the MMDiT, before anything is
+// encoded (datasets/buckets.h holds the rule).
+static int check_resolution(const sd_trainer *t) {
+    sd_vae_config vc;
+    sd_mmdit_config mc;
+    if (sd_train_vae_config(t, &vc) != SQ_OK) return SQ_FAIL;
+    if (t->synthetic) sd_mmdit_config_preset(&mc, t->preset);
+    else if (sd_mmdit_config_read(&mc, t->opt.model) != SQ_OK) return sq_error_context("--model");
+    sd_size_limits lim = {sd_vae_factor(&vc), mc.patch_size, mc.pos_embed_max_size};
+    return sd_check_resolution(t->opt.resolution, t->opt.buckets, &lim);
+}
+
 static int setup(sd_trainer *t) {
     sd_train_options *o = &t->opt;
     sq_set_num_threads(o->threads);
-    if (sq_backend_init(o->device, &t->device) != SQ_OK) return SQ_FAIL;
+    if (sq_backend_select(o->device, &t->device) != SQ_OK) return SQ_FAIL;
     t->dtype = t->device == SQ_CUDA ? SQ_BF16 : SQ_F32;
     if (sd_train_parse_synthetic(o->model, &t->synthetic, &t->preset) != SQ_OK) return SQ_FAIL;
     struct stat st;
@@ -167,11 +180,12 @@ static int setup(sd_trainer *t) {
         sq_log_warn("%s; using SD3.5's scheduler (shift 3.0)", sq_error_message());
         sd_scheduler_default(&t->scheduler);
     }
-    t->sigma.sampling = (sd_timestep_sampling)sd_timestep_sampling_parse(o->timestep_sampling);
+    t->sigma.sampling = o->timestep_sampling;
     t->sigma.logit_mean = o->logit_mean;
     t->sigma.logit_std = o->logit_std;
     t->sigma.mode_scale = o->mode_scale;
     t->sigma.shift = o->shift > 0 ? o->shift : (float)t->scheduler.shift;
+    if (check_resolution(t) != SQ_OK) return SQ_FAIL;
 
     if (open_dataset(&t->data, o, o->images, o->captions, true) != SQ_OK) return SQ_FAIL;
     sd_epoch_plan plan;

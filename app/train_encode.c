@@ -208,8 +208,6 @@ int sd_train_encode(sd_trainer *t, int64_t first_step) {
     if (sd_train_vae_config(t, &vcfg) != SQ_OK) return SQ_FAIL;
     t->latent_channels = vcfg.latent_channels;
     t->vae_factor = sd_vae_factor(&vcfg);
-    if (t->opt.resolution % (t->vae_factor * 2))
-        return sq_errorf("--resolution %d is not a multiple of %d (VAE factor x patch size)", t->opt.resolution, t->vae_factor * 2);
     if (sd_train_vae_hash(t, t->vae_hash) != SQ_OK) return SQ_FAIL;
 
     // Every caption key includes the text encoders' hash, so they are loaded before

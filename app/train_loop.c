@@ -135,10 +135,6 @@ static int load_mmdit(loop *L) {
                          "(context %d, pooled %d, %d latent channels): --model and the encoders are different models",
                          c->joint_attention_dim, c->pooled_projection_dim, c->in_channels, t->ctx_dim, t->pooled_dim,
                          t->latent_channels);
-    int side = t->opt.resolution / t->vae_factor / c->patch_size;
-    if (side > c->pos_embed_max_size)
-        return sq_errorf("--resolution %d is too large for this transformer: %d patches per side, its position table has %d",
-                         t->opt.resolution, side, c->pos_embed_max_size);
     if (sq_scale_list_make(&L->m, qpath, &L->sl) != SQ_OK) return sq_error_context("QZO has nothing to train");
     return SQ_OK;
 }
@@ -484,8 +480,7 @@ static int setup(loop *L) {
     L->qc.adaptive_clip = t->opt.adaptive_clip;
     L->qc.queries = t->opt.queries;
     L->qc.seed = t->opt.seed;
-    int schedule = sq_lr_schedule_parse(t->opt.lr_schedule);   // checked by the options
-    L->qc.schedule = schedule < 0 ? SQ_LR_CONSTANT : (sq_lr_schedule)schedule;
+    L->qc.schedule = t->opt.lr_schedule;
     L->qc.warmup_steps = t->opt.warmup_steps;
     L->qc.total_steps = (int)t->opt.steps;
     sq_qzo_state_init(&L->qs);

@@ -5,14 +5,20 @@
 //      TOML (lr = 1e-5 / images = "dir" / # comments), keys spelled like the flags
 //      without "--" (dashes or underscores both accepted),
 //   3. command-line flags.
-// One table (train_options.c) describes every option once, so flags, config keys,
-// --help and the run's saved settings (OUT/run.json) can never disagree.
+// One table (train_options.c, on the shared machinery of app/options.h) describes
+// every option once, so flags, config keys, --help and the run's saved settings
+// (OUT/run.json) can never disagree.
 #ifndef SD_TRAIN_OPTIONS_H
 #define SD_TRAIN_OPTIONS_H
 
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+
+#include "app/options.h"
+#include "qzo/qzo.h"
+#include "qzo/noise.h"
+#include "kernels/backend.h"
 
 typedef struct {
     // what to train on
@@ -45,9 +51,9 @@ typedef struct {
     int queries;
     int group_size;
     uint64_t seed;
-    char lr_schedule[16];      // constant | cosine | linear
+    sq_lr_schedule lr_schedule;           // constant | cosine | linear
     int warmup_steps;
-    char timestep_sampling[16];// logit_normal | uniform | mode
+    sd_timestep_sampling timestep_sampling; // logit_normal | uniform | mode
     float logit_mean, logit_std, mode_scale;
     float shift;               // <= 0: the model's scheduler shift (3.0 for SD3.5)
     // monitoring
@@ -58,22 +64,21 @@ typedef struct {
     char val_images[1024];     // held-out images (captions as for --images)
     char val_captions[1024];
     // machine
-    char device[16];           // auto | cpu | cuda
+    sq_device_request device;  // auto | cpu | cuda
     int threads;               // CPU threads, 0 = all
     bool overwrite;            // allow an OUT that holds a different run
 } sd_train_options;
+
+extern const sq_option_table sd_train_option_table;
 
 void sd_train_options_defaults(sd_train_options *o);
 // Parses argv (argv[0] = "train"), reading --config first wherever it appears.
 // *help is set when --help was given (nothing else is checked then).
 int sd_train_options_parse(sd_train_options *o, int argc, char **argv, bool *help);
-// Applies one "key" = "value" pair (config files and flags share this).
-int sd_train_options_set(sd_train_options *o, const char *key, const char *value);
-int sd_train_options_load_file(sd_train_options *o, const char *path);
 // Checks the combination (required options, ranges). Message names the option.
 int sd_train_options_validate(const sd_train_options *o);
 void sd_train_options_usage(FILE *f);
-// The settings as one JSON object (for OUT/run.json and the report).
+// The settings as one JSON object (for OUT/run.json and the report), values as written.
 char *sd_train_options_json(const sd_train_options *o);   // malloc'ed
 // The options that change what is computed (everything but monitoring/machine
 // settings and paths that may move), hashed: a resumed run must match it.

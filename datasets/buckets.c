@@ -24,9 +24,11 @@ static void add_unique(sd_bucket *b, int *n, int w, int h) {
     (*n)++;
 }
 
+static bool resolution_ok(int resolution) { return resolution >= 64 && resolution <= 8192 && resolution % 64 == 0; }
+
 int sd_buckets_make(sd_bucket_set *out, int resolution, bool enabled) {
     memset(out, 0, sizeof(*out));
-    if (resolution < 64 || resolution > 8192 || resolution % 64)
+    if (!resolution_ok(resolution))
         return sq_errorf("resolution %d: must be a multiple of 64 between 64 and 8192", resolution);
     const long long area = (long long)resolution * resolution;
     // At most one bucket per width and one per height, each side up to 4R / 64.
@@ -50,6 +52,56 @@ int sd_buckets_make(sd_bucket_set *out, int resolution, bool enabled) {
     qsort(b, (size_t)n, sizeof(sd_bucket), cmp_bucket);
     out->buckets = b;
     out->count = n;
+    return SQ_OK;
+}
+
+// The longest side of any bucket of (R, enabled).
+static int max_bucket_side(int resolution, bool enabled) {
+    sd_bucket_set s;
+    if (sd_buckets_make(&s, resolution, enabled) != SQ_OK) return -1;
+    int m = 0;
+    for (int i = 0; i < s.count; i++) {
+        if (s.buckets[i].width > m) m = s.buckets[i].width;
+        if (s.buckets[i].height > m) m = s.buckets[i].height;
+    }
+    sd_buckets_free(&s);
+    return m;
+}
+
+// Largest side in pixels the position table allows (0: no limit known).
+static int max_pixels(const sd_size_limits *lim) {
+    return lim && lim->pos_embed_max_size > 0 ? lim->pos_embed_max_size * lim->patch_size * lim->vae_factor : 0;
+}
+
+int sd_check_resolution(int resolution, bool buckets, const sd_size_limits *lim) {
+    if (!resolution_ok(resolution))
+        return sq_errorf("--resolution must be a positive multiple of 64 up to 8192, not %d", resolution);
+    if (!lim) return SQ_OK;
+    int step = lim->vae_factor * lim->patch_size;
+    if (step > 0 && resolution % step)
+        return sq_errorf("--resolution %d is not a multiple of %d (VAE factor %d x patch size %d)", resolution, step,
+                         lim->vae_factor, lim->patch_size);
+    int limit = max_pixels(lim), side = max_bucket_side(resolution, buckets);
+    if (!limit || side <= limit) return SQ_OK;
+    // the largest resolution whose buckets all fit, to say what to use instead
+    int best = 0;
+    for (int r = 64; r <= 8192 && max_bucket_side(r, buckets) <= limit; r += 64) best = r;
+    if (buckets && side > resolution)
+        return sq_errorf("--resolution %d with buckets: the 4:1 bucket is %d pixels long, %d patches, and this "
+                         "transformer's position table has %d (images up to %d pixels a side); use --resolution %d or "
+                         "less, or --no-buckets", resolution, side, side / step, lim->pos_embed_max_size, limit, best);
+    return sq_errorf("--resolution %d is too large for this transformer: %d patches per side, its position table has %d "
+                     "(use --resolution %d or less)", resolution, side / step, lim->pos_embed_max_size, best);
+}
+
+int sd_check_image_size(int width, int height, const sd_size_limits *lim) {
+    int step = lim->vae_factor * lim->patch_size, limit = max_pixels(lim);
+    if (width < 1 || height < 1 || width % step || height % step)
+        return sq_errorf("--width %d / --height %d must be multiples of %d (VAE factor %d x patch size %d)", width, height,
+                         step, lim->vae_factor, lim->patch_size);
+    if (limit && (width > limit || height > limit))
+        return sq_errorf("--width %d / --height %d: this transformer's position table has %d patches a side, so images "
+                         "up to %d pixels a side", width, height, lim->pos_embed_max_size, limit);
     return SQ_OK;
 }
 

@@ -37,6 +37,24 @@ typedef struct {
 
 // SQ_FAIL with a message if R is not a multiple of 64 in [64, 8192].
 int sd_buckets_make(sd_bucket_set *out, int resolution, bool enabled);
+
+// What a model allows of an image's size: sides that are multiples of
+// vae_factor x patch_size pixels, and at most pos_embed_max_size patches a side (the
+// MMDiT's position table; 0: unknown, not checked). SD3.5 Large: 8, 2, 192, so
+// images up to 3072 pixels a side.
+typedef struct {
+    int vae_factor, patch_size, pos_embed_max_size;
+} sd_size_limits;
+
+// The one check of a training resolution, made by every command before any work:
+// R a multiple of 64 in [64, 8192], and every bucket of (R, buckets) within the
+// model's limits (lim NULL: only the first part). With buckets the 4:1 bucket's long
+// side (about 2R) is what meets the position table first, so a resolution whose
+// square fits can still be refused. SQ_FAIL with one line naming the flag and the
+// largest resolution that fits.
+int sd_check_resolution(int resolution, bool buckets, const sd_size_limits *lim);
+// The same for one width x height image (`sd-qzo sample --width/--height`).
+int sd_check_image_size(int width, int height, const sd_size_limits *lim);
 void sd_buckets_free(sd_bucket_set *s);
 // Index of the bucket nearest the aspect of a w x h image (w, h >= 1).
 int sd_bucket_nearest(const sd_bucket_set *s, int w, int h);

@@ -40,22 +40,27 @@ int sq_cuda_device_count(void) { return 0; }
 void sq_cuda_describe(char *buf, int size) { if (size > 0) buf[0] = 0; }
 #endif
 
-int sq_backend_init(const char *request, sq_device *out) {
-    if (!request || !strcmp(request, "auto")) {
+int sq_backend_select(sq_device_request request, sq_device *out) {
+    if (request == SQ_DEVICE_AUTO) {
         *out = sq_cuda_device_count() > 0 ? SQ_CUDA : SQ_CPU;
-    } else if (!strcmp(request, "cpu")) {
+    } else if (request == SQ_DEVICE_CPU) {
         *out = SQ_CPU;
-    } else if (!strcmp(request, "cuda")) {
+    } else {
         if (!sq_cuda_compiled()) return sq_errorf("--device cuda: this build of sd-qzo has no CUDA backend (rebuild with nvcc present)");
         if (sq_cuda_device_count() <= 0) return sq_errorf("--device cuda: no CUDA GPU found");
         *out = SQ_CUDA;
-    } else {
-        return sq_errorf("unknown device '%s' (expected auto, cpu or cuda)", request);
     }
 #ifdef SQ_HAVE_CUDA
     if (*out == SQ_CUDA && sq_cuda_init_impl() != SQ_OK) return SQ_FAIL;
 #endif
     return SQ_OK;
+}
+
+int sq_backend_init(const char *request, sq_device *out) {
+    if (!request || !strcmp(request, "auto")) return sq_backend_select(SQ_DEVICE_AUTO, out);
+    if (!strcmp(request, "cpu")) return sq_backend_select(SQ_DEVICE_CPU, out);
+    if (!strcmp(request, "cuda")) return sq_backend_select(SQ_DEVICE_CUDA, out);
+    return sq_errorf("unknown device '%s' (expected auto, cpu or cuda)", request);
 }
 
 const char *sq_timer_kind(sq_device device) { return device == SQ_CUDA ? "cuda_events" : "wall"; }

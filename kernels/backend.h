@@ -17,8 +17,12 @@ bool sq_cuda_compiled(void);     // this build has the CUDA backend
 int sq_cuda_device_count(void);  // 0 when not compiled, no driver or no GPU
 // Describes GPU 0 ("NVIDIA H100 80GB HBM3, sm_90, 79.1 GiB") into buf; "" if none.
 void sq_cuda_describe(char *buf, int size);
-// "auto" (CUDA when a GPU is present, else CPU), "cpu" or "cuda". Initialises the
-// chosen backend. SQ_FAIL with a message when "cuda" is asked for and unavailable.
+// What a command's --device asks for (app/options.h parses the word into it).
+typedef enum { SQ_DEVICE_AUTO = 0, SQ_DEVICE_CPU, SQ_DEVICE_CUDA } sq_device_request;
+// AUTO (CUDA when a GPU is present, else CPU), CPU or CUDA. Initialises the chosen
+// backend. SQ_FAIL with a message when CUDA is asked for and unavailable.
+int sq_backend_select(sq_device_request request, sq_device *out);
+// The same from the words "auto", "cpu" or "cuda" (NULL: auto).
 int sq_backend_init(const char *request, sq_device *out);
 // Waits for all queued device work (no-op on the CPU); for timing.
 void sq_device_synchronize(sq_device device);

@@ -299,6 +299,47 @@ done:
     return rc;
 }
 
+// A single file's layout: Stability keys unless `sd-qzo quantize` wrote it from a
+// diffusers folder (sd_qzo.layout).
+static bool single_layout(const sq_safetensors *st) {
+    const char *fmt = sq_st_metadata(st, "sd_qzo.format"), *layout = sq_st_metadata(st, "sd_qzo.layout");
+    return !(fmt && layout && !strcmp(layout, "diffusers"));
+}
+
+// The config of an open single file: the copy a quantised diffusers-layout file
+// carries, or inferred from a Stability file's tensor shapes.
+static int file_config(sd_mmdit_config *c, const sq_safetensors *st, const char *path) {
+    if (single_layout(st)) return sd_mmdit_config_infer(c, st, SINGLE_FILE_PREFIX);
+    sq_config *j = NULL;
+    const char *text = sq_st_metadata(st, "sd_qzo.config");
+    int rc = sq_config_parse(&j, text ? text : "", path);
+    if (rc == SQ_OK) rc = sd_mmdit_config_parse(c, j, path);
+    sq_config_free(j);
+    return rc;
+}
+
+// The transformer folder of a pipeline or transformer folder, and its config.json.
+static int folder_config_path(const char *path, char *dir, size_t dsize, char *cfg, size_t csize) {
+    snprintf(dir, dsize, "%s/transformer", path);
+    if (!sq_is_dir(dir)) snprintf(dir, dsize, "%s", path);
+    snprintf(cfg, csize, "%s/config.json", dir);
+    if (!sq_is_file(cfg)) return sq_errorf("%s: no transformer/config.json or config.json (not a diffusers SD3 folder)", path);
+    return SQ_OK;
+}
+
+int sd_mmdit_config_read(sd_mmdit_config *c, const char *path) {
+    char dir[4096], cfg_path[4200];
+    if (sq_is_dir(path)) {
+        if (folder_config_path(path, dir, sizeof dir, cfg_path, sizeof cfg_path) != SQ_OK) return SQ_FAIL;
+        return sd_mmdit_config_load(c, cfg_path);
+    }
+    sq_safetensors *st;
+    if (sq_st_open(&st, path) != SQ_OK) return SQ_FAIL;
+    int rc = file_config(c, st, path);
+    sq_st_close(st);
+    return rc;
+}
+
 int sd_mmdit_load(sd_mmdit *m, const char *path, sq_device device, sq_dtype dtype) {
     memset(m, 0, sizeof *m);
     m->device = device;
@@ -306,18 +347,14 @@ int sd_mmdit_load(sd_mmdit *m, const char *path, sq_device device, sq_dtype dtyp
     char dir[4096], cfg_path[4200];
     loader L = {.device = device, .dtype = dtype, .origin = path};
     if (sq_is_dir(path)) {
-        snprintf(dir, sizeof dir, "%s/transformer", path);
-        if (!sq_is_dir(dir)) snprintf(dir, sizeof dir, "%s", path);
-        snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dir);
-        if (!sq_is_file(cfg_path)) return sq_errorf("%s: no transformer/config.json or config.json (not a diffusers SD3 folder)", path);
+        if (folder_config_path(path, dir, sizeof dir, cfg_path, sizeof cfg_path) != SQ_OK) return SQ_FAIL;
         if (sd_mmdit_config_load(&m->cfg, cfg_path) != SQ_OK) return SQ_FAIL;
         if (sq_st_open(&L.st, dir) != SQ_OK) return SQ_FAIL;
         L.origin = dir;
     } else {
         if (sq_st_open(&L.st, path) != SQ_OK) return SQ_FAIL;
         const char *fmt = sq_st_metadata(L.st, "sd_qzo.format");
-        const char *layout = sq_st_metadata(L.st, "sd_qzo.layout");
-        L.single = !(fmt && layout && !strcmp(layout, "diffusers"));
+        L.single = single_layout(L.st);
         int rc = SQ_OK;
         if (fmt) {
             // written by `sd-qzo quantize`: int4 codes + scales, config in the metadata
@@ -329,15 +366,7 @@ int sd_mmdit_load(sd_mmdit *m, const char *path, sq_device device, sq_dtype dtyp
             const char *hash = sq_st_metadata(L.st, "sd_qzo.source_sha256");
             if (hash) snprintf(m->source_sha256, sizeof m->source_sha256, "%s", hash);
         }
-        if (rc == SQ_OK && !L.single) {
-            sq_config *j = NULL;
-            const char *text = sq_st_metadata(L.st, "sd_qzo.config");
-            rc = sq_config_parse(&j, text ? text : "", path);
-            if (rc == SQ_OK) rc = sd_mmdit_config_parse(&m->cfg, j, path);
-            sq_config_free(j);
-        } else if (rc == SQ_OK) {
-            rc = sd_mmdit_config_infer(&m->cfg, L.st, SINGLE_FILE_PREFIX);
-        }
+        if (rc == SQ_OK) rc = file_config(&m->cfg, L.st, path);
         if (rc != SQ_OK) { sq_st_close(L.st); return SQ_FAIL; }
     }
     L.num_layers = m->cfg.num_layers;

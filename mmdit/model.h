@@ -46,6 +46,9 @@ typedef struct {
 // config.json, or a single-file checkpoint (model.diffusion_model.* keys). Weights
 // are converted to `dtype` on `device` as they load. Errors name the file and key.
 int sd_mmdit_load(sd_mmdit *m, const char *path, sq_device device, sq_dtype dtype);
+// Only the config of what sd_mmdit_load(path) would load (no weights read): for
+// checking settings against the model before any work.
+int sd_mmdit_config_read(sd_mmdit_config *c, const char *path);
 void sd_mmdit_free(sd_mmdit *m);
 // A model of the given shape with random weights, no checkpoint needed (benchmarks
 // of the real SD3.5 shapes). group > 0: joint-block linears are int4 with random

@@ -47,10 +47,3 @@ float sd_draw_sigma(const sd_sigma_config *c, uint64_t key, uint64_t step, int b
     if (sigma > 1.0 - 1e-5) sigma = 1.0 - 1e-5;
     return (float)sigma;
 }
-
-int sd_timestep_sampling_parse(const char *s) {
-    if (!strcmp(s, "logit_normal")) return SD_T_LOGIT_NORMAL;
-    if (!strcmp(s, "uniform")) return SD_T_UNIFORM;
-    if (!strcmp(s, "mode")) return SD_T_MODE;
-    return -1;
-}

@@ -32,7 +32,5 @@ uint64_t sd_stream_key(uint64_t seed, sd_stream stream);
 float sd_draw_sigma(const sd_sigma_config *c, uint64_t key, uint64_t step, int b);
 // n standard normals for sample b of step `step`.
 void sd_draw_noise(float *out, int64_t n, uint64_t key, uint64_t step, int b);
-// Parses "logit_normal" | "uniform" | "mode"; -1 when unknown.
-int sd_timestep_sampling_parse(const char *s);
 
 #endif

@@ -31,6 +31,7 @@ extern "C" {
 #endif
 
 #define SD_CLIP_TOKENS 77   // SD3's CLIP tokenizers' model_max_length
+#define SD_T5_MAX_TOKENS 512 // the most T5 tokens SD3's pipeline takes (diffusers refuses a longer max_sequence_length)
 
 typedef struct {
     int t5_max_length;   // T5 tokens (diffusers' max_sequence_length), default 256

@@ -11,7 +11,7 @@ cfg=${1:-large}; shift || true
 for res in ${@:-512 1024}; do
     SQ_PROFILE_CAPTURE=1 timeout 400 ncu --profile-from-start off --clock-control none --metrics gpu__time_duration.sum \
         --csv --log-file "$OUT/ncu_${cfg}_${res}.csv" \
-        "$BIN" bench --config $cfg --resolution $res --steps 1 --warmup 1 --what mmdit > /dev/null 2>&1
+        "$BIN" bench --preset $cfg --resolution $res --steps 1 --warmup 1 --what mmdit > /dev/null 2>&1
     echo "== $cfg ${res}²: GPU time per kernel, one forward (ncu, kernels serialised)"
     python3 - "$OUT/ncu_${cfg}_${res}.csv" <<'PY'
 import csv, sys, collections
@@ -30,5 +30,5 @@ print(f"total {s:.1f} ms over {sum(cnt.values())} kernels")
 for n, v in tot.most_common(25):
     print(f"{v:9.2f} ms {100*v/s:5.1f}% {cnt[n]:6d}x  {n}")
 PY
-    [ -n "${PROFILE_ONLY:-}" ] || "$BIN" bench --config $cfg --resolution $res --steps 3 --warmup 1 --what mmdit 2>&1 | tail -4
+    [ -n "${PROFILE_ONLY:-}" ] || "$BIN" bench --preset $cfg --resolution $res --steps 3 --warmup 1 --what mmdit 2>&1 | tail -4
 done

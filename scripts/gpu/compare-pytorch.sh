@@ -12,7 +12,7 @@ cfg=${1:-large}; res=${2:-1024}
 sq_python_wheels || exit 1
 PYTHONUNBUFFERED=1 timeout 300 python3 bench/pytorch_qzo.py --config $cfg --resolution $res --steps 3 --warmup 1 \
     --json "$OUT/torch_${cfg}_${res}.json" 2>&1 | tail -8
-[ -f "$OUT/sq_${cfg}_${res}.json" ] || timeout 150 "$BIN" bench --config $cfg --resolution $res \
+[ -f "$OUT/sq_${cfg}_${res}.json" ] || timeout 150 "$BIN" bench --preset $cfg --resolution $res \
     --steps 3 --warmup 1 --what mmdit --json "$OUT/sq_${cfg}_${res}.json" | tail -4
 python3 - "$OUT/torch_${cfg}_${res}.json" "$OUT/sq_${cfg}_${res}.json" <<'PY'
 import json, sys

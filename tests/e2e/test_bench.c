@@ -1,7 +1,8 @@
 // tests/e2e/test_bench.c: `sd-qzo bench --weights PATH` on the tiny pipeline fixture
 // (CPU): it must load the real MMDiT (its config, not a preset's, in the JSON), the
 // pipeline's VAE, and report positive times; a bad --weights path is a one-line
-// error naming it, and --config beside --weights is reported as ignored.
+// error naming it, and --config (the old spelling of --preset) beside --weights is
+// reported as ignored.
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -84,7 +85,7 @@ int main(int argc, char **argv) {
         const char *nl = e ? strchr(e, '\n') : NULL, *named = e ? strstr(e, bad) : NULL;
         TU_CHECK(named && nl && named < nl, "the error's line names the path");
         TU_CHECK(e && strstr(e + 1, "error:") == NULL, "one error line");
-        TU_CHECK(strstr(out, "--config medium is ignored"), "--config beside --weights is reported as ignored");
+        TU_CHECK(strstr(out, "--preset medium is ignored"), "--config (--preset) beside --weights is reported as ignored");
         free(out);
     }
     return tu_finish("test_bench");

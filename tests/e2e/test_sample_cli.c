@@ -3,7 +3,8 @@
 // diffusers: given the initial latents of tools/make_sampler_fixtures.py (--latents),
 // the PNGs' pixels must equal round(255 · StableDiffusion3Pipeline's image) within
 // 1 level (the conditioning, here computed by sd-qzo from the prompt text, is
-// what the fixture fed diffusers), for CFG with two prompts and for no CFG. Each
+// what the fixture fed diffusers; --no-t5-int8, as diffusers' T5 is not int8), for
+// CFG with two prompts and for no CFG. Each
 // PNG carries the A1111 "parameters" text; grid.png holds them all. Also: a width
 // that is not a multiple of 4 and a missing prompt are refused with an error.
 // --scales: a checkpoint holding the int4 file's own scales reproduces the int4
@@ -206,7 +207,7 @@ int main(int argc, char **argv) {
     fclose(f);
     snprintf(out, sizeof out, "%s/cfg", dir);
     snprintf(cmd, sizeof cmd, "%s sample --model %s --prompts %s --cfg 4.5 --steps 5 --width 32 --height 16 --seed 3 "
-             "--max-sequence-length 32 --latents %s --device cpu --out %s", bin, pipe, prompts, lat, out);
+             "--max-sequence-length 32 --no-t5-int8 --latents %s --device cpu --out %s", bin, pipe, prompts, lat, out);
     printf("$ %s\n", cmd);
     TU_CHECK(run(cmd) == 0, "sample with CFG failed");
     char want[512];
@@ -227,7 +228,7 @@ int main(int argc, char **argv) {
     write_latents(fx, "nocfg.init", lat);
     snprintf(out, sizeof out, "%s/nocfg", dir);
     snprintf(cmd, sizeof cmd, "%s sample --model %s --prompt '%s' --negative-prompt 'blurry, low quality' --cfg 1 "
-             "--steps 4 --width 16 --height 16 --seed 11 --max-sequence-length 32 --latents %s --device cpu --out %s",
+             "--steps 4 --width 16 --height 16 --seed 11 --max-sequence-length 32 --no-t5-int8 --latents %s --device cpu --out %s",
              bin, pipe, PROMPT0, lat, out);
     printf("$ %s\n", cmd);
     TU_CHECK(run(cmd) == 0, "sample without CFG failed");

@@ -385,6 +385,37 @@ static void test_buckets(void) {
 
 // ---- captions ----------------------------------------------------------------
 
+// The one resolution check (datasets/buckets.h) with SD3.5 Large's limits: VAE
+// factor 8, patch 2, a 192-patch position table, so 3072 pixels a side. A square
+// fits up to 3072, but with buckets the 4:1 bucket (about 2R long) meets the table
+// first: 1536 fits (its 3072x768 bucket just does), 2048 does not (4096x1024); the
+// largest that fits with buckets is 1600 (3072x832).
+static void test_size_limits(void) {
+    const sd_size_limits large = {8, 2, 192}, tiny = {2, 2, 16};
+    TU_CHECK(sd_check_resolution(1024, true, &large) == SQ_OK, "1024 with buckets fits: %s", sq_error_message());
+    TU_CHECK(sd_check_resolution(1536, true, &large) == SQ_OK, "1536 with buckets fits: %s", sq_error_message());
+    TU_CHECK(sd_check_resolution(2048, false, &large) == SQ_OK, "2048 square fits: %s", sq_error_message());
+    TU_CHECK(sd_check_resolution(3072, false, &large) == SQ_OK, "3072 square fits: %s", sq_error_message());
+    TU_CHECK(sd_check_resolution(2048, true, &large) == SQ_FAIL, "2048 with buckets: the 4:1 bucket exceeds the table");
+    const char *m = sq_error_message();
+    TU_CHECK(!strchr(m, '\n') && strstr(m, "4:1 bucket") && strstr(m, "4096") && strstr(m, "--resolution 1600 or less") &&
+             strstr(m, "--no-buckets"), "one line naming the bucket and what fits: %s", m);
+    TU_CHECK(sd_check_resolution(3136, false, &large) == SQ_FAIL && strstr(sq_error_message(), "--resolution 3072 or less"),
+             "a square above 3072 is refused: %s", sq_error_message());
+    TU_CHECK(sd_check_resolution(96, true, NULL) == SQ_FAIL &&
+             strstr(sq_error_message(), "--resolution must be a positive multiple of 64"), "96: %s", sq_error_message());
+    TU_CHECK(sd_check_resolution(8256, false, NULL) == SQ_FAIL, "above 8192 is refused");
+    TU_CHECK(sd_check_resolution(4096, true, NULL) == SQ_OK, "no model: only the bucket rule");
+    TU_CHECK(sd_check_resolution(64, true, &tiny) == SQ_OK, "tiny fixture: 64 fits its 64-pixel table");
+    TU_CHECK(sd_check_resolution(128, false, &tiny) == SQ_FAIL, "tiny fixture: 128 does not");
+    TU_CHECK(sd_check_image_size(1024, 1024, &large) == SQ_OK, "1024x1024 image");
+    TU_CHECK(sd_check_image_size(3072, 768, &large) == SQ_OK, "3072x768 image");
+    TU_CHECK(sd_check_image_size(3088, 768, &large) == SQ_FAIL && !strchr(sq_error_message(), '\n'), "3088 wide image: %s",
+             sq_error_message());
+    TU_CHECK(sd_check_image_size(18, 16, &tiny) == SQ_FAIL && strstr(sq_error_message(), "multiples of 4"),
+             "18 wide on the tiny model: %s", sq_error_message());
+}
+
 static void test_captions(void) {
     sd_caption_opts o = {0};
     const char *cap = "sks dog, sitting, on grass,  sunny , , photo";
@@ -623,6 +654,7 @@ int main(void) {
     test_scan();
     test_transforms();
     test_buckets();
+    test_size_limits();
     test_captions();
     test_dataset();
     test_cache();

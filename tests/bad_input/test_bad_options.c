@@ -1,0 +1,97 @@
+// tests/bad_input/test_bad_options.c: wrong command lines get one clear line, for
+// every command, from the one option machinery (app/options.h): a word that is not
+// one of an option's values lists the allowed ones; a bad number or an unknown flag
+// names the flag. And the one resolution check (datasets/buckets.h) refuses, before
+// anything is encoded or written, sizes the model's position table cannot hold:
+// with the tiny fixture (64 pixels a side) a 128 training resolution fails on its
+// 4:1 bucket (256 x 64), and so do a 128-wide sample and a 128 bench.
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tests/test_util.h"
+
+static char *run(const char *cmd, int *status) {
+    char full[8192];
+    *status = -1;
+    snprintf(full, sizeof full, "%s 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    if (!p) return NULL;
+    size_t cap = 1 << 20, n = 0, r;
+    char *buf = calloc(cap, 1);
+    while ((r = fread(buf + n, 1, cap - 1 - n, p)) > 0) n += r;
+    int st = pclose(p);
+    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return buf;
+}
+
+// Runs `sd-qzo ARGS`: exit 1 and one line "sd-qzo CMD: error: ..." holding `want`
+// (warnings and info lines may come before it; they do not say "error").
+static void refused(const char *bin, const char *command, const char *args, const char *want, const char *want2) {
+    char cmd[4096];
+    int st;
+    snprintf(cmd, sizeof cmd, "'%s' %s %s", bin, command, args);
+    char *out = run(cmd, &st);
+    TU_CHECK(out && st == 1, "%s %s: exit 1 (got %d):\n%s", command, args, st, out ? out : "");
+    if (!out) return;
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "sd-qzo %s: error: ", command);
+    const char *e = strstr(out, prefix);
+    const char *nl = e ? strchr(e, '\n') : NULL;
+    TU_CHECK(e && nl && nl[1] == 0, "%s %s: the error is the last and only error line:\n%s", command, args, out);
+    TU_CHECK(e && !strstr(e + strlen(prefix), "error:"), "%s %s: one error", command, args);
+    TU_CHECK(e && strstr(e, want), "%s %s: '%s' not in:\n%s", command, args, want, out);
+    if (want2) TU_CHECK(e && strstr(e, want2), "%s %s: '%s' not in:\n%s", command, args, want2, out);
+    free(out);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) { fprintf(stderr, "usage: test_bad_options SD_QZO_BINARY\n"); return 1; }
+    const char *bin = argv[1];
+    char tiny[1024], tmp[64] = "/tmp/sq-bad-options-XXXXXX", args[4096], path[256];
+    snprintf(tiny, sizeof tiny, "%s/pipeline/tiny", tu_fixtures_dir());
+    TU_CHECK(mkdtemp(tmp) != NULL, "mkdtemp");
+
+    // enumerations: the allowed words, once
+    refused(bin, "train", "--lr-schedule cosin", "--lr-schedule must be constant, cosine or linear, not 'cosin'", NULL);
+    refused(bin, "train", "--timestep-sampling normal", "--timestep-sampling must be logit_normal, uniform or mode", NULL);
+    refused(bin, "train", "--device tpu", "--device must be auto, cpu or cuda, not 'tpu'", NULL);
+    refused(bin, "train", "--group-size 48", "--group-size must be 32, 64 or 128, not '48'", NULL);
+    refused(bin, "sample", "--device gpu --model x --prompt y", "--device must be auto, cpu or cuda, not 'gpu'", NULL);
+    refused(bin, "quantize", "--model x --out y --group-size 16", "--group-size must be 32, 64 or 128, not '16'", NULL);
+    refused(bin, "export", "--format zip", "--format must be diffusers, single or both, not 'zip'", NULL);
+    refused(bin, "export", "--dtype fp8", "--dtype must be auto, bf16, fp16 or fp32, not 'fp8'", NULL);
+    refused(bin, "bench", "--what gpu", "--what must be mmdit, vae or all, not 'gpu'", NULL);
+    refused(bin, "bench", "--config huge", "--preset must be large, large-turbo or medium, not 'huge'", NULL);
+    // numbers and names
+    refused(bin, "train", "--lr fast", "--lr wants a number, not 'fast'", NULL);
+    refused(bin, "sample", "--model x --prompt y --steps many", "--steps wants an integer, not 'many'", NULL);
+    refused(bin, "sample", "--model x --prompt y --batch 0", "--batch-size must be in [1, 1024]", NULL);
+    refused(bin, "bench", "--batch-size two", "--batch-size wants an integer, not 'two'", NULL);
+    refused(bin, "sample", "--bogus 1", "unknown option '--bogus'", "sd-qzo sample --help");
+    refused(bin, "export", "--no-format", "unknown option '--no-format'", NULL);
+    refused(bin, "info", "a b", "unexpected argument 'b'", NULL);
+    refused(bin, "quantize", "--model", "--model needs a value", NULL);
+
+    // the resolution limit, before any work: nothing encoded, no output written
+    snprintf(args, sizeof args, "--model '%s' --images %s/no-images --output %s/run --resolution 128 --device cpu", tiny, tmp,
+             tmp);
+    refused(bin, "train", args, "--resolution 128 with buckets: the 4:1 bucket is 256 pixels long", "--resolution 64 or less");
+    snprintf(args, sizeof args, "--model '%s' --images %s/no-images --output %s/run --resolution 128 --no-buckets --device cpu",
+             tiny, tmp, tmp);
+    refused(bin, "train", args, "--resolution 128 is too large for this transformer", "position table has 16");
+    snprintf(path, sizeof path, "%s/run", tmp);
+    struct stat st;
+    TU_CHECK(stat(path, &st) != 0, "a refused run wrote nothing into its output folder");
+    snprintf(args, sizeof args, "--model '%s' --prompt x --width 128 --height 64 --device cpu --out %s/samples", tiny, tmp);
+    refused(bin, "sample", args, "--width 128 / --height 64", "position table has 16 patches a side");
+    snprintf(path, sizeof path, "%s/samples", tmp);
+    TU_CHECK(stat(path, &st) != 0, "a refused sample run created no output folder");
+    snprintf(args, sizeof args, "--weights '%s' --resolution 128 --device cpu --steps 1", tiny);
+    refused(bin, "bench", args, "--resolution 128 is too large for this transformer", NULL);
+
+    rmdir(tmp);
+    return tu_finish("test_bad_options");
+}

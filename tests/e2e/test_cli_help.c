@@ -1,0 +1,63 @@
+// tests/e2e/test_cli_help.c: every command's --help comes from the one option
+// machinery (app/options.h): exit 0, the command's usage line, an "options" list
+// with each flag's alias and its default as written ([0.05], [1e-05], not
+// 0.0500000007), and the names shared across commands (--batch-size, --t5-max-length,
+// --group-size, --device, --seed, --steps) spelled the same everywhere.
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "tests/test_util.h"
+
+static char *run(const char *cmd, int *status) {
+    char full[4096];
+    *status = -1;
+    snprintf(full, sizeof full, "%s 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    if (!p) return NULL;
+    size_t cap = 1 << 16, n = 0, r;
+    char *buf = calloc(cap, 1);
+    while ((r = fread(buf + n, 1, cap - 1 - n, p)) > 0) n += r;
+    int st = pclose(p);
+    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return buf;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) { fprintf(stderr, "usage: test_cli_help SD_QZO_BINARY\n"); return 1; }
+    const struct {
+        const char *command;
+        const char *want[8];
+    } cases[] = {
+        {"train", {"--caption-dropout", "[0.05]", "[1e-05]", "--batch-size, --batch", "--t5-max-length, --max-sequence-length",
+                   "(constant, cosine or linear) [constant]", "(logit_normal, uniform or mode)", "(auto, cpu or cuda) [auto]"}},
+        {"sample", {"--batch-size, --batch", "--t5-max-length, --max-sequence-length", "[sd-qzo-samples]", "--out, --output",
+                    "--t5-int8", "--seed", "--steps", "(auto, cpu or cuda) [auto]"}},
+        {"quantize", {"--group-size", "[64]", "--out, --output", "--config FILE"}},
+        {"export", {"(diffusers, single or both) [diffusers]", "(auto, bf16, fp16 or fp32) [auto]", "[5]", "--force"}},
+        {"bench", {"--preset, --config", "(large, large-turbo or medium) [large]", "--batch-size, --batch", "--group-size",
+                   "(mmdit, vae or all) [all]", "(auto, cpu or cuda) [auto]", "--steps"}},
+        {"info", {"--path"}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char cmd[512], usage[64];
+        int st = -1;
+        snprintf(cmd, sizeof cmd, "'%s' %s --help", argv[1], cases[i].command);
+        char *out = run(cmd, &st);
+        TU_CHECK(out && st == 0, "%s --help exits 0 (%d)", cases[i].command, st);
+        if (!out) continue;
+        snprintf(usage, sizeof usage, "usage: sd-qzo %s", cases[i].command);
+        TU_CHECK(strncmp(out, usage, strlen(usage)) == 0, "%s --help starts with its usage line:\n%s", cases[i].command, out);
+        TU_CHECK(strstr(out, "\noptions"), "%s --help lists its options", cases[i].command);
+        for (int k = 0; k < 8 && cases[i].want[k]; k++)
+            TU_CHECK(strstr(out, cases[i].want[k]), "%s --help lacks '%s':\n%s", cases[i].command, cases[i].want[k], out);
+        TU_CHECK(!strstr(out, "0.0500000007") && !strstr(out, "9.99999975e-06"), "%s --help: floats as written",
+                 cases[i].command);
+        // the sample defaults agree with train's where the meaning is the same
+        if (!strcmp(cases[i].command, "sample"))
+            TU_CHECK(strstr(out, "--no-t5-int8 for bf16) [true]") && strstr(out, "--no-low-vram keeps them on the GPU) [true]"),
+                     "sample: T5 int8 and --low-vram on by default, as train");
+        free(out);
+    }
+    return tu_finish("test_cli_help");
+}
