@@ -126,12 +126,6 @@ void sq_quick_gelu(sq_tensor *out, const sq_tensor *x) {
     else CUDA_OR_FAIL("quick_gelu", cuda_quick_gelu(out->dtype, out->data, x->data, sq_tensor_numel(x)));
 }
 
-void sq_softmax(sq_tensor *out, const sq_tensor *x) {
-    check_same_numel("softmax", out, x);
-    if (on_cpu("softmax", out, x, NULL, NULL)) cpu_softmax(F(out), CF(x), rows_of(x), last_dim(x));
-    else CUDA_OR_FAIL("softmax", cuda_softmax(out->dtype, out->data, x->data, rows_of(x), last_dim(x)));
-}
-
 void sq_attention(sq_tensor *out, const sq_tensor *q, const sq_tensor *k, const sq_tensor *v, const sq_tensor *bias,
                   const sq_tensor *key_mask, bool causal, float scale) {
     char b1[96], b2[96], b3[96];
@@ -218,22 +212,6 @@ void sq_axpby(sq_tensor *out, float alpha, const sq_tensor *a, float beta, const
     else CUDA_OR_FAIL("axpby", cuda_axpby(out->dtype, out->data, alpha, a->data, beta, b->data, sq_tensor_numel(out)));
 }
 
-void sq_add_row_bias(sq_tensor *x, const sq_tensor *b) {
-    char b1[96], b2[96];
-    SQ_CHECK(sq_tensor_numel(b) == last_dim(x), "add_row_bias: x %s, b %s", desc(x, b1), desc(b, b2));
-    if (on_cpu("add_row_bias", x, b, NULL, NULL)) cpu_add_row_bias(F(x), CF(b), rows_of(x), last_dim(x));
-    else CUDA_OR_FAIL("add_row_bias", cuda_add_row_bias(x->dtype, x->data, b->data, rows_of(x), last_dim(x)));
-}
-
-void sq_add_channel_bias(sq_tensor *x, const sq_tensor *b) {
-    char b1[96], b2[96];
-    SQ_CHECK(x->ndim == 4 && sq_tensor_numel(b) == x->shape[0] * x->shape[1], "add_channel_bias: x %s, b %s",
-             desc(x, b1), desc(b, b2));
-    int64_t BC = x->shape[0] * x->shape[1], HW = x->shape[2] * x->shape[3];
-    if (on_cpu("add_channel_bias", x, b, NULL, NULL)) cpu_add_channel_bias(F(x), CF(b), BC, HW);
-    else CUDA_OR_FAIL("add_channel_bias", cuda_add_channel_bias(x->dtype, x->data, b->data, BC, HW));
-}
-
 void sq_fill(sq_tensor *out, float value) {
     if (on_cpu("fill", out, NULL, NULL, NULL)) cpu_fill(F(out), value, sq_tensor_numel(out));
     else CUDA_OR_FAIL("fill", cuda_fill(out->dtype, out->data, value, sq_tensor_numel(out)));
@@ -247,15 +225,6 @@ static void btc_of(const char *op, const sq_tensor *x, const sq_tensor *vec, int
     *T = sq_tensor_numel(x) / (*B * *C);
     SQ_CHECK(x->ndim >= 2 && sq_tensor_numel(vec) == *B * *C, "%s: x %s, vector %s (expected (B,C))", op, desc(x, b1),
              desc(vec, b2));
-}
-
-void sq_modulate(sq_tensor *out, const sq_tensor *x, const sq_tensor *shift, const sq_tensor *scale) {
-    int64_t B, T, C;
-    btc_of("modulate", x, shift, &B, &T, &C);
-    btc_of("modulate", x, scale, &B, &T, &C);
-    check_same_numel("modulate", out, x);
-    if (on_cpu("modulate", out, x, shift, scale)) cpu_modulate(F(out), CF(x), CF(shift), CF(scale), B, T, C);
-    else CUDA_OR_FAIL("modulate", cuda_modulate(out->dtype, out->data, x->data, shift->data, scale->data, B, T, C));
 }
 
 void sq_gated_add(sq_tensor *x, const sq_tensor *gate, const sq_tensor *y) {
@@ -406,13 +375,6 @@ void sq_permute(sq_tensor *out, const sq_tensor *x, const int *perm) {
     strided_copy(out, x->data, x, shape, st);
 }
 
-void sq_transpose(sq_tensor *out, const sq_tensor *x, int dim0, int dim1) {
-    int perm[4] = {0, 1, 2, 3};
-    perm[dim0] = dim1;
-    perm[dim1] = dim0;
-    sq_permute(out, x, perm);
-}
-
 void sq_embedding(sq_tensor *out, const sq_tensor *table, const int32_t *ids) {
     char b1[96], b2[96];
     int64_t C = last_dim(out), N = rows_of(out);
@@ -423,20 +385,6 @@ void sq_embedding(sq_tensor *out, const sq_tensor *table, const int32_t *ids) {
                  (int)ids[i], (long long)i, (long long)table->shape[0]);
     if (on_cpu("embedding", out, table, NULL, NULL)) cpu_embedding(F(out), CF(table), ids, N, C);
     else CUDA_OR_FAIL("embedding", cuda_embedding(out->dtype, out->data, table->data, ids, N, C));
-}
-
-double sq_mean(const sq_tensor *x) {
-    int64_t n = sq_tensor_numel(x);
-    if (x->device == SQ_CPU) {
-        SQ_CHECK(x->dtype == SQ_F32, "mean: CPU tensor must be F32");
-        return cpu_sum(CF(x), n) / (double)n;
-    }
-#ifdef SQ_HAVE_CUDA_OPS
-    return cuda_sum(x->data, x->dtype, n) / (double)n;
-#else
-    SQ_CHECK(0, "mean: the CUDA version of this op is not built");
-    return 0;
-#endif
 }
 
 double sq_mse(const sq_tensor *a, const sq_tensor *b) {
@@ -455,4 +403,3 @@ double sq_mse(const sq_tensor *a, const sq_tensor *b) {
 }
 
 void sq_set_num_threads(int n) { cpu_set_num_threads(n); }
-int sq_get_num_threads(void) { return cpu_get_num_threads(); }

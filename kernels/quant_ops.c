@@ -15,13 +15,6 @@ void cuda_qzo_update(float *scales, int64_t count, const sq_perturb *p, float co
 bool cuda_qgemv_q4_supported(const void *x, const uint8_t *codes, int64_t rows, int64_t k, int group);
 void cuda_qgemv_q4(void *y_bf16, const void *x_bf16, const uint8_t *codes, const float *scales, const void *bias_bf16,
                    int64_t rows, int64_t nout, int64_t k, int group, const sq_perturb *p);
-#else
-// The GPU test links against this symbol; without CUDA it only reports the build.
-int cuda_rng_normals(float *host_out, int64_t n, uint64_t seed, uint64_t step, uint64_t index_base);
-int cuda_rng_normals(float *host_out, int64_t n, uint64_t seed, uint64_t step, uint64_t index_base) {
-    (void)host_out; (void)n; (void)seed; (void)step; (void)index_base;
-    return sq_errorf("this build has no CUDA backend");
-}
 #endif
 
 double sq_quantize_q4(const float *w, int64_t nout, int64_t k, int group, uint8_t *codes, float *scales) {
