@@ -1,23 +1,42 @@
 // kernels/ops.c: the op layer's dispatcher. Checks each call's shapes, dtypes and
 // devices (a mismatch is a programming error: SQ_CHECK aborts naming the op and the
 // shapes), then runs the CPU reference (kernels/cpu/) or the CUDA kernels
-// (kernels/cuda/, declared in kernels/cuda/cuda_ops.h when the CUDA ops are built).
+// (kernels/cuda/).
+//
+// The dispatch rule, for every op of kernels/ops.h, quant.h and int8.h (this file,
+// quant_ops.c, int8_ops.c):
+// - The public function (sq_*) takes tensors, checks them, and picks the device from
+//   the output tensor: the CPU half is a raw-pointer cpu_* function (kernels/cpu/),
+//   the CUDA half a raw-pointer cuda_* function declared in kernels/cuda/cuda_ops.h.
+// - The CUDA half is called only as CUDA_OR_FAIL("name", cuda_x(...))
+//   (kernels/dispatch.h): that is what brackets it with the profiler, so SQ_PROFILE=1
+//   sees every GPU op under its name, and what makes a CPU-only build abort naming the
+//   op. No op calls a cuda_* function outside it or tests SQ_HAVE_CUDA itself; the
+//   only #ifdef SQ_HAVE_CUDA left in an op file is a query that picks a path (quant_ops.c's
+//   use_qgemv), never a call that does the work.
+// - SQ_HAVE_CUDA (meson.build: the build has the CUDA backend) is the one build flag;
+//   backend.c uses it for the device functions that are not ops.
+//
+// The prefixes, as the code has them (the whole project, written down here because
+// kernels/ is where both meet):
+// - sq_ : what does not know Stable Diffusion: the library layers core/ and kernels/
+//   (tensors, errors, ops, int4/int8 formats, the perturbation RNG, the backend; the
+//   helpers kernels/cuda/ files share, sq_cudnn_*, sq_slab_*), and the QZO machinery
+//   built on them in app/ (sq_qzo_* step, sq_checkpoint_* of the scales, sq_quantize_*,
+//   sq_export_*) and the commands (sq_cmd_*).
+// - sd_ : what is Stable Diffusion: mmdit/, vae/, text_encoders/, datasets/,
+//   samples/, and the SD training around the QZO step in app/ (sd_flow_*, the noise
+//   and σ draws, sd_train_* options, log and report).
+// - cpu_ / cuda_ : the raw-pointer halves of an op (kernels/cpu/, kernels/cuda/),
+//   called only from the dispatchers (and by tests).
+// Types and macros follow their functions (sq_tensor, SQ_CHECK; sd_dataset).
 #include "kernels/ops.h"
 
 #include <string.h>
 
 #include "core/error.h"
 #include "kernels/cpu/cpu_ops.h"
-
-#ifdef SQ_HAVE_CUDA_OPS
-#include "kernels/cuda/cuda_ops.h"
-#include "kernels/profile.h"
-// Every GPU op goes through here, so SQ_PROFILE=1 (kernels/profile.h) sees them all.
-#define CUDA_OR_FAIL(op, call) \
-    do { double t0_ = sq_profile_begin(); call; sq_profile_end(op, t0_); } while (0)
-#else
-#define CUDA_OR_FAIL(op, call) SQ_CHECK(0, "%s: the CUDA version of this op is not built", op)
-#endif
+#include "kernels/dispatch.h"
 
 static const char *desc(const sq_tensor *t, char *buf) { return t ? sq_tensor_describe(t, buf, 96) : "NULL"; }
 
@@ -394,12 +413,9 @@ double sq_mse(const sq_tensor *a, const sq_tensor *b) {
         SQ_CHECK(a->dtype == SQ_F32 && b->dtype == SQ_F32, "mse: CPU tensors must be F32");
         return cpu_sum_sq_diff(CF(a), CF(b), n) / (double)n;
     }
-#ifdef SQ_HAVE_CUDA_OPS
-    return cuda_sum_sq_diff(a->data, a->dtype, b->data, b->dtype, n) / (double)n;
-#else
-    SQ_CHECK(0, "mse: the CUDA version of this op is not built");
-    return 0;
-#endif
+    double sum = 0;
+    CUDA_OR_FAIL("mse", sum = cuda_sum_sq_diff(a->data, a->dtype, b->data, b->dtype, n));
+    return sum / (double)n;
 }
 
 void sq_set_num_threads(int n) { cpu_set_num_threads(n); }

@@ -20,7 +20,7 @@
 #include "core/tensor.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/ops.h"
-#ifdef SQ_HAVE_CUDA_OPS
+#ifdef SQ_HAVE_CUDA
 #include "kernels/cuda/cuda_ops.h"
 #endif
 
@@ -35,7 +35,7 @@ static inline bool tr_on_cpu(const char *op, const sq_tensor *out, const sq_tens
         SQ_CHECK(out->device == SQ_CPU ? ts[i]->dtype == SQ_F32 : ts[i]->dtype == out->dtype, "%s: dtype %s", op,
                  sq_dtype_name(ts[i]->dtype));
     }
-#ifndef SQ_HAVE_CUDA_OPS
+#ifndef SQ_HAVE_CUDA
     SQ_CHECK(out->device == SQ_CPU, "%s: this build has no CUDA ops", op);
 #endif
     return out->device == SQ_CPU;
@@ -49,7 +49,7 @@ static inline void tr_modulate(sq_tensor *out, const sq_tensor *x, const sq_tens
     bool cpu = tr_on_cpu("modulate", out, x, shift);
     tr_on_cpu("modulate", out, scale, NULL);
     if (cpu) cpu_modulate(out->data, x->data, shift->data, scale->data, B, T, C);
-#ifdef SQ_HAVE_CUDA_OPS
+#ifdef SQ_HAVE_CUDA
     else cuda_modulate(out->dtype, out->data, x->data, shift->data, scale->data, B, T, C);
 #endif
 }
@@ -75,7 +75,7 @@ static inline void tr_softmax(sq_tensor *out, const sq_tensor *x) {
             for (int64_t i = 0; i < C; i++) o[i] *= inv;
         }
     }
-#ifdef SQ_HAVE_CUDA_OPS
+#ifdef SQ_HAVE_CUDA
     else cuda_softmax(out->dtype, out->data, x->data, rows, C);
 #endif
 }
@@ -89,7 +89,7 @@ static inline void tr_add_row_bias(sq_tensor *x, const sq_tensor *b) {
         for (int64_t r = 0; r < rows; r++)
             for (int64_t i = 0; i < C; i++) xs[r * C + i] += bs[i];
     }
-#ifdef SQ_HAVE_CUDA_OPS
+#ifdef SQ_HAVE_CUDA
     else cuda_add_row_bias(x->dtype, x->data, b->data, rows, C);
 #endif
 }
@@ -103,7 +103,7 @@ static inline void tr_add_channel_bias(sq_tensor *x, const sq_tensor *b) {
         for (int64_t c = 0; c < BC; c++)
             for (int64_t i = 0; i < HW; i++) xs[c * HW + i] += bs[c];
     }
-#ifdef SQ_HAVE_CUDA_OPS
+#ifdef SQ_HAVE_CUDA
     else cuda_add_channel_bias(x->dtype, x->data, b->data, BC, HW);
 #endif
 }
@@ -116,7 +116,7 @@ static inline double tr_mean(const sq_tensor *x) {
         for (int64_t i = 0; i < n; i++) s += xs[i];
         return s / (double)n;
     }
-#ifdef SQ_HAVE_CUDA_OPS
+#ifdef SQ_HAVE_CUDA
     return cuda_sum(x->data, x->dtype, n) / (double)n;
 #else
     return 0;

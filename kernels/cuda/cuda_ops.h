@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "core/dtype.h"
+#include "kernels/quant.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -96,6 +97,20 @@ void cuda_copy(void *dst, const void *src, size_t bytes);
 void cuda_convert(void *dst, sq_dtype dst_dtype, const void *src, sq_dtype src_dtype, int64_t n);
 // out (N,C) = rows of table (V,C) picked by N host int32 ids (already range-checked)
 void cuda_embedding(sq_dtype dt, void *out, const void *table, const int32_t *ids, int64_t N, int64_t C);
+// ---- quantised weights (kernels/quant.h, kernels/int8.h) ----
+// quant.cu: out (Nout,K) bf16 = (scales + p·eps·z) ⊙ codes (p may be NULL); and the QZO
+// update s[j] = max(s[j] - coeff·z(seed, step, index_base + j), 0) of `count` scales.
+void cuda_dequant_q4(void *out_bf16, const uint8_t *codes, const float *scales, int64_t nout, int64_t k, int group,
+                     const sq_perturb *p);
+void cuda_qzo_update(float *scales, int64_t count, const sq_perturb *p, float coeff);
+// qgemv.cu: y (rows,Nout) = x (rows,K) · dequant(codes, scales, p)ᵀ + bias straight from
+// the int4 codes, for rows <= SQ_QGEMV_MAX_ROWS; _supported says whether it takes the
+// call (row count, alignment, group size).
+bool cuda_qgemv_q4_supported(const void *x, const uint8_t *codes, int64_t rows, int64_t k, int group);
+void cuda_qgemv_q4(void *y_bf16, const void *x_bf16, const uint8_t *codes, const float *scales, const void *bias_bf16,
+                   int64_t rows, int64_t nout, int64_t k, int group, const sq_perturb *p);
+// int8.cu: out (Nout,K) in dt = scales (Nout) ⊙ codes (Nout,K).
+void cuda_dequant_i8(sq_dtype dt, void *out, const int8_t *codes, const float *scales, int64_t nout, int64_t k);
 // Deterministic sums (fixed-order two-stage reduction, no atomics), in double.
 // sq_mse uses cuda_sum_sq_diff; cuda_sum is the same reduction, for tests/ops_ref.h.
 double cuda_sum(const void *x, sq_dtype dtype, int64_t n);
