@@ -2,8 +2,8 @@
 // time: folder scan and the three caption sources, decode of PNG/JPEG/BMP, resize
 // and crop values against a hand-written exact area-average reference, flips,
 // bucket sets and assignment, determinism of the epoch order and of caption
-// dropout/tag shuffle, the dataset iteration API, and the latent/text cache
-// (store, load, miss, corrupted and truncated entries).
+// dropout/tag shuffle, the data stream's own RNG key, the dataset iteration API,
+// and the latent/text cache (store, load, miss, corrupted and truncated entries).
 #include <math.h>
 #include <stdbool.h>
 #include <sys/stat.h>
@@ -649,7 +649,26 @@ static void test_cache(void) {
     sd_cache_close(c);
 }
 
+// The data stream has its own Philox key: its draws never repeat the QZO perturbation
+// words (key = the seed, counter = (scale block, step)). Before the stream key, the
+// crop x of item k in epoch 0 was word 0 of the perturbation's block 2 at step k.
+static void test_rng_streams(void) {
+    int same = 0, n = 0;
+    for (uint64_t seed = 0; seed < 4; seed++)
+        for (int c = SD_RNG_EPOCH_SHUFFLE; c <= SD_RNG_TAG_SHUFFLE; c++)
+            for (int k = 0; k < 64; k++, n++) {
+                sq_philox_out z = sq_philox4x32_10((uint32_t)c, 0, (uint32_t)k, 0, (uint32_t)seed, (uint32_t)(seed >> 32));
+                same += sd_rng_u32(seed, (sd_rng_choice)c, 0, k, 0) == z.v[0];
+            }
+    TU_CHECK(same == 0, "data draws equal perturbation words in %d of %d cases", same, n);
+    uint64_t keys[5] = {42};
+    for (int s = SQ_RNG_STREAM_NOISE; s <= SQ_RNG_STREAM_DATA; s++) keys[s] = sq_rng_stream_key(42, (sq_rng_stream)s);
+    for (int i = 0; i < 5; i++)
+        for (int j = 0; j < i; j++) TU_CHECK(keys[i] != keys[j], "streams %d and %d share a key", i, j);
+}
+
 int main(void) {
+    test_rng_streams();
     test_scan();
     test_transforms();
     test_buckets();
