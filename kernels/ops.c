@@ -6,14 +6,14 @@
 // The dispatch rule, for every op of kernels/ops.h, quant.h and int8.h (this file,
 // quant_ops.c, int8_ops.c):
 // - The public function (sq_*) takes tensors, checks them, and picks the device from
-//   the output tensor: the CPU half is a raw-pointer cpu_* function (kernels/cpu/),
+//   its tensors (all on one): the CPU half is a raw-pointer cpu_* function (kernels/cpu/),
 //   the CUDA half a raw-pointer cuda_* function declared in kernels/cuda/cuda_ops.h.
 // - The CUDA half is called only as CUDA_OR_FAIL("name", cuda_x(...))
 //   (kernels/dispatch.h): that is what brackets it with the profiler, so SQ_PROFILE=1
 //   sees every GPU op under its name, and what makes a CPU-only build abort naming the
-//   op. No op calls a cuda_* function outside it or tests SQ_HAVE_CUDA itself; the
-//   only #ifdef SQ_HAVE_CUDA left in an op file is a query that picks a path (quant_ops.c's
-//   use_qgemv), never a call that does the work.
+//   op. So an op neither calls a cuda_* function bare nor wraps the call in its own
+//   #ifdef; the one #ifdef SQ_HAVE_CUDA left in these files guards a query that picks
+//   a path (quant_ops.c's use_qgemv), not a call that does work.
 // - SQ_HAVE_CUDA (meson.build: the build has the CUDA backend) is the one build flag;
 //   backend.c uses it for the device functions that are not ops.
 //
@@ -28,7 +28,8 @@
 //   samples/, and the SD training around the QZO step in app/ (sd_flow_*, the noise
 //   and σ draws, sd_train_* options, log and report).
 // - cpu_ / cuda_ : the raw-pointer halves of an op (kernels/cpu/, kernels/cuda/),
-//   called only from the dispatchers (and by tests).
+//   called from the dispatchers, from each other (a fused kernel's fallback), and by
+//   tests; model code never sees them.
 // Types and macros follow their functions (sq_tensor, SQ_CHECK; sd_dataset).
 #include "kernels/ops.h"
 
