@@ -81,12 +81,6 @@ const sd_image_entry *sd_dataset_entry(const sd_dataset *ds, int index) {
     return index >= 0 && index < ds->folder.count ? &ds->folder.entries[index] : NULL;
 }
 
-const sd_bucket_set *sd_dataset_buckets(const sd_dataset *ds) { return &ds->buckets; }
-
-int sd_dataset_item_bucket(const sd_dataset *ds, int index) {
-    return index >= 0 && index < ds->folder.count ? ds->item_bucket[index] : -1;
-}
-
 int sd_dataset_epoch(const sd_dataset *ds, int epoch, sd_epoch_plan *plan) {
     if (epoch < 0) return sq_errorf("epoch %d: must be >= 0", epoch);
     return sd_epoch_plan_make(plan, ds->item_bucket, ds->folder.count, ds->buckets.count, ds->opts.batch_size,
@@ -134,27 +128,6 @@ void sd_dataset_item_free(sd_dataset_item *item) {
     free(item->caption);
     sq_tensor_free(&item->image);
     memset(item, 0, sizeof(*item));
-}
-
-int sd_dataset_load_batch(const sd_dataset *ds, const sd_batch *batch, int epoch, sq_tensor *images, char **captions) {
-    const sd_bucket *b = &ds->buckets.buckets[batch->bucket];
-    if (images->device != SQ_CPU || images->dtype != SQ_F32 || images->ndim != 4 || images->shape[0] != batch->count ||
-        images->shape[1] != 3 || images->shape[2] != b->height || images->shape[3] != b->width)
-        return sq_errorf("batch images: need a host f32 tensor {%d, 3, %d, %d}", batch->count, b->height, b->width);
-    const size_t per = (size_t)3 * b->height * b->width;
-    for (int j = 0; j < batch->count; j++) captions[j] = NULL;
-    for (int j = 0; j < batch->count; j++) {
-        sd_dataset_item it;
-        if (sd_dataset_load_item(ds, batch->items[j], epoch, &it)) {
-            for (int k = 0; k < j; k++) free(captions[k]), captions[k] = NULL;
-            return SQ_FAIL;
-        }
-        memcpy((float *)images->data + (size_t)j * per, it.image.data, per * sizeof(float));
-        captions[j] = it.caption;
-        it.caption = NULL;
-        sd_dataset_item_free(&it);
-    }
-    return SQ_OK;
 }
 
 int sd_dataset_image_sha256(sd_dataset *ds, int index, char out[65]) {

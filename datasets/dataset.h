@@ -67,8 +67,6 @@ void sd_dataset_close(sd_dataset *ds);
 
 int sd_dataset_count(const sd_dataset *ds);
 const sd_image_entry *sd_dataset_entry(const sd_dataset *ds, int index);   // path, size, raw caption
-const sd_bucket_set *sd_dataset_buckets(const sd_dataset *ds);
-int sd_dataset_item_bucket(const sd_dataset *ds, int index);              // index into the bucket set
 
 // The batches of one epoch (see buckets.h). Free with sd_epoch_plan_free.
 int sd_dataset_epoch(const sd_dataset *ds, int epoch, sd_epoch_plan *plan);
@@ -91,12 +89,6 @@ int sd_dataset_load_pixels(const sd_dataset *ds, sd_dataset_item *item);
 // describe + load_pixels.
 int sd_dataset_load_item(const sd_dataset *ds, int index, int epoch, sd_dataset_item *item);
 void sd_dataset_item_free(sd_dataset_item *item);
-
-// Loads a whole batch (all items of one bucket) into images, a host f32 tensor
-// {count, 3, h, w} the caller allocated, and the captions into captions[count]
-// (malloc'ed strings, free each). SQ_FAIL on a shape mismatch or a bad image.
-int sd_dataset_load_batch(const sd_dataset *ds, const sd_batch *batch, int epoch, sq_tensor *images,
-                          char **captions);
 
 // sha256 hex of the image file's bytes, computed once and memoised (not
 // thread-safe; see above). SQ_FAIL naming the file if it cannot be read.

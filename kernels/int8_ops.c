@@ -1,13 +1,10 @@
-// kernels/int8_ops.c: device dispatch for kernels/int8.h.
+// kernels/int8_ops.c: device dispatch for kernels/int8.h, by the rule at the head of
+// kernels/ops.c.
 #include "kernels/int8.h"
 
 #include "core/error.h"
 #include "kernels/cpu/cpu_int8.h"
-
-#ifdef SQ_HAVE_CUDA
-// kernels/cuda/int8.cu
-void cuda_dequant_i8(sq_dtype dt, void *out, const int8_t *codes, const float *scales, int64_t nout, int64_t k);
-#endif
+#include "kernels/dispatch.h"
 
 double sq_quantize_i8_rows(const float *w, int64_t nout, int64_t k, int8_t *codes, float *scales) {
     return cpu_quantize_i8_rows(w, nout, k, codes, scales);
@@ -25,10 +22,6 @@ void sq_dequant_i8(sq_tensor *out, const sq_tensor *codes, const sq_tensor *scal
         cpu_dequant_i8(out->data, codes->data, scales->data, nout, k);
         return;
     }
-#ifdef SQ_HAVE_CUDA
     SQ_CHECK(out->dtype == SQ_BF16 || out->dtype == SQ_F32, "dequant_i8: CUDA out must be BF16 or F32");
-    cuda_dequant_i8(out->dtype, out->data, codes->data, scales->data, nout, k);
-#else
-    SQ_CHECK(0, "dequant_i8: built without CUDA");
-#endif
+    CUDA_OR_FAIL("dequant_i8", cuda_dequant_i8(out->dtype, out->data, codes->data, scales->data, nout, k));
 }

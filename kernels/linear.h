@@ -26,8 +26,6 @@ typedef struct {
 } sq_linear;
 
 static inline bool sq_linear_quantized(const sq_linear *l) { return l->codes.data != NULL; }
-static inline int64_t sq_linear_out(const sq_linear *l) { return sq_linear_quantized(l) ? l->codes.shape[0] : l->w.shape[0]; }
-static inline int64_t sq_linear_in(const sq_linear *l) { return sq_linear_quantized(l) ? l->codes.shape[1] : l->w.shape[1]; }
 
 // out (N, Nout) = layer(x (N, K)). p: the current perturbation (NULL or sign 0 for
 // none); its index_base is replaced by the layer's. scratch: arena for the

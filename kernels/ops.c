@@ -1,23 +1,43 @@
 // kernels/ops.c: the op layer's dispatcher. Checks each call's shapes, dtypes and
 // devices (a mismatch is a programming error: SQ_CHECK aborts naming the op and the
 // shapes), then runs the CPU reference (kernels/cpu/) or the CUDA kernels
-// (kernels/cuda/, declared in kernels/cuda/cuda_ops.h when the CUDA ops are built).
+// (kernels/cuda/).
+//
+// The dispatch rule, for every op of kernels/ops.h, quant.h and int8.h (this file,
+// quant_ops.c, int8_ops.c):
+// - The public function (sq_*) takes tensors, checks them, and picks the device from
+//   its tensors (all on one): the CPU half is a raw-pointer cpu_* function (kernels/cpu/),
+//   the CUDA half a raw-pointer cuda_* function declared in kernels/cuda/cuda_ops.h.
+// - The CUDA half is called only as CUDA_OR_FAIL("name", cuda_x(...))
+//   (kernels/dispatch.h): that is what brackets it with the profiler, so SQ_PROFILE=1
+//   sees every GPU op under its name, and what makes a CPU-only build abort naming the
+//   op. So an op neither calls a cuda_* function bare nor wraps the call in its own
+//   #ifdef; the one #ifdef SQ_HAVE_CUDA left in these files guards a query that picks
+//   a path (quant_ops.c's use_qgemv), not a call that does work.
+// - SQ_HAVE_CUDA (meson.build: the build has the CUDA backend) is the one build flag;
+//   backend.c uses it for the device functions that are not ops.
+//
+// The prefixes, as the code has them (the whole project, written down here because
+// kernels/ is where both meet):
+// - sq_ : what does not know Stable Diffusion: the library layers core/ and kernels/
+//   (tensors, errors, ops, int4/int8 formats, the perturbation RNG, the backend; the
+//   helpers kernels/cuda/ files share, sq_cudnn_*, sq_slab_*), and the QZO machinery
+//   built on them in app/ (sq_qzo_* step, sq_checkpoint_* of the scales, sq_quantize_*,
+//   sq_export_*) and the commands (sq_cmd_*).
+// - sd_ : what is Stable Diffusion: mmdit/, vae/, text_encoders/, datasets/,
+//   samples/, and the SD training around the QZO step in app/ (sd_flow_*, the noise
+//   and σ draws, sd_train_* options, log and report).
+// - cpu_ / cuda_ : the raw-pointer halves of an op (kernels/cpu/, kernels/cuda/),
+//   called from the dispatchers, from each other (a fused kernel's fallback), and by
+//   tests; model code never sees them.
+// Types and macros follow their functions (sq_tensor, SQ_CHECK; sd_dataset).
 #include "kernels/ops.h"
 
 #include <string.h>
 
 #include "core/error.h"
 #include "kernels/cpu/cpu_ops.h"
-
-#ifdef SQ_HAVE_CUDA_OPS
-#include "kernels/cuda/cuda_ops.h"
-#include "kernels/profile.h"
-// Every GPU op goes through here, so SQ_PROFILE=1 (kernels/profile.h) sees them all.
-#define CUDA_OR_FAIL(op, call) \
-    do { double t0_ = sq_profile_begin(); call; sq_profile_end(op, t0_); } while (0)
-#else
-#define CUDA_OR_FAIL(op, call) SQ_CHECK(0, "%s: the CUDA version of this op is not built", op)
-#endif
+#include "kernels/dispatch.h"
 
 static const char *desc(const sq_tensor *t, char *buf) { return t ? sq_tensor_describe(t, buf, 96) : "NULL"; }
 
@@ -126,12 +146,6 @@ void sq_quick_gelu(sq_tensor *out, const sq_tensor *x) {
     else CUDA_OR_FAIL("quick_gelu", cuda_quick_gelu(out->dtype, out->data, x->data, sq_tensor_numel(x)));
 }
 
-void sq_softmax(sq_tensor *out, const sq_tensor *x) {
-    check_same_numel("softmax", out, x);
-    if (on_cpu("softmax", out, x, NULL, NULL)) cpu_softmax(F(out), CF(x), rows_of(x), last_dim(x));
-    else CUDA_OR_FAIL("softmax", cuda_softmax(out->dtype, out->data, x->data, rows_of(x), last_dim(x)));
-}
-
 void sq_attention(sq_tensor *out, const sq_tensor *q, const sq_tensor *k, const sq_tensor *v, const sq_tensor *bias,
                   const sq_tensor *key_mask, bool causal, float scale) {
     char b1[96], b2[96], b3[96];
@@ -218,22 +232,6 @@ void sq_axpby(sq_tensor *out, float alpha, const sq_tensor *a, float beta, const
     else CUDA_OR_FAIL("axpby", cuda_axpby(out->dtype, out->data, alpha, a->data, beta, b->data, sq_tensor_numel(out)));
 }
 
-void sq_add_row_bias(sq_tensor *x, const sq_tensor *b) {
-    char b1[96], b2[96];
-    SQ_CHECK(sq_tensor_numel(b) == last_dim(x), "add_row_bias: x %s, b %s", desc(x, b1), desc(b, b2));
-    if (on_cpu("add_row_bias", x, b, NULL, NULL)) cpu_add_row_bias(F(x), CF(b), rows_of(x), last_dim(x));
-    else CUDA_OR_FAIL("add_row_bias", cuda_add_row_bias(x->dtype, x->data, b->data, rows_of(x), last_dim(x)));
-}
-
-void sq_add_channel_bias(sq_tensor *x, const sq_tensor *b) {
-    char b1[96], b2[96];
-    SQ_CHECK(x->ndim == 4 && sq_tensor_numel(b) == x->shape[0] * x->shape[1], "add_channel_bias: x %s, b %s",
-             desc(x, b1), desc(b, b2));
-    int64_t BC = x->shape[0] * x->shape[1], HW = x->shape[2] * x->shape[3];
-    if (on_cpu("add_channel_bias", x, b, NULL, NULL)) cpu_add_channel_bias(F(x), CF(b), BC, HW);
-    else CUDA_OR_FAIL("add_channel_bias", cuda_add_channel_bias(x->dtype, x->data, b->data, BC, HW));
-}
-
 void sq_fill(sq_tensor *out, float value) {
     if (on_cpu("fill", out, NULL, NULL, NULL)) cpu_fill(F(out), value, sq_tensor_numel(out));
     else CUDA_OR_FAIL("fill", cuda_fill(out->dtype, out->data, value, sq_tensor_numel(out)));
@@ -247,15 +245,6 @@ static void btc_of(const char *op, const sq_tensor *x, const sq_tensor *vec, int
     *T = sq_tensor_numel(x) / (*B * *C);
     SQ_CHECK(x->ndim >= 2 && sq_tensor_numel(vec) == *B * *C, "%s: x %s, vector %s (expected (B,C))", op, desc(x, b1),
              desc(vec, b2));
-}
-
-void sq_modulate(sq_tensor *out, const sq_tensor *x, const sq_tensor *shift, const sq_tensor *scale) {
-    int64_t B, T, C;
-    btc_of("modulate", x, shift, &B, &T, &C);
-    btc_of("modulate", x, scale, &B, &T, &C);
-    check_same_numel("modulate", out, x);
-    if (on_cpu("modulate", out, x, shift, scale)) cpu_modulate(F(out), CF(x), CF(shift), CF(scale), B, T, C);
-    else CUDA_OR_FAIL("modulate", cuda_modulate(out->dtype, out->data, x->data, shift->data, scale->data, B, T, C));
 }
 
 void sq_gated_add(sq_tensor *x, const sq_tensor *gate, const sq_tensor *y) {
@@ -406,13 +395,6 @@ void sq_permute(sq_tensor *out, const sq_tensor *x, const int *perm) {
     strided_copy(out, x->data, x, shape, st);
 }
 
-void sq_transpose(sq_tensor *out, const sq_tensor *x, int dim0, int dim1) {
-    int perm[4] = {0, 1, 2, 3};
-    perm[dim0] = dim1;
-    perm[dim1] = dim0;
-    sq_permute(out, x, perm);
-}
-
 void sq_embedding(sq_tensor *out, const sq_tensor *table, const int32_t *ids) {
     char b1[96], b2[96];
     int64_t C = last_dim(out), N = rows_of(out);
@@ -425,20 +407,6 @@ void sq_embedding(sq_tensor *out, const sq_tensor *table, const int32_t *ids) {
     else CUDA_OR_FAIL("embedding", cuda_embedding(out->dtype, out->data, table->data, ids, N, C));
 }
 
-double sq_mean(const sq_tensor *x) {
-    int64_t n = sq_tensor_numel(x);
-    if (x->device == SQ_CPU) {
-        SQ_CHECK(x->dtype == SQ_F32, "mean: CPU tensor must be F32");
-        return cpu_sum(CF(x), n) / (double)n;
-    }
-#ifdef SQ_HAVE_CUDA_OPS
-    return cuda_sum(x->data, x->dtype, n) / (double)n;
-#else
-    SQ_CHECK(0, "mean: the CUDA version of this op is not built");
-    return 0;
-#endif
-}
-
 double sq_mse(const sq_tensor *a, const sq_tensor *b) {
     check_binary("mse", a, a, b);
     int64_t n = sq_tensor_numel(a);
@@ -446,13 +414,9 @@ double sq_mse(const sq_tensor *a, const sq_tensor *b) {
         SQ_CHECK(a->dtype == SQ_F32 && b->dtype == SQ_F32, "mse: CPU tensors must be F32");
         return cpu_sum_sq_diff(CF(a), CF(b), n) / (double)n;
     }
-#ifdef SQ_HAVE_CUDA_OPS
-    return cuda_sum_sq_diff(a->data, a->dtype, b->data, b->dtype, n) / (double)n;
-#else
-    SQ_CHECK(0, "mse: the CUDA version of this op is not built");
-    return 0;
-#endif
+    double sum = 0;
+    CUDA_OR_FAIL("mse", sum = cuda_sum_sq_diff(a->data, a->dtype, b->data, b->dtype, n));
+    return sum / (double)n;
 }
 
 void sq_set_num_threads(int n) { cpu_set_num_threads(n); }
-int sq_get_num_threads(void) { return cpu_get_num_threads(); }

@@ -53,8 +53,6 @@ void sq_gelu(sq_tensor *out, const sq_tensor *x, bool tanh_approx);
 void sq_silu(sq_tensor *out, const sq_tensor *x);
 // CLIP's quick_gelu: x * sigmoid(1.702 x).
 void sq_quick_gelu(sq_tensor *out, const sq_tensor *x);
-// Softmax over the last dim, fp32 statistics. In place allowed.
-void sq_softmax(sq_tensor *out, const sq_tensor *x);
 
 // ---- attention ----
 // q is (B,Tq,NH,HS); k and v are (B,Tk,NH,HS) (the token-major layout a linear layer
@@ -84,21 +82,15 @@ void sq_mul(sq_tensor *out, const sq_tensor *a, const sq_tensor *b);
 void sq_scale(sq_tensor *out, const sq_tensor *x, float alpha, float beta);
 // out = alpha * a + beta * b
 void sq_axpby(sq_tensor *out, float alpha, const sq_tensor *a, float beta, const sq_tensor *b);
-// x (N,C) += b (C), bias broadcast over rows. In place.
-void sq_add_row_bias(sq_tensor *x, const sq_tensor *b);
-// x (B,C,H,W) += b (B,C) broadcast over H,W (the VAE's time-free resnets don't need
-// it; kept for per-channel shifts). In place.
-void sq_add_channel_bias(sq_tensor *x, const sq_tensor *b);
 void sq_fill(sq_tensor *out, float value);
 
 // ---- adaLN helpers (per-sample vectors broadcast over tokens) ----
-// out (B,T,C) = x (B,T,C) * (1 + scale (B,C)) + shift (B,C). In place allowed.
-void sq_modulate(sq_tensor *out, const sq_tensor *x, const sq_tensor *shift, const sq_tensor *scale);
 // x (B,T,C) += gate (B,C) * y (B,T,C). gate may be NULL (plain residual add). In place.
 void sq_gated_add(sq_tensor *x, const sq_tensor *gate, const sq_tensor *y);
-// out (B,T,C) = modulate(layernorm(x, no affine, eps), shift, scale): the pair every
-// adaLN block runs, fused on CUDA (one pass, no bf16 rounding in between); on the CPU
-// exactly sq_layernorm then sq_modulate. In place allowed.
+// out (B,T,C) = layernorm(x, no affine, eps) * (1 + scale (B,C)) + shift (B,C): the
+// normalise-then-modulate pair every adaLN block runs, fused on CUDA (one pass, no
+// bf16 rounding in between); on the CPU exactly sq_layernorm then the modulation
+// (tests/ops_ref.h tr_modulate is that second half on its own). In place allowed.
 void sq_layernorm_modulate(sq_tensor *out, const sq_tensor *x, const sq_tensor *shift, const sq_tensor *scale, float eps);
 // sq_gated_add(x, gate, y) then h = sq_layernorm_modulate(x, shift, scale, eps): a
 // block's residual update and the next sub-layer's input in one pass on CUDA. x is
@@ -117,8 +109,6 @@ void sq_concat(sq_tensor *out, const sq_tensor *const *xs, int n, int dim);
 void sq_slice(sq_tensor *out, const sq_tensor *x, int dim, int64_t start);
 // out.shape[i] = x.shape[perm[i]]; out[idx] = x[idx permuted back]. Up to 4 dims.
 void sq_permute(sq_tensor *out, const sq_tensor *x, const int *perm);
-// Swap two dims (a permute).
-void sq_transpose(sq_tensor *out, const sq_tensor *x, int dim0, int dim1);
 
 // ---- embedding ----
 // out (N,C) row i = table (V,C) row ids[i]: the token-embedding lookup of T5 / CLIP.
@@ -128,13 +118,11 @@ void sq_embedding(sq_tensor *out, const sq_tensor *table, const int32_t *ids);
 
 // ---- reductions (accumulated and returned in double, so a loss difference of
 // two nearby values keeps its digits; synchronises on CUDA) ----
-double sq_mean(const sq_tensor *x);
 // mean((a - b)²) over all elements, accumulated in double on the CPU.
 double sq_mse(const sq_tensor *a, const sq_tensor *b);
 
 // ---- threading (CPU backend) ----
 void sq_set_num_threads(int n);   // 0 = all cores
-int sq_get_num_threads(void);
 
 #ifdef __cplusplus
 }

@@ -1,7 +1,8 @@
 // kernels/profile.h: where a forward pass spends its time, by op. Off unless the
-// environment sets SQ_PROFILE=1; then every op the dispatcher sends to the GPU (and
-// the int4 dequantisation) is bracketed by device synchronisations and timed on the
-// host, and a table (op, calls, total ms, share) is printed to stderr at exit.
+// environment sets SQ_PROFILE=1; then every op kernels/ sends to the GPU (ops.c,
+// quant_ops.c, int8_ops.c, all through CUDA_OR_FAIL of kernels/dispatch.h) is
+// bracketed by device synchronisations and timed on the host, and a table (op,
+// calls, total ms, share) is printed to stderr at exit.
 // The synchronisations remove overlap between kernels, so totals are somewhat
 // above an unprofiled run's; the shares are what the table is for.
 #ifndef SQ_PROFILE_H

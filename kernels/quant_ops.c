@@ -1,28 +1,11 @@
-// kernels/quant_ops.c: device dispatch for the quantised ops of kernels/quant.h.
+// kernels/quant_ops.c: device dispatch for the quantised ops of kernels/quant.h, by
+// the rule at the head of kernels/ops.c.
 #include "kernels/quant.h"
 
 #include "core/error.h"
-#include "kernels/profile.h"
 #include "kernels/cpu/cpu_quant.h"
+#include "kernels/dispatch.h"
 #include "kernels/ops.h"
-
-#ifdef SQ_HAVE_CUDA
-// kernels/cuda/quant.cu
-void cuda_dequant_q4(void *out_bf16, const uint8_t *codes, const float *scales, int64_t nout, int64_t k, int group,
-                     const sq_perturb *p);
-void cuda_qzo_update(float *scales, int64_t count, const sq_perturb *p, float coeff);
-// kernels/cuda/qgemv.cu
-bool cuda_qgemv_q4_supported(const void *x, const uint8_t *codes, int64_t rows, int64_t k, int group);
-void cuda_qgemv_q4(void *y_bf16, const void *x_bf16, const uint8_t *codes, const float *scales, const void *bias_bf16,
-                   int64_t rows, int64_t nout, int64_t k, int group, const sq_perturb *p);
-#else
-// The GPU test links against this symbol; without CUDA it only reports the build.
-int cuda_rng_normals(float *host_out, int64_t n, uint64_t seed, uint64_t step, uint64_t index_base);
-int cuda_rng_normals(float *host_out, int64_t n, uint64_t seed, uint64_t step, uint64_t index_base) {
-    (void)host_out; (void)n; (void)seed; (void)step; (void)index_base;
-    return sq_errorf("this build has no CUDA backend");
-}
-#endif
 
 double sq_quantize_q4(const float *w, int64_t nout, int64_t k, int group, uint8_t *codes, float *scales) {
     return cpu_quantize_q4(w, nout, k, group, codes, scales);
@@ -48,17 +31,14 @@ void sq_dequant_q4(sq_tensor *out, const sq_tensor *codes, const sq_tensor *scal
         cpu_dequant_q4(out->data, codes->data, scales->data, codes->shape[0], codes->shape[1], group, p);
         return;
     }
-#ifdef SQ_HAVE_CUDA
     SQ_CHECK(out->dtype == SQ_BF16, "dequant_q4: CUDA out must be BF16");
-    double t0 = sq_profile_begin();
-    cuda_dequant_q4(out->data, codes->data, scales->data, codes->shape[0], codes->shape[1], group, p);
-    sq_profile_end("dequant_q4", t0);
-#else
-    SQ_CHECK(0, "dequant_q4: built without CUDA");
-#endif
+    CUDA_OR_FAIL("dequant_q4", cuda_dequant_q4(out->data, codes->data, scales->data, codes->shape[0], codes->shape[1],
+                                               group, p));
 }
 
 // True when the CUDA int4 GEMV can take y = x·Wᵀ + b: few rows, bf16 activations.
+// (A query that picks the path, so it tests the build itself; the GEMV call below
+// goes through CUDA_OR_FAIL like every other.)
 static bool use_qgemv(const sq_tensor *out, const sq_tensor *x, const sq_tensor *codes, const sq_tensor *b, int group) {
 #ifdef SQ_HAVE_CUDA
     if (x->device != SQ_CUDA || x->dtype != SQ_BF16 || out->dtype != SQ_BF16 || (b && b->dtype != SQ_BF16)) return false;
@@ -74,17 +54,14 @@ static bool use_qgemv(const sq_tensor *out, const sq_tensor *x, const sq_tensor 
 void sq_qlinear(sq_tensor *out, const sq_tensor *x, const sq_tensor *codes, const sq_tensor *scales,
                 const sq_tensor *b, int group, const sq_perturb *p, sq_tensor *w_scratch, bool gelu) {
     if (use_qgemv(out, x, codes, b, group)) {
-#ifdef SQ_HAVE_CUDA
         check_layer("qlinear", codes, scales, group);
         int64_t k = codes->shape[1], nout = codes->shape[0], rows = sq_tensor_numel(x) / k;
         SQ_CHECK(sq_tensor_numel(out) == rows * nout && (!b || sq_tensor_numel(b) == nout) && codes->device == SQ_CUDA &&
                      out->device == SQ_CUDA,
                  "qlinear: out, bias or weights do not match x (%lld rows) and the layer (%lld x %lld)",
                  (long long)rows, (long long)nout, (long long)k);
-        double t0 = sq_profile_begin();
-        cuda_qgemv_q4(out->data, x->data, codes->data, scales->data, b ? b->data : NULL, rows, nout, k, group, p);
-        sq_profile_end("qgemv_q4", t0);
-#endif
+        CUDA_OR_FAIL("qgemv_q4", cuda_qgemv_q4(out->data, x->data, codes->data, scales->data, b ? b->data : NULL, rows,
+                                               nout, k, group, p));
         if (gelu) sq_gelu(out, out, true);   // the GEMV has no GELU epilogue
         return;
     }
@@ -99,9 +76,5 @@ void sq_qzo_update(sq_tensor *scales, const sq_perturb *p, float coeff) {
         cpu_qzo_update(scales->data, sq_tensor_numel(scales), p, coeff);
         return;
     }
-#ifdef SQ_HAVE_CUDA
-    cuda_qzo_update(scales->data, sq_tensor_numel(scales), p, coeff);
-#else
-    SQ_CHECK(0, "qzo_update: built without CUDA");
-#endif
+    CUDA_OR_FAIL("qzo_update", cuda_qzo_update(scales->data, sq_tensor_numel(scales), p, coeff));
 }

@@ -7,6 +7,16 @@
 // (+, *, /, sqrtf) or an explicit fmaf, with no libm calls, so host and device draw
 // bit-identical z and a resumed run reproduces the original exactly.
 // (Do not build with -ffast-math / --use_fast_math: they break that guarantee.)
+//
+// Streams. Every random draw of a run is Philox under some key at some counter, and
+// two draws are independent only if their (key, counter) pairs differ. Streams lay
+// their counters out differently (the perturbation: (scale index / 4, step); the data
+// pipeline: (choice, epoch, item, draw); the noise: (sample block, step)), so counter
+// layouts alone cannot keep them apart: each stream has its own key instead,
+// sq_rng_stream_key(seed, stream), the run's seed mixed with the stream's id below.
+// The perturbation is the exception by history: its key is the seed itself (every
+// checkpoint's z and the golden fixtures depend on it); a derived key equals a given
+// seed only by a 2^-64 coincidence.
 #ifndef SQ_RNG_H
 #define SQ_RNG_H
 
@@ -22,6 +32,24 @@
 typedef struct {
     uint32_t v[4];
 } sq_philox_out;
+
+// The stream ids of one run (the one list: a new stream takes a new number here).
+// app/train_noise.h's sd_stream carries the same numbers for the training draws.
+typedef enum {
+    SQ_RNG_STREAM_NOISE = 1,   // training noise n (app/)
+    SQ_RNG_STREAM_SIGMA = 2,   // training σ (app/)
+    SQ_RNG_STREAM_VAL = 3,     // validation noise and σ (app/)
+    SQ_RNG_STREAM_DATA = 4,    // data order, crops, flips, caption dropout and tag shuffle (datasets/rng.h)
+} sq_rng_stream;
+
+// The key of one stream: the seed mixed with the stream id (splitmix64's finaliser), so
+// streams never share Philox keys, whatever their counters.
+static inline uint64_t sq_rng_stream_key(uint64_t seed, sq_rng_stream stream) {
+    uint64_t z = seed + 0x9E3779B97F4A7C15ull * (uint64_t)(stream + 1);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
 
 // Philox4x32 with 10 rounds (Salmon et al., SC'11; Random123's constants).
 SQ_HD sq_philox_out sq_philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1) {

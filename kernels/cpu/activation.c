@@ -1,4 +1,4 @@
-// kernels/cpu/activation.c: GELU (erf and tanh forms), SiLU, quick GELU, softmax.
+// kernels/cpu/activation.c: GELU (erf and tanh forms), SiLU, quick GELU.
 #include <math.h>
 
 #include "kernels/cpu/cpu_ops.h"
@@ -31,20 +31,3 @@ void cpu_quick_gelu(float *out, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) out[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
 }
 
-void cpu_softmax(float *out, const float *x, int64_t rows, int64_t C) {
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * C;
-        float *o = out + r * C;
-        float mx = -INFINITY;
-        for (int64_t i = 0; i < C; i++) mx = fmaxf(mx, xr[i]);
-        double sum = 0;
-        for (int64_t i = 0; i < C; i++) {
-            float e = expf(xr[i] - mx);
-            o[i] = e;
-            sum += e;
-        }
-        float inv = (float)(1.0 / sum);
-        for (int64_t i = 0; i < C; i++) o[i] *= inv;
-    }
-}

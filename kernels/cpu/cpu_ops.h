@@ -24,7 +24,6 @@ void cpu_groupnorm(float *out, const float *x, const float *w, const float *b, i
 void cpu_gelu(float *out, const float *x, int64_t n, bool tanh_approx);
 void cpu_silu(float *out, const float *x, int64_t n);
 void cpu_quick_gelu(float *out, const float *x, int64_t n);
-void cpu_softmax(float *out, const float *x, int64_t rows, int64_t C);
 
 // q (B,Tq,NH,HS), k/v (B,Tk,NH,HS), out (B,Tq,NH,HS); bias (NH,Tq,Tk) or NULL;
 // key_mask (B,Tk) or NULL
@@ -43,8 +42,6 @@ void cpu_sub(float *out, const float *a, const float *b, int64_t n);
 void cpu_mul(float *out, const float *a, const float *b, int64_t n);
 void cpu_scale(float *out, const float *x, float alpha, float beta, int64_t n);
 void cpu_axpby(float *out, float alpha, const float *a, float beta, const float *b, int64_t n);
-void cpu_add_row_bias(float *x, const float *b, int64_t rows, int64_t C);
-void cpu_add_channel_bias(float *x, const float *b, int64_t BC, int64_t HW);
 void cpu_fill(float *out, float value, int64_t n);
 // x (B,T,C); shift, scale, gate (B,C)
 void cpu_modulate(float *out, const float *x, const float *shift, const float *scale, int64_t B, int64_t T, int64_t C);
@@ -58,10 +55,8 @@ void cpu_strided_copy(float *dst, const float *src, const int64_t shape[4], cons
 // out (N,C) = rows ids[0..N) of table (V,C); ids already range-checked
 void cpu_embedding(float *out, const float *table, const int32_t *ids, int64_t N, int64_t C);
 
-double cpu_sum(const float *x, int64_t n);
 double cpu_sum_sq_diff(const float *a, const float *b, int64_t n);
 
 void cpu_set_num_threads(int n);
-int cpu_get_num_threads(void);
 
 #endif

@@ -28,18 +28,6 @@ void cpu_axpby(float *out, float alpha, const float *a, float beta, const float 
     for (int64_t i = 0; i < n; i++) out[i] = alpha * a[i] + beta * b[i];
 }
 
-void cpu_add_row_bias(float *x, const float *b, int64_t rows, int64_t C) {
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t i = 0; i < C; i++) x[r * C + i] += b[i];
-}
-
-void cpu_add_channel_bias(float *x, const float *b, int64_t BC, int64_t HW) {
-#pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < BC; c++)
-        for (int64_t i = 0; i < HW; i++) x[c * HW + i] += b[c];
-}
-
 void cpu_fill(float *out, float value, int64_t n) {
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) out[i] = value;

@@ -9,27 +9,6 @@
 
 #define MAX_THREADS 256
 
-double cpu_sum(const float *x, int64_t n) {
-    double part[MAX_THREADS] = {0};
-    int nt = 1;
-#pragma omp parallel
-    {
-        int t = 0;
-#ifdef _OPENMP
-        t = omp_get_thread_num();
-#pragma omp single
-        nt = omp_get_num_threads();
-#endif
-        double s = 0;
-#pragma omp for schedule(static)
-        for (int64_t i = 0; i < n; i++) s += x[i];
-        if (t < MAX_THREADS) part[t] = s;
-    }
-    double s = 0;
-    for (int t = 0; t < nt && t < MAX_THREADS; t++) s += part[t];
-    return s;
-}
-
 double cpu_sum_sq_diff(const float *a, const float *b, int64_t n) {
     double part[MAX_THREADS] = {0};
     int nt = 1;
@@ -62,10 +41,3 @@ void cpu_set_num_threads(int n) {
 #endif
 }
 
-int cpu_get_num_threads(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}

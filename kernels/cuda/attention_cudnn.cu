@@ -9,14 +9,15 @@
 //   sum-reduce, div (plus the log/add that forms the row statistics, left virtual as in
 //   inference) → P rounded to bf16 → O = P·V.
 // One execution plan per shape is built on the shape's first call (engine configs from
-// heuristics mode A, the first that finalizes wins) and cached in a small table, with
-// every descriptor it was built from; the workspace, shared with the other cuDNN ops
-// (cudnn_context.cuh), grows on a shape's first call. If any step of building fails (an older cuDNN, an
+// heuristics mode A, the first that finalizes wins) and kept, with every descriptor it
+// was built from, in the plan cache all cuDNN ops share; so is the workspace
+// (cudnn_context.cuh), which grows on a shape's first call. If any step of building fails (an older cuDNN, an
 // unsupported head size or GPU), the shape is remembered as unsupported, one line goes
 // to stderr, and the function returns false from then on: it never aborts for that.
 // Without cuDNN in the build (SQ_HAVE_CUDNN unset) it always returns false. Not
 // thread-safe: one host thread driving the default stream, like every op here.
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cudnn_context.cuh"
@@ -30,17 +31,13 @@ namespace {
 // of the virtual ones.
 enum { UID_Q = 1, UID_K = 2, UID_V = 3, UID_O = 4, UID_SCALE = 5, UID_VIRTUAL = 100 };
 
-enum { MAX_DESCS = 64, MAX_CFGS = 16, PLAN_CAP = 32 };   // a plan uses 38 + MAX_CFGS descriptors
+enum { MAX_DESCS = 64, MAX_CFGS = 16 };   // a plan uses 38 + MAX_CFGS descriptors
 
-struct att_key {
+struct att_key {   // the plan cache's key: compared as bytes, so no padding
     int64_t B, Tq, Tk, NH, HS;
-    bool operator==(const att_key &o) const {
-        return B == o.B && Tq == o.Tq && Tk == o.Tk && NH == o.NH && HS == o.HS;
-    }
 };
 
 struct att_plan {
-    bool used;
     bool ok;   // false: cuDNN could not build this shape; the caller's kernels run it
     att_key key;
     cudnnBackendDescriptor_t plan;
@@ -52,8 +49,6 @@ struct att_plan {
     int64_t next_uid;
 };
 
-att_plan g_plans[PLAN_CAP];
-int g_next_evict = 0;
 cudnnHandle_t g_handle = nullptr;   // the shared one (cudnn_context.cuh), once started
 
 // A failed build step: reported once (with the call and line, as SQ_CUDNN_CHECK would),
@@ -83,11 +78,11 @@ void free_descs(att_plan *p) {
     p->ndescs = 0;
 }
 
-void plan_release(att_plan *p) {
-    if (!p->used) return;
+// The plan cache's destroy callback.
+void plan_destroy(void *plan) {
+    att_plan *p = (att_plan *)plan;
     free_descs(p);
-    p->used = false;
-    p->ok = false;
+    free(p);
 }
 
 // Creates a descriptor owned by the plan (released with it).
@@ -260,24 +255,15 @@ bool build_plan(att_plan *p) {
 }
 
 att_plan *plan_for(const att_key &key) {
-    for (int i = 0; i < PLAN_CAP; i++)
-        if (g_plans[i].used && g_plans[i].key == key) return &g_plans[i];
-    att_plan *p = nullptr;
-    for (int i = 0; i < PLAN_CAP && !p; i++)
-        if (!g_plans[i].used) p = &g_plans[i];
-    if (!p) {   // table full: evict round-robin
-        p = &g_plans[g_next_evict];
-        g_next_evict = (g_next_evict + 1) % PLAN_CAP;
-        plan_release(p);
-    }
-    p->used = true;
+    att_plan *p = (att_plan *)sq_cudnn_plan_find(SQ_CUDNN_OP_ATTENTION, &key, sizeof key);
+    if (p) return p;
+    p = (att_plan *)calloc(1, sizeof *p);
+    SQ_CHECK(p, "cuDNN attention: out of host memory for a plan");
     p->key = key;
-    p->plan = nullptr;
-    p->ndescs = 0;
-    p->ws_bytes = 0;
     p->next_uid = UID_VIRTUAL;
     p->ok = build_plan(p);
     if (!p->ok) free_descs(p);   // the entry stays, so the shape is not tried again
+    sq_cudnn_plan_put(SQ_CUDNN_OP_ATTENTION, &key, sizeof key, p, plan_destroy);
     return p;
 }
 

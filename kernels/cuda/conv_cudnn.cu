@@ -1,10 +1,9 @@
 // kernels/cuda/conv_cudnn.cu: the fast path of cuda_conv2d through cuDNN's classic
-// API (NCHW, cross-correlation, fp32 accumulation). The handle and the workspace are
-// the ones all cuDNN ops share (cudnn_context.cuh);
-// per shape the descriptors and a deterministic algorithm (from
-// cudnnGetConvolutionForwardAlgorithm_v7, non-deterministic ones rejected) are kept in
-// a small table, and the workspace grows only on a shape's first call, never in the
-// hot loop. bf16 runs with tensor-op math (conversion math
+// API (NCHW, cross-correlation, fp32 accumulation). The handle, the workspace and the
+// plan cache are the ones all cuDNN ops share (cudnn_context.cuh): per shape the
+// descriptors and a deterministic algorithm (from cudnnGetConvolutionForwardAlgorithm_v7,
+// non-deterministic ones rejected) are kept there, and the workspace grows only on a
+// shape's first call, never in the hot loop. bf16 runs with tensor-op math (conversion math
 // only if no plain tensor-op/default algorithm is found); f32 runs with FMA math, so
 // no TF32 rounding creeps into the full-precision models (the VAE). cuDNN pads
 // symmetrically only, so calls with pad_top != pad_bottom or pad_left != pad_right
@@ -13,6 +12,7 @@
 // (SQ_HAVE_CUDNN unset) it always returns false. Not thread-safe: like every op here
 // it assumes one host thread driving the default stream.
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cudnn_context.cuh"
@@ -21,16 +21,11 @@
 
 namespace {
 
-struct conv_key {
+struct conv_key {   // the plan cache's key: compared as bytes, so no padding
     int dt, n, c, h, w, k, kh, kw, stride, ph, pw;
-    bool operator==(const conv_key &o) const {
-        return dt == o.dt && n == o.n && c == o.c && h == o.h && w == o.w && k == o.k && kh == o.kh && kw == o.kw &&
-               stride == o.stride && ph == o.ph && pw == o.pw;
-    }
 };
 
 struct conv_plan {
-    bool used;
     bool ok;   // false: cuDNN has no deterministic algorithm for it; use the reference kernel
     conv_key key;
     cudnnTensorDescriptor_t xd, yd;
@@ -40,18 +35,16 @@ struct conv_plan {
     size_t ws_bytes;
 };
 
-enum { PLAN_CAP = 64 };
-conv_plan g_plans[PLAN_CAP];
-int g_next_evict = 0;
 cudnnHandle_t g_handle = nullptr;   // the shared one (cudnn_context.cuh), once started
 
-void plan_release(conv_plan *p) {
-    if (!p->used) return;
+// The plan cache's destroy callback.
+void plan_destroy(void *plan) {
+    conv_plan *p = (conv_plan *)plan;
     SQ_CUDNN_CHECK(cudnnDestroyTensorDescriptor(p->xd));
     SQ_CUDNN_CHECK(cudnnDestroyTensorDescriptor(p->yd));
     SQ_CUDNN_CHECK(cudnnDestroyFilterDescriptor(p->wd));
     SQ_CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(p->cd));
-    p->used = false;
+    free(p);
 }
 
 // Picks the first deterministic algorithm of the _v7 list (ordered by expected speed)
@@ -84,24 +77,12 @@ bool pick_algo(conv_plan *p, cudnnMathType_t math, bool bf16) {
     return false;
 }
 
-conv_plan *plan_for(const conv_key &key, int64_t Ho, int64_t Wo) {
-    for (int i = 0; i < PLAN_CAP; i++)
-        if (g_plans[i].used && g_plans[i].key == key) return &g_plans[i];
-    conv_plan *p = nullptr;
-    for (int i = 0; i < PLAN_CAP && !p; i++)
-        if (!g_plans[i].used) p = &g_plans[i];
-    if (!p) {   // table full: evict round-robin
-        p = &g_plans[g_next_evict];
-        g_next_evict = (g_next_evict + 1) % PLAN_CAP;
-        plan_release(p);
-    }
-    p->key = key;
-    p->ok = false;
+// Fills a new plan's descriptors and picks its algorithm; p->ok says whether it can run.
+void build_plan(conv_plan *p, const conv_key &key, int64_t Ho, int64_t Wo) {
     SQ_CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->xd));
     SQ_CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->yd));
     SQ_CUDNN_CHECK(cudnnCreateFilterDescriptor(&p->wd));
     SQ_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&p->cd));
-    p->used = true;
     bool bf16 = key.dt == (int)SQ_BF16;
     cudnnDataType_t ddt = bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
     SQ_CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->xd, CUDNN_TENSOR_NCHW, ddt, key.n, key.c, key.h, key.w));
@@ -110,12 +91,22 @@ conv_plan *plan_for(const conv_key &key, int64_t Ho, int64_t Wo) {
                                                    CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     int on = 0, oc = 0, oh = 0, ow = 0;
     SQ_CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(p->cd, p->xd, p->wd, &on, &oc, &oh, &ow));
-    if (on != key.n || oc != key.k || oh != Ho || ow != Wo) return p;   // not the shape the caller expects
+    if (on != key.n || oc != key.k || oh != Ho || ow != Wo) return;   // not the shape the caller expects
     SQ_CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->yd, CUDNN_TENSOR_NCHW, ddt, on, oc, oh, ow));
     if (bf16)
         p->ok = pick_algo(p, CUDNN_TENSOR_OP_MATH, true) || pick_algo(p, CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION, true);
     else
         p->ok = pick_algo(p, CUDNN_FMA_MATH, false);
+}
+
+conv_plan *plan_for(const conv_key &key, int64_t Ho, int64_t Wo) {
+    conv_plan *p = (conv_plan *)sq_cudnn_plan_find(SQ_CUDNN_OP_CONV, &key, sizeof key);
+    if (p) return p;
+    p = (conv_plan *)calloc(1, sizeof *p);
+    SQ_CHECK(p, "cuDNN convolution: out of host memory for a plan");
+    p->key = key;
+    build_plan(p, key, Ho, Wo);   // a failed shape is cached too, with ok false
+    sq_cudnn_plan_put(SQ_CUDNN_OP_CONV, &key, sizeof key, p, plan_destroy);
     return p;
 }
 

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "core/dtype.h"
+#include "kernels/quant.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -29,6 +30,7 @@ void cuda_groupnorm(sq_dtype dt, void *out, const void *x, const void *w, const 
 void cuda_gelu(sq_dtype dt, void *out, const void *x, int64_t n, bool tanh_approx);
 void cuda_silu(sq_dtype dt, void *out, const void *x, int64_t n);
 void cuda_quick_gelu(sq_dtype dt, void *out, const void *x, int64_t n);
+// Only tests/ops_ref.h calls this (attention has its own softmax); kept with its GPU test.
 void cuda_softmax(sq_dtype dt, void *out, const void *x, int64_t rows, int64_t C);
 // bias: bf16 (NH,Tq,Tk) or NULL; key_mask: u8 (B,Tk) or NULL
 void cuda_attention(sq_dtype dt, void *out, const void *q, const void *k, const void *v, const void *bias, const void *key_mask,
@@ -74,7 +76,9 @@ void cuda_upsample_nearest2x(sq_dtype dt, void *out, const void *x, int64_t BC, 
 void cuda_axpby(sq_dtype dt, void *out, float alpha, const void *a, float beta, const void *b, int64_t n);
 void cuda_mul(sq_dtype dt, void *out, const void *a, const void *b, int64_t n);
 void cuda_scale(sq_dtype dt, void *out, const void *x, float alpha, float beta, int64_t n);
+// Only tests/ops_ref.h calls this (linear layers take the bias in the GEMM); kept with its GPU test.
 void cuda_add_row_bias(sq_dtype dt, void *x, const void *b, int64_t rows, int64_t C);
+// Per-(batch, channel) bias; conv_cudnn.cu adds the convolution bias with it.
 void cuda_add_channel_bias(sq_dtype dt, void *x, const void *b, int64_t BC, int64_t HW);
 void cuda_fill(sq_dtype dt, void *out, float value, int64_t n);
 void cuda_modulate(sq_dtype dt, void *out, const void *x, const void *shift, const void *scale, int64_t B, int64_t T, int64_t C);
@@ -93,7 +97,22 @@ void cuda_copy(void *dst, const void *src, size_t bytes);
 void cuda_convert(void *dst, sq_dtype dst_dtype, const void *src, sq_dtype src_dtype, int64_t n);
 // out (N,C) = rows of table (V,C) picked by N host int32 ids (already range-checked)
 void cuda_embedding(sq_dtype dt, void *out, const void *table, const int32_t *ids, int64_t N, int64_t C);
+// ---- quantised weights (kernels/quant.h, kernels/int8.h) ----
+// quant.cu: out (Nout,K) bf16 = (scales + p·eps·z) ⊙ codes (p may be NULL); and the QZO
+// update s[j] = max(s[j] - coeff·z(seed, step, index_base + j), 0) of `count` scales.
+void cuda_dequant_q4(void *out_bf16, const uint8_t *codes, const float *scales, int64_t nout, int64_t k, int group,
+                     const sq_perturb *p);
+void cuda_qzo_update(float *scales, int64_t count, const sq_perturb *p, float coeff);
+// qgemv.cu: y (rows,Nout) = x (rows,K) · dequant(codes, scales, p)ᵀ + bias straight from
+// the int4 codes, for rows <= SQ_QGEMV_MAX_ROWS; _supported says whether it takes the
+// call (row count, alignment, group size).
+bool cuda_qgemv_q4_supported(const void *x, const uint8_t *codes, int64_t rows, int64_t k, int group);
+void cuda_qgemv_q4(void *y_bf16, const void *x_bf16, const uint8_t *codes, const float *scales, const void *bias_bf16,
+                   int64_t rows, int64_t nout, int64_t k, int group, const sq_perturb *p);
+// int8.cu: out (Nout,K) in dt = scales (Nout) ⊙ codes (Nout,K).
+void cuda_dequant_i8(sq_dtype dt, void *out, const int8_t *codes, const float *scales, int64_t nout, int64_t k);
 // Deterministic sums (fixed-order two-stage reduction, no atomics), in double.
+// sq_mse uses cuda_sum_sq_diff; cuda_sum is the same reduction, for tests/ops_ref.h.
 double cuda_sum(const void *x, sq_dtype dtype, int64_t n);
 double cuda_sum_sq_diff(const void *a, sq_dtype adtype, const void *b, sq_dtype bdtype, int64_t n);
 

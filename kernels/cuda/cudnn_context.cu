@@ -1,5 +1,6 @@
 // kernels/cuda/cudnn_context.cu: see kernels/cuda/cudnn_context.cuh.
 #include <stdio.h>
+#include <string.h>
 
 #include "kernels/cuda/cudnn_context.cuh"
 
@@ -10,6 +11,17 @@ cudnnHandle_t g_handle = nullptr;
 int g_state = 0;   // 0 not tried, 1 handle ready, -1 cudnnCreate failed (always fall back)
 void *g_ws = nullptr;
 size_t g_ws_bytes = 0;
+
+struct plan_entry {
+    bool used;
+    sq_cudnn_op op;
+    size_t key_bytes;
+    unsigned char key[SQ_CUDNN_KEY_MAX];
+    void *plan;
+    void (*destroy)(void *plan);
+};
+plan_entry g_plans[SQ_CUDNN_PLAN_CAP];
+int g_next_evict = 0;
 }   // namespace
 
 cudnnHandle_t sq_cudnn_handle(const char *fallback_note) {
@@ -42,6 +54,33 @@ bool sq_cudnn_workspace_reserve(size_t bytes) {
 }
 
 void *sq_cudnn_workspace(void) { return g_ws; }
+
+void *sq_cudnn_plan_find(sq_cudnn_op op, const void *key, size_t key_bytes) {
+    for (int i = 0; i < SQ_CUDNN_PLAN_CAP; i++) {
+        const plan_entry &e = g_plans[i];
+        if (e.used && e.op == op && e.key_bytes == key_bytes && !memcmp(e.key, key, key_bytes)) return e.plan;
+    }
+    return nullptr;
+}
+
+void sq_cudnn_plan_put(sq_cudnn_op op, const void *key, size_t key_bytes, void *plan, void (*destroy)(void *plan)) {
+    SQ_CHECK(key_bytes <= SQ_CUDNN_KEY_MAX, "cuDNN plan cache: a %zu-byte key (at most %d)", key_bytes,
+             (int)SQ_CUDNN_KEY_MAX);
+    plan_entry *e = nullptr;
+    for (int i = 0; i < SQ_CUDNN_PLAN_CAP && !e; i++)
+        if (!g_plans[i].used) e = &g_plans[i];
+    if (!e) {   // table full: evict round-robin
+        e = &g_plans[g_next_evict];
+        g_next_evict = (g_next_evict + 1) % SQ_CUDNN_PLAN_CAP;
+        e->destroy(e->plan);
+    }
+    e->used = true;
+    e->op = op;
+    e->key_bytes = key_bytes;
+    memcpy(e->key, key, key_bytes);
+    e->plan = plan;
+    e->destroy = destroy;
+}
 
 size_t sq_cudnn_workspace_release(void) {
     size_t freed = g_ws_bytes;

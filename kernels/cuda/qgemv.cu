@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/dequant_q4.cuh"
 
 #define QGEMV_WARPS 8   // output rows per block, one warp each

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/dequant_q4.cuh"
 
 // The fallback, for an output that is not 16-byte aligned: one thread per (row,

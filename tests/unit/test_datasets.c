@@ -2,8 +2,8 @@
 // time: folder scan and the three caption sources, decode of PNG/JPEG/BMP, resize
 // and crop values against a hand-written exact area-average reference, flips,
 // bucket sets and assignment, determinism of the epoch order and of caption
-// dropout/tag shuffle, the dataset iteration API, and the latent/text cache
-// (store, load, miss, corrupted and truncated entries).
+// dropout/tag shuffle, the data stream's own RNG key, the dataset iteration API,
+// and the latent/text cache (store, load, miss, corrupted and truncated entries).
 #include <math.h>
 #include <stdbool.h>
 #include <sys/stat.h>
@@ -465,6 +465,36 @@ static void test_captions(void) {
 
 // ---- dataset API ---------------------------------------------------------------
 
+// A whole batch (all items of one bucket) into images, a host f32 tensor
+// {count, 3, h, w}, and the captions into captions[count] (malloc'ed): the items of
+// sd_dataset_load_item side by side, what a batched loader would hand the VAE.
+static int load_batch(const sd_dataset *ds, const sd_batch *batch, int epoch, sq_tensor *images, char **captions) {
+    for (int j = 0; j < batch->count; j++) captions[j] = NULL;
+    for (int j = 0; j < batch->count; j++) {
+        sd_dataset_item it;
+        if (sd_dataset_load_item(ds, batch->items[j], epoch, &it)) return SQ_FAIL;
+        const size_t per = (size_t)3 * it.height * it.width;
+        if (images->shape[0] != batch->count || images->shape[2] != it.height || images->shape[3] != it.width) {
+            sd_dataset_item_free(&it);
+            return sq_errorf("batch images: need {%d, 3, %d, %d}", batch->count, it.height, it.width);
+        }
+        memcpy((float *)images->data + (size_t)j * per, it.image.data, per * sizeof(float));
+        captions[j] = it.caption;
+        it.caption = NULL;
+        sd_dataset_item_free(&it);
+    }
+    return SQ_OK;
+}
+
+// Width and height of the bucket an item is in (the size describe_item gives it).
+static void item_bucket_size(const sd_dataset *ds, int index, int *w, int *h) {
+    sd_dataset_item it;
+    TU_CHECK(sd_dataset_describe_item(ds, index, 0, &it) == SQ_OK, "describe %d: %s", index, sq_error_message());
+    *w = it.width;
+    *h = it.height;
+    sd_dataset_item_free(&it);
+}
+
 static void test_dataset(void) {
     dt_make_root("ds");
     // Aspects: square, 2:1 wide, 1:3 tall, and another square.
@@ -487,24 +517,24 @@ static void test_dataset(void) {
     TU_CHECK(rc == SQ_OK, "open: %s", sq_error_message());
     if (rc) return;
     TU_CHECK(sd_dataset_count(ds) == 4, "count %d", sd_dataset_count(ds));
-    const sd_bucket_set *bs = sd_dataset_buckets(ds);
     const int want_w[] = {128, 192, 64, 128}, want_h[] = {128, 64, 192, 128};
     for (int i = 0; i < 4; i++) {
-        const sd_bucket *b = &bs->buckets[sd_dataset_item_bucket(ds, i)];
-        TU_CHECK(b->width == want_w[i] && b->height == want_h[i], "item %d in %dx%d, want %dx%d", i, b->width, b->height,
-                 want_w[i], want_h[i]);
+        int bw, bh;
+        item_bucket_size(ds, i, &bw, &bh);
+        TU_CHECK(bw == want_w[i] && bh == want_h[i], "item %d in %dx%d, want %dx%d", i, bw, bh, want_w[i], want_h[i]);
     }
     sd_epoch_plan p;
     TU_CHECK(sd_dataset_epoch(ds, 2, &p) == SQ_OK && p.count == 3, "epoch plan: %d batches, want 3", p.count);
     int flips = 0;
     for (int bi = 0; bi < p.count; bi++) {
         const sd_batch *b = &p.batches[bi];
-        const sd_bucket *bk = &bs->buckets[b->bucket];
+        sd_bucket size = {0}, *bk = &size;
+        item_bucket_size(ds, b->items[0], &size.width, &size.height);
         sq_tensor imgs;
         sq_tensor_alloc(&imgs, SQ_F32, SQ_CPU, 4, SQ_SHAPE(b->count, 3, bk->height, bk->width));
         tu_poison(imgs.data, sq_tensor_numel(&imgs));
         char *caps[2];
-        rc = sd_dataset_load_batch(ds, b, 2, &imgs, caps);
+        rc = load_batch(ds, b, 2, &imgs, caps);
         TU_CHECK(rc == SQ_OK, "load batch: %s", sq_error_message());
         if (rc) { sq_tensor_free(&imgs); continue; }
         bool finite = true;
@@ -650,7 +680,26 @@ static void test_cache(void) {
     sd_cache_close(c);
 }
 
+// The data stream has its own Philox key: its draws never repeat the QZO perturbation
+// words (key = the seed, counter = (scale block, step)). Before the stream key, the
+// crop x of item k in epoch 0 was word 0 of the perturbation's block 2 at step k.
+static void test_rng_streams(void) {
+    int same = 0, n = 0;
+    for (uint64_t seed = 0; seed < 4; seed++)
+        for (int c = SD_RNG_EPOCH_SHUFFLE; c <= SD_RNG_TAG_SHUFFLE; c++)
+            for (int k = 0; k < 64; k++, n++) {
+                sq_philox_out z = sq_philox4x32_10((uint32_t)c, 0, (uint32_t)k, 0, (uint32_t)seed, (uint32_t)(seed >> 32));
+                same += sd_rng_u32(seed, (sd_rng_choice)c, 0, k, 0) == z.v[0];
+            }
+    TU_CHECK(same == 0, "data draws equal perturbation words in %d of %d cases", same, n);
+    uint64_t keys[5] = {42};
+    for (int s = SQ_RNG_STREAM_NOISE; s <= SQ_RNG_STREAM_DATA; s++) keys[s] = sq_rng_stream_key(42, (sq_rng_stream)s);
+    for (int i = 0; i < 5; i++)
+        for (int j = 0; j < i; j++) TU_CHECK(keys[i] != keys[j], "streams %d and %d share a key", i, j);
+}
+
 int main(void) {
+    test_rng_streams();
     test_scan();
     test_transforms();
     test_buckets();

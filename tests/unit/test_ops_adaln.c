@@ -1,11 +1,12 @@
 // tests/unit/test_ops_adaln.c: the fused adaLN ops on the CPU equal the separate ops
-// bit for bit (sq_layernorm_modulate = sq_layernorm + sq_modulate;
+// bit for bit (sq_layernorm_modulate = sq_layernorm + tr_modulate;
 // sq_gated_add_layernorm_modulate = sq_gated_add + both), so the MMDiT's fp32
 // golden results do not move when it uses them. Shift and scale are views into one
 // (B, 6C) adaLN output as mmdit/ chunks it for one sample, copies for two; the
 // fused ops run out of place and in place, with and without a gate.
 #include <string.h>
 
+#include "tests/ops_ref.h"
 #include "tests/unit/ops_test_util.h"
 
 static bool same_bits(const sq_tensor *a, const sq_tensor *b) {
@@ -37,7 +38,7 @@ static void adaln_case(int64_t B, int64_t T, int64_t C) {
     // layernorm + modulate
     sq_tensor ref = ot_poisoned(3, x.shape), out = ot_poisoned(3, x.shape);
     sq_layernorm(&ref, &x, NULL, NULL, 1e-6f);
-    sq_modulate(&ref, &ref, shift, scale);
+    tr_modulate(&ref, &ref, shift, scale);
     sq_layernorm_modulate(&out, &x, shift, scale, 1e-6f);
     TU_CHECK(same_bits(&out, &ref), "layernorm_modulate %s: differs from layernorm + modulate", what);
     sq_tensor xi = copy_of(&x);
@@ -49,7 +50,7 @@ static void adaln_case(int64_t B, int64_t T, int64_t C) {
         sq_tensor xr = copy_of(&x), xf = copy_of(&x), h = ot_poisoned(3, x.shape);
         sq_gated_add(&xr, gated ? gate : NULL, &y);
         sq_layernorm(&ref, &xr, NULL, NULL, 1e-6f);
-        sq_modulate(&ref, &ref, shift, scale);
+        tr_modulate(&ref, &ref, shift, scale);
         sq_gated_add_layernorm_modulate(&xf, gated ? gate : NULL, &y, &h, shift, scale, 1e-6f);
         TU_CHECK(same_bits(&xf, &xr), "gated_add_layernorm_modulate %s gate %d: x differs from gated_add", what, gated);
         TU_CHECK(same_bits(&h, &ref), "gated_add_layernorm_modulate %s gate %d: h differs from the separate ops", what,

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "tests/ops_ref.h"
 #include "tests/unit/ops_test_util.h"
 
 static void test_elementwise(void) {
@@ -31,12 +32,12 @@ static void test_elementwise(void) {
     sq_tensor x = ot_rand(2, SQ_SHAPE(7, 13), -1, 1), rb = ot_rand(1, SQ_SHAPE(13), -1, 1);
     double *ref = ot_ref(7 * 13);
     for (int64_t i = 0; i < 7 * 13; i++) ref[i] = (double)F32(x)[i] + F32(rb)[i % 13];
-    sq_add_row_bias(&x, &rb);
+    tr_add_row_bias(&x, &rb);
     ot_expect("add_row_bias", &x, ref, 1e-7);
     sq_tensor y = ot_rand(4, SQ_SHAPE(2, 3, 4, 5), -1, 1), cb = ot_rand(2, SQ_SHAPE(2, 3), -1, 1);
     ref = ot_ref(120);
     for (int64_t i = 0; i < 120; i++) ref[i] = (double)F32(y)[i] + F32(cb)[i / 20];
-    sq_add_channel_bias(&y, &cb);
+    tr_add_channel_bias(&y, &cb);
     ot_expect("add_channel_bias", &y, ref, 1e-7);
     sq_tensor_free(&a); sq_tensor_free(&b); sq_tensor_free(&x); sq_tensor_free(&rb); sq_tensor_free(&y);
     sq_tensor_free(&cb);
@@ -47,7 +48,7 @@ static void test_adaln(void) {
     sq_tensor x = ot_rand(3, SQ_SHAPE(B, T, C), -2, 2), sh = ot_rand(2, SQ_SHAPE(B, C), -1, 1);
     sq_tensor sc = ot_rand(2, SQ_SHAPE(B, C), -1, 1), g = ot_rand(2, SQ_SHAPE(B, C), -1, 1);
     sq_tensor y = ot_rand(3, SQ_SHAPE(B, T, C), -2, 2), out = ot_poisoned(3, SQ_SHAPE(B, T, C));
-    sq_modulate(&out, &x, &sh, &sc);
+    tr_modulate(&out, &x, &sh, &sc);
     double *ref = ot_ref(B * T * C);
     for (int64_t i = 0; i < B * T * C; i++) {
         int64_t b = i / (T * C), c = i % C;
@@ -102,7 +103,7 @@ static void test_layout(void) {
     TU_CHECK(perms == 24, "24 permutations");
     // transpose of a 3-D tensor
     sq_tensor t3 = ot_rand(3, SQ_SHAPE(4, 6, 3), -1, 1), t3o = ot_poisoned(3, SQ_SHAPE(3, 6, 4));
-    sq_transpose(&t3o, &t3, 0, 2);
+    tr_transpose(&t3o, &t3, 0, 2);
     double *ref = ot_ref(72);
     for (int64_t i = 0; i < 4; i++)
         for (int64_t j = 0; j < 6; j++)
@@ -150,7 +151,7 @@ static void test_reductions(void) {
     }
     mean /= n;
     mse /= n;
-    TU_CHECK(fabs(sq_mean(&a) - mean) <= 1e-6 * fabs(mean), "mean %g vs %g", sq_mean(&a), mean);
+    TU_CHECK(fabs(tr_mean(&a) - mean) <= 1e-6 * fabs(mean), "mean %g vs %g", tr_mean(&a), mean);
     TU_CHECK(fabs(sq_mse(&a, &b) - mse) <= 1e-6 * mse, "mse %g vs %g", sq_mse(&a, &b), mse);
     // reproducible: same value twice
     TU_CHECK(sq_mse(&a, &b) == sq_mse(&a, &b), "mse deterministic");
