@@ -12,7 +12,7 @@
 #include "core/log.h"
 #include "kernels/quant.h"
 #include "mmdit/keymap.h"
-#include "mmdit/quantize_rules.h"
+#include "mmdit/quantize.h"
 
 static bool ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), m = strlen(suffix);
@@ -58,9 +58,10 @@ static int read_config(sq_export_plan *p) {
     if (b->config[0]) {
         if (sq_read_file(b->config, &p->config_json, &len) != SQ_OK) return SQ_FAIL;
     } else {
-        const char *text = sq_st_metadata(p->st, "sd_qzo.config");
-        if (!text) return sq_errorf("%s: quantised file lacks its sd_qzo.config", b->weights);
-        p->config_json = strdup(text);
+        sq_q4_header h;
+        if (sq_q4_header_read(p->st, b->weights, &h) != SQ_OK) return SQ_FAIL;
+        if (!h.config) return sq_errorf("%s: quantised file lacks its sd_qzo.config", b->weights);
+        p->config_json = strdup(h.config);
         if (!p->config_json) return sq_errorf("out of host memory");
     }
     sq_config *j = NULL;
@@ -133,11 +134,11 @@ static int add_entry(sq_export_plan *p, const sq_st_entry *e, const char *scales
         }
         if (b->single_file && (strcmp(t->single_key, key) || t->single_part != t->part))
             return sq_errorf("%s: key map does not round-trip '%s' (internal error)", b->weights, e->name);
-        sq_layer_kind kind;
+        sd_qlayer_kind kind;
         if (codes) {
             t->codes_in_src = true;
             if (check_scales(p, t, scales_path) != SQ_OK) return SQ_FAIL;
-        } else if (!b->quantized && sq_should_quantize(t->name, t->ndim, t->shape, p->group, &kind)) {
+        } else if (!b->quantized && sd_mmdit_should_quantize(t->name, t->ndim, t->shape, p->group, &kind)) {
             if (check_scales(p, t, scales_path) != SQ_OK) return SQ_FAIL;
         } else if (!p->base_dtype_set) {
             p->base_dtype = e->dtype;

@@ -3,8 +3,9 @@
 //   app/train_encode.c  frozen encoders once per dataset: every latent and text
 //                       embedding the run will need goes into the on-disk cache
 //                       (datasets/cache.h), then the encoders are freed
-//   app/train_loop.c    the MMDiT in int4, QZO steps on cached batches, validation
-//                       loss, previews, checkpoints, log and report
+//   app/train_loop.c    the MMDiT in int4, QZO steps on cached batches,
+//                       checkpoints, log and report
+//   app/train_eval.c    the validation loss and previews the loop asks for
 // Every random choice is a function of (seed, step): the data order and captions
 // (datasets/), the noise and σ (qzo/noise.h), the perturbations (kernels/rng.h).
 #ifndef SD_TRAIN_H
@@ -68,6 +69,11 @@ void sd_train_step_batch(const sd_trainer *t, int64_t step, int *epoch, int *bat
 int sd_train_encode(sd_trainer *t, int64_t first_step);
 // Cache key of a prompt's embedding (text encoders' hash + text).
 void sd_train_text_key(const sd_trainer *t, const char *prompt, sd_cache_key *key);
+// Loads cache entries the encode phase wrote (`what` names the item in the error);
+// a miss is an error: everything the run reads was encoded before the MMDiT phase.
+int sd_train_load_cached(const sd_trainer *t, const sd_cache_key *key, const sd_cache_item *items, int n, const char *what);
+// The view of buf from element offset_elems on, with the given shape (a batch row).
+sq_tensor sd_train_slice(const sq_tensor *buf, int64_t offset_elems, int ndim, const int64_t *shape);
 
 // Frozen and trained models, from the pipeline folder or synthetic (app/train_models.c).
 int sd_train_parse_synthetic(const char *model, bool *synthetic, sd_mmdit_preset *preset);

@@ -24,6 +24,20 @@ void sd_train_text_key(const sd_trainer *t, const char *prompt, sd_cache_key *ke
     sd_cache_key_text(key, prompt, t->text_hash);
 }
 
+int sd_train_load_cached(const sd_trainer *t, const sd_cache_key *key, const sd_cache_item *items, int n, const char *what) {
+    bool hit = false;
+    if (sd_cache_load(t->cache, key, items, n, &hit) != SQ_OK) return SQ_FAIL;
+    if (!hit)
+        return sq_errorf("the cache entry of %s is missing or unusable (was %s changed during the run?); rerun to re-encode",
+                         what, t->cache_dir);
+    return SQ_OK;
+}
+
+sq_tensor sd_train_slice(const sq_tensor *buf, int64_t offset_elems, int ndim, const int64_t *shape) {
+    size_t es = sq_dtype_bytes(buf->dtype, 1);
+    return sq_tensor_view((char *)buf->data + (size_t)offset_elems * es, buf->dtype, buf->device, ndim, shape);
+}
+
 int sd_train_item_keys(sd_trainer *t, sd_dataset *ds, int index, int epoch, sd_cache_key *latent, sd_cache_key *text,
                        int *w, int *h) {
     sd_dataset_item it;

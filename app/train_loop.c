@@ -2,8 +2,9 @@
 // transformer is int4 (quantised once into the cache folder, or an `sd-qzo quantize`
 // file); every step loads its batch's latents and embeddings from the cache, draws
 // the noise and σ of (seed, step), and hands the flow-matching loss to the QZO
-// optimiser. Around the steps: the fixed-noise validation loss, preview images,
-// atomic checkpoints (also on Ctrl-C), the step log and report.html.
+// optimiser. Around the steps: the fixed-noise validation loss and preview images
+// (app/train_eval.h), atomic checkpoints (also on Ctrl-C), the step log and
+// report.html.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "app/train.h"
+#include "app/train_eval.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/path.h"
@@ -25,16 +27,6 @@
 #include "qzo/checkpoint.h"
 #include "qzo/flow_loss.h"
 #include "qzo/trained_scales.h"
-#include "samples/grid.h"
-#include "samples/png.h"
-#include "samples/sampler.h"
-#include "vae/model.h"
-
-typedef struct {
-    sq_tensor x0, ctx, pooled;   // one cached item
-    float sigma[SD_VAL_SIGMAS];
-    sq_tensor noise[SD_VAL_SIGMAS];
-} val_item;
 
 typedef struct {
     sd_trainer *t;
@@ -48,14 +40,7 @@ typedef struct {
     float *noise_host;
     int cur_epoch;
     sd_epoch_plan plan;
-    val_item *val;
-    int n_val;
-    // previews
-    sq_tensor prompt_ctx, prompt_pooled, uncond_ctx, uncond_pooled;
-    sd_vae vae;
-    bool vae_loaded;
-    sd_report_preview *previews;
-    int n_previews;
+    sd_train_eval eval;          // validation loss and previews
     sd_train_log log;
 } loop;
 
@@ -180,20 +165,6 @@ static int alloc_scratch(loop *L) {
 
 // ---- batches from the cache ----
 
-static sq_tensor slice(const sq_tensor *buf, int64_t offset_elems, int ndim, const int64_t *shape) {
-    size_t es = sq_dtype_bytes(buf->dtype, 1);
-    return sq_tensor_view((char *)buf->data + (size_t)offset_elems * es, buf->dtype, buf->device, ndim, shape);
-}
-
-static int load_cached(loop *L, const sd_cache_key *key, const sd_cache_item *items, int n, const char *what) {
-    bool hit = false;
-    if (sd_cache_load(L->t->cache, key, items, n, &hit) != SQ_OK) return SQ_FAIL;
-    if (!hit)
-        return sq_errorf("the cache entry of %s is missing or unusable (was %s changed during the run?); rerun to re-encode",
-                         what, L->t->cache_dir);
-    return SQ_OK;
-}
-
 static int alloc_batch_buffers(loop *L) {
     sd_trainer *t = L->t;
     int64_t B = t->opt.batch_size, C = t->latent_channels, f = t->vae_factor, R = t->opt.resolution;
@@ -236,162 +207,24 @@ static int build_batch(loop *L, int64_t step, batch *bt) {
         h = ih / f;
         w = iw / f;
         per = C * h * w;
-        sq_tensor lat = slice(&L->x0_buf, j * per, 4, SQ_SHAPE(1, C, h, w));
-        sq_tensor ctx = slice(&L->ctx_buf, (int64_t)j * t->ctx_tokens * t->ctx_dim, 3, SQ_SHAPE(1, t->ctx_tokens, t->ctx_dim));
-        sq_tensor pooled = slice(&L->pooled_buf, (int64_t)j * t->pooled_dim, 2, SQ_SHAPE(1, t->pooled_dim));
+        sq_tensor lat = sd_train_slice(&L->x0_buf, j * per, 4, SQ_SHAPE(1, C, h, w));
+        sq_tensor ctx = sd_train_slice(&L->ctx_buf, (int64_t)j * t->ctx_tokens * t->ctx_dim, 3, SQ_SHAPE(1, t->ctx_tokens, t->ctx_dim));
+        sq_tensor pooled = sd_train_slice(&L->pooled_buf, (int64_t)j * t->pooled_dim, 2, SQ_SHAPE(1, t->pooled_dim));
         const char *path = sd_dataset_entry(t->data, b->items[j])->path;
         sd_cache_item li = {"latent", &lat};
         sd_cache_item ti[2] = {{"context", &ctx}, {"pooled", &pooled}};
-        if (load_cached(L, &kl, &li, 1, path) != SQ_OK || load_cached(L, &kt, ti, 2, path) != SQ_OK) return SQ_FAIL;
+        if (sd_train_load_cached(t, &kl, &li, 1, path) != SQ_OK || sd_train_load_cached(t, &kt, ti, 2, path) != SQ_OK)
+            return SQ_FAIL;
         uint64_t key_noise = sd_stream_key(t->opt.seed, SD_STREAM_NOISE), key_sigma = sd_stream_key(t->opt.seed, SD_STREAM_SIGMA);
         sd_draw_noise(L->noise_host + j * per, per, key_noise, (uint64_t)step, j);
         bt->sigma[j] = sd_draw_sigma(&t->sigma, key_sigma, (uint64_t)step, j);
     }
     bt->B = B;
-    bt->x0 = slice(&L->x0_buf, 0, 4, SQ_SHAPE(B, C, h, w));
-    bt->noise = slice(&L->noise_buf, 0, 4, SQ_SHAPE(B, C, h, w));
-    bt->ctx = slice(&L->ctx_buf, 0, 3, SQ_SHAPE(B, t->ctx_tokens, t->ctx_dim));
-    bt->pooled = slice(&L->pooled_buf, 0, 2, SQ_SHAPE(B, t->pooled_dim));
+    bt->x0 = sd_train_slice(&L->x0_buf, 0, 4, SQ_SHAPE(B, C, h, w));
+    bt->noise = sd_train_slice(&L->noise_buf, 0, 4, SQ_SHAPE(B, C, h, w));
+    bt->ctx = sd_train_slice(&L->ctx_buf, 0, 3, SQ_SHAPE(B, t->ctx_tokens, t->ctx_dim));
+    bt->pooled = sd_train_slice(&L->pooled_buf, 0, 2, SQ_SHAPE(B, t->pooled_dim));
     return sq_tensor_from_host_f32(&bt->noise, L->noise_host);
-}
-
-// ---- validation: fixed noise and σ per image, unperturbed model ----
-
-static int load_val(loop *L) {
-    sd_trainer *t = L->t;
-    if (!t->val) return SQ_OK;
-    L->n_val = sd_dataset_count(t->val);
-    L->val = calloc((size_t)L->n_val, sizeof *L->val);
-    if (!L->val) return sq_errorf("out of host memory");
-    uint64_t key = sd_stream_key(t->opt.seed, SD_STREAM_VAL);
-    for (int i = 0; i < L->n_val; i++) {
-        val_item *v = &L->val[i];
-        sd_cache_key kl, kt;
-        int w, h, C = t->latent_channels, f = t->vae_factor;
-        if (sd_train_item_keys(t, t->val, i, 0, &kl, &kt, &w, &h) != SQ_OK) return SQ_FAIL;
-        const int64_t *shape = SQ_SHAPE(1, C, h / f, w / f);
-        if (sq_tensor_alloc(&v->x0, t->dtype, t->device, 4, shape) ||
-            sq_tensor_alloc(&v->ctx, t->dtype, t->device, 3, SQ_SHAPE(1, t->ctx_tokens, t->ctx_dim)) ||
-            sq_tensor_alloc(&v->pooled, t->dtype, t->device, 2, SQ_SHAPE(1, t->pooled_dim)))
-            return SQ_FAIL;
-        const char *path = sd_dataset_entry(t->val, i)->path;
-        sd_cache_item li = {"latent", &v->x0};
-        sd_cache_item ti[2] = {{"context", &v->ctx}, {"pooled", &v->pooled}};
-        if (load_cached(L, &kl, &li, 1, path) != SQ_OK || load_cached(L, &kt, ti, 2, path) != SQ_OK) return SQ_FAIL;
-        int64_t per = sq_tensor_numel(&v->x0);
-        for (int k = 0; k < SD_VAL_SIGMAS; k++) {
-            // counters: σ uses "step" 0, noise "steps" 1..K; image i is sample i
-            v->sigma[k] = sd_draw_sigma(&t->sigma, key, (uint64_t)k, i);
-            sd_draw_noise(L->noise_host, per, key, (uint64_t)(1 + k), i);
-            if (sq_tensor_alloc(&v->noise[k], t->dtype, t->device, 4, shape) ||
-                sq_tensor_from_host_f32(&v->noise[k], L->noise_host))
-                return SQ_FAIL;
-        }
-    }
-    return SQ_OK;
-}
-
-static int val_loss(loop *L, double *out) {
-    double sum = 0;
-    int n = 0;
-    for (int i = 0; i < L->n_val; i++)
-        for (int k = 0; k < SD_VAL_SIGMAS; k++) {
-            val_item *v = &L->val[i];
-            sd_flow_batch fb;
-            if (sd_flow_batch_init(&fb, &L->m, &L->scratch, &v->x0, &v->noise[k], &v->sigma[k], &v->ctx, &v->pooled) != SQ_OK)
-                return SQ_FAIL;
-            double l;
-            int rc = sd_flow_loss(&fb, NULL, &l);
-            sd_flow_batch_free(&fb);
-            if (rc != SQ_OK) return sq_error_context("validation loss");
-            sum += l;
-            n++;
-        }
-    *out = sum / n;
-    return SQ_OK;
-}
-
-// ---- previews ----
-
-static int load_prompt_embeddings(loop *L) {
-    sd_trainer *t = L->t;
-    int n = t->n_prompts;
-    if (n == 0) return SQ_OK;
-    if (sq_tensor_alloc(&L->prompt_ctx, t->dtype, t->device, 3, SQ_SHAPE(n, t->ctx_tokens, t->ctx_dim)) ||
-        sq_tensor_alloc(&L->prompt_pooled, t->dtype, t->device, 2, SQ_SHAPE(n, t->pooled_dim)) ||
-        sq_tensor_alloc(&L->uncond_ctx, t->dtype, t->device, 3, SQ_SHAPE(1, t->ctx_tokens, t->ctx_dim)) ||
-        sq_tensor_alloc(&L->uncond_pooled, t->dtype, t->device, 2, SQ_SHAPE(1, t->pooled_dim)))
-        return SQ_FAIL;
-    for (int i = -1; i < n; i++) {
-        const char *p = i < 0 ? "" : t->prompts[i];
-        sd_cache_key k;
-        sd_train_text_key(t, p, &k);
-        sq_tensor c = i < 0 ? L->uncond_ctx : slice(&L->prompt_ctx, (int64_t)i * t->ctx_tokens * t->ctx_dim, 3, SQ_SHAPE(1, t->ctx_tokens, t->ctx_dim));
-        sq_tensor pl = i < 0 ? L->uncond_pooled : slice(&L->prompt_pooled, (int64_t)i * t->pooled_dim, 2, SQ_SHAPE(1, t->pooled_dim));
-        sd_cache_item ti[2] = {{"context", &c}, {"pooled", &pl}};
-        if (load_cached(L, &k, ti, 2, i < 0 ? "the empty prompt" : p) != SQ_OK) return SQ_FAIL;
-    }
-    return SQ_OK;
-}
-
-static int make_previews(loop *L, int64_t step) {
-    sd_trainer *t = L->t;
-    if (t->n_prompts == 0) return SQ_OK;
-    if (!L->vae_loaded) {
-        if (sd_train_load_vae(t, &L->vae) != SQ_OK) return sq_error_context("previews");
-        L->vae_loaded = true;
-    }
-    int R = t->opt.resolution, n = t->n_prompts;
-    sq_arena vae_scratch;
-    if (sq_arena_init(&vae_scratch, t->device, sd_vae_scratch_estimate(&L->vae.cfg, 1, R, R, (int)sq_dtype_bytes(t->dtype, 1))) != SQ_OK)
-        return sq_error_context("preview decode scratch");
-    float *img = malloc((size_t)3 * R * R * sizeof(float));
-    uint8_t **rgb = calloc((size_t)n, sizeof *rgb);
-    int rc = img && rgb ? SQ_OK : sq_errorf("out of host memory");
-    for (int i = 0; i < n && rc == SQ_OK; i++) {
-        sq_tensor c = slice(&L->prompt_ctx, (int64_t)i * t->ctx_tokens * t->ctx_dim, 3, SQ_SHAPE(1, t->ctx_tokens, t->ctx_dim));
-        sq_tensor pl = slice(&L->prompt_pooled, (int64_t)i * t->pooled_dim, 2, SQ_SHAPE(1, t->pooled_dim));
-        sd_sample_cond cond = {&c, &pl}, uncond = {&L->uncond_ctx, &L->uncond_pooled};
-        sd_sample_options so = {.batch = 1, .steps = t->opt.sample_steps, .guidance = t->opt.sample_cfg, .width = R,
-                                .height = R, .seed = t->opt.seed + (uint64_t)i};
-        rc = sd_sample(&L->m, &L->vae, &t->scheduler, &L->scratch, &vae_scratch, &cond, &uncond, &so, img);
-        if (rc == SQ_OK) {
-            rgb[i] = malloc((size_t)3 * R * R);
-            if (!rgb[i]) rc = sq_errorf("out of host memory");
-            else sd_images_to_rgb8(img, 1, R, R, rgb[i]);
-        }
-    }
-    if (rc == SQ_OK) {
-        uint8_t *grid = NULL;
-        int gw, gh;
-        rc = sd_grid((const uint8_t *const *)rgb, n, R, R, sd_grid_default_cols(n), 4, 255, &grid, &gw, &gh);
-        char dir[1100], path[1200], extra[64];
-        snprintf(dir, sizeof dir, "%s/previews", t->opt.output);
-        snprintf(path, sizeof path, "%s/step_%06lld.png", dir, (long long)step);
-        snprintf(extra, sizeof extra, "Step: %lld", (long long)step);
-        sd_png_params pp = {.prompt = t->prompts[0], .steps = t->opt.sample_steps, .cfg = t->opt.sample_cfg,
-                            .seed = t->opt.seed, .width = R, .height = R, .model = t->opt.model, .extra = extra};
-        if (rc == SQ_OK) rc = sq_mkdirs(dir);
-        char *text = rc == SQ_OK ? sd_png_parameters_text(&pp) : NULL;
-        if (rc == SQ_OK) rc = sd_png_write(path, grid, gw, gh, "parameters", text);
-        free(text);
-        free(grid);
-        if (rc == SQ_OK) {
-            sd_report_preview *np = realloc(L->previews, (size_t)(L->n_previews + 1) * sizeof *np);
-            if (!np) rc = sq_errorf("out of host memory");
-            else {
-                L->previews = np;
-                np[L->n_previews].step = step;
-                snprintf(np[L->n_previews].png_path, sizeof np[L->n_previews].png_path, "%s", path);
-                L->n_previews++;
-            }
-        }
-    }
-    for (int i = 0; rgb && i < n; i++) free(rgb[i]);
-    free(rgb);
-    free(img);
-    sq_arena_free(&vae_scratch);
-    return rc == SQ_OK ? SQ_OK : sq_error_context("previews at step %lld", (long long)step);
 }
 
 // ---- checkpoint and report ----
@@ -411,32 +244,15 @@ static int save_checkpoint(loop *L) {
     return rc;
 }
 
-// "Validation loss A at step 0, B at step N (-x%)." from the log, or a note that
-// there is no validation set.
-static void val_summary(const loop *L, char *buf, size_t size) {
-    double first = NAN, last = NAN;
-    int64_t s_first = 0, s_last = 0;
-    for (int i = 0; i < L->log.count; i++)
-        if (!isnan(L->log.rec[i].val_loss)) {
-            if (isnan(first)) { first = L->log.rec[i].val_loss; s_first = L->log.rec[i].step; }
-            last = L->log.rec[i].val_loss;
-            s_last = L->log.rec[i].step;
-        }
-    if (!isnan(first))
-        snprintf(buf, size, "Validation loss %.6f at step %lld, %.6f at step %lld (%+.2f%%).", first, (long long)s_first,
-                 last, (long long)s_last, 100.0 * (last - first) / first);
-    else snprintf(buf, size, "No validation set (--val-images).");
-}
-
 static int write_report(loop *L) {
     sd_trainer *t = L->t;
     char path[1100], summary[512], val[256];
     snprintf(path, sizeof path, "%s/report.html", t->opt.output);
-    val_summary(L, val, sizeof val);
+    sd_train_val_summary(&L->log, val, sizeof val);
     snprintf(summary, sizeof summary, "%s %lld steps done.", val, L->log.count > 0 ? (long long)L->log.rec[L->log.count - 1].step : 0LL);
     char *settings = sd_train_options_json(&t->opt);
     sd_report r = {.title = t->opt.output, .settings_json = settings ? settings : "{}", .summary = summary, .log = &L->log,
-                   .previews = L->previews, .n_previews = L->n_previews};
+                   .previews = L->eval.previews, .n_previews = L->eval.n_previews};
     int rc = sd_train_report_write(path, &r);
     free(settings);
     return rc;
@@ -446,25 +262,13 @@ static int write_report(loop *L) {
 
 static void free_loop(loop *L) {
     sd_train_log_close(&L->log);
-    for (int i = 0; L->val && i < L->n_val; i++) {
-        sq_tensor_free(&L->val[i].x0);
-        sq_tensor_free(&L->val[i].ctx);
-        sq_tensor_free(&L->val[i].pooled);
-        for (int k = 0; k < SD_VAL_SIGMAS; k++) sq_tensor_free(&L->val[i].noise[k]);
-    }
-    free(L->val);
+    sd_train_eval_free(&L->eval);
     if (L->cur_epoch >= 0) sd_epoch_plan_free(&L->plan);
     sq_tensor_free(&L->x0_buf);
     sq_tensor_free(&L->noise_buf);
     sq_tensor_free(&L->ctx_buf);
     sq_tensor_free(&L->pooled_buf);
-    sq_tensor_free(&L->prompt_ctx);
-    sq_tensor_free(&L->prompt_pooled);
-    sq_tensor_free(&L->uncond_ctx);
-    sq_tensor_free(&L->uncond_pooled);
     free(L->noise_host);
-    free(L->previews);
-    if (L->vae_loaded) sd_vae_free(&L->vae);
     sq_arena_free(&L->scratch);
     sq_scale_list_free(&L->sl);
     if (L->m.blocks) sd_mmdit_free(&L->m);
@@ -495,21 +299,7 @@ static int setup(loop *L) {
         sq_log_info("resuming at step %lld from %s", (long long)L->qs.step, t->opt.resume);
     }
     if (sd_train_log_open(&L->log, t->opt.output, t->opt.resume[0] ? L->qs.step : -1) != SQ_OK) return SQ_FAIL;
-    if (load_val(L) != SQ_OK || load_prompt_embeddings(L) != SQ_OK) return SQ_FAIL;
-    // previews of earlier steps of a resumed run are still on disk: keep them in the report
-    for (int64_t s = 0; s < L->qs.step && t->opt.sample_every > 0; s += t->opt.sample_every) {
-        char path[1200];
-        struct stat st;
-        snprintf(path, sizeof path, "%s/previews/step_%06lld.png", t->opt.output, (long long)s);
-        if (stat(path, &st) != 0) continue;
-        sd_report_preview *np = realloc(L->previews, (size_t)(L->n_previews + 1) * sizeof *np);
-        if (!np) return sq_errorf("out of host memory");
-        L->previews = np;
-        np[L->n_previews].step = s;
-        snprintf(np[L->n_previews].png_path, sizeof np[L->n_previews].png_path, "%s", path);
-        L->n_previews++;
-    }
-    return SQ_OK;
+    return sd_train_eval_init(&L->eval, t, L->qs.step);
 }
 
 int sd_train_loop(sd_trainer *t) {
@@ -523,11 +313,13 @@ int sd_train_loop(sd_trainer *t) {
     if (rc == SQ_OK && L.qs.step < steps) {
         // the "before" reference: validation loss and previews of the untrained scales
         double v0 = NAN;
-        if (L.qs.step == 0 && L.n_val) {
-            rc = val_loss(&L, &v0);
-            if (rc == SQ_OK) sq_log_info("validation loss before training: %.6f (%d images x %d fixed timesteps)", v0, L.n_val, SD_VAL_SIGMAS);
+        if (L.qs.step == 0 && L.eval.n_val) {
+            rc = sd_train_val_loss(&L.eval, &L.m, &L.scratch, &v0);
+            if (rc == SQ_OK)
+                sq_log_info("validation loss before training: %.6f (%d images x %d fixed timesteps)", v0, L.eval.n_val,
+                            SD_VAL_SIGMAS);
         }
-        if (rc == SQ_OK && L.qs.step == 0 && t->opt.sample_every > 0) rc = make_previews(&L, 0);
+        if (rc == SQ_OK && L.qs.step == 0 && t->opt.sample_every > 0) rc = sd_train_previews(&L.eval, &L.m, &L.scratch, 0);
         if (rc == SQ_OK && L.qs.step == 0) {
             // step 0 of the log: the untrained model's validation loss, no training loss
             sd_step_record r = {.step = 0, .loss = NAN, .loss_plus = NAN, .loss_minus = NAN, .d_raw = NAN,
@@ -551,8 +343,8 @@ int sd_train_loop(sd_trainer *t) {
             sq_device_synchronize(t->device);
             int64_t done = L.qs.step;
             double val = NAN;
-            if (t->opt.val_every > 0 && L.n_val && (done % t->opt.val_every == 0 || done == steps)) {
-                if ((rc = val_loss(&L, &val)) != SQ_OK) break;
+            if (t->opt.val_every > 0 && L.eval.n_val && (done % t->opt.val_every == 0 || done == steps)) {
+                if ((rc = sd_train_val_loss(&L.eval, &L.m, &L.scratch, &val)) != SQ_OK) break;
             }
             sd_step_record r = {.step = done, .loss = info.loss_mean, .loss_plus = info.loss_plus,
                                 .loss_minus = info.loss_minus, .d_raw = info.d_raw, .d_clipped = info.d_clipped,
@@ -566,7 +358,7 @@ int sd_train_loop(sd_trainer *t) {
             sq_progress_update(&pr, done, extra);
             bool stop = *t->stop != 0;
             if (t->opt.sample_every > 0 && (done % t->opt.sample_every == 0 || done == steps) && !stop)
-                if ((rc = make_previews(&L, done)) != SQ_OK) break;
+                if ((rc = sd_train_previews(&L.eval, &L.m, &L.scratch, done)) != SQ_OK) break;
             if (done % t->opt.save_every == 0 || done == steps || stop) {
                 if ((rc = save_checkpoint(&L)) != SQ_OK || (rc = write_report(&L)) != SQ_OK) break;
             }
@@ -577,7 +369,7 @@ int sd_train_loop(sd_trainer *t) {
     if (rc == SQ_OK) rc = write_report(&L);
     if (rc == SQ_OK) {
         char val[256];
-        val_summary(&L, val, sizeof val);
+        sd_train_val_summary(&L.log, val, sizeof val);
         sq_log_info("%s MMDiT scratch high-water %.3f GiB", val, gib(L.scratch.high_water));
         if (interrupted)
             rc = sq_errorf("interrupted: checkpoint saved at step %lld; continue with --resume %s/checkpoint.safetensors",

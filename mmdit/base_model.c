@@ -26,19 +26,31 @@ int sq_base_open(const char *model, sq_base_model *b, sq_safetensors **out) {
     if (!sq_is_file(model)) return sq_errorf("%s: no such file or directory", model);
     if ((size_t)snprintf(b->weights, sizeof b->weights, "%s", model) >= sizeof b->weights) return sq_errorf("%s: path too long", model);
     if (sq_st_open(out, model) != SQ_OK) return SQ_FAIL;
-    const char *fmt = sq_st_metadata(*out, "sd_qzo.format");
-    const char *layout = sq_st_metadata(*out, "sd_qzo.layout");
-    b->single_file = !(fmt && layout && !strcmp(layout, "diffusers"));
-    if (fmt) {
-        const char *group = sq_st_metadata(*out, "sd_qzo.group_size");
-        b->quantized = true;
-        b->group = group ? atoi(group) : 0;
-        if (strcmp(fmt, "q4-v1") || (b->group != 32 && b->group != 64 && b->group != 128)) {
-            sq_st_close(*out);
-            *out = NULL;
-            return sq_errorf("%s: unknown sd-qzo format '%s' or group size", model, fmt);
-        }
+    sq_q4_header h;
+    if (sq_q4_header_read(*out, model, &h) != SQ_OK) {
+        sq_st_close(*out);
+        *out = NULL;
+        return SQ_FAIL;
     }
+    b->single_file = h.single_file;
+    b->quantized = h.quantized;
+    b->group = h.group;
+    return SQ_OK;
+}
+
+int sq_q4_header_read(const sq_safetensors *st, const char *path, sq_q4_header *h) {
+    memset(h, 0, sizeof *h);
+    const char *fmt = sq_st_metadata(st, "sd_qzo.format");
+    const char *layout = sq_st_metadata(st, "sd_qzo.layout");
+    h->single_file = !(fmt && layout && !strcmp(layout, "diffusers"));
+    if (!fmt) return SQ_OK;
+    const char *group = sq_st_metadata(st, "sd_qzo.group_size");
+    h->quantized = true;
+    h->group = group ? atoi(group) : 0;
+    h->source_sha256 = sq_st_metadata(st, "sd_qzo.source_sha256");
+    h->config = sq_st_metadata(st, "sd_qzo.config");
+    if (strcmp(fmt, SQ_Q4_FORMAT) || (h->group != 32 && h->group != 64 && h->group != 128))
+        return sq_errorf("%s: unknown sd-qzo format '%s' or group size", path, fmt);
     return SQ_OK;
 }
 
@@ -74,8 +86,10 @@ int sq_base_sha256(const sq_base_model *b, const sq_safetensors *st, char hex[65
         sq_base_source_sha256(st, b->single_file, hex);
         return SQ_OK;
     }
-    const char *h = sq_st_metadata(st, "sd_qzo.source_sha256");
-    if (!h || strlen(h) != 64) return sq_errorf("%s: quantised file lacks its sd_qzo.source_sha256", b->weights);
-    snprintf(hex, 65, "%s", h);
+    sq_q4_header h;
+    if (sq_q4_header_read(st, b->weights, &h) != SQ_OK) return SQ_FAIL;
+    if (!h.source_sha256 || strlen(h.source_sha256) != 64)
+        return sq_errorf("%s: quantised file lacks its sd_qzo.source_sha256", b->weights);
+    snprintf(hex, 65, "%s", h.source_sha256);
     return SQ_OK;
 }

@@ -17,6 +17,32 @@
 
 #define SQ_SINGLE_FILE_PREFIX "model.diffusion_model."
 
+// The int4 file of `sd-qzo quantize` (mmdit/quantize_file.h) carries its facts in
+// the safetensors metadata: sd_qzo.format = SQ_Q4_FORMAT, sd_qzo.group_size,
+// sd_qzo.source_sha256 (the source hash below), sd_qzo.layout ("diffusers" or
+// "single-file": the key layout kept from the source), sd_qzo.source (the path
+// quantised) and sd_qzo.config (the transformer's config.json; "{}" for a single
+// file). Tensors: "X.weight" becomes "X.weight.q4" (U8 (Nout, K/2), two codes a byte)
+// + "X.weight.scales" (F32 (Nout, K/G)); every other tensor is copied as it is.
+#define SQ_Q4_FORMAT "q4-v1"
+#define SQ_Q4_CODES_SUFFIX ".q4"
+#define SQ_Q4_SCALES_SUFFIX ".scales"
+
+// That metadata, read once (sq_q4_header_read is its only reader). The strings point
+// into the open file's header: valid while it stays open.
+typedef struct {
+    bool quantized;             // sd_qzo.format is present (and is SQ_Q4_FORMAT)
+    bool single_file;           // Stability key layout: a dense file, or an int4 file of one
+    int group;                  // quantized: 32, 64 or 128
+    const char *source_sha256;  // quantized: sd_qzo.source_sha256; NULL when absent
+    const char *config;         // quantized: sd_qzo.config; NULL when absent
+} sq_q4_header;
+
+// Reads the header of an open .safetensors file (not a folder: a diffusers folder is
+// always dense and in the diffusers layout). SQ_FAIL, naming `path`, for another
+// sd_qzo.format or a group size other than 32, 64, 128.
+int sq_q4_header_read(const sq_safetensors *st, const char *path, sq_q4_header *h);
+
 typedef struct {
     char weights[4096];  // what sq_st_open opens: the transformer folder or the file
     char config[4096];   // its config.json; "" when there is none (single or quantised file)

@@ -1,7 +1,5 @@
 // mmdit/config.c: MMDiT configs from config.json, from checkpoint shapes, or presets.
 #include "mmdit/config.h"
-#include "kernels/quant.h"
-#include "mmdit/model.h"
 
 #include <string.h>
 
@@ -173,11 +171,4 @@ void sd_mmdit_print_config(const sd_mmdit_config *c, FILE *f) {
             c->num_layers, c->num_heads, c->head_dim, c->hidden, c->patch_size, c->in_channels, c->out_channels,
             c->joint_attention_dim, c->pooled_projection_dim, c->pos_embed_max_size, c->qk_norm ? "rms" : "none",
             sd_mmdit_config_dual_count(c), params);
-}
-
-size_t sd_mmdit_scratch_estimate(const sd_mmdit_config *c, int B, int N, int T, int elem_bytes) {
-    size_t D = (size_t)c->hidden, es = (size_t)elem_bytes;
-    size_t act = (size_t)B * (size_t)(N + T) * D * es;
-    size_t weight = (B > SQ_QGEMV_MAX_ROWS ? 9 : 4) * D * D * es;
-    return 12 * act + weight + ((size_t)64 << 20);
 }

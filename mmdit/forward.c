@@ -5,7 +5,17 @@
 
 #include "core/error.h"
 #include "kernels/ops.h"
+#include "kernels/quant.h"
 #include "mmdit/blocks.h"
+
+// The forward's arena high-water mark, estimated (mmdit/model.h explains the terms):
+// keep it in step with what sd_mmdit_forward and the joint block allocate.
+size_t sd_mmdit_scratch_estimate(const sd_mmdit_config *c, int B, int N, int T, int elem_bytes) {
+    size_t D = (size_t)c->hidden, es = (size_t)elem_bytes;
+    size_t act = (size_t)B * (size_t)(N + T) * D * es;
+    size_t weight = (B > SQ_QGEMV_MAX_ROWS ? 9 : 4) * D * D * es;
+    return 12 * act + weight + ((size_t)64 << 20);
+}
 
 static float *trace_copy(const sq_tensor *t) {
     float *h = malloc((size_t)sq_tensor_numel(t) * sizeof(float));

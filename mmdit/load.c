@@ -11,11 +11,10 @@
 #include "core/error.h"
 #include "core/path.h"
 #include "core/log.h"
+#include "mmdit/base_model.h"
 #include "mmdit/keymap.h"
 #include "mmdit/model.h"
 #include "mmdit/quantize.h"
-
-#define SINGLE_FILE_PREFIX "model.diffusion_model."
 
 typedef struct {
     sq_safetensors *st;
@@ -56,7 +55,7 @@ static int resolve(const loader *L, const char *dkey, char *key, size_t size, sd
         return SQ_OK;
     }
     if (!sd_mmdit_single_file_key(dkey, L->num_layers, sk)) return sq_errorf("%s: no single-file key for '%s'", L->origin, dkey);
-    snprintf(key, size, SINGLE_FILE_PREFIX "%s", sk->key);
+    snprintf(key, size, SQ_SINGLE_FILE_PREFIX "%s", sk->key);
     return SQ_OK;
 }
 
@@ -173,9 +172,9 @@ static int load_quantized(loader *L, const char *dprefix, sq_linear *l, int64_t 
     if (sq_tensor_alloc(&l->codes, SQ_Q4, L->device, 2, (int64_t[]){out, in}) != SQ_OK ||
         sq_tensor_alloc(&l->scales, SQ_F32, L->device, 2, (int64_t[]){out, in / L->group}) != SQ_OK)
         return SQ_FAIL;
-    snprintf(k2, sizeof k2, "%s.q4", key);
+    snprintf(k2, sizeof k2, "%s" SQ_Q4_CODES_SUFFIX, key);
     if (load_rows_raw(L, k2, &sk, &l->codes, SQ_U8) != SQ_OK) return SQ_FAIL;
-    snprintf(k2, sizeof k2, "%s.scales", key);
+    snprintf(k2, sizeof k2, "%s" SQ_Q4_SCALES_SUFFIX, key);
     if (load_rows_raw(L, k2, &sk, &l->scales, SQ_F32) != SQ_OK) return SQ_FAIL;
     l->group = L->group;
     return SQ_OK;
@@ -186,7 +185,7 @@ static bool has_quantized(loader *L, const char *dprefix) {
     sd_single_file_key sk;
     snprintf(dkey, sizeof dkey, "%.300s.weight", dprefix);
     if (!L->quantized || !L->st || resolve(L, dkey, key, sizeof key, &sk) != SQ_OK) return false;
-    snprintf(k2, sizeof k2, "%s.q4", key);
+    snprintf(k2, sizeof k2, "%s" SQ_Q4_CODES_SUFFIX, key);
     return sq_st_find(L->st, k2) != NULL;
 }
 
@@ -299,20 +298,14 @@ done:
     return rc;
 }
 
-// A single file's layout: Stability keys unless `sd-qzo quantize` wrote it from a
-// diffusers folder (sd_qzo.layout).
-static bool single_layout(const sq_safetensors *st) {
-    const char *fmt = sq_st_metadata(st, "sd_qzo.format"), *layout = sq_st_metadata(st, "sd_qzo.layout");
-    return !(fmt && layout && !strcmp(layout, "diffusers"));
-}
-
-// The config of an open single file: the copy a quantised diffusers-layout file
-// carries, or inferred from a Stability file's tensor shapes.
+// The config of a single file: from the int4 header's metadata, or inferred from a
+// Stability single file's tensor shapes.
 static int file_config(sd_mmdit_config *c, const sq_safetensors *st, const char *path) {
-    if (single_layout(st)) return sd_mmdit_config_infer(c, st, SINGLE_FILE_PREFIX);
+    sq_q4_header h;
+    if (sq_q4_header_read(st, path, &h) != SQ_OK) return SQ_FAIL;
+    if (h.single_file) return sd_mmdit_config_infer(c, st, SQ_SINGLE_FILE_PREFIX);
     sq_config *j = NULL;
-    const char *text = sq_st_metadata(st, "sd_qzo.config");
-    int rc = sq_config_parse(&j, text ? text : "", path);
+    int rc = sq_config_parse(&j, h.config ? h.config : "", path);
     if (rc == SQ_OK) rc = sd_mmdit_config_parse(c, j, path);
     sq_config_free(j);
     return rc;
@@ -353,19 +346,12 @@ int sd_mmdit_load(sd_mmdit *m, const char *path, sq_device device, sq_dtype dtyp
         L.origin = dir;
     } else {
         if (sq_st_open(&L.st, path) != SQ_OK) return SQ_FAIL;
-        const char *fmt = sq_st_metadata(L.st, "sd_qzo.format");
-        L.single = single_layout(L.st);
-        int rc = SQ_OK;
-        if (fmt) {
-            // written by `sd-qzo quantize`: int4 codes + scales, config in the metadata
-            const char *group = sq_st_metadata(L.st, "sd_qzo.group_size");
-            L.quantized = true;
-            L.group = group ? atoi(group) : 0;
-            if (strcmp(fmt, "q4-v1") || (L.group != 32 && L.group != 64 && L.group != 128))
-                rc = sq_errorf("%s: unknown sd-qzo format '%s' or group size", path, fmt);
-            const char *hash = sq_st_metadata(L.st, "sd_qzo.source_sha256");
-            if (hash) snprintf(m->source_sha256, sizeof m->source_sha256, "%s", hash);
-        }
+        sq_q4_header h;
+        int rc = sq_q4_header_read(L.st, path, &h);
+        L.single = h.single_file;
+        L.quantized = h.quantized;   // written by `sd-qzo quantize`: int4 codes + scales, config in the metadata
+        L.group = h.group;
+        if (h.source_sha256) snprintf(m->source_sha256, sizeof m->source_sha256, "%s", h.source_sha256);
         if (rc == SQ_OK) rc = file_config(&m->cfg, L.st, path);
         if (rc != SQ_OK) { sq_st_close(L.st); return SQ_FAIL; }
     }

@@ -1,49 +1,87 @@
-// mmdit/quantize.c: canonical layer order, scale indices and in-place int4
-// quantisation of a loaded MMDiT.
+// mmdit/quantize.c: the int4 layer table (canonical order, checkpoint names), scale
+// indices and in-place int4 quantisation of a loaded MMDiT.
 #include "mmdit/quantize.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
+#include "mmdit/keymap.h"
 
 const char *sd_qlayer_kind_name(sd_qlayer_kind k) {
     static const char *n[] = {"attention q/k/v", "attention out", "mlp in", "mlp out", "adaLN modulation"};
     return k < SD_QK_COUNT ? n[k] : "?";
 }
 
+// The int4 layers of one joint block, in the canonical order: the block member,
+// its diffusers name after "transformer_blocks.N." and its kind.
+static const struct {
+    size_t offset;
+    const char *name;
+    sd_qlayer_kind kind;
+} block_qlayers[SD_MMDIT_LAYERS_PER_BLOCK] = {
+    {offsetof(sd_mmdit_block, norm1), "norm1.linear", SD_QK_ADALN},
+    {offsetof(sd_mmdit_block, norm1_context), "norm1_context.linear", SD_QK_ADALN},
+    {offsetof(sd_mmdit_block, to_q), "attn.to_q", SD_QK_ATTN_QKV},
+    {offsetof(sd_mmdit_block, to_k), "attn.to_k", SD_QK_ATTN_QKV},
+    {offsetof(sd_mmdit_block, to_v), "attn.to_v", SD_QK_ATTN_QKV},
+    {offsetof(sd_mmdit_block, to_out), "attn.to_out.0", SD_QK_ATTN_OUT},
+    {offsetof(sd_mmdit_block, add_q), "attn.add_q_proj", SD_QK_ATTN_QKV},
+    {offsetof(sd_mmdit_block, add_k), "attn.add_k_proj", SD_QK_ATTN_QKV},
+    {offsetof(sd_mmdit_block, add_v), "attn.add_v_proj", SD_QK_ATTN_QKV},
+    {offsetof(sd_mmdit_block, to_add_out), "attn.to_add_out", SD_QK_ATTN_OUT},
+    {offsetof(sd_mmdit_block, attn2_q), "attn2.to_q", SD_QK_ATTN_QKV},
+    {offsetof(sd_mmdit_block, attn2_k), "attn2.to_k", SD_QK_ATTN_QKV},
+    {offsetof(sd_mmdit_block, attn2_v), "attn2.to_v", SD_QK_ATTN_QKV},
+    {offsetof(sd_mmdit_block, attn2_out), "attn2.to_out.0", SD_QK_ATTN_OUT},
+    {offsetof(sd_mmdit_block, ff1), "ff.net.0.proj", SD_QK_MLP_IN},
+    {offsetof(sd_mmdit_block, ff2), "ff.net.2", SD_QK_MLP_OUT},
+    {offsetof(sd_mmdit_block, ff_context1), "ff_context.net.0.proj", SD_QK_MLP_IN},
+    {offsetof(sd_mmdit_block, ff_context2), "ff_context.net.2", SD_QK_MLP_OUT},
+};
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && !strcmp(s + n - m, suffix);
+}
+
+bool sd_mmdit_should_quantize(const char *name, int ndim, const int64_t *shape, int group, sd_qlayer_kind *kind) {
+    if (ndim != 2 || !ends_with(name, ".weight")) return false;
+    if (shape[1] % group != 0 || shape[1] % 8 != 0) return false;
+    // a single-file key is asked for by the diffusers name of what it holds (the first
+    // third of a fused qkv names its kind as well as the other two)
+    char dkeys[3][256];
+    const char *single = strstr(name, "joint_blocks.");
+    if (single) {
+        if (sd_mmdit_diffusers_keys(single, dkeys) == 0) return false;
+        name = dkeys[0];
+    }
+    if (strncmp(name, "transformer_blocks.", 19)) return false;
+    char *end;
+    strtol(name + 19, &end, 10);
+    if (end == name + 19 || *end != '.') return false;
+    const char *rest = end + 1;
+    size_t len = strlen(rest) - strlen(".weight");
+    for (int j = 0; j < SD_MMDIT_LAYERS_PER_BLOCK; j++)
+        if (strlen(block_qlayers[j].name) == len && !strncmp(rest, block_qlayers[j].name, len)) {
+            *kind = block_qlayers[j].kind;
+            return true;
+        }
+    return false;
+}
+
 int sd_mmdit_qlayers(sd_mmdit *m, sd_mmdit_qlayer *out, int max) {
     int n = 0;
     for (int i = 0; i < m->cfg.num_layers; i++) {
-        sd_mmdit_block *b = &m->blocks[i];
-        struct { sq_linear *l; const char *name; sd_qlayer_kind kind; } ls[SD_MMDIT_LAYERS_PER_BLOCK] = {
-            {&b->norm1, "norm1.linear", SD_QK_ADALN},
-            {&b->norm1_context, "norm1_context.linear", SD_QK_ADALN},
-            {&b->to_q, "attn.to_q", SD_QK_ATTN_QKV},
-            {&b->to_k, "attn.to_k", SD_QK_ATTN_QKV},
-            {&b->to_v, "attn.to_v", SD_QK_ATTN_QKV},
-            {&b->to_out, "attn.to_out.0", SD_QK_ATTN_OUT},
-            {&b->add_q, "attn.add_q_proj", SD_QK_ATTN_QKV},
-            {&b->add_k, "attn.add_k_proj", SD_QK_ATTN_QKV},
-            {&b->add_v, "attn.add_v_proj", SD_QK_ATTN_QKV},
-            {&b->to_add_out, "attn.to_add_out", SD_QK_ATTN_OUT},
-            {&b->attn2_q, "attn2.to_q", SD_QK_ATTN_QKV},
-            {&b->attn2_k, "attn2.to_k", SD_QK_ATTN_QKV},
-            {&b->attn2_v, "attn2.to_v", SD_QK_ATTN_QKV},
-            {&b->attn2_out, "attn2.to_out.0", SD_QK_ATTN_OUT},
-            {&b->ff1, "ff.net.0.proj", SD_QK_MLP_IN},
-            {&b->ff2, "ff.net.2", SD_QK_MLP_OUT},
-            {&b->ff_context1, "ff_context.net.0.proj", SD_QK_MLP_IN},
-            {&b->ff_context2, "ff_context.net.2", SD_QK_MLP_OUT},
-        };
         for (int j = 0; j < SD_MMDIT_LAYERS_PER_BLOCK; j++) {
-            sq_linear *l = ls[j].l;
+            sq_linear *l = (sq_linear *)((char *)&m->blocks[i] + block_qlayers[j].offset);
             if (!l->w.data && !l->codes.data) continue;   // absent in this block (pre-only, no dual)
             if (n < max) {
-                snprintf(out[n].name, sizeof out[n].name, "transformer_blocks.%d.%s", i, ls[j].name);
+                snprintf(out[n].name, sizeof out[n].name, "transformer_blocks.%d.%s", i, block_qlayers[j].name);
                 out[n].linear = l;
-                out[n].kind = ls[j].kind;
+                out[n].kind = block_qlayers[j].kind;
             }
             n++;
         }

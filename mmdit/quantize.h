@@ -1,11 +1,19 @@
-// mmdit/quantize.h: the MMDiT's quantised layers. QZO trains the scales of every
-// linear layer inside the joint blocks; this file lists those layers in one fixed
-// order (block by block: norm1, norm1_context, to_q, to_k, to_v, to_out, add_q,
-// add_k, add_v, to_add_out, attn2 q/k/v/out, ff1, ff2, ff_context1, ff_context2),
-// which defines each scale's global index for the perturbation RNG, and converts a
-// dense model to int4 in place.
+// mmdit/quantize.h: the MMDiT's quantised layers, the one table of which tensors
+// are int4. DESIGN.md: every linear layer of the joint blocks (attention q/k/v/out
+// of both streams, the dual attention, MLPs, adaLN modulation) is int4; embedders,
+// the final layer and norms stay in the checkpoint precision. QZO trains the scales
+// of those layers; this file lists them in one fixed order (block by block: norm1,
+// norm1_context, to_q, to_k, to_v, to_out, add_q, add_k, add_v, to_add_out, attn2
+// q/k/v/out, ff1, ff2, ff_context1, ff_context2), which defines each scale's global
+// index for the perturbation RNG, tells a checkpoint's tensor names that are int4
+// (both key layouts: diffusers, and Stability's single file through mmdit/keymap.h),
+// and converts a dense model to int4 in place.
 #ifndef SD_MMDIT_QUANTIZE_H
 #define SD_MMDIT_QUANTIZE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
 
 #include "mmdit/model.h"
 
@@ -18,6 +26,13 @@ typedef struct {
     sq_linear *linear;
     sd_qlayer_kind kind;
 } sd_mmdit_qlayer;
+
+// True when checkpoint tensor `name` (diffusers "transformer_blocks.N.…" or
+// single-file "[model.diffusion_model.]joint_blocks.N.…") with shape (Nout, K) is
+// one of the layers above's weight and K is a multiple of the group size g (and of
+// 8); sets *kind. Such a tensor becomes "X.weight.q4" + "X.weight.scales" in an int4
+// file (mmdit/base_model.h).
+bool sd_mmdit_should_quantize(const char *name, int ndim, const int64_t *shape, int group, sd_qlayer_kind *kind);
 
 // Fills out[] (up to max) with the joint-block linears that exist in this model, in
 // the canonical order; returns the count.

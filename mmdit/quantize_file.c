@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "core/config.h"
 #include "core/error.h"
@@ -20,36 +19,23 @@
 #include "core/safetensors.h"
 #include "kernels/quant.h"
 #include "mmdit/base_model.h"
-#include "mmdit/quantize_rules.h"
-
-// Finds the transformer weights and its config.json (NULL config for a single file).
-static int resolve_model(const char *model, char *weights, size_t wsize, char *config, size_t csize) {
-    config[0] = 0;
-    if (sq_is_dir(model)) {
-        char p[4096];
-        snprintf(p, sizeof p, "%s/transformer", model);
-        const char *dir = sq_is_dir(p) ? p : model;
-        snprintf(weights, wsize, "%s", dir);
-        if ((size_t)snprintf(config, csize, "%.4000s/config.json", dir) >= csize) return sq_errorf("%s: path too long", dir);
-        if (!sq_is_file(config)) return sq_errorf("%s: no config.json (expected a diffusers SD3 transformer directory)", dir);
-        return SQ_OK;
-    }
-    if (!sq_is_file(model)) return sq_errorf("%s: no such file or directory", model);
-    snprintf(weights, wsize, "%s", model);
-    return SQ_OK;
-}
+#include "mmdit/quantize.h"
 
 typedef struct {
-    double err[SQ_LAYER_KIND_COUNT], ref[SQ_LAYER_KIND_COUNT];
-    int64_t count[SQ_LAYER_KIND_COUNT];
+    double err[SD_QK_COUNT], ref[SD_QK_COUNT];
+    int64_t count[SD_QK_COUNT];
 } error_report;
 
 int sq_quantize_checkpoint(const char *model, const char *out_path, int group, bool quiet) {
-    char weights[4096], config_path[4096];
-    if (resolve_model(model, weights, sizeof weights, config_path, sizeof config_path) != SQ_OK) return SQ_FAIL;
-    bool single_file = config_path[0] == 0;
+    sq_base_model base;
     sq_safetensors *st = NULL;
-    if (sq_st_open(&st, weights) != SQ_OK) return SQ_FAIL;
+    if (sq_base_open(model, &base, &st) != SQ_OK) return SQ_FAIL;
+    if (base.quantized) {
+        sq_st_close(st);
+        return sq_errorf("%s: already an int4 file of `sd-qzo quantize` (group size %d)", model, base.group);
+    }
+    const char *weights = base.weights, *config_path = base.config;
+    bool single_file = base.single_file;
 
     int n = sq_st_count(st), nout = 0, nq = 0;
     sq_st_tensor_desc *desc = calloc((size_t)n * 2, sizeof *desc);
@@ -64,10 +50,10 @@ int sq_quantize_checkpoint(const char *model, const char *out_path, int group, b
     for (int i = 0; i < n; i++) {
         const sq_st_entry *e = sq_st_at(st, i);
         if (!sq_base_keep_tensor(e->name, single_file)) continue;
-        sq_layer_kind kind;
+        sd_qlayer_kind kind;
         total_bytes += (int64_t)e->nbytes;
         if ((e->dtype == SQ_F32 || e->dtype == SQ_BF16 || e->dtype == SQ_F16) &&
-            sq_should_quantize(e->name, e->ndim, e->shape, group, &kind)) {
+            sd_mmdit_should_quantize(e->name, e->ndim, e->shape, group, &kind)) {
             size_t len = strlen(e->name) + 16;
             names[nout] = malloc(len);
             names[nout + 1] = malloc(len);
@@ -103,7 +89,7 @@ int sq_quantize_checkpoint(const char *model, const char *out_path, int group, b
     char hex[65], group_s[16];
     sq_base_source_sha256(st, single_file, hex);
     snprintf(group_s, sizeof group_s, "%d", group);
-    sq_st_kv meta[6] = {{"sd_qzo.format", "q4-v1"},
+    sq_st_kv meta[6] = {{"sd_qzo.format", SQ_Q4_FORMAT},
                         {"sd_qzo.group_size", group_s},
                         {"sd_qzo.source_sha256", hex},
                         {"sd_qzo.layout", single_file ? "single-file" : "diffusers"},
@@ -119,9 +105,9 @@ int sq_quantize_checkpoint(const char *model, const char *out_path, int group, b
     for (int i = 0; i < n; i++) {
         const sq_st_entry *e = sq_st_at(st, i);
         if (!sq_base_keep_tensor(e->name, single_file)) continue;
-        sq_layer_kind kind;
+        sd_qlayer_kind kind;
         if ((e->dtype == SQ_F32 || e->dtype == SQ_BF16 || e->dtype == SQ_F16) &&
-            sq_should_quantize(e->name, e->ndim, e->shape, group, &kind)) {
+            sd_mmdit_should_quantize(e->name, e->ndim, e->shape, group, &kind)) {
             int64_t numel = e->shape[0] * e->shape[1];
             sq_convert_to_f32(wbuf, e->data, e->dtype, numel);
             double err = sq_quantize_q4(wbuf, e->shape[0], e->shape[1], group, codes, scales);
@@ -149,9 +135,9 @@ int sq_quantize_checkpoint(const char *model, const char *out_path, int group, b
     if (!quiet) {
         printf("quantised %d linear layers to int4 (group %d) -> %s\n", nq, group, out_path);
         printf("%-18s %7s %14s\n", "layer type", "layers", "rel RMS error");
-        for (int k = 0; k < SQ_LAYER_KIND_COUNT; k++)
+        for (int k = 0; k < SD_QK_COUNT; k++)
             if (rep.count[k])
-                printf("%-18s %7lld %14.4f\n", sq_layer_kind_name((sq_layer_kind)k), (long long)rep.count[k],
+                printf("%-18s %7lld %14.4f\n", sd_qlayer_kind_name((sd_qlayer_kind)k), (long long)rep.count[k],
                        sqrt(rep.err[k] / (rep.ref[k] > 0 ? rep.ref[k] : 1)));
     }
 done:

@@ -34,7 +34,7 @@ int sq_scale_list_make(sd_mmdit *m, const char *origin, sq_scale_list *out) {
     for (int i = 0; i < n; i++) {
         if (!sq_linear_quantized(ls[i].linear)) continue;
         int k = out->count++;
-        snprintf(out->names[k], sizeof out->names[k], "%.96s.weight.scales", ls[i].name);
+        snprintf(out->names[k], sizeof out->names[k], "%.96s.weight" SQ_Q4_SCALES_SUFFIX, ls[i].name);
         out->named[k] = (sq_named_scales){out->names[k], &ls[i].linear->scales};
         out->scales[k] = &ls[i].linear->scales;
         out->index_base[k] = ls[i].linear->index_base;
