@@ -102,8 +102,14 @@ static int set_row(const sq_option *d, void *obj, const char *value) {
         return SQ_OK;
     }
     case SQ_OPT_FLOAT: {
+        if (d->choices && d->choices[0].name && !strcmp(value, d->choices[0].name)) {
+            *(float *)field = NAN;   // the row's one word ("auto"): decided at run time
+            return SQ_OK;
+        }
         float v = strtof(value, &end);
-        if (!*value || *end || errno || !isfinite(v)) return sq_errorf("--%s wants a number, not '%s'", d->name, value);
+        if (!*value || *end || errno || !isfinite(v))
+            return sq_errorf("--%s wants a number%s%s, not '%s'", d->name, d->choices ? " or " : "",
+                             d->choices ? d->choices[0].name : "", value);
         *(float *)field = v;
         return SQ_OK;
     }
@@ -303,7 +309,10 @@ void sq_options_format(const sq_option *d, const void *obj, char *buf, size_t si
     case SQ_OPT_INT: snprintf(buf, size, "%d", *(const int *)field); break;
     case SQ_OPT_I64: snprintf(buf, size, "%lld", (long long)*(const int64_t *)field); break;
     case SQ_OPT_U64: snprintf(buf, size, "%llu", (unsigned long long)*(const uint64_t *)field); break;
-    case SQ_OPT_FLOAT: sq_format_float(*(const float *)field, buf, size); break;
+    case SQ_OPT_FLOAT:
+        if (d->choices && isnan(*(const float *)field)) snprintf(buf, size, "%s", d->choices[0].name);
+        else sq_format_float(*(const float *)field, buf, size);
+        break;
     case SQ_OPT_BOOL: snprintf(buf, size, "%s", *(const bool *)field ? "true" : "false"); break;
     case SQ_OPT_ENUM: snprintf(buf, size, "%s", sq_options_choice_name(d->choices, *(const int *)field)); break;
     }
@@ -348,7 +357,8 @@ char *sq_options_json(const sq_option_table *t, const void *obj) {
         case SQ_OPT_FLOAT:
             // as written: cJSON would print the float's double (9.99999974737875e-06)
             sq_options_format(d, obj, buf, sizeof buf);
-            cJSON_AddRawToObject(root, d->name, buf);
+            if (isnan(*(const float *)field)) cJSON_AddStringToObject(root, d->name, buf);   // "auto"
+            else cJSON_AddRawToObject(root, d->name, buf);
             break;
         case SQ_OPT_BOOL: cJSON_AddBoolToObject(root, d->name, *(const bool *)field); break;
         case SQ_OPT_ENUM: cJSON_AddStringToObject(root, d->name, sq_options_choice_name(d->choices, *(const int *)field)); break;

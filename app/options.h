@@ -43,7 +43,8 @@ typedef struct {
     sq_opt_type type;
     size_t offset;                  // of the field in the command's options struct
     size_t size;                    // SQ_OPT_STR: the char array's size
-    const sq_opt_choice *choices;   // SQ_OPT_ENUM (required), SQ_OPT_INT (optional)
+    const sq_opt_choice *choices;   // SQ_OPT_ENUM (required), SQ_OPT_INT (optional), SQ_OPT_FLOAT (optional:
+                                    // its first word, e.g. "auto", is stored as NAN and written back as the word)
     bool fingerprint;               // changes the computed result (a resumed run must match)
     const char *help;
 } sq_option;

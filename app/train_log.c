@@ -10,7 +10,42 @@
 
 #include "core/error.h"
 
-static const char *csv_header = "step,loss,loss_plus,loss_minus,d_raw,d_clipped,lr,seconds,gpu_mem_gib,val_loss\n";
+#include <stddef.h>
+
+// Every column after "step", in file order: one table for JSONL, CSV and reloading.
+typedef struct {
+    const char *key;
+    size_t offset;
+    double missing;   // the value a reloaded record gets when a key is absent (older logs)
+} column;
+
+#define COL(f, miss) {#f, offsetof(sd_step_record, f), miss}
+#define RCOL(key, i) {key, offsetof(sd_step_record, rel_perturb) + (i) * sizeof(double), NAN}
+static const column columns[] = {
+    COL(loss, NAN), COL(loss_plus, NAN), COL(loss_minus, NAN), COL(d_raw, NAN), COL(d_clipped, NAN), COL(lr, NAN),
+    COL(seconds, 0), COL(gpu_mem_gib, 0), COL(val_loss, NAN), COL(discarded, 0), COL(clipped_share, NAN),
+    COL(zero_share, NAN), RCOL("rel_perturb_attn_qkv", 0), RCOL("rel_perturb_attn_out", 1), RCOL("rel_perturb_mlp_in", 2),
+    RCOL("rel_perturb_mlp_out", 3), RCOL("rel_perturb_adaln", 4),
+};
+#define N_COLUMNS ((int)(sizeof columns / sizeof columns[0]))
+
+static double *col(sd_step_record *r, int i) { return (double *)((char *)r + columns[i].offset); }
+static double col_value(const sd_step_record *r, int i) { return *(const double *)((const char *)r + columns[i].offset); }
+
+sd_step_record sd_step_record_empty(int64_t step) {
+    sd_step_record r;
+    memset(&r, 0, sizeof r);
+    r.step = step;
+    for (int i = 0; i < N_COLUMNS; i++) *col(&r, i) = NAN;
+    r.seconds = r.gpu_mem_gib = r.discarded = 0;
+    return r;
+}
+
+static void write_csv_header(FILE *f) {
+    fputs("step", f);
+    for (int i = 0; i < N_COLUMNS; i++) fprintf(f, ",%s", columns[i].key);
+    fputc('\n', f);
+}
 
 static int push(sd_train_log *log, const sd_step_record *r) {
     if (log->count == log->cap) {
@@ -31,15 +66,7 @@ static void json_num(FILE *f, const char *key, double v, bool last) {
 
 static void write_json(FILE *f, const sd_step_record *r) {
     fprintf(f, "{\"step\": %lld, ", (long long)r->step);
-    json_num(f, "loss", r->loss, false);
-    json_num(f, "loss_plus", r->loss_plus, false);
-    json_num(f, "loss_minus", r->loss_minus, false);
-    json_num(f, "d_raw", r->d_raw, false);
-    json_num(f, "d_clipped", r->d_clipped, false);
-    json_num(f, "lr", r->lr, false);
-    json_num(f, "seconds", r->seconds, false);
-    json_num(f, "gpu_mem_gib", r->gpu_mem_gib, false);
-    json_num(f, "val_loss", r->val_loss, true);
+    for (int i = 0; i < N_COLUMNS; i++) json_num(f, columns[i].key, col_value(r, i), i == N_COLUMNS - 1);
     fprintf(f, "}\n");
 }
 
@@ -50,9 +77,7 @@ static void csv_num(FILE *f, double v, bool last) {
 
 static void write_csv(FILE *f, const sd_step_record *r) {
     fprintf(f, "%lld,", (long long)r->step);
-    double v[] = {r->loss, r->loss_plus, r->loss_minus, r->d_raw, r->d_clipped, r->lr, r->seconds, r->gpu_mem_gib, r->val_loss};
-    int n = (int)(sizeof v / sizeof v[0]);
-    for (int i = 0; i < n; i++) csv_num(f, v[i], i == n - 1);
+    for (int i = 0; i < N_COLUMNS; i++) csv_num(f, col_value(r, i), i == N_COLUMNS - 1);
 }
 
 static double num(const cJSON *o, const char *k, double def) {
@@ -67,11 +92,8 @@ static int reload(sd_train_log *log, const char *path, int64_t resume_step) {
     while (fgets(line, sizeof line, f)) {
         cJSON *o = cJSON_Parse(line);
         if (!o) continue;   // a line cut by a crash mid-write: that step runs again
-        sd_step_record r = {.step = (int64_t)num(o, "step", -1), .loss = num(o, "loss", NAN),
-                            .loss_plus = num(o, "loss_plus", NAN), .loss_minus = num(o, "loss_minus", NAN),
-                            .d_raw = num(o, "d_raw", NAN), .d_clipped = num(o, "d_clipped", NAN), .lr = num(o, "lr", NAN),
-                            .seconds = num(o, "seconds", 0), .gpu_mem_gib = num(o, "gpu_mem_gib", 0),
-                            .val_loss = num(o, "val_loss", NAN)};
+        sd_step_record r = sd_step_record_empty((int64_t)num(o, "step", -1));
+        for (int i = 0; i < N_COLUMNS; i++) *col(&r, i) = num(o, columns[i].key, columns[i].missing);
         cJSON_Delete(o);
         if (r.step >= 0 && r.step <= resume_step && push(log, &r) != SQ_OK) {
             fclose(f);
@@ -89,7 +111,7 @@ static int rewrite(sd_train_log *log, const char *path, bool csv) {
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
     FILE *f = fopen(tmp, "w");
     if (!f) return sq_error_errno("cannot write %s", tmp);
-    if (csv) fputs(csv_header, f);
+    if (csv) write_csv_header(f);
     for (int i = 0; i < log->count; i++) csv ? write_csv(f, &log->rec[i]) : write_json(f, &log->rec[i]);
     if (fclose(f) != 0 || rename(tmp, path) != 0) {
         unlink(tmp);

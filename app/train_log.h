@@ -19,7 +19,16 @@ typedef struct {
     double seconds;       // wall time of the step
     double gpu_mem_gib;   // device memory in use (0 on the CPU)
     double val_loss;      // NAN when not measured at this step
+    double discarded;     // 1: the optimiser threw the step away (non-finite loss or a spike), else 0
+    double clipped_share; // queries whose d hit the clip, over all queries so far
+    // measured with the validation loss (NAN otherwise; qzo/diagnostics.h):
+    double zero_share;    // scales the projection holds at 0
+    double rel_perturb[5];   // rms(perturbation)/rms(s) per layer type: attention q/k/v, attention out, MLP in,
+                             // MLP out, adaLN (mmdit/quantize.h's order)
 } sd_step_record;
+
+// A record with every measurement unset (NAN) at `step`.
+sd_step_record sd_step_record_empty(int64_t step);
 
 typedef struct {
     sd_step_record *rec;

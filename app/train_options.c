@@ -3,6 +3,7 @@
 // app/options.c's. See app/train_options.h.
 #include "app/train_options.h"
 
+#include <math.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -19,6 +20,9 @@ static const sq_opt_choice lr_schedules[] = {
     {"constant", SQ_LR_CONSTANT}, {"cosine", SQ_LR_COSINE}, {"linear", SQ_LR_LINEAR}, {NULL, 0}};
 static const sq_opt_choice timestep_samplings[] = {
     {"logit_normal", SD_T_LOGIT_NORMAL}, {"uniform", SD_T_UNIFORM}, {"mode", SD_T_MODE}, {NULL, 0}};
+
+static const sq_opt_choice perturbations[] = {{"absolute", 0}, {"relative", 1}, {NULL, 0}};
+static const sq_opt_choice lr_words[] = {{"auto", 0}, {NULL, 0}};
 
 static const sq_option options[] = {
     {"model", NULL, SQ_OPT_STR, STR(model), false, "SD3.5 diffusers folder, single file, or `sd-qzo quantize` output (required)"},
@@ -44,8 +48,13 @@ static const sq_option options[] = {
     {"low-vram", NULL, SQ_OPT_BOOL, F(low_vram), false, "stream text-encoder blocks from host memory: the text phase needs <1 GB of GPU memory instead of ~7 GB (SD3.5), encoding ~0.3 s slower per batch; --no-low-vram keeps them on the GPU"},
     {"batch-size", "batch", SQ_OPT_INT, F(batch_size), true, "images per QZO step"},
     {"steps", NULL, SQ_OPT_I64, F(steps), false, "QZO steps to run in total"},
-    {"lr", NULL, SQ_OPT_FLOAT, F(lr), true, "learning rate of the scales"},
-    {"eps", NULL, SQ_OPT_FLOAT, F(eps), true, "perturbation size of the scales"},
+    {"lr", NULL, SQ_OPT_FLOAT, SQ_OPT_FIELD(S, lr), lr_words, true, "learning rate of the scales; auto: try five rates around the default for --lr-auto-steps steps each, scored on --val-images, and train with the best"},
+    {"lr-auto-steps", NULL, SQ_OPT_INT, F(lr_auto_steps), false, "--lr auto: QZO steps per candidate learning rate"},
+    {"eps", NULL, SQ_OPT_FLOAT, F(eps), true, "perturbation size of the scales (a fraction of each scale with --perturbation relative)"},
+    {"perturbation", NULL, SQ_OPT_ENUM, SQ_OPT_ENUM_FIELD(S, perturbation), perturbations, true, "relative: s(1 +- eps z) and s <- s(1 - lr d z), one lr for scales of any size; absolute: the paper's s +- eps z, s <- s - lr d z"},
+    {"momentum", NULL, SQ_OPT_FLOAT, F(momentum), true, "momentum on the update direction (0: off), replayed from the stored (perturbation, d) pairs: no memory per scale"},
+    {"spike-factor", NULL, SQ_OPT_FLOAT, F(spike_factor), true, "discard a step whose L+ or L- exceeds this many times the running median loss, undo the step before it and halve the lr (0: off; non-finite losses are always discarded)"},
+    {"max-bad-steps", NULL, SQ_OPT_INT, F(max_bad_steps), false, "stop after this many discarded steps in a row"},
     {"clip", NULL, SQ_OPT_FLOAT, F(clip), true, "clip of the projected gradient |(L+ - L-)/2eps| (<= 0: off)"},
     {"adaptive-clip", NULL, SQ_OPT_FLOAT, F(adaptive_clip), true, "> 0: clip at this multiple of the running median |d|"},
     {"queries", NULL, SQ_OPT_INT, F(queries), true, "perturbations per step (2 forward passes each)"},
@@ -105,6 +114,11 @@ void sd_train_options_defaults(sd_train_options *o) {
     o->clip = qzo.clip;
     o->adaptive_clip = qzo.adaptive_clip;
     o->queries = qzo.queries;
+    o->perturbation = qzo.relative;
+    o->momentum = qzo.momentum;
+    o->spike_factor = qzo.spike_factor;
+    o->max_bad_steps = qzo.max_bad_steps;
+    o->lr_auto_steps = 100;
     o->group_size = 64;
     o->seed = qzo.seed;
     o->lr_schedule = qzo.schedule;
@@ -134,7 +148,13 @@ int sd_train_options_validate(const sd_train_options *o) {
     if (o->batch_size < 1) return sq_errorf("--batch-size must be at least 1");
     if (o->steps < 1) return sq_errorf("--steps must be at least 1");
     if (o->queries < 1) return sq_errorf("--queries must be at least 1");
-    if (!(o->lr >= 0)) return sq_errorf("--lr must be >= 0");
+    if (!(o->lr >= 0) && !isnan(o->lr)) return sq_errorf("--lr must be >= 0 or auto");
+    if (isnan(o->lr) && !o->val_images[0])
+        return sq_errorf("--lr auto needs --val-images: the candidates are scored on held-out images");
+    if (isnan(o->lr) && o->lr_auto_steps < 1) return sq_errorf("--lr-auto-steps must be at least 1");
+    if (!(o->momentum >= 0 && o->momentum < 1)) return sq_errorf("--momentum must be in [0, 1)");
+    if (!(o->spike_factor >= 0)) return sq_errorf("--spike-factor must be >= 0");
+    if (o->max_bad_steps < 1) return sq_errorf("--max-bad-steps must be at least 1");
     if (!(o->eps > 0)) return sq_errorf("--eps must be > 0");
     if (o->caption_dropout < 0 || o->caption_dropout > 1) return sq_errorf("--caption-dropout must be in [0, 1]");
     if (!(o->logit_std > 0)) return sq_errorf("--logit-std must be > 0");

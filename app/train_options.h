@@ -47,8 +47,13 @@ typedef struct {
     // optimisation (docs/QZO.md)
     int batch_size;
     int64_t steps;
-    float lr, eps, clip, adaptive_clip;
+    float lr, eps, clip, adaptive_clip;   // lr NAN: --lr auto (calibrated before the run)
     int queries;
+    int perturbation;          // 0 absolute (the paper's), 1 relative to each scale (qzo/qzo.h)
+    float momentum;            // β on the update direction (0: off)
+    float spike_factor;        // discard a step whose loss exceeds this × the running median (0: off)
+    int max_bad_steps;         // stop after this many discarded steps in a row
+    int lr_auto_steps;         // --lr auto: QZO steps per candidate
     int group_size;
     uint64_t seed;
     sq_lr_schedule lr_schedule;           // constant | cosine | linear

@@ -25,7 +25,8 @@ int sq_scale_list_make(sd_mmdit *m, const char *origin, sq_scale_list *out) {
     out->names = calloc((size_t)n + 1, sizeof *out->names);
     out->scales = calloc((size_t)n + 1, sizeof *out->scales);
     out->index_base = calloc((size_t)n + 1, sizeof *out->index_base);
-    if (!ls || !out->named || !out->names || !out->scales || !out->index_base) {
+    out->kind = calloc((size_t)n + 1, sizeof *out->kind);
+    if (!ls || !out->named || !out->names || !out->scales || !out->index_base || !out->kind) {
         free(ls);
         sq_scale_list_free(out);
         return sq_errorf("out of host memory");
@@ -38,6 +39,7 @@ int sq_scale_list_make(sd_mmdit *m, const char *origin, sq_scale_list *out) {
         out->named[k] = (sq_named_scales){out->names[k], &ls[i].linear->scales};
         out->scales[k] = &ls[i].linear->scales;
         out->index_base[k] = ls[i].linear->index_base;
+        out->kind[k] = ls[i].kind;
     }
     free(ls);
     if (out->count == 0) {
@@ -48,6 +50,7 @@ int sq_scale_list_make(sd_mmdit *m, const char *origin, sq_scale_list *out) {
 }
 
 void sq_scale_list_free(sq_scale_list *l) {
+    free(l->kind);
     free(l->named);
     free(l->names);
     free(l->scales);

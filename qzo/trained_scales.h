@@ -6,6 +6,7 @@
 #define SQ_TRAINED_SCALES_H
 
 #include "mmdit/model.h"
+#include "mmdit/quantize.h"
 #include "qzo/checkpoint.h"
 
 // The trained parameters of an int4 model as a checkpoint sees them: one entry per
@@ -16,6 +17,7 @@ typedef struct {
     char (*names)[112];
     sq_tensor **scales;
     uint64_t *index_base;
+    sd_qlayer_kind *kind;     // the layer's type (attention q/k/v, MLP in, adaLN, ...)
     int count;
 } sq_scale_list;
 
