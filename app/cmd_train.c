@@ -21,10 +21,10 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/path.h"
-#include "core/safetensors.h"
 #include "datasets/buckets.h"
 #include "kernels/backend.h"
 #include "kernels/ops.h"
+#include "qzo/checkpoint.h"
 
 static volatile sig_atomic_t stop_requested = 0;
 
@@ -246,16 +246,7 @@ int sq_cmd_train(int argc, char **argv) {
     int64_t first_step = 0;
     if (rc == SQ_OK && t.opt.resume[0]) {
         // the encode phase only needs the steps still to run
-        sq_safetensors *st;
-        if (sq_st_open(&st, t.opt.resume) != SQ_OK) rc = sq_error_context("--resume");
-        else {
-            const char *state = sq_st_metadata(st, "sd_qzo.optimizer");
-            cJSON *j = state ? cJSON_Parse(state) : NULL;
-            cJSON *s = j ? cJSON_GetObjectItemCaseSensitive(j, "step") : NULL;
-            if (cJSON_IsString(s)) first_step = strtoll(s->valuestring, NULL, 10);   // numbers are stored as strings
-            cJSON_Delete(j);
-            sq_st_close(st);
-        }
+        if (sq_checkpoint_read_step(t.opt.resume, &first_step) != SQ_OK) rc = sq_error_context("--resume");
     }
     if (rc == SQ_OK) rc = sd_train_encode(&t, first_step);
     if (rc == SQ_OK) rc = sd_train_loop(&t);

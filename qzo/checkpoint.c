@@ -253,6 +253,18 @@ int sq_checkpoint_read_info(const sq_safetensors *st, const char *path, const ch
     return SQ_OK;
 }
 
+int sq_checkpoint_read_step(const char *path, int64_t *step) {
+    sq_safetensors *st = NULL;
+    if (sq_st_open(&st, path) != SQ_OK) return SQ_FAIL;
+    sq_checkpoint_info info;
+    int rc = sq_checkpoint_read_info(st, path, NULL, &info);
+    sq_st_close(st);
+    if (rc != SQ_OK) return SQ_FAIL;
+    free(info.loss_history);
+    *step = info.state.step;
+    return SQ_OK;
+}
+
 int sq_checkpoint_load(const char *path, const sq_named_scales *layers, int n, const char *expect_sha256,
                        sq_checkpoint_info *info) {
     memset(info, 0, sizeof *info);

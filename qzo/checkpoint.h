@@ -33,6 +33,9 @@ int sq_checkpoint_save(const char *path, const sq_named_scales *layers, int n, c
 // expect_sha256 when non-NULL), group size, optimiser state, loss history.
 int sq_checkpoint_read_info(const sq_safetensors *st, const char *path, const char *expect_sha256,
                             sq_checkpoint_info *info);
+// The step a run resumed from the checkpoint at `path` starts at (its optimiser
+// state's next step), from the metadata alone.
+int sq_checkpoint_read_step(const char *path, int64_t *step);
 // Loads every layer's scales (shapes must match) and the metadata into info. When
 // expect_sha256 is non-NULL it must equal the checkpoint's base hash.
 int sq_checkpoint_load(const char *path, const sq_named_scales *layers, int n, const char *expect_sha256,
