@@ -45,6 +45,8 @@ static char *state_json(const sq_checkpoint_info *info) {
     PUT_F("lr_scale", st->lr_scale);
     PUT_I("bad_streak", st->bad_streak);
     PUT_I("bad_total", st->bad_total);
+    PUT_I("clipped_total", st->clipped_total);
+    PUT_I("queries_total", st->queries_total);
     PUT_I("loss_pos", st->loss_pos);
     PUT_I("term_pos", st->term_pos);
     PUT_I("last_new", st->last_new);
@@ -130,9 +132,9 @@ static int parse_state_v2(cJSON *o, const char *path, sq_checkpoint_info *info) 
         return SQ_OK;
     }
     static const char *keys[] = {"relative", "momentum", "spike_factor", "max_bad_steps", "lr_scale", "bad_streak",
-                                 "bad_total", "loss_pos", "term_pos", "last_new"};
-    const char *s[10];
-    for (int i = 0; i < 10; i++)
+                                 "bad_total", "loss_pos", "term_pos", "last_new", "clipped_total", "queries_total"};
+    const char *s[12];
+    for (int i = 0; i < 12; i++)
         if (get_str(o, keys[i], path, &s[i]) != SQ_OK) return SQ_FAIL;
     c->relative = atoi(s[0]);
     c->momentum = strtof(s[1], NULL);
@@ -144,10 +146,13 @@ static int parse_state_v2(cJSON *o, const char *path, sq_checkpoint_info *info) 
     st->loss_pos = atoi(s[7]);
     st->term_pos = atoi(s[8]);
     st->last_new = atoi(s[9]);
+    st->clipped_total = strtoll(s[10], NULL, 10);
+    st->queries_total = strtoll(s[11], NULL, 10);
     cJSON *lh = cJSON_GetObjectItemCaseSensitive(o, "loss_window");
     cJSON *th = cJSON_GetObjectItemCaseSensitive(o, "terms");
     if ((c->relative != 0 && c->relative != 1) || !(c->momentum >= 0 && c->momentum < 1) ||
-        !(st->lr_scale > 0 && st->lr_scale <= 1) || st->bad_streak < 0 || st->bad_total < 0 || !cJSON_IsArray(lh) ||
+        !(st->lr_scale > 0 && st->lr_scale <= 1) || st->bad_streak < 0 || st->bad_total < 0 || st->clipped_total < 0 ||
+        st->queries_total < st->clipped_total || !cJSON_IsArray(lh) ||
         !cJSON_IsArray(th) || cJSON_GetArraySize(lh) > SQ_QZO_LOSS_WINDOW ||
         cJSON_GetArraySize(th) > SQ_QZO_MOMENTUM_TERMS || st->loss_pos < 0 || st->loss_pos >= SQ_QZO_LOSS_WINDOW ||
         st->term_pos < 0 || st->term_pos >= SQ_QZO_MOMENTUM_TERMS || st->last_new < 0 ||

@@ -195,6 +195,8 @@ int sq_qzo_step(const sq_qzo_config *c, sq_qzo_state *state, const sq_qzo_params
     }
     remember_loss(state, (float)info->loss_mean);
     state->bad_streak = 0;
+    state->clipped_total += info->clipped_count;
+    state->queries_total += c->queries;
     // This step's terms join the ring; without momentum only they are applied.
     for (int j = 0; j < c->queries; j++) {
         sq_qzo_term t = {.counter = counters[j], .step = state->step, .d = d_clipped[j]};

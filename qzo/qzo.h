@@ -58,6 +58,7 @@ typedef struct {
     float lr_scale;                       // halved at each discarded step (1 at the start)
     int bad_streak;                       // discarded steps in a row
     int64_t bad_total;                    // discarded steps in the run
+    int64_t clipped_total, queries_total; // accepted queries whose d hit the clip, and all accepted queries
     float loss_history[SQ_QZO_LOSS_WINDOW];  // accepted steps' mean losses (ring)
     int loss_count, loss_pos;
     sq_qzo_term terms[SQ_QZO_MOMENTUM_TERMS];  // most recent update terms (ring, newest at terms_pos - 1)

@@ -1,0 +1,80 @@
+// app/train_lr_auto.c: see app/train_lr_auto.h.
+#include "app/train_lr_auto.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/progress.h"
+
+int sd_lr_auto(const sd_lr_auto_ops *ops, float center, int steps, sd_lr_auto_result *res) {
+    memset(res, 0, sizeof *res);
+    res->best = -1;
+    double t0 = sq_time_now();
+    for (int p = 0; p <= SD_LR_AUTO_POINTS; p++) res->at_step[p] = (int64_t)steps * p / SD_LR_AUTO_POINTS;
+    if (ops->save_start(ops->ctx) != SQ_OK) return SQ_FAIL;
+    double v0;
+    if (ops->val_loss(ops->ctx, &v0) != SQ_OK) return SQ_FAIL;
+    double best_score = INFINITY;
+    for (int c = 0; c < SD_LR_AUTO_CANDIDATES; c++) {
+        // half-decade steps: center x 10^(-1, -0.5, 0, 0.5, 1)
+        res->lr[c] = center * powf(10.0f, 0.5f * (float)(c - SD_LR_AUTO_CANDIDATES / 2));
+        if (ops->restore_start(ops->ctx) != SQ_OK) return SQ_FAIL;
+        res->val[c][0] = v0;
+        bool stopped = false;
+        for (int p = 1; p <= SD_LR_AUTO_POINTS; p++) {
+            res->val[c][p] = INFINITY;
+            if (!stopped && ops->run(ops->ctx, res->lr[c], res->at_step[p - 1], res->at_step[p], &stopped) != SQ_OK)
+                return SQ_FAIL;
+            if (!stopped && ops->val_loss(ops->ctx, &res->val[c][p]) != SQ_OK) return SQ_FAIL;
+        }
+        double score = res->val[c][SD_LR_AUTO_POINTS];
+        if (!isfinite(score)) score = INFINITY;
+        sq_log_info("lr auto: candidate %d/%d, lr %.3g: validation loss %.6f -> %.6f%s", c + 1, SD_LR_AUTO_CANDIDATES,
+                    (double)res->lr[c], v0, score, stopped ? " (stopped: repeated spikes)" : "");
+        if (score < best_score) {
+            best_score = score;
+            res->best = c;
+        }
+    }
+    if (ops->restore_start(ops->ctx) != SQ_OK) return SQ_FAIL;
+    res->seconds = sq_time_now() - t0;
+    if (res->best < 0)
+        return sq_errorf("--lr auto: every candidate rate (%.3g to %.3g) failed; give --lr and a smaller --eps",
+                         (double)res->lr[0], (double)res->lr[SD_LR_AUTO_CANDIDATES - 1]);
+    if (best_score >= v0)
+        sq_log_warn("--lr auto: no candidate lowered the validation loss in %d steps (best %.6f, before %.6f); "
+                    "training with the best, %.3g", steps, best_score, v0, (double)res->lr[res->best]);
+    sq_log_info("lr auto: chose lr %.3g (validation loss %.6f after %d steps; %.0f s)", (double)res->lr[res->best],
+                best_score, steps, res->seconds);
+    return SQ_OK;
+}
+
+int sd_lr_auto_write(const char *dir, const sd_lr_auto_result *res) {
+    char path[1100], tmp[1200];
+    snprintf(path, sizeof path, "%s/lr_auto.json", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f) return sq_error_errno("cannot write %s", tmp);
+    fprintf(f, "{\"chosen_lr\": %.9g, \"seconds\": %.3f, \"at_step\": [", (double)res->lr[res->best], res->seconds);
+    for (int p = 0; p <= SD_LR_AUTO_POINTS; p++) fprintf(f, p ? ", %lld" : "%lld", (long long)res->at_step[p]);
+    fputs("], \"candidates\": [\n", f);
+    for (int c = 0; c < SD_LR_AUTO_CANDIDATES; c++) {
+        fprintf(f, "  {\"lr\": %.9g, \"val_loss\": [", (double)res->lr[c]);
+        for (int p = 0; p <= SD_LR_AUTO_POINTS; p++) {
+            double v = res->val[c][p];
+            if (isfinite(v)) fprintf(f, p ? ", %.9g" : "%.9g", v);
+            else fputs(p ? ", null" : "null", f);
+        }
+        fprintf(f, "]}%s\n", c + 1 < SD_LR_AUTO_CANDIDATES ? "," : "");
+    }
+    fputs("]}\n", f);
+    if (fclose(f) != 0 || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return sq_error_errno("cannot write %s", path);
+    }
+    return SQ_OK;
+}
