@@ -152,6 +152,7 @@ def main():
             sys.exit(f"{p} is missing: apt-get install fonts-noto-color-emoji unicode-data")
 
     entries = parse_emoji_test(a.emoji_test)
+    n_all = len(entries)
     font = EmojiFont(a.font)
     if a.limit and a.limit < len(entries):
         step = len(entries) / a.limit
@@ -191,7 +192,8 @@ def main():
         f.write("file\tsplit\tgroup\tsubgroup\tcodepoints\tcaption\n")
         for r in rows:
             f.write("\t".join(r) + "\n")
-    print(f"{len(entries)} fully-qualified emoji in {a.emoji_test}; {len(rows)} rendered at {a.size}x{a.size}, "
+    print(f"{n_all} fully-qualified emoji in {a.emoji_test}" + (f", {len(entries)} kept (--limit)" if a.limit else "")
+          + f"; {len(rows)} rendered at {a.size}x{a.size}, "
           f"{len(missing)} without a glyph in the font" + (f" (e.g. {missing[:3]})" if missing else ""))
     for split in ["pretrain", "control/val", "animals/train", "animals/val", "food/train", "food/val"]:
         print(f"  {split:14s} {counts.get(split, 0):5d}")

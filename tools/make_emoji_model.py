@@ -172,6 +172,8 @@ def train_vae(vae, imgs, a, dev, log):
         if step % a.log_every == 0 or step == a.vae_steps - 1:
             log(f"vae step {step:5d}  l1 {l1.item():.4f}  l2 {l2.item():.5f}  kl/px {kl.item():.3f}  "
                 f"{time.time() - t0:.0f}s")
+    else:
+        step = a.vae_steps
     vae.eval()
     return time.time() - t0, step
 
@@ -245,6 +247,8 @@ def train_mmdit(mmdit, lat, cap_ids, emb, a, dev, log, evaluate):
             te = time.time()
             log(f"  ema val: {evaluate(ema)}")
             t_eval += time.time() - te
+    else:
+        step = a.steps
     return ema.eval(), time.time() - t0 - t_eval, step
 
 
@@ -350,6 +354,7 @@ def main():
     ap.add_argument("--caption-dropout", type=float, default=0.1)
     ap.add_argument("--shift", type=float, default=1.0, help="flow shift, saved as the scheduler's")
     ap.add_argument("--t5-lengths", type=int, nargs="+", default=[32, 77, 128, 256])
+    ap.add_argument("--val-max", type=int, default=256, help="images per split in the fixed-noise val losses")
     ap.add_argument("--eval-every", type=int, default=0, help="EMA val losses every N steps (0: at the end only)")
     # tokenizers, outputs
     ap.add_argument("--tokenizers", choices=["fit", "demo"], default="fit")
@@ -364,7 +369,7 @@ def main():
     if a.quick:
         a.vae_steps, a.vae_batch, a.steps, a.batch, a.warmup = 6, 8, 6, 8, 2
         a.layers, a.heads, a.vae_channels = 2, 2, [16, 16, 16, 16]
-        a.sample_steps, a.log_every, a.t5_lengths, a.t5_vocab = 3, 2, [32, 256], 512
+        a.sample_steps, a.log_every, a.t5_lengths, a.t5_vocab, a.val_max = 3, 2, [32, 256], 512, 16
 
     t_start = time.time()
     torch.manual_seed(a.seed)
@@ -457,9 +462,10 @@ def main():
     val_sets = {}
     for s in ["control/val", "animals/val", "food/val", "pretrain"]:
         if len(caps[s]):
-            cs = caps[s][:256]
-            ids = emb.ids(cs, dev)
-            val_sets[s] = (lats[s][:len(cs)], emb.ctx[demo.T5_MAX][ids], emb.pooled[ids])
+            n = len(caps[s])
+            sel = list(range(0, n, max(1, n // a.val_max)))[:a.val_max]   # evenly spaced, deterministic
+            ids = emb.ids([caps[s][i] for i in sel], dev)
+            val_sets[s] = (lats[s][sel], emb.ctx[demo.T5_MAX][ids], emb.pooled[ids])
 
     def evaluate(model):
         return ", ".join(f"{s} {fixed_val_loss(model, *v, dev, a.seed + 9, a.shift):.4f}" for s, v in val_sets.items())
@@ -468,7 +474,8 @@ def main():
     mmdit, t_mm, mm_steps = train_mmdit(mmdit, lats["pretrain"], cap_ids, emb, a, dev, log, evaluate)
     mmdit.requires_grad_(False)
     vl = evaluate(mmdit)
-    log(f"fixed-noise val loss (EMA, T5 len 256, 8 sigmas; 'pretrain' = first 256 training images): {vl}")
+    log(f"fixed-noise val loss (EMA, T5 len 256, 8 sigmas; at most {a.val_max} images a split; "
+        f"'pretrain' = training images, evenly spaced): {vl}")
 
     # 7. pipeline: save, reload, check conditioning against diffusers' encode_prompt, sample
     from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
