@@ -7,7 +7,7 @@ From a diffusers SD3 pipeline folder and image folders with captions.txt ("file<
   val.safetensors    the same for the val images, each repeated for --sigmas fixed sigmas (logit-normal +
                      the scheduler's shift, seeded), with noise [N,16,h,w] and sigma [N]; N = images x sigmas
 Images are resized to --size (square). Run:
-  python bench/make_fo_data.py --model demo/model --train-dir demo/finetune --val-dir demo/val --out /tmp/fo
+  python bench/make_fo_data.py --model demo/model --train-dir demo/finetune --val-dir bench/data --out /tmp/fo
 """
 import argparse
 import json

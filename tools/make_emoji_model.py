@@ -295,7 +295,10 @@ def pick_prompts(caps_by_split, k=2):
     out = []
     for split in ["pretrain", "control/val", "animals/val", "food/val"]:
         cs = sorted(set(caps_by_split.get(split, [])))
-        if cs:
+        pref = [c for c in ("an emoji of grinning face", "an emoji of red heart") if c in cs]
+        if split == "pretrain" and len(pref) == k:
+            out += pref
+        elif cs:
             out += [cs[int((j + 0.5) * len(cs) / k)] for j in range(min(k, len(cs)))]
     return out
 
@@ -345,7 +348,7 @@ def main():
     ap.add_argument("--heads", type=int, default=4, help="attention heads of 64 (hidden = 64 x heads)")
     ap.add_argument("--pos-embed-max-size", type=int, default=32)
     ap.add_argument("--t5-width", type=int, default=128, help="T5 d_model = joint_attention_dim")
-    ap.add_argument("--mmdit-seconds", type=float, default=170, help="time budget of the MMDiT phase")
+    ap.add_argument("--mmdit-seconds", type=float, default=160, help="time budget of the MMDiT phase")
     ap.add_argument("--steps", type=int, default=100000, help="step cap of the MMDiT phase")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=4e-4)
