@@ -24,6 +24,7 @@ cd "$SQ_ROOT" || return 1
                                        # without a package index (ignored)
 : "${PY_SITE:=$WORK/site}"             # where those wheels are installed
 : "${JOBS:=$(nproc 2>/dev/null || echo 8)}"
+: "${CUDA_ARCH:=}"                      # e.g. 90: build the kernels for this GPU only (faster)
 BIN=$BUILD_DIR/app/sd-qzo
 export OUT WORK
 mkdir -p "$OUT" "$WORK"
