@@ -8,7 +8,7 @@ set -uo pipefail
 ls "$DEPS_DIR"/*.deb >/dev/null 2>&1 && { scripts/gpu/deps.sh unpack; . scripts/gpu/env.sh; }
 nvidia-smi -L || true
 rm -rf "$BUILD_DIR"
-meson setup "$BUILD_DIR" -Dcuda=enabled ${CUDA_ARCH:+-Dcuda_arch=$CUDA_ARCH} > "$OUT/setup.log" 2>&1 || { tail -40 "$OUT/setup.log"; exit 1; }
+meson setup "$BUILD_DIR" -Dcuda=enabled ${CUDA_ARCH:+-Dgpu_arch=$CUDA_ARCH} > "$OUT/setup.log" 2>&1 || { tail -40 "$OUT/setup.log"; exit 1; }
 ninja -C "$BUILD_DIR" -j "$JOBS" > "$OUT/build.log" 2>&1 || { tail -60 "$OUT/build.log"; exit 1; }
 if [ "${1:-}" = quick ]; then
     meson test -C "$BUILD_DIR" --print-errorlogs gpu_quant gpu_ops gpu_mmdit
