@@ -172,9 +172,9 @@ static double used_gib(sq_device dev) {
 // (at its own group size); dense weights are quantised in memory at --group-size by
 // the quantiser `sd-qzo quantize` uses. *group gets the group size in effect.
 static int load_weights(const bench_args *a, sq_device dev, sq_dtype dt, sd_mmdit *m, int *group) {
-    sq_base_model base;
+    sd_base_model base;
     sq_safetensors *st = NULL;
-    if (sq_base_open(a->weights, &base, &st) != SQ_OK) return sq_error_context("--weights");
+    if (sd_base_open(a->weights, &base, &st) != SQ_OK) return sq_error_context("--weights");
     sq_st_close(st);
     if (sd_mmdit_load(m, a->weights, dev, dt) != SQ_OK) return sq_error_context("--weights %s", a->weights);
     *group = a->group_size;

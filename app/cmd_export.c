@@ -10,7 +10,7 @@
 
 typedef struct {
     char model[4096], scales[4096], out[4096], name[1024];
-    int format;          // SQ_EXPORT_DIFFUSERS | SQ_EXPORT_SINGLE
+    int format;          // SD_EXPORT_DIFFUSERS | SD_EXPORT_SINGLE
     int dtype;           // an sq_dtype, or -1: the base's own
     float shard_size;    // GB
     bool force;
@@ -19,14 +19,14 @@ typedef struct {
 static void defaults(void *p) {
     export_args *a = p;
     memset(a, 0, sizeof *a);
-    a->format = SQ_EXPORT_DIFFUSERS;
+    a->format = SD_EXPORT_DIFFUSERS;
     a->dtype = -1;
     a->shard_size = 5.0f;   // diffusers' default max_shard_size
 }
 
-static const sq_opt_choice formats[] = {{"diffusers", SQ_EXPORT_DIFFUSERS},
-                                        {"single", SQ_EXPORT_SINGLE},
-                                        {"both", SQ_EXPORT_DIFFUSERS | SQ_EXPORT_SINGLE},
+static const sq_opt_choice formats[] = {{"diffusers", SD_EXPORT_DIFFUSERS},
+                                        {"single", SD_EXPORT_SINGLE},
+                                        {"both", SD_EXPORT_DIFFUSERS | SD_EXPORT_SINGLE},
                                         {NULL, 0}};
 static const sq_opt_choice dtypes[] = {{"auto", -1}, {"bf16", SQ_BF16}, {"fp16", SQ_F16}, {"fp32", SQ_F32}, {NULL, 0}};
 
@@ -72,8 +72,8 @@ int sq_cmd_export(int argc, char **argv) {
         return sq_errorf("--model, --scales and --out are required (see sd-qzo export --help)");
     if (!(a.shard_size > 0)) return sq_errorf("--shard-size must be a positive number of GB");
     if (strchr(a.name, '/')) return sq_errorf("--name '%s' must be a plain file name", a.name);
-    sq_export_options o;
-    sq_export_options_defaults(&o);
+    sd_export_options o;
+    sd_export_options_defaults(&o);
     o.model = a.model;
     o.scales = a.scales;
     o.out_dir = a.out;
@@ -82,5 +82,5 @@ int sq_cmd_export(int argc, char **argv) {
     o.dtype = a.dtype;
     o.max_shard_bytes = (int64_t)((double)a.shard_size * 1e9);
     o.force = a.force;
-    return sq_export(&o);
+    return sd_export(&o);
 }

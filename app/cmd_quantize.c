@@ -51,5 +51,5 @@ int sq_cmd_quantize(int argc, char **argv) {
         return SQ_OK;
     }
     if (!a.model[0] || !a.out[0]) return sq_errorf("--model and --out are required (see sd-qzo quantize --help)");
-    return sq_quantize_checkpoint(a.model, a.out, a.group_size, false);
+    return sd_quantize_checkpoint(a.model, a.out, a.group_size, false);
 }

@@ -322,7 +322,7 @@ int sq_cmd_sample(int argc, char **argv) {
     // 2. the MMDiT: sample every prompt's latents, then free it
     sq_dtype dt = dev == SQ_CUDA ? SQ_BF16 : SQ_F32;
     double t0 = sq_time_now();
-    if (sq_load_finetuned_mmdit(&m, a.transformer[0] ? a.transformer : a.model, a.scales[0] ? a.scales : NULL, dev, dt, a.out) != SQ_OK) goto done;
+    if (sd_load_finetuned_mmdit(&m, a.transformer[0] ? a.transformer : a.model, a.scales[0] ? a.scales : NULL, dev, dt, a.out) != SQ_OK) goto done;
     m_loaded = true;
     sq_log_info("loaded the MMDiT%s in %.1f s", a.scales[0] ? " and its fine-tuned scales" : "", sq_time_now() - t0);
     if (m.cfg.joint_attention_dim != D || m.cfg.pooled_projection_dim != P || m.cfg.in_channels != C) {

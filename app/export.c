@@ -22,16 +22,16 @@
 #define DIFFUSERS_WEIGHTS "diffusion_pytorch_model"
 #define DEFAULT_SHARD_BYTES 5000000000LL   // diffusers writes "5GB" as 5·10⁹ bytes
 
-void sq_export_options_defaults(sq_export_options *o) {
+void sd_export_options_defaults(sd_export_options *o) {
     memset(o, 0, sizeof *o);
-    o->formats = SQ_EXPORT_DIFFUSERS;
+    o->formats = SD_EXPORT_DIFFUSERS;
     o->dtype = -1;
 }
 
 typedef struct {
-    const sq_export_options *o;
-    sq_export_plan plan;
-    sq_export_scratch scratch;
+    const sd_export_options *o;
+    sd_export_plan plan;
+    sd_export_scratch scratch;
     void *bytes;            // one tensor in the output dtype
     sq_dtype dtype;
     sq_progress prog;
@@ -40,7 +40,7 @@ typedef struct {
     sq_st_kv meta[6];
 } exporter;
 
-static int64_t out_bytes(const exporter *x, const sq_export_tensor *t) {
+static int64_t out_bytes(const exporter *x, const sd_export_tensor *t) {
     return (int64_t)sq_dtype_bytes(x->dtype, sq_shape_numel(t->ndim, t->shape));
 }
 
@@ -91,8 +91,8 @@ static int write_text_atomic(const char *path, const char *text) {
 }
 
 // Values of t in the output dtype into x->bytes; the halves swapped when asked.
-static int convert(exporter *x, const sq_export_tensor *t, bool swap) {
-    if (sq_export_materialise(&x->plan, t, &x->scratch) != SQ_OK) return SQ_FAIL;
+static int convert(exporter *x, const sd_export_tensor *t, bool swap) {
+    if (sd_export_materialise(&x->plan, t, &x->scratch) != SQ_OK) return SQ_FAIL;
     int64_t n = sq_shape_numel(t->ndim, t->shape);
     const float *v = x->scratch.values;
     if (!swap) return sq_convert_from_f32(x->bytes, x->dtype, v, n) == 0 ? SQ_OK : sq_errorf("cannot convert '%s'", t->name);
@@ -113,7 +113,7 @@ typedef struct {
     int64_t shape[SQ_ST_MAX_DIMS];
 } out_tensor;
 
-static int write_file(exporter *x, const char *path, const out_tensor *ts, int n, const sq_export_tensor **order) {
+static int write_file(exporter *x, const char *path, const out_tensor *ts, int n, const sd_export_tensor **order) {
     sq_st_tensor_desc *desc = calloc((size_t)n + 1, sizeof *desc);
     if (!desc) return sq_errorf("out of host memory");
     for (int i = 0; i < n; i++) {
@@ -126,7 +126,7 @@ static int write_file(exporter *x, const char *path, const out_tensor *ts, int n
     if (rc != SQ_OK) return SQ_FAIL;
     for (int i = 0; i < n; i++) {
         for (int j = 0; j < ts[i].parts; j++) {
-            const sq_export_tensor *t = order[ts[i].first + j];
+            const sd_export_tensor *t = order[ts[i].first + j];
             if (convert(x, t, ts[i].swap) != SQ_OK) {
                 sq_st_writer_abort(w);
                 return sq_error_context("%s", path);
@@ -154,10 +154,10 @@ static char *index_json(const exporter *x, const out_tensor *ts, int n, const in
 }
 
 static int write_diffusers(exporter *x, const char *dir) {
-    const sq_export_plan *p = &x->plan;
+    const sd_export_plan *p = &x->plan;
     int64_t max = x->o->max_shard_bytes > 0 ? x->o->max_shard_bytes : DEFAULT_SHARD_BYTES;
     out_tensor *ts = calloc((size_t)p->n + 1, sizeof *ts);
-    const sq_export_tensor **order = calloc((size_t)p->n + 1, sizeof *order);
+    const sd_export_tensor **order = calloc((size_t)p->n + 1, sizeof *order);
     int *shard_of = calloc((size_t)p->n + 1, sizeof *shard_of);
     char path[4400];
     int rc = SQ_FAIL, nshards = 1;
@@ -166,7 +166,7 @@ static int write_diffusers(exporter *x, const char *dir) {
     // limit; a tensor larger than the limit gets a shard of its own
     int64_t in_shard = 0, total = 0;
     for (int i = 0; i < p->n; i++) {
-        const sq_export_tensor *t = &p->t[i];
+        const sd_export_tensor *t = &p->t[i];
         order[i] = t;
         ts[i] = (out_tensor){.first = i, .parts = 1, .ndim = t->ndim};
         snprintf(ts[i].name, sizeof ts[i].name, "%s", t->name);
@@ -206,15 +206,15 @@ done:
 }
 
 static int by_single_key(const void *a, const void *b) {
-    const sq_export_tensor *x = *(const sq_export_tensor *const *)a, *y = *(const sq_export_tensor *const *)b;
+    const sd_export_tensor *x = *(const sd_export_tensor *const *)a, *y = *(const sd_export_tensor *const *)b;
     int c = strcmp(x->single_key, y->single_key);
     return c ? c : x->single_part - y->single_part;
 }
 
 static int write_single(exporter *x, const char *path) {
-    const sq_export_plan *p = &x->plan;
+    const sd_export_plan *p = &x->plan;
     out_tensor *ts = calloc((size_t)p->n + 1, sizeof *ts);
-    const sq_export_tensor **order = calloc((size_t)p->n + 1, sizeof *order);
+    const sd_export_tensor **order = calloc((size_t)p->n + 1, sizeof *order);
     int rc = SQ_FAIL, n = 0;
     if (!ts || !order) { sq_errorf("out of host memory"); goto done; }
     for (int i = 0; i < p->n; i++) {
@@ -224,7 +224,7 @@ static int write_single(exporter *x, const char *path) {
     // the thirds of a fused qkv sort next to each other, in q, k, v order
     qsort(order, (size_t)p->n, sizeof *order, by_single_key);
     for (int i = 0; i < p->n;) {
-        const sq_export_tensor *t = order[i];
+        const sd_export_tensor *t = order[i];
         int parts = 1;
         while (i + parts < p->n && !strcmp(order[i + parts]->single_key, t->single_key)) parts++;
         bool fused = t->single_part >= 0;
@@ -237,7 +237,7 @@ static int write_single(exporter *x, const char *path) {
             }
         out_tensor *o = &ts[n++];
         *o = (out_tensor){.first = i, .parts = parts, .swap = t->single_swapped, .ndim = t->ndim};
-        snprintf(o->name, sizeof o->name, "%s%s", SQ_SINGLE_FILE_PREFIX, t->single_key);
+        snprintf(o->name, sizeof o->name, "%s%s", SD_SINGLE_FILE_PREFIX, t->single_key);
         memcpy(o->shape, t->shape, sizeof o->shape);
         o->shape[0] *= parts;
         i += parts;
@@ -249,7 +249,7 @@ done:
     return rc;
 }
 
-static int prepare_out_dir(const sq_export_options *o, const sq_base_model *base) {
+static int prepare_out_dir(const sd_export_options *o, const sd_base_model *base) {
     struct stat st;
     if (stat(o->out_dir, &st) == 0) {
         if (!S_ISDIR(st.st_mode)) return sq_errorf("%s: exists and is not a directory", o->out_dir);
@@ -260,17 +260,17 @@ static int prepare_out_dir(const sq_export_options *o, const sq_base_model *base
     }
     char out_real[PATH_MAX], base_real[PATH_MAX], t[4400];
     if (join_path(t, sizeof t, o->out_dir, "transformer") != SQ_OK) return SQ_FAIL;
-    if ((o->formats & SQ_EXPORT_DIFFUSERS) && realpath(t, out_real) && realpath(base->weights, base_real) &&
+    if ((o->formats & SD_EXPORT_DIFFUSERS) && realpath(t, out_real) && realpath(base->weights, base_real) &&
         !strcmp(out_real, base_real))
         return sq_errorf("%s: is the base model's own folder; export somewhere else", t);
-    if (o->formats & SQ_EXPORT_DIFFUSERS) {
+    if (o->formats & SD_EXPORT_DIFFUSERS) {
         if (sq_mkdirs(t) != SQ_OK) return SQ_FAIL;
         if (o->force && remove_old_weights(t) != SQ_OK) return SQ_FAIL;
     }
     return SQ_OK;
 }
 
-static void single_name(const sq_export_options *o, char *out, size_t size) {
+static void single_name(const sd_export_options *o, char *out, size_t size) {
     if (o->name && o->name[0]) { snprintf(out, size, "%s", o->name); return; }
     char real[PATH_MAX];
     const char *p = realpath(o->out_dir, real) ? real : o->out_dir;
@@ -278,20 +278,20 @@ static void single_name(const sq_export_options *o, char *out, size_t size) {
     snprintf(out, size, "%s", slash && slash[1] ? slash + 1 : "model");
 }
 
-int sq_export(const sq_export_options *o) {
+int sd_export(const sd_export_options *o) {
     if (!o->model || !o->scales || !o->out_dir) return sq_errorf("export needs a model, a scales checkpoint and an output folder");
-    if (!(o->formats & (SQ_EXPORT_DIFFUSERS | SQ_EXPORT_SINGLE))) return sq_errorf("export: no output format chosen");
+    if (!(o->formats & (SD_EXPORT_DIFFUSERS | SD_EXPORT_SINGLE))) return sq_errorf("export: no output format chosen");
     if (o->dtype != -1 && o->dtype != SQ_F32 && o->dtype != SQ_BF16 && o->dtype != SQ_F16)
         return sq_errorf("export: the output dtype must be bf16, fp16 or fp32");
     exporter x;
     memset(&x, 0, sizeof x);
     x.o = o;
     bool progress = false;
-    if (sq_export_plan_open(&x.plan, o->model, o->scales) != SQ_OK) return SQ_FAIL;
-    const sq_export_plan *p = &x.plan;
+    if (sd_export_plan_open(&x.plan, o->model, o->scales) != SQ_OK) return SQ_FAIL;
+    const sd_export_plan *p = &x.plan;
     int rc = SQ_FAIL;
     x.dtype = o->dtype == -1 ? p->base_dtype : (sq_dtype)o->dtype;
-    if (prepare_out_dir(o, &p->base) != SQ_OK || sq_export_scratch_alloc(&x.scratch, p) != SQ_OK) goto done;
+    if (prepare_out_dir(o, &p->base) != SQ_OK || sd_export_scratch_alloc(&x.scratch, p) != SQ_OK) goto done;
     x.bytes = malloc((size_t)p->max_numel * sizeof(float) + 16);
     if (!x.bytes) { sq_errorf("out of host memory"); goto done; }
     snprintf(x.step, sizeof x.step, "%lld", (long long)p->info.state.step);
@@ -307,15 +307,15 @@ int sq_export(const sq_export_options *o) {
     memcpy(x.meta, meta, sizeof meta);
     int64_t per_pass = 0;
     for (int i = 0; i < p->n; i++) per_pass += out_bytes(&x, &p->t[i]);
-    int passes = ((o->formats & SQ_EXPORT_DIFFUSERS) != 0) + ((o->formats & SQ_EXPORT_SINGLE) != 0);
+    int passes = ((o->formats & SD_EXPORT_DIFFUSERS) != 0) + ((o->formats & SD_EXPORT_SINGLE) != 0);
     progress = !o->quiet;
     if (progress) sq_progress_begin(&x.prog, "export", per_pass * passes);
     char path[4400], name[256];
-    if (o->formats & SQ_EXPORT_DIFFUSERS) {
+    if (o->formats & SD_EXPORT_DIFFUSERS) {
         if (join_path(path, sizeof path, o->out_dir, "transformer") != SQ_OK || write_diffusers(&x, path) != SQ_OK) goto done;
     }
     single_name(o, name, sizeof name);
-    if (o->formats & SQ_EXPORT_SINGLE) {
+    if (o->formats & SD_EXPORT_SINGLE) {
         char file[300];
         snprintf(file, sizeof file, "%s.safetensors", name);
         if (join_path(path, sizeof path, o->out_dir, file) != SQ_OK || write_single(&x, path) != SQ_OK) goto done;
@@ -325,14 +325,14 @@ int sq_export(const sq_export_options *o) {
         progress = false;
         printf("exported %d tensors (%d int4 layers dequantised with the scales of step %s, group %d) as %s, %.1f MB per copy:\n",
                p->n, p->n_quantized, x.step, p->group, sq_dtype_name(x.dtype), (double)per_pass / 1e6);
-        if (o->formats & SQ_EXPORT_DIFFUSERS) printf("  diffusers: %s/transformer\n", o->out_dir);
-        if (o->formats & SQ_EXPORT_SINGLE) printf("  single file: %s/%s.safetensors\n", o->out_dir, name);
+        if (o->formats & SD_EXPORT_DIFFUSERS) printf("  diffusers: %s/transformer\n", o->out_dir);
+        if (o->formats & SD_EXPORT_SINGLE) printf("  single file: %s/%s.safetensors\n", o->out_dir, name);
     }
     rc = SQ_OK;
 done:
     if (progress) sq_progress_end(&x.prog);   // end the bar's line before main prints the error
     free(x.bytes);
-    sq_export_scratch_free(&x.scratch);
-    sq_export_plan_close(&x.plan);
+    sd_export_scratch_free(&x.scratch);
+    sd_export_plan_close(&x.plan);
     return rc;
 }

@@ -12,29 +12,29 @@
 // at a few copies of the largest tensor whatever the model size; each file is
 // written atomically and config.json last. The checkpoint must have been trained on
 // this base (same source hash, mmdit/base_model.h) at the base's group size.
-#ifndef SQ_EXPORT_H
-#define SQ_EXPORT_H
+#ifndef SD_EXPORT_H
+#define SD_EXPORT_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "core/dtype.h"
 
-enum { SQ_EXPORT_DIFFUSERS = 1, SQ_EXPORT_SINGLE = 2 };
+enum { SD_EXPORT_DIFFUSERS = 1, SD_EXPORT_SINGLE = 2 };
 
 typedef struct {
     const char *model;        // base: diffusers folder, single file, or `sd-qzo quantize` output
     const char *scales;       // QZO scales checkpoint (qzo/checkpoint.h)
     const char *out_dir;      // created if missing; must be empty unless force
-    int formats;              // SQ_EXPORT_DIFFUSERS | SQ_EXPORT_SINGLE
+    int formats;              // SD_EXPORT_DIFFUSERS | SD_EXPORT_SINGLE
     int dtype;                // SQ_BF16, SQ_F16 or SQ_F32; -1: the base's own float dtype
     const char *name;         // single file's name without ".safetensors"; NULL: out_dir's base name
     bool force;               // write into a non-empty out_dir (replacing earlier export files)
     int64_t max_shard_bytes;  // diffusers shard size; 0: 5 GB
     bool quiet;               // no progress bar or summary on stdout
-} sq_export_options;
+} sd_export_options;
 
-void sq_export_options_defaults(sq_export_options *o);
-int sq_export(const sq_export_options *o);
+void sd_export_options_defaults(sd_export_options *o);
+int sd_export(const sd_export_options *o);
 
 #endif

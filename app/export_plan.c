@@ -47,10 +47,10 @@ static char *config_from_shapes(const sd_mmdit_config *c) {
     return s;
 }
 
-static int read_config(sq_export_plan *p) {
-    const sq_base_model *b = &p->base;
+static int read_config(sd_export_plan *p) {
+    const sd_base_model *b = &p->base;
     if (b->single_file) {
-        if (sd_mmdit_config_infer(&p->cfg, p->st, SQ_SINGLE_FILE_PREFIX) != SQ_OK) return SQ_FAIL;
+        if (sd_mmdit_config_infer(&p->cfg, p->st, SD_SINGLE_FILE_PREFIX) != SQ_OK) return SQ_FAIL;
         p->config_json = config_from_shapes(&p->cfg);
         return p->config_json ? SQ_OK : sq_errorf("out of host memory");
     }
@@ -58,8 +58,8 @@ static int read_config(sq_export_plan *p) {
     if (b->config[0]) {
         if (sq_read_file(b->config, &p->config_json, &len) != SQ_OK) return SQ_FAIL;
     } else {
-        sq_q4_header h;
-        if (sq_q4_header_read(p->st, b->weights, &h) != SQ_OK) return SQ_FAIL;
+        sd_q4_header h;
+        if (sd_q4_header_read(p->st, b->weights, &h) != SQ_OK) return SQ_FAIL;
         if (!h.config) return sq_errorf("%s: quantised file lacks its sd_qzo.config", b->weights);
         p->config_json = strdup(h.config);
         if (!p->config_json) return sq_errorf("out of host memory");
@@ -72,9 +72,9 @@ static int read_config(sq_export_plan *p) {
     return rc;
 }
 
-static int check_scales(sq_export_plan *p, sq_export_tensor *t, const char *scales_path) {
+static int check_scales(sd_export_plan *p, sd_export_tensor *t, const char *scales_path) {
     char key[300];
-    snprintf(key, sizeof key, "%s%s", t->name, SQ_Q4_SCALES_SUFFIX);
+    snprintf(key, sizeof key, "%s%s", t->name, SD_Q4_SCALES_SUFFIX);
     const sq_st_entry *s = sq_st_find(p->ckpt, key);
     if (!s) return sq_errorf("%s: no scales '%s' for an int4 layer of %s", scales_path, key, p->base.weights);
     if (s->dtype != SQ_F32 || s->ndim != 2 || t->ndim != 2 || t->shape[1] % p->group || s->shape[0] != t->shape[0] ||
@@ -89,15 +89,15 @@ static int check_scales(sq_export_plan *p, sq_export_tensor *t, const char *scal
 }
 
 // Adds the diffusers tensor(s) base entry e holds.
-static int add_entry(sq_export_plan *p, const sq_st_entry *e, const char *scales_path) {
-    const sq_base_model *b = &p->base;
+static int add_entry(sd_export_plan *p, const sq_st_entry *e, const char *scales_path) {
+    const sd_base_model *b = &p->base;
     char key[300];
-    snprintf(key, sizeof key, "%s", e->name + (b->single_file ? strlen(SQ_SINGLE_FILE_PREFIX) : 0));
+    snprintf(key, sizeof key, "%s", e->name + (b->single_file ? strlen(SD_SINGLE_FILE_PREFIX) : 0));
     bool codes = false;
     if (b->quantized) {
-        if (ends_with(key, SQ_Q4_SCALES_SUFFIX)) return SQ_OK;   // the base's scales: the checkpoint's replace them
-        if (ends_with(key, SQ_Q4_CODES_SUFFIX)) {
-            key[strlen(key) - strlen(SQ_Q4_CODES_SUFFIX)] = 0;
+        if (ends_with(key, SD_Q4_SCALES_SUFFIX)) return SQ_OK;   // the base's scales: the checkpoint's replace them
+        if (ends_with(key, SD_Q4_CODES_SUFFIX)) {
+            key[strlen(key) - strlen(SD_Q4_CODES_SUFFIX)] = 0;
             codes = true;
             if (e->dtype != SQ_U8 || e->ndim != 2)
                 return sq_errorf("%s: int4 codes '%s' are not a 2-D U8 tensor", b->weights, e->name);
@@ -116,7 +116,7 @@ static int add_entry(sq_export_plan *p, const sq_st_entry *e, const char *scales
     if (parts > 1 && (e->ndim < 1 || e->shape[0] % parts))
         return sq_errorf("%s: fused tensor '%s' does not split into %d equal row blocks", b->weights, e->name, parts);
     for (int j = 0; j < parts; j++) {
-        sq_export_tensor *t = &p->t[p->n++];
+        sd_export_tensor *t = &p->t[p->n++];
         memset(t, 0, sizeof *t);
         snprintf(t->name, sizeof t->name, "%s", names[j]);
         t->src = e;
@@ -151,13 +151,13 @@ static int add_entry(sq_export_plan *p, const sq_st_entry *e, const char *scales
 }
 
 static int by_name(const void *a, const void *b) {
-    return strcmp(((const sq_export_tensor *)a)->name, ((const sq_export_tensor *)b)->name);
+    return strcmp(((const sd_export_tensor *)a)->name, ((const sd_export_tensor *)b)->name);
 }
 
-int sq_export_plan_open(sq_export_plan *p, const char *model, const char *scales) {
+int sd_export_plan_open(sd_export_plan *p, const char *model, const char *scales) {
     memset(p, 0, sizeof *p);
-    if (sq_base_open(model, &p->base, &p->st) != SQ_OK) return SQ_FAIL;
-    const sq_base_model *b = &p->base;
+    if (sd_base_open(model, &p->base, &p->st) != SQ_OK) return SQ_FAIL;
+    const sd_base_model *b = &p->base;
     if (read_config(p) != SQ_OK || sq_st_open(&p->ckpt, scales) != SQ_OK ||
         sq_checkpoint_read_info(p->ckpt, scales, NULL, &p->info) != SQ_OK)
         goto fail;
@@ -174,7 +174,7 @@ int sq_export_plan_open(sq_export_plan *p, const char *model, const char *scales
     // The hash first, so a checkpoint of another model gets that message and not a
     // confusing shape error (a dense base is read once for it).
     if (!b->quantized) sq_log_info("hashing the base weights in %s", b->weights);
-    if (sq_base_sha256(b, p->st, p->base_sha256) != SQ_OK) goto fail;
+    if (sd_base_sha256(b, p->st, p->base_sha256) != SQ_OK) goto fail;
     if (strcmp(p->base_sha256, p->info.base_sha256)) {
         sq_errorf("%s: these scales were trained on another base model (hash %.12s…, %s has %.12s…)", scales,
                   p->info.base_sha256, model, p->base_sha256);
@@ -185,7 +185,7 @@ int sq_export_plan_open(sq_export_plan *p, const char *model, const char *scales
     if (!p->t) { sq_errorf("out of host memory"); goto fail; }
     for (int i = 0; i < n; i++) {
         const sq_st_entry *e = sq_st_at(p->st, i);
-        if (sq_base_keep_tensor(e->name, b->single_file) && add_entry(p, e, scales) != SQ_OK) goto fail;
+        if (sd_base_keep_tensor(e->name, b->single_file) && add_entry(p, e, scales) != SQ_OK) goto fail;
     }
     if (p->n_quantized == 0) {
         sq_errorf("%s: no int4 layers at group size %d (is this an SD3 MMDiT?)", b->weights, p->group);
@@ -205,11 +205,11 @@ int sq_export_plan_open(sq_export_plan *p, const char *model, const char *scales
         }
     return SQ_OK;
 fail:
-    sq_export_plan_close(p);
+    sd_export_plan_close(p);
     return SQ_FAIL;
 }
 
-void sq_export_plan_close(sq_export_plan *p) {
+void sd_export_plan_close(sd_export_plan *p) {
     sq_st_close(p->st);
     sq_st_close(p->ckpt);
     free(p->info.loss_history);
@@ -218,17 +218,17 @@ void sq_export_plan_close(sq_export_plan *p) {
     memset(p, 0, sizeof *p);
 }
 
-int sq_export_scratch_alloc(sq_export_scratch *s, const sq_export_plan *p) {
+int sd_export_scratch_alloc(sd_export_scratch *s, const sd_export_plan *p) {
     size_t n = (size_t)p->max_numel;
     s->values = malloc(n * sizeof(float) + 16);
     s->codes = malloc(n / 2 + 16);
     s->scales = malloc(n / (size_t)p->group * sizeof(float) + 16);
     if (s->values && s->codes && s->scales) return SQ_OK;
-    sq_export_scratch_free(s);
+    sd_export_scratch_free(s);
     return sq_errorf("out of host memory for a %lld-element tensor", (long long)p->max_numel);
 }
 
-void sq_export_scratch_free(sq_export_scratch *s) {
+void sd_export_scratch_free(sd_export_scratch *s) {
     free(s->values);
     free(s->codes);
     free(s->scales);
@@ -240,7 +240,7 @@ static void swap_halves(void *data, size_t bytes) {
     for (size_t i = 0; i < bytes / 2; i++) { t = a[i]; a[i] = b[i]; b[i] = t; }
 }
 
-int sq_export_materialise(const sq_export_plan *p, const sq_export_tensor *t, sq_export_scratch *s) {
+int sd_export_materialise(const sd_export_plan *p, const sd_export_tensor *t, sd_export_scratch *s) {
     int64_t numel = sq_shape_numel(t->ndim, t->shape);
     int64_t first = t->part >= 0 ? t->part * numel : 0;   // element offset of this third
     if (!t->codes_in_src) {

@@ -6,8 +6,8 @@
 // quantiser training uses) and the checkpoint's scales. Opening the plan checks the
 // checkpoint against the base (hash, group size, one scale tensor per int4 layer of
 // the right shape), so a bad pairing fails before the output folder is touched.
-#ifndef SQ_EXPORT_PLAN_H
-#define SQ_EXPORT_PLAN_H
+#ifndef SD_EXPORT_PLAN_H
+#define SD_EXPORT_PLAN_H
 
 #include "mmdit/base_model.h"
 #include "mmdit/config.h"
@@ -26,33 +26,33 @@ typedef struct {
     char single_key[256];       // Stability key without "model.diffusion_model."
     int single_part;            // which third of the fused single-file tensor, or -1
     bool single_swapped;        // written with its halves swapped in the single file
-} sq_export_tensor;
+} sd_export_tensor;
 
 typedef struct {
-    sq_base_model base;
+    sd_base_model base;
     sq_safetensors *st, *ckpt;
     sq_checkpoint_info info;
     char base_sha256[65];
     sd_mmdit_config cfg;
     char *config_json;          // diffusers config.json text of the output (malloc'ed)
-    sq_export_tensor *t;        // sorted by diffusers name
+    sd_export_tensor *t;        // sorted by diffusers name
     int n, n_quantized, group;
     sq_dtype base_dtype;        // float dtype of the base's unquantised tensors
     bool base_dtype_set;
     int64_t max_numel;          // largest tensor, for scratch buffers
-} sq_export_plan;
+} sd_export_plan;
 
-int sq_export_plan_open(sq_export_plan *p, const char *model, const char *scales);
-void sq_export_plan_close(sq_export_plan *p);
+int sd_export_plan_open(sd_export_plan *p, const char *model, const char *scales);
+void sd_export_plan_close(sd_export_plan *p);
 
 typedef struct {
     float *values;              // max_numel floats: the result
     uint8_t *codes;             // max_numel / 2 bytes
     float *scales;              // max_numel / group floats
-} sq_export_scratch;
-int sq_export_scratch_alloc(sq_export_scratch *s, const sq_export_plan *p);
-void sq_export_scratch_free(sq_export_scratch *s);
+} sd_export_scratch;
+int sd_export_scratch_alloc(sd_export_scratch *s, const sd_export_plan *p);
+void sd_export_scratch_free(sd_export_scratch *s);
 // The f32 values of t in the diffusers layout, into s->values.
-int sq_export_materialise(const sq_export_plan *p, const sq_export_tensor *t, sq_export_scratch *s);
+int sd_export_materialise(const sd_export_plan *p, const sd_export_tensor *t, sd_export_scratch *s);
 
 #endif

@@ -32,7 +32,7 @@ typedef struct {
     sd_trainer *t;
     sd_mmdit m;
     sq_arena scratch;
-    sq_scale_list sl;            // the trained scales, as checkpoints name them
+    sd_scale_list sl;            // the trained scales, as checkpoints name them
     sq_qzo_config qc;
     sq_qzo_state qs;
     // batch buffers, sized for the largest bucket
@@ -76,9 +76,9 @@ static int quantized_path(const sd_trainer *t, const sq_safetensors *st, char *o
 // (its group size must be --group-size, which the checkpoint records), else the
 // cached quantised copy, made once.
 static int int4_path(const sd_trainer *t, char *out, size_t size) {
-    sq_base_model base;
+    sd_base_model base;
     sq_safetensors *st;
-    if (sq_base_open(t->opt.model, &base, &st) != SQ_OK) return sq_error_context("--model");
+    if (sd_base_open(t->opt.model, &base, &st) != SQ_OK) return sq_error_context("--model");
     int rc = SQ_OK;
     if (base.quantized) {
         if (base.group != t->opt.group_size)
@@ -90,7 +90,7 @@ static int int4_path(const sd_trainer *t, char *out, size_t size) {
     sq_st_close(st);
     if (rc != SQ_OK || base.quantized || sq_is_file(out)) return rc;
     sq_log_info("quantising %s to int4 (group %d) once, into %s", t->opt.model, t->opt.group_size, out);
-    if (sq_quantize_checkpoint(t->opt.model, out, t->opt.group_size, false) != SQ_OK) return sq_error_context("quantising --model");
+    if (sd_quantize_checkpoint(t->opt.model, out, t->opt.group_size, false) != SQ_OK) return sq_error_context("quantising --model");
     return SQ_OK;
 }
 
@@ -120,7 +120,7 @@ static int load_mmdit(loop *L) {
                          "(context %d, pooled %d, %d latent channels): --model and the encoders are different models",
                          c->joint_attention_dim, c->pooled_projection_dim, c->in_channels, t->ctx_dim, t->pooled_dim,
                          t->latent_channels);
-    if (sq_scale_list_make(&L->m, qpath, &L->sl) != SQ_OK) return sq_error_context("QZO has nothing to train");
+    if (sd_scale_list_make(&L->m, qpath, &L->sl) != SQ_OK) return sq_error_context("QZO has nothing to train");
     return SQ_OK;
 }
 
@@ -270,7 +270,7 @@ static void free_loop(loop *L) {
     sq_tensor_free(&L->pooled_buf);
     free(L->noise_host);
     sq_arena_free(&L->scratch);
-    sq_scale_list_free(&L->sl);
+    sd_scale_list_free(&L->sl);
     if (L->m.blocks) sd_mmdit_free(&L->m);
 }
 

@@ -18,19 +18,25 @@
 //   backend.c uses it for the device functions that are not ops.
 //
 // The prefixes, as the code has them (the whole project, written down here because
-// kernels/ is where both meet):
+// kernels/ is where both meet; docs/DESIGN.md "Conventions" says the same):
 // - sq_ : what does not know Stable Diffusion: the library layers core/ and kernels/
 //   (tensors, errors, ops, int4/int8 formats, the perturbation RNG, the backend; the
-//   helpers kernels/cuda/ files share, sq_cudnn_*, sq_slab_*), and the QZO machinery
-//   built on them in app/ (sq_qzo_* step, sq_checkpoint_* of the scales, sq_quantize_*,
-//   sq_export_*) and the commands (sq_cmd_*).
-// - sd_ : what is Stable Diffusion: mmdit/, vae/, text_encoders/, datasets/,
-//   samples/, and the SD training around the QZO step in app/ (sd_flow_*, the noise
-//   and σ draws, sd_train_* options, log and report).
+//   helpers kernels/cuda/ files share, sq_cudnn_*, sq_slab_*), the model-agnostic
+//   QZO optimiser and its checkpoint file (qzo/qzo.*: sq_qzo_*, sq_lr_schedule_*;
+//   qzo/checkpoint.*: sq_checkpoint_*) and app/'s command plumbing (sq_cmd_*,
+//   sq_options_*).
+// - sd_ : what is Stable Diffusion: mmdit/ (sd_mmdit_*, and the base model on disk,
+//   sd_base_*, sd_q4_header, sd_quantize_checkpoint), vae/, text_encoders/,
+//   datasets/, samples/, the QZO code that knows the MMDiT (qzo/trained_scales.*:
+//   sd_scale_list, sd_load_finetuned_mmdit; qzo/diagnostics.*: sd_qzo_diagnose),
+//   the SD training around the QZO step (qzo/flow_loss.*, qzo/noise.*: sd_flow_*,
+//   sd_draw_*; app/train_*: sd_train_* options, eval, log and report) and
+//   `sd-qzo export` (app/export*: sd_export_*).
 // - cpu_ / cuda_ : the raw-pointer halves of an op (kernels/cpu/, kernels/cuda/),
 //   called from the dispatchers, from each other (a fused kernel's fallback), and by
 //   tests; model code never sees them.
-// Types and macros follow their functions (sq_tensor, SQ_CHECK; sd_dataset).
+// Types, macros and include guards follow their functions (sq_tensor, SQ_CHECK,
+// SQ_OPS_H; sd_dataset, SD_MMDIT_MODEL_H).
 #include "kernels/ops.h"
 
 #include <string.h>

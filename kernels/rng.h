@@ -34,7 +34,7 @@ typedef struct {
 } sq_philox_out;
 
 // The stream ids of one run (the one list: a new stream takes a new number here).
-// app/train_noise.h's sd_stream carries the same numbers for the training draws.
+// qzo/noise.h's sd_stream carries the same numbers for the training draws.
 typedef enum {
     SQ_RNG_STREAM_NOISE = 1,   // training noise n (app/)
     SQ_RNG_STREAM_SIGMA = 2,   // training σ (app/)

@@ -10,7 +10,7 @@
 #include "core/path.h"
 #include "core/sha256.h"
 
-int sq_base_open(const char *model, sq_base_model *b, sq_safetensors **out) {
+int sd_base_open(const char *model, sd_base_model *b, sq_safetensors **out) {
     memset(b, 0, sizeof *b);
     *out = NULL;
     if (sq_is_dir(model)) {
@@ -26,8 +26,8 @@ int sq_base_open(const char *model, sq_base_model *b, sq_safetensors **out) {
     if (!sq_is_file(model)) return sq_errorf("%s: no such file or directory", model);
     if ((size_t)snprintf(b->weights, sizeof b->weights, "%s", model) >= sizeof b->weights) return sq_errorf("%s: path too long", model);
     if (sq_st_open(out, model) != SQ_OK) return SQ_FAIL;
-    sq_q4_header h;
-    if (sq_q4_header_read(*out, model, &h) != SQ_OK) {
+    sd_q4_header h;
+    if (sd_q4_header_read(*out, model, &h) != SQ_OK) {
         sq_st_close(*out);
         *out = NULL;
         return SQ_FAIL;
@@ -38,7 +38,7 @@ int sq_base_open(const char *model, sq_base_model *b, sq_safetensors **out) {
     return SQ_OK;
 }
 
-int sq_q4_header_read(const sq_safetensors *st, const char *path, sq_q4_header *h) {
+int sd_q4_header_read(const sq_safetensors *st, const char *path, sd_q4_header *h) {
     memset(h, 0, sizeof *h);
     const char *fmt = sq_st_metadata(st, "sd_qzo.format");
     const char *layout = sq_st_metadata(st, "sd_qzo.layout");
@@ -49,13 +49,13 @@ int sq_q4_header_read(const sq_safetensors *st, const char *path, sq_q4_header *
     h->group = group ? atoi(group) : 0;
     h->source_sha256 = sq_st_metadata(st, "sd_qzo.source_sha256");
     h->config = sq_st_metadata(st, "sd_qzo.config");
-    if (strcmp(fmt, SQ_Q4_FORMAT) || (h->group != 32 && h->group != 64 && h->group != 128))
+    if (strcmp(fmt, SD_Q4_FORMAT) || (h->group != 32 && h->group != 64 && h->group != 128))
         return sq_errorf("%s: unknown sd-qzo format '%s' or group size", path, fmt);
     return SQ_OK;
 }
 
-bool sq_base_keep_tensor(const char *name, bool single_file) {
-    return !single_file || !strncmp(name, SQ_SINGLE_FILE_PREFIX, strlen(SQ_SINGLE_FILE_PREFIX));
+bool sd_base_keep_tensor(const char *name, bool single_file) {
+    return !single_file || !strncmp(name, SD_SINGLE_FILE_PREFIX, strlen(SD_SINGLE_FILE_PREFIX));
 }
 
 static void hash_entry(sq_sha256 *h, const sq_st_entry *e) {
@@ -69,25 +69,25 @@ static void hash_entry(sq_sha256 *h, const sq_st_entry *e) {
     sq_sha256_update(h, e->data, e->nbytes);
 }
 
-void sq_base_source_sha256(const sq_safetensors *st, bool single_file, char hex[65]) {
+void sd_base_source_sha256(const sq_safetensors *st, bool single_file, char hex[65]) {
     sq_sha256 hash;
     sq_sha256_init(&hash);
     for (int i = 0; i < sq_st_count(st); i++) {   // sq_st_at is in name order
         const sq_st_entry *e = sq_st_at(st, i);
-        if (sq_base_keep_tensor(e->name, single_file)) hash_entry(&hash, e);
+        if (sd_base_keep_tensor(e->name, single_file)) hash_entry(&hash, e);
     }
     uint8_t digest[32];
     sq_sha256_final(&hash, digest);
     sq_sha256_hex(digest, hex);
 }
 
-int sq_base_sha256(const sq_base_model *b, const sq_safetensors *st, char hex[65]) {
+int sd_base_sha256(const sd_base_model *b, const sq_safetensors *st, char hex[65]) {
     if (!b->quantized) {
-        sq_base_source_sha256(st, b->single_file, hex);
+        sd_base_source_sha256(st, b->single_file, hex);
         return SQ_OK;
     }
-    sq_q4_header h;
-    if (sq_q4_header_read(st, b->weights, &h) != SQ_OK) return SQ_FAIL;
+    sd_q4_header h;
+    if (sd_q4_header_read(st, b->weights, &h) != SQ_OK) return SQ_FAIL;
     if (!h.source_sha256 || strlen(h.source_sha256) != 64)
         return sq_errorf("%s: quantised file lacks its sd_qzo.source_sha256", b->weights);
     snprintf(hex, 65, "%s", h.source_sha256);

@@ -8,40 +8,40 @@
 // names the weights whatever the sharding. `sd-qzo quantize` records it as
 // sd_qzo.source_sha256, training as the checkpoint's sd_qzo.base_sha256; a base
 // loaded from a quantised file reports the hash of the source it was made from.
-#ifndef SQ_BASE_MODEL_H
-#define SQ_BASE_MODEL_H
+#ifndef SD_MMDIT_BASE_MODEL_H
+#define SD_MMDIT_BASE_MODEL_H
 
 #include <stdbool.h>
 
 #include "core/safetensors.h"
 
-#define SQ_SINGLE_FILE_PREFIX "model.diffusion_model."
+#define SD_SINGLE_FILE_PREFIX "model.diffusion_model."
 
 // The int4 file of `sd-qzo quantize` (mmdit/quantize_file.h) carries its facts in
-// the safetensors metadata: sd_qzo.format = SQ_Q4_FORMAT, sd_qzo.group_size,
+// the safetensors metadata: sd_qzo.format = SD_Q4_FORMAT, sd_qzo.group_size,
 // sd_qzo.source_sha256 (the source hash below), sd_qzo.layout ("diffusers" or
 // "single-file": the key layout kept from the source), sd_qzo.source (the path
 // quantised) and sd_qzo.config (the transformer's config.json; "{}" for a single
 // file). Tensors: "X.weight" becomes "X.weight.q4" (U8 (Nout, K/2), two codes a byte)
 // + "X.weight.scales" (F32 (Nout, K/G)); every other tensor is copied as it is.
-#define SQ_Q4_FORMAT "q4-v1"
-#define SQ_Q4_CODES_SUFFIX ".q4"
-#define SQ_Q4_SCALES_SUFFIX ".scales"
+#define SD_Q4_FORMAT "q4-v1"
+#define SD_Q4_CODES_SUFFIX ".q4"
+#define SD_Q4_SCALES_SUFFIX ".scales"
 
-// That metadata, read once (sq_q4_header_read is its only reader). The strings point
+// That metadata, read once (sd_q4_header_read is its only reader). The strings point
 // into the open file's header: valid while it stays open.
 typedef struct {
-    bool quantized;             // sd_qzo.format is present (and is SQ_Q4_FORMAT)
+    bool quantized;             // sd_qzo.format is present (and is SD_Q4_FORMAT)
     bool single_file;           // Stability key layout: a dense file, or an int4 file of one
     int group;                  // quantized: 32, 64 or 128
     const char *source_sha256;  // quantized: sd_qzo.source_sha256; NULL when absent
     const char *config;         // quantized: sd_qzo.config; NULL when absent
-} sq_q4_header;
+} sd_q4_header;
 
 // Reads the header of an open .safetensors file (not a folder: a diffusers folder is
 // always dense and in the diffusers layout). SQ_FAIL, naming `path`, for another
 // sd_qzo.format or a group size other than 32, 64, 128.
-int sq_q4_header_read(const sq_safetensors *st, const char *path, sq_q4_header *h);
+int sd_q4_header_read(const sq_safetensors *st, const char *path, sd_q4_header *h);
 
 typedef struct {
     char weights[4096];  // what sq_st_open opens: the transformer folder or the file
@@ -49,17 +49,17 @@ typedef struct {
     bool single_file;    // Stability key layout (model.diffusion_model.*)
     bool quantized;      // written by `sd-qzo quantize` (sd_qzo.format q4-v1)
     int group;           // quantized: its group size
-} sq_base_model;
+} sd_base_model;
 
 // Resolves `model` (pipeline folder, transformer folder or .safetensors file) and
 // opens its weights; *st is the caller's to close. Reads a quantised file's group.
-int sq_base_open(const char *model, sq_base_model *base, sq_safetensors **st);
+int sd_base_open(const char *model, sd_base_model *base, sq_safetensors **st);
 // The tensors of a checkpoint that belong to the MMDiT.
-bool sq_base_keep_tensor(const char *name, bool single_file);
+bool sd_base_keep_tensor(const char *name, bool single_file);
 // Source hash (above) of the open dense checkpoint; reads every tensor once.
-void sq_base_source_sha256(const sq_safetensors *st, bool single_file, char hex[65]);
+void sd_base_source_sha256(const sq_safetensors *st, bool single_file, char hex[65]);
 // The hash that identifies the base: a quantised file's recorded source hash, or
 // the source hash of a dense checkpoint.
-int sq_base_sha256(const sq_base_model *base, const sq_safetensors *st, char hex[65]);
+int sd_base_sha256(const sd_base_model *base, const sq_safetensors *st, char hex[65]);
 
 #endif

@@ -55,7 +55,7 @@ static int resolve(const loader *L, const char *dkey, char *key, size_t size, sd
         return SQ_OK;
     }
     if (!sd_mmdit_single_file_key(dkey, L->num_layers, sk)) return sq_errorf("%s: no single-file key for '%s'", L->origin, dkey);
-    snprintf(key, size, SQ_SINGLE_FILE_PREFIX "%s", sk->key);
+    snprintf(key, size, SD_SINGLE_FILE_PREFIX "%s", sk->key);
     return SQ_OK;
 }
 
@@ -172,9 +172,9 @@ static int load_quantized(loader *L, const char *dprefix, sq_linear *l, int64_t 
     if (sq_tensor_alloc(&l->codes, SQ_Q4, L->device, 2, (int64_t[]){out, in}) != SQ_OK ||
         sq_tensor_alloc(&l->scales, SQ_F32, L->device, 2, (int64_t[]){out, in / L->group}) != SQ_OK)
         return SQ_FAIL;
-    snprintf(k2, sizeof k2, "%s" SQ_Q4_CODES_SUFFIX, key);
+    snprintf(k2, sizeof k2, "%s" SD_Q4_CODES_SUFFIX, key);
     if (load_rows_raw(L, k2, &sk, &l->codes, SQ_U8) != SQ_OK) return SQ_FAIL;
-    snprintf(k2, sizeof k2, "%s" SQ_Q4_SCALES_SUFFIX, key);
+    snprintf(k2, sizeof k2, "%s" SD_Q4_SCALES_SUFFIX, key);
     if (load_rows_raw(L, k2, &sk, &l->scales, SQ_F32) != SQ_OK) return SQ_FAIL;
     l->group = L->group;
     return SQ_OK;
@@ -185,7 +185,7 @@ static bool has_quantized(loader *L, const char *dprefix) {
     sd_single_file_key sk;
     snprintf(dkey, sizeof dkey, "%.300s.weight", dprefix);
     if (!L->quantized || !L->st || resolve(L, dkey, key, sizeof key, &sk) != SQ_OK) return false;
-    snprintf(k2, sizeof k2, "%s" SQ_Q4_CODES_SUFFIX, key);
+    snprintf(k2, sizeof k2, "%s" SD_Q4_CODES_SUFFIX, key);
     return sq_st_find(L->st, k2) != NULL;
 }
 
@@ -301,9 +301,9 @@ done:
 // The config of a single file: from the int4 header's metadata, or inferred from a
 // Stability single file's tensor shapes.
 static int file_config(sd_mmdit_config *c, const sq_safetensors *st, const char *path) {
-    sq_q4_header h;
-    if (sq_q4_header_read(st, path, &h) != SQ_OK) return SQ_FAIL;
-    if (h.single_file) return sd_mmdit_config_infer(c, st, SQ_SINGLE_FILE_PREFIX);
+    sd_q4_header h;
+    if (sd_q4_header_read(st, path, &h) != SQ_OK) return SQ_FAIL;
+    if (h.single_file) return sd_mmdit_config_infer(c, st, SD_SINGLE_FILE_PREFIX);
     sq_config *j = NULL;
     int rc = sq_config_parse(&j, h.config ? h.config : "", path);
     if (rc == SQ_OK) rc = sd_mmdit_config_parse(c, j, path);
@@ -346,8 +346,8 @@ int sd_mmdit_load(sd_mmdit *m, const char *path, sq_device device, sq_dtype dtyp
         L.origin = dir;
     } else {
         if (sq_st_open(&L.st, path) != SQ_OK) return SQ_FAIL;
-        sq_q4_header h;
-        int rc = sq_q4_header_read(L.st, path, &h);
+        sd_q4_header h;
+        int rc = sd_q4_header_read(L.st, path, &h);
         L.single = h.single_file;
         L.quantized = h.quantized;   // written by `sd-qzo quantize`: int4 codes + scales, config in the metadata
         L.group = h.group;

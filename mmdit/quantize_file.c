@@ -26,10 +26,10 @@ typedef struct {
     int64_t count[SD_QK_COUNT];
 } error_report;
 
-int sq_quantize_checkpoint(const char *model, const char *out_path, int group, bool quiet) {
-    sq_base_model base;
+int sd_quantize_checkpoint(const char *model, const char *out_path, int group, bool quiet) {
+    sd_base_model base;
     sq_safetensors *st = NULL;
-    if (sq_base_open(model, &base, &st) != SQ_OK) return SQ_FAIL;
+    if (sd_base_open(model, &base, &st) != SQ_OK) return SQ_FAIL;
     if (base.quantized) {
         sq_st_close(st);
         return sq_errorf("%s: already an int4 file of `sd-qzo quantize` (group size %d)", model, base.group);
@@ -49,7 +49,7 @@ int sq_quantize_checkpoint(const char *model, const char *out_path, int group, b
     int64_t max_q_numel = 0, total_bytes = 0;
     for (int i = 0; i < n; i++) {
         const sq_st_entry *e = sq_st_at(st, i);
-        if (!sq_base_keep_tensor(e->name, single_file)) continue;
+        if (!sd_base_keep_tensor(e->name, single_file)) continue;
         sd_qlayer_kind kind;
         total_bytes += (int64_t)e->nbytes;
         if ((e->dtype == SQ_F32 || e->dtype == SQ_BF16 || e->dtype == SQ_F16) &&
@@ -58,8 +58,8 @@ int sq_quantize_checkpoint(const char *model, const char *out_path, int group, b
             names[nout] = malloc(len);
             names[nout + 1] = malloc(len);
             if (!names[nout] || !names[nout + 1]) { sq_errorf("out of host memory"); goto done; }
-            snprintf(names[nout], len, "%s%s", e->name, SQ_Q4_CODES_SUFFIX);
-            snprintf(names[nout + 1], len, "%s%s", e->name, SQ_Q4_SCALES_SUFFIX);
+            snprintf(names[nout], len, "%s%s", e->name, SD_Q4_CODES_SUFFIX);
+            snprintf(names[nout + 1], len, "%s%s", e->name, SD_Q4_SCALES_SUFFIX);
             desc[nout] = (sq_st_tensor_desc){.name = names[nout], .dtype = SQ_U8, .ndim = 2,
                                              .shape = {e->shape[0], e->shape[1] / 2}};
             desc[nout + 1] = (sq_st_tensor_desc){.name = names[nout + 1], .dtype = SQ_F32, .ndim = 2,
@@ -87,9 +87,9 @@ int sq_quantize_checkpoint(const char *model, const char *out_path, int group, b
     // The hash (mmdit/base_model.h) goes into the header, which is written before the
     // data: hash first.
     char hex[65], group_s[16];
-    sq_base_source_sha256(st, single_file, hex);
+    sd_base_source_sha256(st, single_file, hex);
     snprintf(group_s, sizeof group_s, "%d", group);
-    sq_st_kv meta[6] = {{"sd_qzo.format", SQ_Q4_FORMAT},
+    sq_st_kv meta[6] = {{"sd_qzo.format", SD_Q4_FORMAT},
                         {"sd_qzo.group_size", group_s},
                         {"sd_qzo.source_sha256", hex},
                         {"sd_qzo.layout", single_file ? "single-file" : "diffusers"},
@@ -104,7 +104,7 @@ int sq_quantize_checkpoint(const char *model, const char *out_path, int group, b
     int64_t done_bytes = 0;
     for (int i = 0; i < n; i++) {
         const sq_st_entry *e = sq_st_at(st, i);
-        if (!sq_base_keep_tensor(e->name, single_file)) continue;
+        if (!sd_base_keep_tensor(e->name, single_file)) continue;
         sd_qlayer_kind kind;
         if ((e->dtype == SQ_F32 || e->dtype == SQ_BF16 || e->dtype == SQ_F16) &&
             sd_mmdit_should_quantize(e->name, e->ndim, e->shape, group, &kind)) {

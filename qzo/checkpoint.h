@@ -6,8 +6,8 @@
 // history. Loading it onto the quantised base reproduces the fine-tuned model.
 // Files are written atomically (core/safetensors.h), so a crash mid-save keeps the
 // previous checkpoint intact.
-#ifndef SQ_CHECKPOINT_H
-#define SQ_CHECKPOINT_H
+#ifndef SQ_QZO_CHECKPOINT_H
+#define SQ_QZO_CHECKPOINT_H
 
 #include "core/safetensors.h"
 #include "core/tensor.h"

@@ -7,7 +7,7 @@
 
 #include "core/error.h"
 
-int sq_qzo_diagnose(const sq_scale_list *l, const sq_qzo_config *c, sq_qzo_diagnostics *out) {
+int sd_qzo_diagnose(const sd_scale_list *l, const sq_qzo_config *c, sd_qzo_diagnostics *out) {
     memset(out, 0, sizeof *out);
     double sum_s2[SD_QK_COUNT] = {0};
     int64_t n[SD_QK_COUNT] = {0}, zeros = 0, max_numel = 0;

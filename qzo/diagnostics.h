@@ -7,8 +7,8 @@
 //   - the share of scales the projection s ≥ 0 holds at exactly 0 (weights switched
 //     off; a rising share means steps too large for the scales);
 // The share of clipped steps is counted by the loop from each step's info.
-#ifndef SQ_QZO_DIAGNOSTICS_H
-#define SQ_QZO_DIAGNOSTICS_H
+#ifndef SD_QZO_DIAGNOSTICS_H
+#define SD_QZO_DIAGNOSTICS_H
 
 #include "qzo/qzo.h"
 #include "qzo/trained_scales.h"
@@ -19,15 +19,15 @@ typedef struct {
     double rel_perturb_max;          // the largest of rel_perturb
     double zero_share;               // scales held at 0, over all layers
     int64_t count;                   // scales measured
-} sq_qzo_diagnostics;
+} sd_qzo_diagnostics;
 
 // Measures the scales of l under the perturbation size and mode of c. The relative
 // perturbation uses E[z²] = 1 rather than drawing z: exact in expectation, and it
 // costs no RNG pass.
-int sq_qzo_diagnose(const sq_scale_list *l, const sq_qzo_config *c, sq_qzo_diagnostics *out);
+int sd_qzo_diagnose(const sd_scale_list *l, const sq_qzo_config *c, sd_qzo_diagnostics *out);
 
 // Above this relative perturbation sd-qzo warns: the two-point estimate is no
 // longer a local derivative.
-#define SQ_QZO_REL_PERTURB_WARN 0.05
+#define SD_QZO_REL_PERTURB_WARN 0.05
 
 #endif

@@ -4,8 +4,8 @@
 // passes see exactly the same x_t and target (shared noise, docs/QZO.md):
 //   x_t = (1 - σ) x0 + σ n,  target = n - x0,  model timestep = 1000 σ,
 //   L = mean((mmdit(x_t) - target)²), accumulated in double.
-#ifndef SD_FLOW_LOSS_H
-#define SD_FLOW_LOSS_H
+#ifndef SD_QZO_FLOW_LOSS_H
+#define SD_QZO_FLOW_LOSS_H
 
 #include "core/arena.h"
 #include "kernels/quant.h"

@@ -17,7 +17,7 @@
 #include "mmdit/quantize_file.h"
 #include "qzo/checkpoint.h"
 
-int sq_scale_list_make(sd_mmdit *m, const char *origin, sq_scale_list *out) {
+int sd_scale_list_make(sd_mmdit *m, const char *origin, sd_scale_list *out) {
     memset(out, 0, sizeof *out);
     int n = sd_mmdit_qlayers(m, NULL, 0);
     sd_mmdit_qlayer *ls = calloc((size_t)n + 1, sizeof *ls);
@@ -28,14 +28,14 @@ int sq_scale_list_make(sd_mmdit *m, const char *origin, sq_scale_list *out) {
     out->kind = calloc((size_t)n + 1, sizeof *out->kind);
     if (!ls || !out->named || !out->names || !out->scales || !out->index_base || !out->kind) {
         free(ls);
-        sq_scale_list_free(out);
+        sd_scale_list_free(out);
         return sq_errorf("out of host memory");
     }
     sd_mmdit_qlayers(m, ls, n);
     for (int i = 0; i < n; i++) {
         if (!sq_linear_quantized(ls[i].linear)) continue;
         int k = out->count++;
-        snprintf(out->names[k], sizeof out->names[k], "%.96s.weight" SQ_Q4_SCALES_SUFFIX, ls[i].name);
+        snprintf(out->names[k], sizeof out->names[k], "%.96s.weight" SD_Q4_SCALES_SUFFIX, ls[i].name);
         out->named[k] = (sq_named_scales){out->names[k], &ls[i].linear->scales};
         out->scales[k] = &ls[i].linear->scales;
         out->index_base[k] = ls[i].linear->index_base;
@@ -43,13 +43,13 @@ int sq_scale_list_make(sd_mmdit *m, const char *origin, sq_scale_list *out) {
     }
     free(ls);
     if (out->count == 0) {
-        sq_scale_list_free(out);
+        sd_scale_list_free(out);
         return sq_errorf("%s: the model has no int4 layer", origin);
     }
     return SQ_OK;
 }
 
-void sq_scale_list_free(sq_scale_list *l) {
+void sd_scale_list_free(sd_scale_list *l) {
     free(l->kind);
     free(l->named);
     free(l->names);
@@ -60,19 +60,19 @@ void sq_scale_list_free(sq_scale_list *l) {
 
 // Replaces every int4 layer's scales with the checkpoint's (hash checked first).
 static int apply_scales(sd_mmdit *m, const char *scales) {
-    sq_scale_list sl;
-    if (sq_scale_list_make(m, scales, &sl) != SQ_OK) return SQ_FAIL;
+    sd_scale_list sl;
+    if (sd_scale_list_make(m, scales, &sl) != SQ_OK) return SQ_FAIL;
     sq_checkpoint_info info;
     int rc = sq_checkpoint_load(scales, sl.named, sl.count, m->source_sha256[0] ? m->source_sha256 : NULL, &info);
     if (rc == SQ_OK) {
         free(info.loss_history);
         sq_log_info("applied the scales of %s (step %lld) to %d int4 layers", scales, (long long)info.state.step, sl.count);
     }
-    sq_scale_list_free(&sl);
+    sd_scale_list_free(&sl);
     return rc;
 }
 
-int sq_load_finetuned_mmdit(sd_mmdit *m, const char *model, const char *scales, sq_device device, sq_dtype dtype,
+int sd_load_finetuned_mmdit(sd_mmdit *m, const char *model, const char *scales, sq_device device, sq_dtype dtype,
                             const char *tmp_dir) {
     memset(m, 0, sizeof *m);
     if (!scales) return sd_mmdit_load(m, model, device, dtype);
@@ -85,9 +85,9 @@ int sq_load_finetuned_mmdit(sd_mmdit *m, const char *model, const char *scales, 
     if (rc != SQ_OK) return SQ_FAIL;
     free(info.loss_history);
 
-    sq_base_model base;
+    sd_base_model base;
     sq_safetensors *st = NULL;
-    if (sq_base_open(model, &base, &st) != SQ_OK) return SQ_FAIL;
+    if (sd_base_open(model, &base, &st) != SQ_OK) return SQ_FAIL;
     sq_st_close(st);
     char tmp[4200] = "";
     const char *load_path = model;
@@ -100,7 +100,7 @@ int sq_load_finetuned_mmdit(sd_mmdit *m, const char *model, const char *scales, 
         snprintf(tmp, sizeof tmp, "%s/sd-qzo-int4-%ld.safetensors", dir && dir[0] ? dir : "/tmp", (long)getpid());
         sq_log_info("quantising %s to int4 (group %d) for the scales of %s; pass the file of `sd-qzo quantize` as the "
                     "model to skip this", model, info.group_size, scales);
-        if (sq_quantize_checkpoint(model, tmp, info.group_size, true) != SQ_OK) {
+        if (sd_quantize_checkpoint(model, tmp, info.group_size, true) != SQ_OK) {
             unlink(tmp);
             return sq_error_context("quantising %s", model);
         }

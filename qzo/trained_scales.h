@@ -2,8 +2,8 @@
 // list names every int4 layer's scales the way a checkpoint stores them; loading a
 // fine-tuned MMDiT (`sd-qzo sample`, training previews, ...) is the int4 base a QZO
 // checkpoint was trained on + its scales, or a base model as it is.
-#ifndef SQ_TRAINED_SCALES_H
-#define SQ_TRAINED_SCALES_H
+#ifndef SD_QZO_TRAINED_SCALES_H
+#define SD_QZO_TRAINED_SCALES_H
 
 #include "mmdit/model.h"
 #include "mmdit/quantize.h"
@@ -19,11 +19,11 @@ typedef struct {
     uint64_t *index_base;
     sd_qlayer_kind *kind;     // the layer's type (attention q/k/v, MLP in, adaLN, ...)
     int count;
-} sq_scale_list;
+} sd_scale_list;
 
 // SQ_FAIL (message names `origin`) when the model has no int4 layer.
-int sq_scale_list_make(sd_mmdit *m, const char *origin, sq_scale_list *out);
-void sq_scale_list_free(sq_scale_list *l);
+int sd_scale_list_make(sd_mmdit *m, const char *origin, sd_scale_list *out);
+void sd_scale_list_free(sd_scale_list *l);
 
 // model: a diffusers pipeline or transformer folder, a Stability single file, or
 // the int4 file of `sd-qzo quantize`. scales: NULL, or a training checkpoint
@@ -36,7 +36,7 @@ void sq_scale_list_free(sq_scale_list *l);
 //   - the checkpoint's base hash must equal the model's (source) hash, then every
 //     int4 layer's scales are replaced by the checkpoint's.
 // On failure *m is freed and the message names the file and the problem.
-int sq_load_finetuned_mmdit(sd_mmdit *m, const char *model, const char *scales, sq_device device, sq_dtype dtype,
+int sd_load_finetuned_mmdit(sd_mmdit *m, const char *model, const char *scales, sq_device device, sq_dtype dtype,
                             const char *tmp_dir);
 
 #endif

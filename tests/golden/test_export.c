@@ -89,9 +89,9 @@ static float *load_and_forward(const char *path, const inputs *in) {
 }
 
 static void base_hash(const char *model, char hex[65]) {
-    sq_base_model b;
+    sd_base_model b;
     sq_safetensors *st;
-    SQ_CHECK(sq_base_open(model, &b, &st) == SQ_OK && sq_base_sha256(&b, st, hex) == SQ_OK, "%s", sq_error_message());
+    SQ_CHECK(sd_base_open(model, &b, &st) == SQ_OK && sd_base_sha256(&b, st, hex) == SQ_OK, "%s", sq_error_message());
     sq_st_close(st);
 }
 
@@ -160,9 +160,9 @@ static void check_close(const char *what, const float *got, const float *ref, in
     TU_CHECK(e <= tol, "%s: relative error %.3g > %g", what, e, tol);
 }
 
-static sq_export_options opts(const char *model, const char *scales, const char *out, int formats, int dtype) {
-    sq_export_options o;
-    sq_export_options_defaults(&o);
+static sd_export_options opts(const char *model, const char *scales, const char *out, int formats, int dtype) {
+    sd_export_options o;
+    sd_export_options_defaults(&o);
     o.model = model;
     o.scales = scales;
     o.out_dir = out;
@@ -222,9 +222,9 @@ static void test_large_like(const char *tmp) {
     // 2. export both layouts (fp32, small shards so the index path runs), reload, run
     char a[1100], file[1200];
     snprintf(a, sizeof a, "%s/ft", tmp);
-    sq_export_options o = opts(base, ckpt, a, SQ_EXPORT_DIFFUSERS | SQ_EXPORT_SINGLE, SQ_F32);
+    sd_export_options o = opts(base, ckpt, a, SD_EXPORT_DIFFUSERS | SD_EXPORT_SINGLE, SQ_F32);
     o.max_shard_bytes = 150000;
-    TU_CHECK(sq_export(&o) == SQ_OK, "export: %s", sq_error_message());
+    TU_CHECK(sd_export(&o) == SQ_OK, "export: %s", sq_error_message());
     TU_CHECK(exists(a, "transformer/config.json") && exists(a, "transformer/diffusion_pytorch_model.safetensors.index.json") &&
                  exists(a, "transformer/diffusion_pytorch_model-00001-of-00004.safetensors") && exists(a, "ft.safetensors"),
              "export layout: config.json, index + 4 shards of 150 kB, ft.safetensors");
@@ -244,10 +244,10 @@ static void test_large_like(const char *tmp) {
     char qfile[1100], b[1100];
     snprintf(qfile, sizeof qfile, "%s/q32.safetensors", tmp);
     snprintf(b, sizeof b, "%s/from_q", tmp);
-    TU_CHECK(sq_quantize_checkpoint(base, qfile, GROUP, true) == SQ_OK, "quantize: %s", sq_error_message());
-    o = opts(qfile, ckpt, b, SQ_EXPORT_SINGLE, SQ_F32);
+    TU_CHECK(sd_quantize_checkpoint(base, qfile, GROUP, true) == SQ_OK, "quantize: %s", sq_error_message());
+    o = opts(qfile, ckpt, b, SD_EXPORT_SINGLE, SQ_F32);
     o.name = "w";
-    TU_CHECK(sq_export(&o) == SQ_OK, "export from the int4 file: %s", sq_error_message());
+    TU_CHECK(sd_export(&o) == SQ_OK, "export from the int4 file: %s", sq_error_message());
     snprintf(file, sizeof file, "%s/w.safetensors", b);
     float *out_fromq = load_and_forward(file, &in);
     check_close("export from the int4 file vs from the dense folder", out_fromq, out_single, numel, 0);
@@ -259,15 +259,15 @@ static void test_large_like(const char *tmp) {
     snprintf(qsingle, sizeof qsingle, "%s/q_single.safetensors", tmp);
     snprintf(e, sizeof e, "%s/from_single", tmp);
     TU_CHECK(write_checkpoint(single_base, ck_single) == SQ_OK, "single-file checkpoint: %s", sq_error_message());
-    TU_CHECK(sq_quantize_checkpoint(single_base, qsingle, GROUP, true) == SQ_OK, "quantize single: %s", sq_error_message());
-    o = opts(single_base, ck_single, e, SQ_EXPORT_DIFFUSERS, SQ_F32);
-    TU_CHECK(sq_export(&o) == SQ_OK, "export from a single file: %s", sq_error_message());
+    TU_CHECK(sd_quantize_checkpoint(single_base, qsingle, GROUP, true) == SQ_OK, "quantize single: %s", sq_error_message());
+    o = opts(single_base, ck_single, e, SD_EXPORT_DIFFUSERS, SQ_F32);
+    TU_CHECK(sd_export(&o) == SQ_OK, "export from a single file: %s", sq_error_message());
     float *out_from_single = load_and_forward(e, &in);
     check_close("export of the single-file base vs of the folder", out_from_single, out_dir, numel, 0);
-    o = opts(qsingle, ck_single, e, SQ_EXPORT_SINGLE, SQ_F32);
+    o = opts(qsingle, ck_single, e, SD_EXPORT_SINGLE, SQ_F32);
     o.force = true;
     o.name = "w";
-    TU_CHECK(sq_export(&o) == SQ_OK, "export from the single-layout int4 file: %s", sq_error_message());
+    TU_CHECK(sd_export(&o) == SQ_OK, "export from the single-layout int4 file: %s", sq_error_message());
     snprintf(file, sizeof file, "%s/w.safetensors", e);
     float *out_from_qsingle = load_and_forward(file, &in);
     check_close("export of its int4 file vs of the folder", out_from_qsingle, out_dir, numel, 0);
@@ -275,8 +275,8 @@ static void test_large_like(const char *tmp) {
     // 3. bf16 export: the fp32 result rounded once
     char c[1100];
     snprintf(c, sizeof c, "%s/bf16", tmp);
-    o = opts(base, ckpt, c, SQ_EXPORT_DIFFUSERS, SQ_BF16);
-    TU_CHECK(sq_export(&o) == SQ_OK, "bf16 export: %s", sq_error_message());
+    o = opts(base, ckpt, c, SD_EXPORT_DIFFUSERS, SQ_BF16);
+    TU_CHECK(sd_export(&o) == SQ_OK, "bf16 export: %s", sq_error_message());
     TU_CHECK(exists(c, "transformer/diffusion_pytorch_model.safetensors") && !exists(c, "bf16.safetensors"),
              "default shard size: one file; no single file unless asked");
     float *out_bf16 = load_and_forward(c, &in);
@@ -285,25 +285,25 @@ static void test_large_like(const char *tmp) {
     // 4. refusals
     char d[1100];
     snprintf(d, sizeof d, "%s/never", tmp);
-    o = opts(single_base, ckpt, d, SQ_EXPORT_DIFFUSERS, SQ_F32);
-    TU_CHECK(sq_export(&o) == SQ_FAIL && strstr(sq_error_message(), "another base model") &&
+    o = opts(single_base, ckpt, d, SD_EXPORT_DIFFUSERS, SQ_F32);
+    TU_CHECK(sd_export(&o) == SQ_FAIL && strstr(sq_error_message(), "another base model") &&
                  strstr(sq_error_message(), "scales.safetensors"),
              "a checkpoint of another base is refused: %s", sq_error_message());
     printf("  wrong base: %s\n", sq_error_message());
     TU_CHECK(access(d, F_OK) != 0, "a refused export creates no folder");
     snprintf(qfile, sizeof qfile, "%s/q64.safetensors", tmp);
-    TU_CHECK(sq_quantize_checkpoint(base, qfile, 64, true) == SQ_OK, "quantize at 64: %s", sq_error_message());
-    o = opts(qfile, ckpt, d, SQ_EXPORT_DIFFUSERS, SQ_F32);
-    TU_CHECK(sq_export(&o) == SQ_FAIL && strstr(sq_error_message(), "group size"),
+    TU_CHECK(sd_quantize_checkpoint(base, qfile, 64, true) == SQ_OK, "quantize at 64: %s", sq_error_message());
+    o = opts(qfile, ckpt, d, SD_EXPORT_DIFFUSERS, SQ_F32);
+    TU_CHECK(sd_export(&o) == SQ_FAIL && strstr(sq_error_message(), "group size"),
              "a quantised base of another group size is refused: %s", sq_error_message());
     printf("  wrong group: %s\n", sq_error_message());
-    o = opts(base, ckpt, a, SQ_EXPORT_DIFFUSERS, SQ_F32);
-    TU_CHECK(sq_export(&o) == SQ_FAIL && strstr(sq_error_message(), "not empty") && strstr(sq_error_message(), "--force"),
+    o = opts(base, ckpt, a, SD_EXPORT_DIFFUSERS, SQ_F32);
+    TU_CHECK(sd_export(&o) == SQ_FAIL && strstr(sq_error_message(), "not empty") && strstr(sq_error_message(), "--force"),
              "a non-empty output folder is refused without --force: %s", sq_error_message());
     printf("  non-empty folder: %s\n", sq_error_message());
     // --force, now unsharded: the earlier index and shards must go
     o.force = true;
-    TU_CHECK(sq_export(&o) == SQ_OK, "export --force: %s", sq_error_message());
+    TU_CHECK(sd_export(&o) == SQ_OK, "export --force: %s", sq_error_message());
     TU_CHECK(!exists(a, "transformer/diffusion_pytorch_model.safetensors.index.json") &&
                  !exists(a, "transformer/diffusion_pytorch_model-00001-of-00004.safetensors"),
              "--force removes the earlier shards and index");
@@ -332,8 +332,8 @@ static void test_medium_like(const char *tmp) {
     if (qmodel_load(&q, base, ckpt) == SQ_OK) out_q = forward(&q.m, &in);
     else TU_CHECK(0, "medium int4 + checkpoint: %s", sq_error_message());
     qmodel_free(&q);
-    sq_export_options o = opts(base, ckpt, out, SQ_EXPORT_DIFFUSERS | SQ_EXPORT_SINGLE, SQ_F32);
-    TU_CHECK(sq_export(&o) == SQ_OK, "medium export: %s", sq_error_message());
+    sd_export_options o = opts(base, ckpt, out, SD_EXPORT_DIFFUSERS | SD_EXPORT_SINGLE, SQ_F32);
+    TU_CHECK(sd_export(&o) == SQ_OK, "medium export: %s", sq_error_message());
     float *out_dir = load_and_forward(out, &in);
     snprintf(file, sizeof file, "%s/medium.safetensors", out);
     float *out_single = load_and_forward(file, &in);

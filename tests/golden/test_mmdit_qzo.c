@@ -65,8 +65,8 @@ static void test_quantized_files(const inputs *in, const char *tmpdir) {
     snprintf(src_single, sizeof src_single, "%s/mmdit/large_like/single_file.safetensors", tu_fixtures_dir());
     snprintf(q_dir, sizeof q_dir, "%s/q_from_diffusers.safetensors", tmpdir);
     snprintf(q_single, sizeof q_single, "%s/q_from_single.safetensors", tmpdir);
-    TU_CHECK(sq_quantize_checkpoint(src_dir, q_dir, GROUP, true) == SQ_OK, "quantize folder: %s", sq_error_message());
-    TU_CHECK(sq_quantize_checkpoint(src_single, q_single, GROUP, true) == SQ_OK, "quantize single file: %s", sq_error_message());
+    TU_CHECK(sd_quantize_checkpoint(src_dir, q_dir, GROUP, true) == SQ_OK, "quantize folder: %s", sq_error_message());
+    TU_CHECK(sd_quantize_checkpoint(src_single, q_single, GROUP, true) == SQ_OK, "quantize single file: %s", sq_error_message());
 
     sd_mmdit dense, onload, fromfile, fromsingle;
     SQ_CHECK(sd_mmdit_load(&dense, src_dir, SQ_CPU, SQ_F32) == SQ_OK, "%s", sq_error_message());
