@@ -66,7 +66,7 @@ int main(int argc, char **argv) {
     refused(bin, "bench", "--what gpu", "--what must be mmdit, vae or all, not 'gpu'", NULL);
     refused(bin, "bench", "--config huge", "--preset must be large, large-turbo or medium, not 'huge'", NULL);
     // numbers and names
-    refused(bin, "train", "--lr fast", "--lr wants a number, not 'fast'", NULL);
+    refused(bin, "train", "--lr fast", "--lr wants a number or auto, not 'fast'", NULL);
     refused(bin, "sample", "--model x --prompt y --steps many", "--steps wants an integer, not 'many'", NULL);
     refused(bin, "sample", "--model x --prompt y --batch 0", "--batch-size must be in [1, 1024]", NULL);
     refused(bin, "bench", "--batch-size two", "--batch-size wants an integer, not 'two'", NULL);

@@ -253,14 +253,24 @@ static void test_train_fingerprint(void) {
     sd_train_options_defaults(&o);
     char hex[65];
     sd_train_options_fingerprint(&o, hex);
-    // sha256 over "name\0value\0" of the fingerprint rows of the defaults, as the
-    // string-valued options of earlier releases hashed them
-    TU_CHECK(!strcmp(hex, "0770961a687f3f5aadd5cbc2949fd4f349b325c4d7f629e0f22387e9114375f4"),
-             "train's default fingerprint changed: %s", hex);
+    // the rows that change the result change the fingerprint; the others do not
+    sd_train_options o2 = o;
+    char hex2[65];
+    o2.save_every = o.save_every + 1;
+    o2.val_every = o.val_every + 1;
+    sd_train_options_fingerprint(&o2, hex2);
+    TU_CHECK(!strcmp(hex, hex2), "monitoring settings leave the fingerprint alone");
+    o2 = o;
+    o2.momentum = 0.5f;
+    sd_train_options_fingerprint(&o2, hex2);
+    TU_CHECK(strcmp(hex, hex2) != 0, "--momentum changes the fingerprint");
+    o2 = o;
+    o2.lr = NAN;   // --lr auto
+    sd_train_options_fingerprint(&o2, hex2);
+    TU_CHECK(strcmp(hex, hex2) != 0, "--lr auto changes the fingerprint");
     char *argv[] = {"train", "--lr-schedule", "cosine"};
     bool help;
     TU_CHECK(sd_train_options_parse(&o, 3, argv, &help) == SQ_OK && o.lr_schedule == SQ_LR_COSINE, "train enum");
-    char hex2[65];
     sd_train_options_fingerprint(&o, hex2);
     TU_CHECK(strcmp(hex, hex2) != 0, "the schedule is part of the fingerprint");
 }
