@@ -28,7 +28,9 @@ static int load_val(sd_train_eval *e) {
     e->n_val = sd_dataset_count(t->val);
     e->val = calloc((size_t)e->n_val, sizeof *e->val);
     if (!e->val) return sq_errorf("out of host memory");
-    uint64_t key = sd_stream_key(t->opt.seed, SD_STREAM_VAL);
+    // noise and σ on streams of their own: sharing one key made image i's σ a draw of image 0's noise
+    uint64_t key = sq_rng_stream_key(t->opt.seed, SQ_RNG_STREAM_VAL),
+             key_sigma = sq_rng_stream_key(t->opt.seed, SQ_RNG_STREAM_VAL_SIGMA);
     for (int i = 0; i < e->n_val; i++) {
         struct sd_val_item *v = &e->val[i];
         sd_cache_key kl, kt;
@@ -47,9 +49,9 @@ static int load_val(sd_train_eval *e) {
         float *noise = malloc((size_t)per * sizeof(float));
         if (!noise) return sq_errorf("out of host memory");
         for (int k = 0; k < SD_VAL_SIGMAS; k++) {
-            // counters: σ uses "step" 0, noise "steps" 1..K; image i is sample i
-            v->sigma[k] = sd_draw_sigma(&t->sigma, key, (uint64_t)k, i);
-            sd_draw_noise(noise, per, key, (uint64_t)(1 + k), i);
+            // σ k and noise k of image i: counter "step" k on their two streams, sample i
+            v->sigma[k] = sd_draw_sigma(&t->sigma, key_sigma, (uint64_t)k, i);
+            sd_draw_noise(noise, per, key, (uint64_t)k, i);
             if (sq_tensor_alloc(&v->noise[k], t->dtype, t->device, 4, shape) ||
                 sq_tensor_from_host_f32(&v->noise[k], noise)) {
                 free(noise);

@@ -13,6 +13,7 @@
 
 #include "app/train.h"
 #include "app/train_eval.h"
+#include "app/train_lr_auto.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/path.h"
@@ -25,6 +26,7 @@
 #include "mmdit/quantize.h"
 #include "mmdit/quantize_file.h"
 #include "qzo/checkpoint.h"
+#include "qzo/diagnostics.h"
 #include "qzo/flow_loss.h"
 #include "qzo/trained_scales.h"
 
@@ -42,6 +44,9 @@ typedef struct {
     sd_epoch_plan plan;
     sd_train_eval eval;          // validation loss and previews
     sd_train_log log;
+    bool lr_auto;                // --lr auto: calibrate before the first step
+    sd_lr_auto_result lr_auto_result;
+    float **start_scales;        // --lr auto: the scales before the first candidate (host)
 } loop;
 
 static double gib(size_t b);
@@ -215,7 +220,7 @@ static int build_batch(loop *L, int64_t step, batch *bt) {
         sd_cache_item ti[2] = {{"context", &ctx}, {"pooled", &pooled}};
         if (sd_train_load_cached(t, &kl, &li, 1, path) != SQ_OK || sd_train_load_cached(t, &kt, ti, 2, path) != SQ_OK)
             return SQ_FAIL;
-        uint64_t key_noise = sd_stream_key(t->opt.seed, SD_STREAM_NOISE), key_sigma = sd_stream_key(t->opt.seed, SD_STREAM_SIGMA);
+        uint64_t key_noise = sq_rng_stream_key(t->opt.seed, SQ_RNG_STREAM_NOISE), key_sigma = sq_rng_stream_key(t->opt.seed, SQ_RNG_STREAM_SIGMA);
         sd_draw_noise(L->noise_host + j * per, per, key_noise, (uint64_t)step, j);
         bt->sigma[j] = sd_draw_sigma(&t->sigma, key_sigma, (uint64_t)step, j);
     }
@@ -258,9 +263,110 @@ static int write_report(loop *L) {
     return rc;
 }
 
+// ---- one step, and what is measured around it ----
+
+static int run_step(loop *L, const sq_qzo_config *qc, sq_qzo_step_info *info) {
+    batch bt;
+    sd_flow_batch fb;
+    sq_qzo_params params = {L->sl.scales, L->sl.index_base, L->sl.count};
+    int64_t step = L->qs.step;
+    if (build_batch(L, step, &bt) != SQ_OK) return SQ_FAIL;
+    if (sd_flow_batch_init(&fb, &L->m, &L->scratch, &bt.x0, &bt.noise, bt.sigma, &bt.ctx, &bt.pooled) != SQ_OK)
+        return SQ_FAIL;
+    int rc = sq_qzo_step(qc, &L->qs, &params, sd_flow_loss, &fb, info);
+    sd_flow_batch_free(&fb);
+    if (rc != SQ_OK) return sq_error_context("step %lld", (long long)step);
+    sq_device_synchronize(L->t->device);
+    return SQ_OK;
+}
+
+// The scale diagnostics into r; `announce`: also one log line per layer type and
+// the warning when the perturbation is far from small.
+static int diagnose(loop *L, sd_step_record *r, bool announce) {
+    sd_qzo_diagnostics d;
+    if (sd_qzo_diagnose(&L->sl, &L->qc, &d) != SQ_OK) return SQ_FAIL;
+    r->zero_share = d.zero_share;
+    for (int k = 0; k < SD_QK_COUNT && k < 5; k++) r->rel_perturb[k] = d.rel_perturb[k];
+    if (!announce) return SQ_OK;
+    for (int k = 0; k < SD_QK_COUNT; k++)
+        if (!isnan(d.rel_perturb[k]))
+            sq_log_info("perturbation of %-17s scales: rms %.3g, eps %.3g %s = %.3g%% of the scale", sd_qlayer_kind_name((sd_qlayer_kind)k),
+                        d.rms_scale[k], (double)L->qc.eps, L->qc.relative ? "(relative)" : "(absolute)",
+                        100.0 * d.rel_perturb[k]);
+    if (d.rel_perturb_max > SD_QZO_REL_PERTURB_WARN)
+        sq_log_warn("the perturbation moves some scales by %.1f%% (above %.0f%%): L+ and L- then measure different "
+                    "models, not a derivative; lower --eps%s", 100.0 * d.rel_perturb_max, 100.0 * SD_QZO_REL_PERTURB_WARN,
+                    L->qc.relative ? "" : " or use --perturbation relative");
+    return SQ_OK;
+}
+
+static void free_start_scales(loop *L) {
+    for (int i = 0; L->start_scales && i < L->sl.count; i++) free(L->start_scales[i]);
+    free(L->start_scales);
+    L->start_scales = NULL;
+}
+
+// --lr auto's view of the loop (app/train_lr_auto.h).
+static int lr_auto_save_start(void *ctx) {
+    loop *L = ctx;
+    L->start_scales = calloc((size_t)L->sl.count, sizeof *L->start_scales);
+    if (!L->start_scales) return sq_errorf("out of host memory");
+    for (int i = 0; i < L->sl.count; i++) {
+        L->start_scales[i] = malloc((size_t)sq_tensor_numel(L->sl.scales[i]) * sizeof(float) + sizeof(float));
+        if (!L->start_scales[i]) return sq_errorf("out of host memory keeping the scales for --lr auto");
+        if (sq_tensor_to_host_f32(L->start_scales[i], L->sl.scales[i]) != SQ_OK) return SQ_FAIL;
+    }
+    return SQ_OK;
+}
+
+static int lr_auto_restore_start(void *ctx) {
+    loop *L = ctx;
+    for (int i = 0; i < L->sl.count; i++)
+        if (sq_tensor_from_host_f32(L->sl.scales[i], L->start_scales[i]) != SQ_OK) return SQ_FAIL;
+    sq_qzo_state_init(&L->qs);
+    return SQ_OK;
+}
+
+static int lr_auto_run(void *ctx, float lr, int64_t from, int64_t to, bool *stopped) {
+    loop *L = ctx;
+    sq_qzo_config qc = L->qc;   // a short constant-rate run: no warm-up, no decay
+    qc.lr = lr;
+    qc.schedule = SQ_LR_CONSTANT;
+    qc.warmup_steps = 0;
+    for (int64_t k = from; k < to; k++) {
+        L->qs.step = k;
+        sq_qzo_step_info info;
+        if (run_step(L, &qc, &info) != SQ_OK) {
+            if (L->qs.bad_streak < qc.max_bad_steps) return SQ_FAIL;
+            sq_error_clear();   // the optimiser gave up on this rate: a score of +inf
+            *stopped = true;
+            return SQ_OK;
+        }
+        if (*L->t->stop) return sq_errorf("interrupted during --lr auto (nothing saved yet; start the run again)");
+    }
+    return SQ_OK;
+}
+
+static int lr_auto_val(void *ctx, double *out) {
+    loop *L = ctx;
+    return sd_train_val_loss(&L->eval, &L->m, &L->scratch, out);
+}
+
+static int calibrate_lr(loop *L) {
+    sd_lr_auto_ops ops = {L, lr_auto_save_start, lr_auto_restore_start, lr_auto_run, lr_auto_val};
+    sq_log_info("--lr auto: %d candidate rates around %.3g, %d steps each, scored on the validation images",
+                SD_LR_AUTO_CANDIDATES, (double)L->qc.lr, L->t->opt.lr_auto_steps);
+    int rc = sd_lr_auto(&ops, L->qc.lr, L->t->opt.lr_auto_steps, &L->lr_auto_result);
+    free_start_scales(L);
+    if (rc != SQ_OK) return SQ_FAIL;
+    L->qc.lr = L->lr_auto_result.lr[L->lr_auto_result.best];
+    return sd_lr_auto_write(L->t->opt.output, &L->lr_auto_result);
+}
+
 // ---- the run ----
 
 static void free_loop(loop *L) {
+    free_start_scales(L);
     sd_train_log_close(&L->log);
     sd_train_eval_free(&L->eval);
     if (L->cur_epoch >= 0) sd_epoch_plan_free(&L->plan);
@@ -287,6 +393,16 @@ static int setup(loop *L) {
     L->qc.schedule = t->opt.lr_schedule;
     L->qc.warmup_steps = t->opt.warmup_steps;
     L->qc.total_steps = (int)t->opt.steps;
+    L->qc.relative = t->opt.perturbation;
+    L->qc.momentum = t->opt.momentum;
+    L->qc.spike_factor = t->opt.spike_factor;
+    L->qc.max_bad_steps = t->opt.max_bad_steps;
+    if (isnan(t->opt.lr)) {   // --lr auto: calibrated around the default, or the resumed run's choice
+        sq_qzo_config d;
+        sq_qzo_config_defaults(&d);
+        L->qc.lr = d.lr;
+        L->lr_auto = true;
+    }
     sq_qzo_state_init(&L->qs);
     if (t->opt.resume[0]) {
         sq_checkpoint_info info;
@@ -296,6 +412,10 @@ static int setup(loop *L) {
         if (info.group_size != t->opt.group_size)
             return sq_errorf("--resume %s was trained at group size %d, not %d", t->opt.resume, info.group_size, t->opt.group_size);
         L->qs = info.state;
+        if (L->lr_auto) {
+            L->qc.lr = info.config.lr;   // the rate --lr auto chose before the interruption
+            L->lr_auto = false;
+        }
         sq_log_info("resuming at step %lld from %s", (long long)L->qs.step, t->opt.resume);
     }
     if (sd_train_log_open(&L->log, t->opt.output, t->opt.resume[0] ? L->qs.step : -1) != SQ_OK) return SQ_FAIL;
@@ -306,54 +426,57 @@ int sd_train_loop(sd_trainer *t) {
     loop L = {.t = t, .cur_epoch = -1};
     int rc = setup(&L);
     int64_t steps = t->opt.steps;
-    sq_qzo_params params = {L.sl.scales, L.sl.index_base, L.sl.count};
     sq_progress pr;
     bool interrupted = false;
     if (rc == SQ_OK && L.qs.step >= steps) sq_log_info("the checkpoint is already at step %lld of %lld", (long long)L.qs.step, (long long)steps);
     if (rc == SQ_OK && L.qs.step < steps) {
-        // the "before" reference: validation loss and previews of the untrained scales
+        if (L.lr_auto) rc = calibrate_lr(&L);
+        // the "before" reference: validation loss, diagnostics and previews of the untrained scales
         double v0 = NAN;
-        if (L.qs.step == 0 && L.eval.n_val) {
+        if (rc == SQ_OK && L.qs.step == 0 && L.eval.n_val) {
             rc = sd_train_val_loss(&L.eval, &L.m, &L.scratch, &v0);
             if (rc == SQ_OK)
                 sq_log_info("validation loss before training: %.6f (%d images x %d fixed timesteps)", v0, L.eval.n_val,
                             SD_VAL_SIGMAS);
         }
+        sd_step_record r0 = sd_step_record_empty(0);
+        if (rc == SQ_OK) rc = diagnose(&L, &r0, true);
         if (rc == SQ_OK && L.qs.step == 0 && t->opt.sample_every > 0) rc = sd_train_previews(&L.eval, &L.m, &L.scratch, 0);
         if (rc == SQ_OK && L.qs.step == 0) {
-            // step 0 of the log: the untrained model's validation loss, no training loss
-            sd_step_record r = {.step = 0, .loss = NAN, .loss_plus = NAN, .loss_minus = NAN, .d_raw = NAN,
-                                .d_clipped = NAN, .lr = NAN, .gpu_mem_gib = device_used_gib(t), .val_loss = v0};
-            rc = sd_train_log_append(&L.log, &r);
+            // step 0 of the log: the untrained model's validation loss and diagnostics, no training loss
+            r0.gpu_mem_gib = device_used_gib(t);
+            r0.val_loss = v0;
+            rc = sd_train_log_append(&L.log, &r0);
         }
         sq_progress_begin(&pr, "training", steps);
         sq_progress_update(&pr, L.qs.step, NULL);
         while (rc == SQ_OK && L.qs.step < steps) {
-            int64_t step = L.qs.step;
             double t0 = sq_time_now();
-            batch bt;
-            sd_flow_batch fb;
             sq_qzo_step_info info;
-            rc = build_batch(&L, step, &bt);
-            if (rc == SQ_OK) rc = sd_flow_batch_init(&fb, &L.m, &L.scratch, &bt.x0, &bt.noise, bt.sigma, &bt.ctx, &bt.pooled);
-            if (rc != SQ_OK) break;
-            rc = sq_qzo_step(&L.qc, &L.qs, &params, sd_flow_loss, &fb, &info);
-            sd_flow_batch_free(&fb);
-            if (rc != SQ_OK) { sq_error_context("step %lld", (long long)step); break; }
-            sq_device_synchronize(t->device);
+            if ((rc = run_step(&L, &L.qc, &info)) != SQ_OK) break;
             int64_t done = L.qs.step;
-            double val = NAN;
+            if (info.discarded)
+                sq_log_warn("step %lld discarded: %s; the previous step is undone and the learning rate halved (x%.3g of "
+                            "--lr from now on)", (long long)done, info.why, (double)L.qs.lr_scale);
+            sd_step_record r = sd_step_record_empty(done);
+            r.loss = info.loss_mean;
+            r.loss_plus = info.loss_plus;
+            r.loss_minus = info.loss_minus;
+            r.d_raw = info.d_raw;
+            r.d_clipped = info.d_clipped;
+            r.lr = info.lr;
+            r.discarded = info.discarded ? 1 : 0;
+            r.clipped_share = L.qs.queries_total ? (double)L.qs.clipped_total / (double)L.qs.queries_total : 0;
             if (t->opt.val_every > 0 && L.eval.n_val && (done % t->opt.val_every == 0 || done == steps)) {
-                if ((rc = sd_train_val_loss(&L.eval, &L.m, &L.scratch, &val)) != SQ_OK) break;
+                if ((rc = sd_train_val_loss(&L.eval, &L.m, &L.scratch, &r.val_loss)) != SQ_OK) break;
+                if ((rc = diagnose(&L, &r, false)) != SQ_OK) break;
             }
-            sd_step_record r = {.step = done, .loss = info.loss_mean, .loss_plus = info.loss_plus,
-                                .loss_minus = info.loss_minus, .d_raw = info.d_raw, .d_clipped = info.d_clipped,
-                                .lr = info.lr, .seconds = sq_time_now() - t0, .gpu_mem_gib = device_used_gib(t),
-                                .val_loss = val};
+            r.seconds = sq_time_now() - t0;
+            r.gpu_mem_gib = device_used_gib(t);
             if ((rc = sd_train_log_append(&L.log, &r)) != SQ_OK) break;
             char extra[96];
             int n = snprintf(extra, sizeof extra, "loss %.4f |d| %.3g", info.loss_mean, fabs(info.d_raw));
-            if (!isnan(val)) n += snprintf(extra + n, sizeof extra - (size_t)n, " val %.4f", val);
+            if (!isnan(r.val_loss)) n += snprintf(extra + n, sizeof extra - (size_t)n, " val %.4f", r.val_loss);
             if (t->device == SQ_CUDA) snprintf(extra + n, sizeof extra - (size_t)n, " mem %.1fG", r.gpu_mem_gib);
             sq_progress_update(&pr, done, extra);
             bool stop = *t->stop != 0;
@@ -365,6 +488,9 @@ int sd_train_loop(sd_trainer *t) {
             if (stop) { interrupted = true; break; }
         }
         sq_progress_end(&pr);
+        if (L.qs.bad_total > 0)
+            sq_log_warn("%lld of %lld steps were discarded (non-finite or spiking losses); the learning rate ended at "
+                        "x%.3g of --lr", (long long)L.qs.bad_total, (long long)L.qs.step, (double)L.qs.lr_scale);
     }
     if (rc == SQ_OK) rc = write_report(&L);
     if (rc == SQ_OK) {

@@ -34,12 +34,12 @@ typedef struct {
 } sq_philox_out;
 
 // The stream ids of one run (the one list: a new stream takes a new number here).
-// qzo/noise.h's sd_stream carries the same numbers for the training draws.
 typedef enum {
     SQ_RNG_STREAM_NOISE = 1,   // training noise n (app/)
     SQ_RNG_STREAM_SIGMA = 2,   // training σ (app/)
     SQ_RNG_STREAM_VAL = 3,     // validation noise and σ (app/)
     SQ_RNG_STREAM_DATA = 4,    // data order, crops, flips, caption dropout and tag shuffle (datasets/rng.h)
+    SQ_RNG_STREAM_VAL_SIGMA = 5,  // validation σ (app/train_eval.c)
 } sq_rng_stream;
 
 // The key of one stream: the seed mixed with the stream id (splitmix64's finaliser), so

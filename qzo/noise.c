@@ -6,13 +6,6 @@
 
 #include "kernels/rng.h"
 
-uint64_t sd_stream_key(uint64_t seed, sd_stream stream) {
-    uint64_t z = seed + 0x9E3779B97F4A7C15ull * (uint64_t)(stream + 1);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 // Sample b's draws sit in their own counter range: 2^40 values per sample is far
 // beyond any latent (1024² SD3: 262144 values).
 static uint64_t sample_base(int b) { return (uint64_t)b << 40; }

@@ -9,12 +9,7 @@
 
 #include <stdint.h>
 
-typedef enum {
-    SD_STREAM_NOISE = 1,     // training noise n
-    SD_STREAM_SIGMA = 2,     // training σ
-    SD_STREAM_VAL = 3,       // validation noise and σ
-    SD_STREAM_DATA = 4,      // data order, dropout, crops (datasets/)
-} sd_stream;
+#include "kernels/rng.h"
 
 typedef enum { SD_T_LOGIT_NORMAL = 0, SD_T_UNIFORM, SD_T_MODE } sd_timestep_sampling;
 
@@ -25,9 +20,8 @@ typedef struct {
     float shift;                   // σ = shift·u / (1 + (shift - 1)·u), as SD3's scheduler
 } sd_sigma_config;
 
-// The key of one stream: seed mixed with the stream id (splitmix64), so streams
-// never share Philox counters.
-uint64_t sd_stream_key(uint64_t seed, sd_stream stream);
+// Each draw's key is sq_rng_stream_key(seed, SQ_RNG_STREAM_*) of kernels/rng.h, the
+// one list of streams, so no two kinds of draw share Philox counters.
 // σ in (0, 1) for sample b of step `step`.
 float sd_draw_sigma(const sd_sigma_config *c, uint64_t key, uint64_t step, int b);
 // n standard normals for sample b of step `step`.
