@@ -8,11 +8,13 @@
 #   name  steps  val(0)  val(steps/4) ... val(end)  best  seconds/step
 # Needs a CUDA build of sd-qzo ($BIN) and the data set (DATA). Usage:
 #   DATA=data/emoji64 TASK=animals STEPS=2000 PARALLEL=6 bench/learning_sweep.sh SWEEP_FILE
+# SWEEP_SECONDS=N stops starting runs after N seconds and interrupts those still going.
 set -uo pipefail
 . "$(dirname "$0")/../scripts/gpu/env.sh"
 sweep=${1:?usage: bench/learning_sweep.sh SWEEP_FILE}
 : "${DATA:=data/emoji64}" "${TASK:=animals}" "${STEPS:=2000}" "${PARALLEL:=6}" "${VAL_EVERY:=200}"
-: "${MODEL:=bench/emoji/model}" "${RUNS:=$WORK/sweep-$TASK}"
+: "${MODEL:=bench/emoji/model}" "${RUNS:=$WORK/sweep-$TASK}" "${SWEEP_SECONDS:=0}"
+start=$(date +%s)
 mkdir -p "$RUNS"
 common=(--model "$MODEL" --images "$DATA/$TASK/train" --captions "$DATA/$TASK/train/captions.txt"
         --val-images "$DATA/$TASK/val" --val-captions "$DATA/$TASK/val/captions.txt"
@@ -29,9 +31,16 @@ run_one() {
 while read -r name args; do
     case "$name" in ''|'#'*) continue ;; esac
     while [ "$(jobs -rp | wc -l)" -ge "$PARALLEL" ]; do sleep 0.5; done
+    if [ "$SWEEP_SECONDS" -gt 0 ] && [ $(( $(date +%s) - start )) -ge "$SWEEP_SECONDS" ]; then break; fi
     # shellcheck disable=SC2086
     run_one "$name" $args &
 done < "$sweep"
+# SWEEP_SECONDS > 0: runs still going then are stopped (SIGINT: each saves a checkpoint
+# and its log so far, which the summary reads)
+if [ "$SWEEP_SECONDS" -gt 0 ]; then
+    while [ -n "$(jobs -rp)" ] && [ $(( $(date +%s) - start )) -lt "$SWEEP_SECONDS" ]; do sleep 1; done
+    for p in $(jobs -rp); do pkill -INT -P "$p" 2>/dev/null; done
+fi
 wait
 python3 - "$RUNS" "$sweep" <<'PY'
 import json, os, sys

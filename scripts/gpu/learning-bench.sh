@@ -6,6 +6,9 @@
 # rank 16) and the zero points (bf16 model, int4 model) on the task and the control
 # set, then every sweep checkpoint scored under the first-order script's protocol.
 # Usage: DATA=data/emoji64 TASK=animals SWEEP=bench/sweeps/animals.txt scripts/gpu/learning-bench.sh
+# SKIP_TESTS=1 leaves out the gpu suite; FO_RUNS="scales-adamw:1e-5 lora:1e-4" picks the
+# baselines (empty: none); SWEEP_SECONDS bounds the sweep (bench/learning_sweep.sh).
+# Everything ends up in $OUT/learning-$TASK.tar.gz.
 set -uo pipefail
 . "$(dirname "$0")/env.sh"
 : "${DATA:=data/emoji64}" "${TASK:=animals}" "${SWEEP:=bench/sweeps/$TASK.txt}" "${FO_STEPS:=2000}"
@@ -13,6 +16,8 @@ ls "$DEPS_DIR"/*.deb >/dev/null 2>&1 && { scripts/gpu/deps.sh unpack; . scripts/
 sq_python_wheels
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 res=$OUT/learning-$TASK; mkdir -p "$res" "$WORK/fo"
+# one file back, whatever happens: the device returns few files
+trap 'cp -r "$WORK/sweep-$TASK"/*.log "$res/" 2>/dev/null; tar -C "$OUT" -czf "$OUT/learning-$TASK.tar.gz" "learning-$TASK" && rm -rf "$res"' EXIT
 if [ ! -x "$BIN" ]; then
     meson setup "$BUILD_DIR" -Dcuda=enabled ${CUDA_ARCH:+-Dgpu_arch=$CUDA_ARCH} > "$WORK/setup.log" 2>&1 || { tail -30 "$WORK/setup.log"; exit 1; }
     ninja -C "$BUILD_DIR" -j "$JOBS" > "$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log"; exit 1; }
@@ -27,7 +32,8 @@ fo() {
         --out "$WORK/fo/control" --t5-len 32 --device cuda > "$res/fo-data-control.log" 2>&1 || return 1
     local fo_args=(--int4 "$WORK/fo/int4.safetensors" --model bench/emoji/model --val "$WORK/fo/$TASK/val.safetensors"
                    --train "$WORK/fo/$TASK/train.safetensors" --steps "$FO_STEPS" --batch-size 4 --val-every 200 --device cuda)
-    for spec in "scales-adamw 1e-5" "scales-adamw 1e-4" "lora 1e-4" "lora 1e-3"; do
+    for spec in ${FO_RUNS-scales-adamw:1e-5 scales-adamw:1e-4 lora:1e-4 lora:1e-3}; do
+        spec=${spec/:/ }
         set -- $spec
         python3 bench/first_order.py "${fo_args[@]}" --method "$1" --lr "$2" --out "$res/fo-$1-$2.jsonl" \
             ${FO_SAVE:+--save-scales "$WORK/fo/$1-$2.safetensors"} > "$res/fo-$1-$2.log" 2>&1
@@ -45,4 +51,3 @@ for v in "$TASK" control; do
 done
 wait
 cat "$res/sweep.tsv"
-tar -C "$OUT" -czf "$OUT/learning-$TASK.tar.gz" "learning-$TASK"
