@@ -59,8 +59,10 @@ static int push(sd_train_log *log, const sd_step_record *r) {
     return SQ_OK;
 }
 
+// JSON has no inf or nan: a non-finite value (an all-zero layer type's relative
+// perturbation, a diverged validation loss) is null, like an unmeasured one.
 static void json_num(FILE *f, const char *key, double v, bool last) {
-    if (isnan(v)) fprintf(f, "\"%s\": null%s", key, last ? "" : ", ");
+    if (!isfinite(v)) fprintf(f, "\"%s\": null%s", key, last ? "" : ", ");
     else fprintf(f, "\"%s\": %.17g%s", key, v, last ? "" : ", ");   // exact: a resume reloads these
 }
 

@@ -56,6 +56,17 @@ SQ_QUANT_HD float sq_updated_scale(float s, float z, float coeff, int relative) 
     }
     return r > 0.0f ? r : 0.0f;
 }
+// The inverse of sq_updated_scale (a discarded step undoing the step before it):
+// s + coeff·z, or for the relative update s / (1 - coeff·z), since s·(1 - a)·(1 + a)
+// is s·(1 - a²), not s. Exact up to rounding unless the update clamped s to 0.
+SQ_QUANT_HD float sq_restored_scale(float s, float z, float coeff, int relative) {
+    if (!relative) {
+        float r = fmaf(coeff, z, s);
+        return r > 0.0f ? r : 0.0f;
+    }
+    float f = 1.0f - coeff * z;
+    return f > 0.0f ? s / f : s;   // f <= 0: the update clamped s to 0, which stays
+}
 
 // ---- host-side quantiser (runs once per checkpoint, CPU) ----
 // Quantises W (Nout, K) f32 row-major into codes (Nout*K/2 bytes) and scales
@@ -79,7 +90,8 @@ void sq_qlinear(sq_tensor *out, const sq_tensor *x, const sq_tensor *codes, cons
 //   s[j] = max(s[j] - coeff * z(seed, step, index_base + j), 0), or with p->relative
 //   s[j] = max(s[j] * (1 - coeff * z), 0)
 // where coeff = lr · clipped directional derivative (already averaged over queries
-// by the caller, which calls this once per query). p->eps and p->sign are ignored.
+// by the caller, which calls this once per query). p->eps is ignored; p->sign < 0
+// undoes the update with coeff instead (sq_restored_scale).
 void sq_qzo_update(sq_tensor *scales, const sq_perturb *p, float coeff);
 
 #ifdef __cplusplus

@@ -55,9 +55,15 @@ static char *state_json(const sq_checkpoint_info *info) {
         snprintf(buf, sizeof buf, "%.9g", (double)st->loss_history[i]);
         cJSON_AddItemToArray(lh, cJSON_CreateString(buf));
     }
-    // terms: "counter step d last_coeff" per ring slot in use
+    // terms: "counter step d last_coeff" of ring slot i at index i, for the slots in
+    // use; all of them when those are not slots 0..term_count-1 (a step discarded
+    // after the ring wrapped leaves a gap at term_pos), with term_count saying how
+    // many are live.
+    PUT_I("term_count", st->term_count);
+    int n_slots = st->term_count < SQ_QZO_MOMENTUM_TERMS && st->term_pos == st->term_count ? st->term_count
+                                                                                          : SQ_QZO_MOMENTUM_TERMS;
     cJSON *th = cJSON_AddArrayToObject(o, "terms");
-    for (int i = 0; i < st->term_count; i++) {
+    for (int i = 0; i < n_slots; i++) {
         const sq_qzo_term *t = &st->terms[i];
         snprintf(buf, sizeof buf, "%llu %lld %.9g %.9g", (unsigned long long)t->counter, (long long)t->step,
                  (double)t->d, (double)st->last_coeff[i]);
@@ -150,13 +156,16 @@ static int parse_state_v2(cJSON *o, const char *path, sq_checkpoint_info *info) 
     st->queries_total = strtoll(s[11], NULL, 10);
     cJSON *lh = cJSON_GetObjectItemCaseSensitive(o, "loss_window");
     cJSON *th = cJSON_GetObjectItemCaseSensitive(o, "terms");
+    cJSON *tc = cJSON_GetObjectItemCaseSensitive(o, "term_count");   // absent: every saved slot is live
+    int n_slots = cJSON_GetArraySize(th);
+    st->term_count = cJSON_IsString(tc) ? atoi(tc->valuestring) : n_slots;
     if ((c->relative != 0 && c->relative != 1) || !(c->momentum >= 0 && c->momentum < 1) ||
         !(st->lr_scale > 0 && st->lr_scale <= 1) || st->bad_streak < 0 || st->bad_total < 0 || st->clipped_total < 0 ||
         st->queries_total < st->clipped_total || !cJSON_IsArray(lh) ||
         !cJSON_IsArray(th) || cJSON_GetArraySize(lh) > SQ_QZO_LOSS_WINDOW ||
         cJSON_GetArraySize(th) > SQ_QZO_MOMENTUM_TERMS || st->loss_pos < 0 || st->loss_pos >= SQ_QZO_LOSS_WINDOW ||
-        st->term_pos < 0 || st->term_pos >= SQ_QZO_MOMENTUM_TERMS || st->last_new < 0 ||
-        st->last_new > cJSON_GetArraySize(th))
+        st->term_pos < 0 || st->term_pos >= SQ_QZO_MOMENTUM_TERMS || st->term_count < 0 || st->term_count > n_slots ||
+        st->last_new < 0 || st->last_new > st->term_count)
         return sq_errorf("%s: optimizer state has invalid spike-recovery or momentum fields", path);
     st->loss_count = cJSON_GetArraySize(lh);
     for (int i = 0; i < st->loss_count; i++) {
@@ -164,8 +173,7 @@ static int parse_state_v2(cJSON *o, const char *path, sq_checkpoint_info *info) 
         if (!cJSON_IsString(e)) return sq_errorf("%s: loss window entry %d is not a number string", path, i);
         st->loss_history[i] = strtof(e->valuestring, NULL);
     }
-    st->term_count = cJSON_GetArraySize(th);
-    for (int i = 0; i < st->term_count; i++) {
+    for (int i = 0; i < n_slots; i++) {
         cJSON *e = cJSON_GetArrayItem(th, i);
         unsigned long long counter;
         long long step;

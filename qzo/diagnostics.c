@@ -33,9 +33,10 @@ int sd_qzo_diagnose(const sd_scale_list *l, const sq_qzo_config *c, sd_qzo_diagn
         double ms = sum_s2[k] / (double)n[k];
         out->rms_scale[k] = sqrt(ms);
         // absolute: rms(ε z) = ε; relative: rms(ε z s) = ε rms(s), since z is
-        // independent of s with E[z²] = 1, so the ratio is ε itself.
-        double rms_p = c->relative ? (double)c->eps * sqrt(ms) : (double)c->eps;
-        out->rel_perturb[k] = ms > 0 ? rms_p / sqrt(ms) : INFINITY;
+        // independent of s with E[z²] = 1, so the ratio is ε itself (also when every
+        // scale of the type is 0: those stay 0, no scale moves by more than ε).
+        if (c->relative) out->rel_perturb[k] = (double)c->eps;
+        else out->rel_perturb[k] = ms > 0 ? (double)c->eps / sqrt(ms) : INFINITY;
         if (out->rel_perturb[k] > out->rel_perturb_max) out->rel_perturb_max = out->rel_perturb[k];
     }
     out->zero_share = out->count ? (double)zeros / (double)out->count : 0;

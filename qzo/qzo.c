@@ -103,19 +103,21 @@ static int term_slot(const sq_qzo_state *s, int age) {
     return ((s->term_pos - 1 - age) % SQ_QZO_MOMENTUM_TERMS + SQ_QZO_MOMENTUM_TERMS) % SQ_QZO_MOMENTUM_TERMS;
 }
 
-static void apply_term(const sq_qzo_config *c, const sq_qzo_params *params, uint64_t counter, float coeff) {
+// undo: take the update with coeff back (in the relative form a division, not -coeff).
+static void apply_term(const sq_qzo_config *c, const sq_qzo_params *params, uint64_t counter, float coeff, bool undo) {
     for (int l = 0; l < params->count; l++) {
-        sq_perturb p = {.seed = c->seed, .step = counter, .index_base = params->index_base[l], .relative = c->relative};
+        sq_perturb p = {.seed = c->seed, .step = counter, .index_base = params->index_base[l], .relative = c->relative,
+                        .sign = undo ? -1 : 0};
         sq_qzo_update(params->scales[l], &p, coeff);
     }
 }
 
-// Undoes the last accepted step's update (apply -coeff; exact up to rounding where
-// the projection at 0 did not act) and forgets the terms it added.
+// Undoes the last accepted step's update (exact up to rounding where the projection
+// at 0 did not act) and forgets the terms it added.
 static void undo_last_update(const sq_qzo_config *c, sq_qzo_state *s, const sq_qzo_params *params) {
     for (int age = 0; age < s->term_count; age++) {
         int slot = term_slot(s, age);
-        if (s->last_coeff[slot] != 0.0f) apply_term(c, params, s->terms[slot].counter, -s->last_coeff[slot]);
+        if (s->last_coeff[slot] != 0.0f) apply_term(c, params, s->terms[slot].counter, s->last_coeff[slot], true);
         s->last_coeff[slot] = 0.0f;
     }
     s->term_pos = (s->term_pos - s->last_new + SQ_QZO_MOMENTUM_TERMS) % SQ_QZO_MOMENTUM_TERMS;
@@ -226,7 +228,7 @@ int sq_qzo_step(const sq_qzo_config *c, sq_qzo_state *state, const sq_qzo_params
             if (age >= c->queries) continue;
             coeff = lr * t->d / (float)c->queries;
         }
-        apply_term(c, params, t->counter, coeff);
+        apply_term(c, params, t->counter, coeff, false);
         state->last_coeff[slot] = coeff;
     }
     state->step++;

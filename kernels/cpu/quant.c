@@ -77,6 +77,7 @@ void cpu_qzo_update(float *scales, int64_t count, const sq_perturb *p, float coe
 #pragma omp parallel for
     for (int64_t j = 0; j < count; j++) {
         float z = sq_rng_normal(p->seed, p->step, p->index_base + (uint64_t)j);
-        scales[j] = sq_updated_scale(scales[j], z, coeff, p->relative);
+        scales[j] = p->sign < 0 ? sq_restored_scale(scales[j], z, coeff, p->relative)
+                                : sq_updated_scale(scales[j], z, coeff, p->relative);
     }
 }

@@ -65,7 +65,8 @@ __global__ void qzo_update_kernel(float *scales, int64_t count, sq_perturb p, fl
     int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= count) return;
     float z = sq_rng_normal(p.seed, p.step, p.index_base + (uint64_t)j);
-    scales[j] = sq_updated_scale(scales[j], z, coeff, p.relative);
+    scales[j] = p.sign < 0 ? sq_restored_scale(scales[j], z, coeff, p.relative)
+                           : sq_updated_scale(scales[j], z, coeff, p.relative);
 }
 
 __global__ void rng_normal_kernel(float *out, int64_t n, uint64_t seed, uint64_t step, uint64_t index_base) {

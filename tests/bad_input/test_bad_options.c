@@ -4,7 +4,9 @@
 // names the flag. And the one resolution check (datasets/buckets.h) refuses, before
 // anything is encoded or written, sizes the model's position table cannot hold:
 // with the tiny fixture (64 pixels a side) a 128 training resolution fails on its
-// 4:1 bucket (256 x 64), and so do a 128-wide sample and a 128 bench.
+// 4:1 bucket (256 x 64), and so do a 128-wide sample and a 128 bench. The QZO
+// options (--momentum, --spike-factor, --max-bad-steps, --perturbation, --lr auto
+// and --lr-auto-steps) are refused with a line naming the flag.
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -91,6 +93,28 @@ int main(int argc, char **argv) {
     TU_CHECK(stat(path, &st) != 0, "a refused sample run created no output folder");
     snprintf(args, sizeof args, "--weights '%s' --resolution 128 --device cpu --steps 1", tiny);
     refused(bin, "bench", args, "--resolution 128 is too large for this transformer", NULL);
+
+    // the QZO options of `train`, checked before anything is read or written
+    static const struct { const char *args, *want, *want2; } qzo_opts[] = {
+        {"--momentum 1", "--momentum must be in [0, 1)", NULL},
+        {"--momentum -0.5", "--momentum must be in [0, 1)", NULL},
+        {"--spike-factor -1", "--spike-factor must be >= 0", NULL},
+        {"--max-bad-steps 0", "--max-bad-steps must be at least 1", NULL},
+        {"--perturbation sideways", "--perturbation must be absolute or relative, not 'sideways'", NULL},
+        {"--lr auto --lr-auto-steps 0 --val-images VAL", "--lr-auto-steps must be at least 1", NULL},
+        {"--lr auto", "--lr auto needs --val-images", NULL},
+    };
+    for (size_t i = 0; i < sizeof qzo_opts / sizeof qzo_opts[0]; i++) {
+        char extra[256];
+        const char *val = strstr(qzo_opts[i].args, "VAL");
+        if (val) snprintf(extra, sizeof extra, "%.*s%s/val", (int)(val - qzo_opts[i].args), qzo_opts[i].args, tmp);
+        else snprintf(extra, sizeof extra, "%s", qzo_opts[i].args);
+        snprintf(args, sizeof args, "--model '%s' --images %s/no-images --output %s/run --device cpu %s", tiny, tmp, tmp,
+                 extra);
+        refused(bin, "train", args, qzo_opts[i].want, qzo_opts[i].want2);
+    }
+    snprintf(path, sizeof path, "%s/run", tmp);
+    TU_CHECK(stat(path, &st) != 0, "refused QZO options wrote nothing into the output folder");
 
     rmdir(tmp);
     return tu_finish("test_bad_options");

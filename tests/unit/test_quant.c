@@ -2,7 +2,8 @@
 // - quantiser: codes in [-7, 7], error no worse than plain absmax rounding, and the
 //   clipping search finds the best ratio (checked by brute force in double);
 // - fused perturbed dequantisation == dequantise, then perturb the scales by hand;
-// - the update touches every scale exactly as s = max(s - c z, 0).
+// - the update touches every scale exactly as s = max(s - c z, 0), or relative
+//   max(s (1 - c z), 0), and its undo (sign -1) restores the scales.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,6 +139,57 @@ int main(void) {
         }
         TU_CHECK(bad == 0, "update mismatches: %d", bad);
         TU_CHECK(clamped > 0, "test should exercise the clamp at 0 (coeff large vs scales)");
+
+        // relative form: the perturbation s(1 + sign eps z) and the update max(s(1 - c z), 0)
+        for (int sign = -1; sign <= 1; sign += 2) {
+            sq_perturb pr = {.seed = 77, .step = 6, .index_base = 500, .eps = 0.05f, .sign = sign, .relative = 1};
+            tu_poison(deq, nout * k);
+            sq_dequant_q4(&td, &tc, &ts, group, &pr);
+            int badr = 0;
+            for (int64_t n = 0; n < nout; n++)
+                for (int64_t g = 0; g < ng; g++) {
+                    double z = sq_rng_normal(77, 6, 500 + (uint64_t)(n * ng + g));
+                    double s = scales[n * ng + g] * (1.0 + sign * 0.05 * z);
+                    for (int i = 0; i < group; i++) {
+                        int64_t idx = n * k + g * group + i;
+                        double want = s * code_at(codes, idx);
+                        if (!(fabs(deq[idx] - want) <= 1e-6 * fabs(want) + 1e-12)) badr++;
+                    }
+                }
+            TU_CHECK(badr == 0, "relative perturbed dequant sign %d: %d mismatches", sign, badr);
+        }
+        sq_perturb pu = {.seed = 4, .step = 2, .index_base = 7, .relative = 1};
+        float rcoeff = 0.9f;   // large enough that some 1 - c z < 0: those clamp at 0
+        for (int64_t j = 0; j < nout * ng; j++) after[j] = before[j];
+        sq_qzo_update(&ta, &pu, rcoeff);
+        int badu = 0, clampedr = 0;
+        for (int64_t j = 0; j < nout * ng; j++) {
+            double want = before[j] * (1.0 - rcoeff * (double)sq_rng_normal(4, 2, 7 + (uint64_t)j));
+            if (want < 0) { want = 0; clampedr++; }
+            if (!(fabs(after[j] - want) <= 1e-6 * fabs(before[j]))) badu++;
+        }
+        TU_CHECK(badu == 0, "relative update mismatches: %d", badu);
+        TU_CHECK(clampedr > 0, "the relative update's clamp at 0 is exercised");
+        // and sign -1 takes it back: s / (1 - c z), exact up to rounding except where it clamped
+        pu.sign = -1;
+        sq_qzo_update(&ta, &pu, rcoeff);
+        int badb = 0, zero_bad = 0;
+        for (int64_t j = 0; j < nout * ng; j++) {
+            double f = 1.0 - rcoeff * (double)sq_rng_normal(4, 2, 7 + (uint64_t)j);
+            if (f <= 0 || before[j] == 0) { zero_bad += after[j] != 0; continue; }   // clamped: stays 0
+            if (!(fabs(after[j] - before[j]) <= 1e-6 * before[j] / fmin(f, 1.0))) badb++;
+        }
+        TU_CHECK(badb == 0 && zero_bad == 0, "relative undo restores the scales: %d mismatches, %d clamped scales not 0",
+                 badb, zero_bad);
+        // absolute undo: s + c z
+        sq_perturb pa = {.seed = 5, .step = 1, .index_base = 0};
+        for (int64_t j = 0; j < nout * ng; j++) after[j] = before[j];
+        sq_qzo_update(&ta, &pa, 1e-3f);
+        pa.sign = -1;
+        sq_qzo_update(&ta, &pa, 1e-3f);
+        int bada = 0;
+        for (int64_t j = 0; j < nout * ng; j++) bada += !(fabsf(after[j] - before[j]) <= 1e-7f);
+        TU_CHECK(bada == 0, "absolute undo restores the scales: %d mismatches", bada);
     }
     return tu_finish("test_quant");
 }

@@ -7,10 +7,12 @@
 // from step k equals the uninterrupted run bit for bit; (5) learning-rate schedules.
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/error.h"
 #include "kernels/quant.h"
 #include "kernels/rng.h"
+#include "qzo/checkpoint.h"
 #include "qzo/qzo.h"
 #include "tests/test_util.h"
 
@@ -140,6 +142,7 @@ static void test_estimate(void) {
         for (int k = 0; k < 3; k++) {
             sq_qzo_config c;
             sq_qzo_config_defaults(&c);
+            c.relative = 0;   // the paper's absolute form, which these checks spell out
             c.lr = 0;   // evaluate only
             c.clip = 0;
             c.eps = epss[e];
@@ -183,6 +186,7 @@ static void test_update_exact(void) {
         memcpy(s2, m.s2, sizeof s2);
         sq_qzo_config c;
         sq_qzo_config_defaults(&c);
+        c.relative = 0;   // the paper's absolute form, which these checks spell out
         c.eps = 1e-3f;
         c.lr = 0.02f;
         c.clip = 5.0f;
@@ -220,6 +224,7 @@ static void test_training_and_resume(void) {
     m_resume = m;
     sq_qzo_config c;
     sq_qzo_config_defaults(&c);
+    c.relative = 0;   // the paper's absolute form, which these checks spell out
     c.eps = 1e-3f;
     c.lr = 2e-4f;
     c.clip = 50.0f;
@@ -287,10 +292,472 @@ static void test_schedules(void) {
     TU_CHECK(sq_qzo_lr_at(&c, 100) == 1.0f, "constant");
 }
 
+// ---- relative mode, momentum, spike recovery, checkpointed state ----
+// A "model" whose loss sees the perturbed scales themselves: every code is 1, so the
+// library's perturbed dequantisation writes s_eff into each group's weights; the loss
+// is the quadratic sum_j (s_eff_j - target_j)^2 in double. Two layers, the second at
+// an index base far from the first, so index_base matters.
+enum { QA_ROWS = 6, QA_GROUPS = 4, QB_ROWS = 3, QB_GROUPS = 5, QG = 32 };
+enum { QNA = QA_ROWS * QA_GROUPS, QNB = QB_ROWS * QB_GROUPS, QN = QNA + QNB };
+static const uint64_t q_bases[2] = {0, 1000};
+
+typedef struct {
+    float s[QN];                    // layer A's scales, then layer B's
+    double target[QN];
+    uint8_t codes_a[QA_ROWS * QA_GROUPS * QG / 2], codes_b[QB_ROWS * QB_GROUPS * QG / 2];
+    float seen[2][QN];              // the effective scales of the last + and - pass
+    double seen_loss[2];
+    int64_t nan_step, spike_step;   // counters at which the loss is NaN / 100x (-1: none)
+    bool always_nan;
+    int calls;
+} quad;
+
+static uint64_t q_index(int j) { return j < QNA ? q_bases[0] + (uint64_t)j : q_bases[1] + (uint64_t)(j - QNA); }
+
+static int quad_loss(void *ctx, const sq_perturb *p, double *out) {
+    quad *q = ctx;
+    static float wa[QA_ROWS * QA_GROUPS * QG], wb[QB_ROWS * QB_GROUPS * QG];
+    sq_tensor ca = sq_tensor_view(q->codes_a, SQ_Q4, SQ_CPU, 2, SQ_SHAPE(QA_ROWS, QA_GROUPS * QG));
+    sq_tensor cb = sq_tensor_view(q->codes_b, SQ_Q4, SQ_CPU, 2, SQ_SHAPE(QB_ROWS, QB_GROUPS * QG));
+    sq_tensor sa = sq_tensor_view(q->s, SQ_F32, SQ_CPU, 2, SQ_SHAPE(QA_ROWS, QA_GROUPS));
+    sq_tensor sb = sq_tensor_view(q->s + QNA, SQ_F32, SQ_CPU, 2, SQ_SHAPE(QB_ROWS, QB_GROUPS));
+    sq_tensor oa = sq_tensor_view(wa, SQ_F32, SQ_CPU, 2, SQ_SHAPE(QA_ROWS, QA_GROUPS * QG));
+    sq_tensor ob = sq_tensor_view(wb, SQ_F32, SQ_CPU, 2, SQ_SHAPE(QB_ROWS, QB_GROUPS * QG));
+    sq_perturb pa = *p, pb = *p;
+    pa.index_base = q_bases[0];
+    pb.index_base = q_bases[1];
+    sq_dequant_q4(&oa, &ca, &sa, QG, &pa);
+    sq_dequant_q4(&ob, &cb, &sb, QG, &pb);
+    int side = p->sign > 0 ? 0 : 1;
+    double l = 0;
+    for (int j = 0; j < QN; j++) {
+        float e = j < QNA ? wa[j * QG] : wb[(j - QNA) * QG];
+        q->seen[side][j] = e;
+        l += ((double)e - q->target[j]) * ((double)e - q->target[j]);
+    }
+    q->seen_loss[side] = l;
+    q->calls++;
+    if (q->always_nan || (int64_t)p->step == q->nan_step) l = NAN;
+    if ((int64_t)p->step == q->spike_step) l *= 100;
+    *out = l;
+    return SQ_OK;
+}
+
+static void make_quad(quad *q, uint64_t seed) {
+    memset(q, 0, sizeof *q);
+    memset(q->codes_a, 0x11, sizeof q->codes_a);   // code 1 in both nibbles
+    memset(q->codes_b, 0x11, sizeof q->codes_b);
+    uint64_t rs = seed;
+    for (int j = 0; j < QN; j++) {
+        q->s[j] = tu_uniform(&rs, 0.5f, 1.5f);
+        q->target[j] = q->s[j] * (1.0 + 0.3 * tu_uniform(&rs, -1, 1));
+    }
+    q->nan_step = q->spike_step = -1;
+}
+
+// t and ptrs: the caller's, one pair per model in use
+static sq_qzo_params quad_params(quad *q, sq_tensor t[2], sq_tensor *ptrs[2]) {
+    t[0] = sq_tensor_view(q->s, SQ_F32, SQ_CPU, 2, SQ_SHAPE(QA_ROWS, QA_GROUPS));
+    t[1] = sq_tensor_view(q->s + QNA, SQ_F32, SQ_CPU, 2, SQ_SHAPE(QB_ROWS, QB_GROUPS));
+    ptrs[0] = &t[0];
+    ptrs[1] = &t[1];
+    return (sq_qzo_params){.scales = ptrs, .index_base = q_bases, .count = 2};
+}
+
+// The reference loss at scales s (double) perturbed by h·z or, relative, s·(1 + h·z).
+static double quad_ref_loss(const quad *q, const double *s, uint64_t seed, uint64_t counter, double h, bool relative) {
+    double l = 0;
+    for (int j = 0; j < QN; j++) {
+        double z = sq_rng_normal(seed, counter, q_index(j));
+        double e = relative ? s[j] * (1 + h * z) : s[j] + h * z;
+        l += (e - q->target[j]) * (e - q->target[j]);
+    }
+    return l;
+}
+
+static double max_rel_diff(const float *a, const double *b, int n) {
+    double m = 0;
+    for (int i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]) / fmax(fabs(b[i]), 1e-30);
+        if (!(d <= m)) m = isnan(d) ? INFINITY : d;
+    }
+    return m;
+}
+
+static double max_rel_diff_f(const float *a, const float *b, int n) {
+    double m = 0;
+    for (int i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]) / fmax(fabs((double)b[i]), 1e-30);
+        if (!(d <= m)) m = isnan(d) ? INFINITY : d;
+    }
+    return m;
+}
+
+// One step from the current scales as the reference computes it: returns d and
+// fills want[] with the updated scales at learning rate lr.
+static double quad_ref_step(const quad *q, uint64_t seed, uint64_t counter, float eps, float lr, bool relative,
+                            double *want) {
+    double s[QN];
+    for (int j = 0; j < QN; j++) s[j] = q->s[j];
+    double d = (quad_ref_loss(q, s, seed, counter, eps, relative) - quad_ref_loss(q, s, seed, counter, -eps, relative)) /
+               (2.0 * eps);
+    for (int j = 0; j < QN; j++) {
+        double z = sq_rng_normal(seed, counter, q_index(j));
+        want[j] = relative ? s[j] * (1 - lr * d * z) : s[j] - lr * d * z;
+        if (want[j] < 0) want[j] = 0;
+    }
+    return d;
+}
+
+static void test_relative_step(void) {
+    static quad q;
+    make_quad(&q, 21);
+    sq_tensor t[2];
+    sq_tensor *t_ptrs[2];
+    sq_qzo_params params = quad_params(&q, t, t_ptrs);
+    sq_qzo_config c;
+    sq_qzo_config_defaults(&c);
+    c.relative = 1;
+    c.eps = 1e-2f;
+    c.lr = 5e-2f;
+    c.clip = 0;
+    c.seed = 77;
+    c.spike_factor = 0;
+    sq_qzo_state st;
+    sq_qzo_state_init(&st);
+    st.step = 2;
+    float before[QN];
+    memcpy(before, q.s, sizeof before);
+    double want[QN], want_abs[QN];
+    double d = quad_ref_step(&q, 77, 2, c.eps, c.lr, true, want);
+    quad_ref_step(&q, 77, 2, c.eps, c.lr, false, want_abs);
+    sq_qzo_step_info info;
+    TU_CHECK(sq_qzo_step(&c, &st, &params, quad_loss, &q, &info) == SQ_OK, "relative step: %s", sq_error_message());
+    // the perturbed scales the loss saw: s(1 ± eps z)
+    double plus[QN], minus[QN], moved = 0;
+    for (int j = 0; j < QN; j++) {
+        double z = sq_rng_normal(77, 2, q_index(j));
+        plus[j] = before[j] * (1 + (double)c.eps * z);
+        minus[j] = before[j] * (1 - (double)c.eps * z);
+        moved = fmax(moved, fabs((double)q.s[j] - before[j]) / before[j]);
+    }
+    double ep = max_rel_diff(q.seen[0], plus, QN), em = max_rel_diff(q.seen[1], minus, QN);
+    TU_CHECK(ep < 1e-6 && em < 1e-6, "relative perturbation: the loss saw s(1 +- eps z) to %.2g / %.2g", ep, em);
+    TU_CHECK(fabs(info.d_raw - d) <= 1e-4 * fabs(d), "relative d %.9g, reference %.9g", info.d_raw, d);
+    double eu = max_rel_diff(q.s, want, QN);
+    printf("relative step: d %.6g (reference %.6g), scales move up to %.3g%%, max rel err vs s(1 - lr d z) %.2g\n",
+           info.d_raw, d, 100 * moved, eu);
+    TU_CHECK(eu < 1e-5, "relative update: scales differ from s(1 - lr d z) by %.3g (relative)", eu);
+    TU_CHECK(moved > 1e-3, "the update is large enough to tell the forms apart (%.3g)", moved);
+    TU_CHECK(max_rel_diff(q.s, want_abs, QN) > 1e-4, "the absolute form s - lr d z would differ (the test can tell)");
+}
+
+static void test_momentum(void) {
+    const float betas[] = {0.0f, 0.8f};
+    for (int bi = 0; bi < 2; bi++) {
+        static quad q;
+        make_quad(&q, 22);
+        sq_tensor t[2];
+        sq_tensor *t_ptrs[2];
+        sq_qzo_params params = quad_params(&q, t, t_ptrs);
+        sq_qzo_config c;
+        sq_qzo_config_defaults(&c);
+        c.relative = 0;
+        c.eps = 1e-2f;
+        c.lr = 2e-2f;
+        c.clip = 0;
+        c.seed = 5;
+        c.momentum = betas[bi];
+        c.spike_factor = 0;
+        sq_qzo_state st;
+        sq_qzo_state_init(&st);
+        // independent reimplementation: m_k = b m_{k-1} + (1-b) d_k z_k, s -= lr m_k (or plain SGD for b = 0)
+        double s[QN], m[QN] = {0};
+        for (int j = 0; j < QN; j++) s[j] = q.s[j];
+        double b = betas[bi];
+        for (int k = 0; k < 3; k++) {
+            double d = (quad_ref_loss(&q, s, 5, (uint64_t)k, c.eps, false) -
+                        quad_ref_loss(&q, s, 5, (uint64_t)k, -c.eps, false)) / (2.0 * c.eps);
+            for (int j = 0; j < QN; j++) {
+                double z = sq_rng_normal(5, (uint64_t)k, q_index(j));
+                m[j] = b > 0 ? b * m[j] + (1 - b) * d * z : d * z;
+                s[j] -= (double)c.lr * m[j];
+            }
+            sq_qzo_step_info info;
+            TU_CHECK(sq_qzo_step(&c, &st, &params, quad_loss, &q, &info) == SQ_OK, "momentum step %d", k);
+            TU_CHECK(fabs(info.d_raw - d) <= 1e-4 * fabs(d) + 1e-6, "beta %g step %d: d %.9g vs reference %.9g", b, k,
+                     info.d_raw, d);
+        }
+        double e = max_rel_diff(q.s, s, QN);
+        printf("momentum %.1f: 3 steps, max rel err vs m_k = b m_k-1 + (1-b) d_k z_k, s -= lr m_k: %.2g\n", b, e);
+        TU_CHECK(e < 1e-5, "momentum %g: scales after 3 steps differ from the reference by %.3g", b, e);
+        if (bi == 1) {
+            // and without momentum the same steps would land elsewhere (the test can tell)
+            static quad q0;
+            make_quad(&q0, 22);
+            sq_tensor t0[2];
+            sq_tensor *t0_ptrs[2];
+            sq_qzo_params p0 = quad_params(&q0, t0, t0_ptrs);
+            c.momentum = 0;
+            sq_qzo_state s0;
+            sq_qzo_state_init(&s0);
+            for (int k = 0; k < 3; k++) sq_qzo_step(&c, &s0, &p0, quad_loss, &q0, NULL);
+            TU_CHECK(max_rel_diff_f(q0.s, q.s, QN) > 1e-4, "momentum changes the trajectory");
+        }
+    }
+}
+
+static void spike_config(sq_qzo_config *c, int relative) {
+    sq_qzo_config_defaults(c);
+    c->relative = relative;
+    c->eps = 1e-2f;
+    c->lr = 1e-2f;
+    c->clip = 0;
+    c->seed = 9;
+    c->spike_factor = 10;
+    c->max_bad_steps = 3;
+}
+
+static void test_nan_recovery(void) {
+    for (int rel = 0; rel < 2; rel++) {
+        static quad q;
+        make_quad(&q, 23);
+        sq_tensor t[2];
+        sq_tensor *t_ptrs[2];
+        sq_qzo_params params = quad_params(&q, t, t_ptrs);
+        sq_qzo_config c;
+        spike_config(&c, rel);
+        sq_qzo_state st;
+        sq_qzo_state_init(&st);
+        q.nan_step = 4;
+        float before_prev[QN];
+        sq_qzo_step_info info;
+        for (int k = 0; k < 4; k++) {
+            if (k == 3) memcpy(before_prev, q.s, sizeof before_prev);
+            TU_CHECK(sq_qzo_step(&c, &st, &params, quad_loss, &q, &info) == SQ_OK && !info.discarded, "good step %d", k);
+        }
+        TU_CHECK(max_rel_diff_f(q.s, before_prev, QN) > 1e-4, "step 3 moved the scales");
+        float after_prev[QN];
+        memcpy(after_prev, q.s, sizeof after_prev);
+        int rc = sq_qzo_step(&c, &st, &params, quad_loss, &q, &info);
+        TU_CHECK(rc == SQ_OK, "%s: a NaN step is not an error: %s", rel ? "relative" : "absolute", sq_error_message());
+        TU_CHECK(info.discarded && strstr(info.why, "not finite"), "the NaN step is discarded (why: '%s')", info.why);
+        TU_CHECK(st.step == 5 && st.bad_streak == 1 && st.bad_total == 1, "step %lld streak %d total %lld",
+                 (long long)st.step, st.bad_streak, (long long)st.bad_total);
+        TU_CHECK(st.lr_scale == 0.5f, "lr_scale halves: %g", st.lr_scale);
+        double undo = max_rel_diff_f(q.s, before_prev, QN);
+        printf("%s: NaN at step 4: discarded; scales vs before step 3: max rel diff %.2g (step 3 had moved them %.2g)\n",
+               rel ? "relative" : "absolute", undo, max_rel_diff_f(after_prev, before_prev, QN));
+        TU_CHECK(undo < 1e-6, "%s: the previous step's update is undone: max rel diff %.3g", rel ? "relative" : "absolute",
+                 undo);
+        // the next good step runs at half the rate, from the restored scales
+        double want[QN];
+        quad_ref_step(&q, c.seed, 5, c.eps, 0.5f * c.lr, rel, want);
+        TU_CHECK(sq_qzo_step(&c, &st, &params, quad_loss, &q, &info) == SQ_OK && !info.discarded, "step 5");
+        TU_CHECK(info.lr == 0.5f * c.lr, "step 5 runs at lr %g, want %g", info.lr, 0.5 * c.lr);
+        double e = max_rel_diff(q.s, want, QN);
+        TU_CHECK(e < 1e-5, "step 5 updates with the halved lr: max rel err %.3g", e);
+        TU_CHECK(st.bad_streak == 0 && st.bad_total == 1 && st.lr_scale == 0.5f, "a good step ends the streak");
+    }
+}
+
+static void test_spike_and_give_up(void) {
+    // a spike: the loss is 100x at step 10, after 10 normal steps
+    static quad q;
+    make_quad(&q, 24);
+    sq_tensor t[2];
+    sq_tensor *t_ptrs[2];
+    sq_qzo_params params = quad_params(&q, t, t_ptrs);
+    sq_qzo_config c;
+    spike_config(&c, 1);
+    sq_qzo_state st;
+    sq_qzo_state_init(&st);
+    q.spike_step = 10;
+    float before_prev[QN];
+    sq_qzo_step_info info;
+    for (int k = 0; k < 10; k++) {
+        if (k == 9) memcpy(before_prev, q.s, sizeof before_prev);
+        TU_CHECK(sq_qzo_step(&c, &st, &params, quad_loss, &q, &info) == SQ_OK && !info.discarded, "step %d", k);
+    }
+    TU_CHECK(sq_qzo_step(&c, &st, &params, quad_loss, &q, &info) == SQ_OK, "spike step: %s", sq_error_message());
+    TU_CHECK(info.discarded && strstr(info.why, "spike"), "a 100x loss is discarded as a spike (why: '%s')", info.why);
+    TU_CHECK(max_rel_diff_f(q.s, before_prev, QN) < 1e-6, "the spike undoes step 9: %.3g",
+             max_rel_diff_f(q.s, before_prev, QN));
+    TU_CHECK(st.lr_scale == 0.5f && st.bad_total == 1, "lr_scale %g", st.lr_scale);
+    TU_CHECK(sq_qzo_step(&c, &st, &params, quad_loss, &q, &info) == SQ_OK && !info.discarded &&
+                 info.lr == 0.5f * c.lr, "the step after the spike runs at half the rate (%g)", info.lr);
+    // below the factor the same loss is kept
+    static quad q2;
+    make_quad(&q2, 24);
+    sq_qzo_params p2 = quad_params(&q2, t, t_ptrs);
+    sq_qzo_state_init(&st);
+    c.spike_factor = 200;
+    q2.spike_step = 10;
+    int discarded = 0;
+    for (int k = 0; k < 12; k++) {
+        sq_qzo_step(&c, &st, &p2, quad_loss, &q2, &info);
+        discarded += info.discarded;
+    }
+    TU_CHECK(discarded == 0, "with --spike-factor 200 a 100x loss is kept (%d discarded)", discarded);
+
+    // always NaN: max_bad_steps (3) discarded in a row, then an error naming the flags
+    make_quad(&q, 25);
+    params = quad_params(&q, t, t_ptrs);
+    q.always_nan = true;
+    c.spike_factor = 10;
+    sq_qzo_state_init(&st);
+    float start[QN];
+    memcpy(start, q.s, sizeof start);
+    int rc[3];
+    for (int k = 0; k < 3; k++) rc[k] = sq_qzo_step(&c, &st, &params, quad_loss, &q, &info);
+    TU_CHECK(rc[0] == SQ_OK && rc[1] == SQ_OK && rc[2] != SQ_OK, "always NaN: fails at the 3rd discarded step (%d %d %d)",
+             rc[0], rc[1], rc[2]);
+    const char *msg = sq_error_message();
+    printf("always NaN: %s\n", msg);
+    TU_CHECK(msg && strstr(msg, "--eps") && strstr(msg, "--lr") && strstr(msg, "3 steps in a row"),
+             "the error names --eps and --lr: %s", msg);
+    TU_CHECK(!memcmp(start, q.s, sizeof start), "no update was applied");
+    sq_error_clear();
+    // a good step between bad ones resets the streak: NaN every other step never fails at max_bad_steps 2
+    make_quad(&q, 26);
+    params = quad_params(&q, t, t_ptrs);
+    c.max_bad_steps = 2;
+    sq_qzo_state_init(&st);
+    int fails = 0;
+    for (int k = 0; k < 8; k++) {
+        q.nan_step = k % 2 ? k : -1;
+        fails += sq_qzo_step(&c, &st, &params, quad_loss, &q, &info) != SQ_OK;
+    }
+    TU_CHECK(fails == 0 && st.bad_total == 4 && st.bad_streak == 1, "alternating NaN: %d failures, %lld discarded", fails,
+             (long long)st.bad_total);
+}
+
+static void compare_states(const sq_qzo_state *a, const sq_qzo_state *b, const char *what) {
+    TU_CHECK(a->step == b->step && a->lr_scale == b->lr_scale && a->bad_streak == b->bad_streak &&
+                 a->bad_total == b->bad_total && a->clipped_total == b->clipped_total &&
+                 a->queries_total == b->queries_total,
+             "%s: step %lld/%lld lr_scale %g/%g streak %d/%d bad %lld/%lld clipped %lld/%lld queries %lld/%lld", what,
+             (long long)a->step, (long long)b->step, a->lr_scale, b->lr_scale, a->bad_streak, b->bad_streak,
+             (long long)a->bad_total, (long long)b->bad_total, (long long)a->clipped_total, (long long)b->clipped_total,
+             (long long)a->queries_total, (long long)b->queries_total);
+    TU_CHECK(a->loss_count == b->loss_count && a->loss_pos == b->loss_pos &&
+                 !memcmp(a->loss_history, b->loss_history, (size_t)a->loss_count * sizeof(float)),
+             "%s: loss window (%d/%d values)", what, a->loss_count, b->loss_count);
+    TU_CHECK(a->history_count == b->history_count && a->history_pos == b->history_pos &&
+                 !memcmp(a->abs_d_history, b->abs_d_history, (size_t)a->history_count * sizeof(float)),
+             "%s: clip history", what);
+    TU_CHECK(a->term_count == b->term_count && a->term_pos == b->term_pos && a->last_new == b->last_new,
+             "%s: terms %d/%d pos %d/%d last_new %d/%d", what, a->term_count, b->term_count, a->term_pos, b->term_pos,
+             a->last_new, b->last_new);
+    // the ring's live terms, newest first, wherever they sit
+    int bad = 0;
+    for (int age = 0; age < a->term_count && a->term_count == b->term_count; age++) {
+        int sa = ((a->term_pos - 1 - age) % SQ_QZO_MOMENTUM_TERMS + SQ_QZO_MOMENTUM_TERMS) % SQ_QZO_MOMENTUM_TERMS;
+        int sb = ((b->term_pos - 1 - age) % SQ_QZO_MOMENTUM_TERMS + SQ_QZO_MOMENTUM_TERMS) % SQ_QZO_MOMENTUM_TERMS;
+        bad += a->terms[sa].counter != b->terms[sb].counter || a->terms[sa].step != b->terms[sb].step ||
+               a->terms[sa].d != b->terms[sb].d || a->last_coeff[sa] != b->last_coeff[sb];
+    }
+    TU_CHECK(bad == 0, "%s: %d of %d momentum terms differ", what, bad, a->term_count);
+}
+
+// Saves (scales, config, state) at a point of a run, loads it into another model,
+// and checks the state and a few more steps (a NaN among them) agree bit for bit.
+static void checkpoint_round_trip(int good_steps, const char *what) {
+    static quad q, r;
+    make_quad(&q, 27);
+    sq_tensor t[2], tr[2];
+    sq_tensor *t_ptrs[2], *tr_ptrs[2];
+    sq_qzo_params params = quad_params(&q, t, t_ptrs);
+    sq_qzo_config c;
+    spike_config(&c, 1);
+    c.lr = 2e-2f;
+    c.momentum = 0.9f;
+    c.clip = 0.5f;
+    c.max_bad_steps = 4;
+    sq_qzo_state st;
+    sq_qzo_state_init(&st);
+    q.nan_step = good_steps;   // the run ends on a discarded step: the ring lost its newest term
+    for (int k = 0; k <= good_steps; k++) sq_qzo_step(&c, &st, &params, quad_loss, &q, NULL);
+    TU_CHECK(st.bad_total == 1 && st.lr_scale == 0.5f && st.clipped_total > 0 && st.clipped_total < st.queries_total,
+             "%s: the state to save has a discarded step (%lld) and clipped queries (%lld of %lld)", what,
+             (long long)st.bad_total, (long long)st.clipped_total, (long long)st.queries_total);
+    char path[64] = "/tmp/sq-test-qzo-XXXXXX";
+    int fd = mkstemp(path);
+    TU_CHECK(fd >= 0, "mkstemp");
+    if (fd < 0) return;
+    close(fd);
+    sq_named_scales named[2] = {{"a.weight.scales", &t[0]}, {"b.weight.scales", &t[1]}};
+    double losses[3] = {0.5, 0.25, 0.125};
+    sq_checkpoint_info info = {.group_size = 32, .config = c, .state = st, .loss_history = losses, .loss_count = 3};
+    snprintf(info.base_sha256, sizeof info.base_sha256, "%064d", 7);
+    TU_CHECK(sq_checkpoint_save(path, named, 2, &info) == SQ_OK, "save: %s", sq_error_message());
+    r = q;   // the same model with other scales: the load must replace them
+    for (int j = 0; j < QN; j++) r.s[j] = 1.0f;
+    sq_qzo_params pr = quad_params(&r, tr, tr_ptrs);
+    sq_named_scales rnamed[2] = {{"a.weight.scales", &tr[0]}, {"b.weight.scales", &tr[1]}};
+    sq_checkpoint_info back;
+    TU_CHECK(sq_checkpoint_load(path, rnamed, 2, info.base_sha256, &back) == SQ_OK, "load: %s", sq_error_message());
+    unlink(path);
+    TU_CHECK(!memcmp(r.s, q.s, sizeof q.s), "%s: the scales load bit for bit", what);
+    TU_CHECK(back.config.relative == 1 && back.config.momentum == c.momentum && back.config.spike_factor == c.spike_factor &&
+                 back.config.max_bad_steps == c.max_bad_steps && back.config.lr == c.lr && back.config.eps == c.eps &&
+                 back.config.clip == c.clip,
+             "%s: config relative %d momentum %g spike %g max_bad %d", what, back.config.relative, back.config.momentum,
+             back.config.spike_factor, back.config.max_bad_steps);
+    TU_CHECK(back.loss_count == 3 && back.loss_history[2] == 0.125, "loss history");
+    free(back.loss_history);
+    compare_states(&back.state, &st, what);
+    // both go on: two good steps, a NaN (undoing the second), a good one
+    sq_qzo_state rs = back.state;
+    r.nan_step = q.nan_step = good_steps + 3;
+    for (int k = 0; k < 4; k++) {
+        sq_qzo_step(&c, &st, &params, quad_loss, &q, NULL);
+        sq_qzo_step(&back.config, &rs, &pr, quad_loss, &r, NULL);
+    }
+    TU_CHECK(st.bad_total == 2 && rs.bad_total == 2, "a second discarded step");
+    TU_CHECK(!memcmp(r.s, q.s, sizeof q.s), "%s: the resumed run's scales equal the uninterrupted run's (max rel diff %.3g)",
+             what, max_rel_diff_f(r.s, q.s, QN));
+    compare_states(&rs, &st, what);
+    printf("checkpoint round trip %s: %d terms in the ring at the save, term_pos %d\n", what, back.state.term_count,
+           back.state.term_pos);
+}
+
+static void test_checkpoint_state(void) {
+    checkpoint_round_trip(6, "6 steps");
+    checkpoint_round_trip(70, "70 steps (the term ring has wrapped)");
+    // a checkpoint from before the relative mode (only the old keys): absolute, no momentum, fresh recovery state
+    char path[1100];
+    snprintf(path, sizeof path, "%s/export/scales.safetensors", tu_fixtures_dir());
+    sq_safetensors *sf = NULL;
+    TU_CHECK(sq_st_open(&sf, path) == SQ_OK, "open %s: %s", path, sq_error_message());
+    if (!sf) return;
+    const char *opt = sq_st_metadata(sf, "sd_qzo.optimizer");
+    TU_CHECK(opt && !strstr(opt, "lr_scale") && !strstr(opt, "relative"), "the fixture has the old key set: %s", opt);
+    sq_checkpoint_info info;
+    TU_CHECK(sq_checkpoint_read_info(sf, path, NULL, &info) == SQ_OK, "old checkpoint reads: %s", sq_error_message());
+    sq_qzo_config d;
+    sq_qzo_config_defaults(&d);
+    TU_CHECK(info.config.relative == 0 && info.config.momentum == 0, "old checkpoint: relative %d momentum %g",
+             info.config.relative, info.config.momentum);
+    TU_CHECK(info.state.lr_scale == 1.0f && info.state.term_count == 0 && info.state.loss_count == 0 &&
+                 info.state.bad_total == 0 && info.state.step == 1234,
+             "old checkpoint: fresh recovery state (lr_scale %g, %d terms, step %lld)", info.state.lr_scale,
+             info.state.term_count, (long long)info.state.step);
+    TU_CHECK(info.config.spike_factor == d.spike_factor && info.config.max_bad_steps == d.max_bad_steps,
+             "old checkpoint: default spike settings");
+    free(info.loss_history);
+    sq_st_close(sf);
+}
+
 int main(void) {
     test_estimate();
     test_update_exact();
     test_training_and_resume();
     test_schedules();
+    test_relative_step();
+    test_momentum();
+    test_nan_recovery();
+    test_spike_and_give_up();
+    test_checkpoint_state();
     return tu_finish("test_qzo");
 }
