@@ -46,6 +46,8 @@ typedef struct {
     sd_train_log log;
     bool lr_auto;                // --lr auto: calibrate before the first step
     sd_lr_auto_result lr_auto_result;
+    bool lr_auto_valid;          // lr_auto_result holds the calibration (ran here, or read back for the report)
+    bool lr_auto_resumed;        // a resumed --lr auto run: its calibration is in OUT/lr_auto.json
     float **start_scales;        // --lr auto: the scales before the first candidate (host)
 } loop;
 
@@ -256,8 +258,17 @@ static int write_report(loop *L) {
     sd_train_val_summary(&L->log, val, sizeof val);
     snprintf(summary, sizeof summary, "%s %lld steps done.", val, L->log.count > 0 ? (long long)L->log.rec[L->log.count - 1].step : 0LL);
     char *settings = sd_train_options_json(&t->opt);
+    if (!L->lr_auto_valid && L->lr_auto_resumed) {   // once: the calibration of the interrupted run
+        L->lr_auto_resumed = false;
+        if (sd_lr_auto_read(t->opt.output, &L->lr_auto_result) == SQ_OK) L->lr_auto_valid = true;
+        else {
+            sq_log_warn("the report leaves out the --lr auto calibration: %s", sq_error_message());
+            sq_error_clear();
+        }
+    }
     sd_report r = {.title = t->opt.output, .settings_json = settings ? settings : "{}", .summary = summary, .log = &L->log,
-                   .previews = L->eval.previews, .n_previews = L->eval.n_previews};
+                   .previews = L->eval.previews, .n_previews = L->eval.n_previews,
+                   .lr_auto = L->lr_auto_valid ? &L->lr_auto_result : NULL};
     int rc = sd_train_report_write(path, &r);
     free(settings);
     return rc;
@@ -359,6 +370,7 @@ static int calibrate_lr(loop *L) {
     int rc = sd_lr_auto(&ops, L->qc.lr, L->t->opt.lr_auto_steps, &L->lr_auto_result);
     free_start_scales(L);
     if (rc != SQ_OK) return SQ_FAIL;
+    L->lr_auto_valid = true;
     L->qc.lr = L->lr_auto_result.lr[L->lr_auto_result.best];
     return sd_lr_auto_write(L->t->opt.output, &L->lr_auto_result);
 }
@@ -415,6 +427,7 @@ static int setup(loop *L) {
         if (L->lr_auto) {
             L->qc.lr = info.config.lr;   // the rate --lr auto chose before the interruption
             L->lr_auto = false;
+            L->lr_auto_resumed = true;
         }
         sq_log_info("resuming at step %lld from %s", (long long)L->qs.step, t->opt.resume);
     }

@@ -1,11 +1,14 @@
 // app/train_lr_auto.c: see app/train_lr_auto.h.
 #include "app/train_lr_auto.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "core/config.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/progress.h"
@@ -75,6 +78,53 @@ int sd_lr_auto_write(const char *dir, const sd_lr_auto_result *res) {
     if (fclose(f) != 0 || rename(tmp, path) != 0) {
         unlink(tmp);
         return sq_error_errno("cannot write %s", path);
+    }
+    return SQ_OK;
+}
+
+int sd_lr_auto_read(const char *dir, sd_lr_auto_result *res) {
+    char path[1100], *text;
+    size_t len;
+    snprintf(path, sizeof path, "%s/lr_auto.json", dir);
+    memset(res, 0, sizeof *res);
+    res->best = -1;
+    if (sq_read_file(path, &text, &len) != SQ_OK) return SQ_FAIL;
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    const cJSON *chosen = cJSON_GetObjectItemCaseSensitive(root, "chosen_lr");
+    const cJSON *at = cJSON_GetObjectItemCaseSensitive(root, "at_step");
+    const cJSON *cands = cJSON_GetObjectItemCaseSensitive(root, "candidates");
+    const cJSON *secs = cJSON_GetObjectItemCaseSensitive(root, "seconds");
+    bool ok = cJSON_IsNumber(chosen) && cJSON_IsArray(at) && cJSON_GetArraySize(at) == SD_LR_AUTO_POINTS + 1 &&
+              cJSON_IsArray(cands) && cJSON_GetArraySize(cands) == SD_LR_AUTO_CANDIDATES;
+    if (ok) {
+        res->seconds = cJSON_IsNumber(secs) ? secs->valuedouble : 0;
+        for (int p = 0; ok && p <= SD_LR_AUTO_POINTS; p++) {
+            const cJSON *v = cJSON_GetArrayItem(at, p);
+            ok = cJSON_IsNumber(v);
+            if (ok) res->at_step[p] = (int64_t)v->valuedouble;
+        }
+        for (int c = 0; ok && c < SD_LR_AUTO_CANDIDATES; c++) {
+            const cJSON *o = cJSON_GetArrayItem(cands, c);
+            const cJSON *lr = cJSON_GetObjectItemCaseSensitive(o, "lr");
+            const cJSON *val = cJSON_GetObjectItemCaseSensitive(o, "val_loss");
+            ok = cJSON_IsNumber(lr) && cJSON_IsArray(val) && cJSON_GetArraySize(val) == SD_LR_AUTO_POINTS + 1;
+            if (!ok) break;
+            res->lr[c] = (float)lr->valuedouble;   // written with %.9g: the same float
+            if (res->lr[c] == (float)chosen->valuedouble) res->best = c;
+            for (int p = 0; ok && p <= SD_LR_AUTO_POINTS; p++) {
+                const cJSON *v = cJSON_GetArrayItem(val, p);
+                ok = cJSON_IsNumber(v) || cJSON_IsNull(v);
+                res->val[c][p] = cJSON_IsNumber(v) ? v->valuedouble : INFINITY;
+            }
+        }
+        ok = ok && res->best >= 0;
+    }
+    cJSON_Delete(root);
+    if (!ok) {
+        res->best = -1;
+        return sq_errorf("%s: not an --lr auto result (%d candidates, %d points each, one of them the chosen rate)",
+                         path, SD_LR_AUTO_CANDIDATES, SD_LR_AUTO_POINTS + 1);
     }
     return SQ_OK;
 }

@@ -35,7 +35,12 @@ typedef struct {
 } sd_lr_auto_ops;
 
 int sd_lr_auto(const sd_lr_auto_ops *ops, float center, int steps, sd_lr_auto_result *res);
-// Appends the result to OUT/lr_auto.json (the report reads it back from memory).
+// Writes the result to OUT/lr_auto.json (atomically, replacing an earlier one).
 int sd_lr_auto_write(const char *dir, const sd_lr_auto_result *res);
+// Reads OUT/lr_auto.json back (a resumed run's report: the calibration ran in an
+// earlier process). Unmeasured losses (null: the candidate was stopped) read as
+// +inf, as sd_lr_auto leaves them; best is the candidate whose rate is chosen_lr.
+// Fails (with a message) when the file is absent or not what sd_lr_auto_write writes.
+int sd_lr_auto_read(const char *dir, sd_lr_auto_result *res);
 
 #endif

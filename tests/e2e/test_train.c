@@ -1,12 +1,14 @@
 // tests/e2e/test_train.c: `sd-qzo train` as a user runs it, on the CPU, with the
 // tiny SD3 pipeline of tests/fixtures/pipeline and a small generated dataset:
 //   1. a run writes run.json, the cache, log.jsonl/csv with the validation loss
-//      (before training and every N steps), previews, checkpoint and report.html;
+//      (before training and every N steps), previews, checkpoint and report.html
+//      (with the diagnostics charts);
 //   2. a run stopped by SIGINT saves a checkpoint; --resume finishes it, and the
 //      final scales and every logged loss equal an uninterrupted run's bit for bit;
 //   3. a second run into the same OUT without --resume is refused, and so is a
 //      --resume with different settings; the cache is reused (nothing re-encoded);
-//   4. the built-in demo (demo/train.toml: demo/model and its data) starts, trains a
+//   4. --lr auto's calibration is in report.html, also after a --resume;
+//   5. the built-in demo (demo/train.toml: demo/model and its data) starts, trains a
 //      few steps and logs its validation loss (README command 1 in miniature).
 #include <limits.h>
 #include <signal.h>
@@ -142,7 +144,39 @@ static void check_full_run(void) {
     char *html = read_all(path);
     TU_CHECK(html && strstr(html, "data:image/png;base64,") && strstr(html, "<svg") && strstr(html, "Validation loss"),
              "report.html embeds previews and charts");
+    TU_CHECK(html && strstr(html, "relative perturbation per layer type") && strstr(html, "scales held at 0 (share)") &&
+                 strstr(html, "clipped queries (share)") && strstr(html, "Discarded steps"),
+             "report.html shows the diagnostics");
+    TU_CHECK(html && !strstr(html, "Learning-rate calibration"), "no calibration section without --lr auto");
     free(html);
+}
+
+// --lr auto: the report shows the calibration, and still does after a --resume (read
+// back from OUT/lr_auto.json: the calibration ran in the earlier process).
+static void check_lr_auto_report(void) {
+    char cmd[4096], path[256], *out = NULL;
+    train_cmd(cmd, sizeof cmd, "run_lr", 2, "--sample-every 0 --lr auto --lr-auto-steps 4");
+    int rc = run(cmd, &out);
+    TU_CHECK(rc == 0, "--lr auto run exits 0 (got %d):\n%s", rc, out);
+    free(out);
+    snprintf(path, sizeof path, "%s/run_lr/report.html", tmp);
+    for (int pass = 0; pass < 2; pass++) {
+        char *html = read_all(path);
+        const char *fig = html ? strstr(html, "lr auto: validation loss per candidate rate") : NULL;
+        const char *end = fig ? strstr(fig, "</figure>") : NULL;
+        int lines = 0;
+        for (const char *p = fig; end && (p = strstr(p, "<polyline")) && p < end; p++) lines++;
+        TU_CHECK(end && lines == 5 && strstr(html, "<tr class=\"chosen\">"),
+                 "%s: report.html shows the 5 candidate curves (%d) and the chosen rate", pass ? "resumed" : "first run", lines);
+        free(html);
+        if (pass) break;
+        unlink(path);   // the resumed run (already at its last step) writes it again
+        train_cmd(cmd, sizeof cmd, "run_lr", 2, "--sample-every 0 --lr auto --lr-auto-steps 4 --resume");
+        snprintf(cmd + strlen(cmd), sizeof cmd - strlen(cmd), " %s/run_lr/checkpoint.safetensors", tmp);
+        rc = run(cmd, &out);
+        TU_CHECK(rc == 0, "resumed --lr auto run exits 0 (got %d):\n%s", rc, out);
+        free(out);
+    }
 }
 
 static void check_interrupt_resume(void) {
@@ -266,6 +300,7 @@ int main(int argc, char **argv) {
     if (!mkdtemp(tmp)) return 1;
     make_dataset();
     check_full_run();
+    check_lr_auto_report();
     check_interrupt_resume();
     check_refusals();
     check_demo(argv[2]);
