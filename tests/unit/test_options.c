@@ -235,7 +235,7 @@ static void test_usage_and_json(void) {
     free(j);
 
     u = capture_usage(&sd_train_option_table);
-    // --lr and --eps default to 0.01 (qzo/qzo.c), not the float's 0.00999999978
+    // --eps defaults to 0.01 and --lr to 0.03 (qzo/qzo.c), not the floats 0.00999999978 and 0.0299999993
     TU_CHECK(u && strstr(u, "--caption-dropout") && strstr(u, "[0.05]") && strstr(u, "[0.01]") && !strstr(u, "0.0500000007") &&
              !strstr(u, "0.00999999978"), "train --help shows floats as written");
     TU_CHECK(u && strstr(u, "(constant, cosine or linear) [constant]") && strstr(u, "(auto, cpu or cuda) [auto]"),
@@ -244,7 +244,7 @@ static void test_usage_and_json(void) {
     sd_train_options o;
     sd_train_options_defaults(&o);
     j = sd_train_options_json(&o);
-    TU_CHECK(j && strstr(j, "\"lr\":\t0.01") && !strstr(j, "0.00999999978") && strstr(j, "\"lr-schedule\":\t\"constant\"") &&
+    TU_CHECK(j && strstr(j, "\"lr\":\t0.03") && !strstr(j, "0.0299999993") && strstr(j, "\"lr-schedule\":\t\"constant\"") &&
              strstr(j, "\"device\":\t\"auto\""),
              "train's run.json settings as written:\n%s", j);
     free(j);
