@@ -142,6 +142,7 @@ static void test_estimate(void) {
         for (int k = 0; k < 3; k++) {
             sq_qzo_config c;
             sq_qzo_config_defaults(&c);
+            c.queries = 1;   // the checks below are written for one query (the default is 4)
             c.relative = 0;   // the paper's absolute form, which these checks spell out
             c.lr = 0;   // evaluate only
             c.clip = 0;
@@ -186,6 +187,7 @@ static void test_update_exact(void) {
         memcpy(s2, m.s2, sizeof s2);
         sq_qzo_config c;
         sq_qzo_config_defaults(&c);
+        c.queries = 1;   // the checks below are written for one query (the default is 4)
         c.relative = 0;   // the paper's absolute form, which these checks spell out
         c.eps = 1e-3f;
         c.lr = 0.02f;
@@ -417,6 +419,7 @@ static void test_relative_step(void) {
     sq_qzo_params params = quad_params(&q, t, t_ptrs);
     sq_qzo_config c;
     sq_qzo_config_defaults(&c);
+    c.queries = 1;   // the checks below are written for one query (the default is 4)
     c.relative = 1;
     c.eps = 1e-2f;
     c.lr = 5e-2f;
@@ -462,6 +465,7 @@ static void test_momentum(void) {
         sq_qzo_params params = quad_params(&q, t, t_ptrs);
         sq_qzo_config c;
         sq_qzo_config_defaults(&c);
+        c.queries = 1;   // the checks below are written for one query (the default is 4)
         c.relative = 0;
         c.eps = 1e-2f;
         c.lr = 2e-2f;
@@ -509,6 +513,7 @@ static void test_momentum(void) {
 
 static void spike_config(sq_qzo_config *c, int relative) {
     sq_qzo_config_defaults(c);
+    c->queries = 1;   // the checks below are written for one query (the default is 4)
     c->relative = relative;
     c->eps = 1e-2f;
     c->lr = 1e-2f;
