@@ -283,6 +283,9 @@ static int bench_mmdit(const bench_args *a, sq_device dev, FILE *json) {
     sq_qzo_params params = {.scales = sp, .index_base = bases, .count = nq};
     sq_qzo_config qc;
     sq_qzo_config_defaults(&qc);
+    // "a QZO step" is one query: two forwards and the update, the unit every
+    // figure in bench/RESULTS.md uses; train's default --queries 4 runs four of them
+    qc.queries = 1;
     sq_qzo_state qs;
     sq_qzo_state_init(&qs);
     if (time_runs(dev, a->warmup, n, false, &fb, &qc, &qs, &params, tf) != SQ_OK) goto done;

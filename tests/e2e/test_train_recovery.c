@@ -23,6 +23,7 @@
 
 #include "core/error.h"
 #include "core/safetensors.h"
+#include "qzo/qzo.h"
 #include "samples/png.h"
 #include "tests/test_util.h"
 
@@ -154,8 +155,10 @@ static void check_lr_auto(void) {
         for (int c = 0; c < cJSON_GetArraySize(cands); c++) {
             const cJSON *e = cJSON_GetArrayItem(cands, c);
             double lr = field(e, "lr");
-            // the default rate 1e-2, times 10^(-1, -0.5, 0, 0.5, 1)
-            double want = 1e-2 * pow(10.0, 0.5 * (c - 2));
+            // the default rate (qzo/qzo.c), times 10^(-1, -0.5, 0, 0.5, 1)
+            sq_qzo_config d;
+            sq_qzo_config_defaults(&d);
+            double want = (double)d.lr * pow(10.0, 0.5 * (c - 2));
             TU_CHECK(rel_close(lr, want, 1e-5), "candidate %d: lr %g, want %g", c, lr, want);
             is_candidate += lr == chosen;
             const cJSON *v = cJSON_GetObjectItemCaseSensitive(e, "val_loss");
@@ -328,7 +331,8 @@ static void check_recovery(void) {
     // --max-bad-steps 1: the first discarded step ends the run, naming the flags
     train_cmd(cmd, sizeof cmd, "giveup", 14, extra);
     char full[4600];
-    snprintf(full, sizeof full, "%s --max-bad-steps 1", cmd);
+    // one query: the first step then succeeds and is saved before the first discard
+    snprintf(full, sizeof full, "%s --max-bad-steps 1 --queries 1", cmd);
     rc = run(full, &out);
     const char *e = out ? strstr(out, "sd-qzo train: error: ") : NULL;
     const char *nl = e ? strchr(e, '\n') : NULL;

@@ -182,6 +182,7 @@ static double eval_loss(trainer *tr) {
 static void test_qzo_on_mmdit(const inputs *in, const char *tmpdir) {
     sq_qzo_config c;
     sq_qzo_config_defaults(&c);
+    c.relative = 0;   // written for the paper's absolute form and these rates
     c.lr = 1e-4f;
     c.eps = 1e-3f;
     c.clip = 50.0f;
