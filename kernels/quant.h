@@ -76,7 +76,7 @@ SQ_QUANT_HD float sq_restored_scale(float s, float z, float coeff, int relative)
 double sq_quantize_q4(const float *w, int64_t nout, int64_t k, int group, uint8_t *codes, float *scales);
 
 // ---- ops (dispatch on device like kernels/ops.h) ----
-// out (Nout, K) f32 on CPU / bf16 on CUDA = (scales + p·eps·z) ⊙ codes. p may be NULL.
+// out (Nout, K) f32 on CPU / bf16 on CUDA = sq_perturbed_scale(scales, z, p) ⊙ codes. p may be NULL.
 void sq_dequant_q4(sq_tensor *out, const sq_tensor *codes, const sq_tensor *scales, int group, const sq_perturb *p);
 // y (N, Nout) = x (N, K) · dequant(codes, scales, p)ᵀ + b; w_scratch is an (Nout, K)
 // tensor of the activation dtype the dequantised weight is written to. On CUDA,

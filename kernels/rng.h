@@ -37,7 +37,7 @@ typedef struct {
 typedef enum {
     SQ_RNG_STREAM_NOISE = 1,   // training noise n (app/)
     SQ_RNG_STREAM_SIGMA = 2,   // training σ (app/)
-    SQ_RNG_STREAM_VAL = 3,     // validation noise and σ (app/)
+    SQ_RNG_STREAM_VAL = 3,     // validation noise (app/train_eval.c)
     SQ_RNG_STREAM_DATA = 4,    // data order, crops, flips, caption dropout and tag shuffle (datasets/rng.h)
     SQ_RNG_STREAM_VAL_SIGMA = 5,  // validation σ (app/train_eval.c)
 } sq_rng_stream;

@@ -5,9 +5,12 @@
 //
 // One step k, with Q queries (perturbations):
 //   for j in 0..Q-1, perturbation id c = k·Q + j (the RNG counter of kernels/rng.h):
-//     L+ = loss(s + ε z_c), L- = loss(s - ε z_c)   (same batch, noise, timesteps)
+//     L+ = loss(s ⊕ ε z_c), L- = loss(s ⊖ ε z_c)   (same batch, noise, timesteps)
 //     d_j = clip((L+ - L-) / 2ε, -C, C)
 //   for j: s = max(s - (lr_k / Q) · d_j · z_c, 0)  (z_c regenerated, never stored)
+// where ⊕ is s + ε z (absolute, the paper's) or s·(1 + ε z) (relative, the default),
+// and the relative update is s·(1 - (lr_k / Q) · d_j · z_c); with momentum the
+// update replays the recent (c, d) terms with weights (1 - β) β^age (qzo.c).
 // Every quantity is a function of (seed, k, the scales, the batch), so a run
 // resumed at step k with the saved scales and state continues bit for bit.
 #ifndef SQ_QZO_H
@@ -42,7 +45,7 @@ typedef struct {
 } sq_qzo_config;
 
 // One applied update term: the perturbation id, its step and its d (clipped, averaged
-// over the step's queries); momentum replays them, a spike undoes the last step's.
+// is divided by Q when applied); momentum replays them, a spike undoes the last step's.
 typedef struct {
     uint64_t counter;
     int64_t step;
