@@ -44,7 +44,7 @@ typedef struct {
     int max_bad_steps;        // discarded steps in a row after which the run stops
 } sq_qzo_config;
 
-// One applied update term: the perturbation id, its step and its d (clipped, averaged
+// One applied update term: the perturbation id, its step and its d (clipped; it
 // is divided by Q when applied); momentum replays them, a spike undoes the last step's.
 typedef struct {
     uint64_t counter;
