@@ -75,9 +75,6 @@ static inline void tr_softmax(sq_tensor *out, const sq_tensor *x) {
             for (int64_t i = 0; i < C; i++) o[i] *= inv;
         }
     }
-#ifdef SQ_HAVE_CUDA
-    else cuda_softmax(out->dtype, out->data, x->data, rows, C);
-#endif
 }
 
 static inline void tr_add_row_bias(sq_tensor *x, const sq_tensor *b) {
@@ -89,9 +86,6 @@ static inline void tr_add_row_bias(sq_tensor *x, const sq_tensor *b) {
         for (int64_t r = 0; r < rows; r++)
             for (int64_t i = 0; i < C; i++) xs[r * C + i] += bs[i];
     }
-#ifdef SQ_HAVE_CUDA
-    else cuda_add_row_bias(x->dtype, x->data, b->data, rows, C);
-#endif
 }
 
 static inline void tr_add_channel_bias(sq_tensor *x, const sq_tensor *b) {

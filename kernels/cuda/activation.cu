@@ -1,6 +1,5 @@
-// kernels/cuda/activation.cu: GELU (erf, tanh), SiLU, quick GELU and row softmax,
-// in fp32 per element, 8 elements per 16-byte access where aligned (softmax:
-// max-subtracted, fp32 sum, one block per row).
+// kernels/cuda/activation.cu: GELU (erf, tanh), SiLU and quick GELU, in fp32 per
+// element, 8 elements per 16-byte access where aligned.
 #include "kernels/cuda/common.cuh"
 
 __device__ __forceinline__ float act(float v, int kind) {
@@ -23,20 +22,6 @@ __global__ void act_kernel(E *out, const E *x, int64_t n, int kind) {
     }
 }
 
-template <typename E>
-__global__ void softmax_kernel(E *out, const E *x, int64_t C) {
-    __shared__ float sh[32];
-    const E *xr = x + blockIdx.x * C;
-    E *o = out + blockIdx.x * C;
-    float m = -INFINITY;
-    for (int64_t i = threadIdx.x; i < C; i += blockDim.x) m = fmaxf(m, ld(xr, i));
-    m = block_max(m, sh);
-    float s = 0;
-    for (int64_t i = threadIdx.x; i < C; i += blockDim.x) s += expf(ld(xr, i) - m);
-    float inv = 1.0f / block_sum(s, sh);
-    for (int64_t i = threadIdx.x; i < C; i += blockDim.x) st(o, i, expf(ld(xr, i) - m) * inv);
-}
-
 static void act(sq_dtype dt, void *out, const void *x, int64_t n, int kind) {
     if (!n) return;
     if (n % 8 == 0 && aligned16(out) && aligned16(x))
@@ -48,9 +33,3 @@ static void act(sq_dtype dt, void *out, const void *x, int64_t n, int kind) {
 extern "C" void cuda_gelu(sq_dtype dt, void *out, const void *x, int64_t n, bool tanh_approx) { act(dt, out, x, n, tanh_approx ? 1 : 0); }
 extern "C" void cuda_silu(sq_dtype dt, void *out, const void *x, int64_t n) { act(dt, out, x, n, 2); }
 extern "C" void cuda_quick_gelu(sq_dtype dt, void *out, const void *x, int64_t n) { act(dt, out, x, n, 3); }
-
-extern "C" void cuda_softmax(sq_dtype dt, void *out, const void *x, int64_t rows, int64_t C) {
-    if (!rows) return;
-    SQ_DISPATCH_FLOAT(dt, softmax_kernel<E><<<(unsigned)rows, 256>>>((E *)out, (const E *)x, C));
-    SQ_LAUNCH_CHECK();
-}

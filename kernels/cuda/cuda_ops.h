@@ -31,7 +31,6 @@ void cuda_gelu(sq_dtype dt, void *out, const void *x, int64_t n, bool tanh_appro
 void cuda_silu(sq_dtype dt, void *out, const void *x, int64_t n);
 void cuda_quick_gelu(sq_dtype dt, void *out, const void *x, int64_t n);
 // Only tests/ops_ref.h calls this (attention has its own softmax); kept with its GPU test.
-void cuda_softmax(sq_dtype dt, void *out, const void *x, int64_t rows, int64_t C);
 // bias: bf16 (NH,Tq,Tk) or NULL; key_mask: u8 (B,Tk) or NULL
 void cuda_attention(sq_dtype dt, void *out, const void *q, const void *k, const void *v, const void *bias, const void *key_mask,
                     bool causal, float scale, int64_t B, int64_t Tq, int64_t Tk, int64_t NH, int64_t HS);
@@ -77,7 +76,6 @@ void cuda_axpby(sq_dtype dt, void *out, float alpha, const void *a, float beta, 
 void cuda_mul(sq_dtype dt, void *out, const void *a, const void *b, int64_t n);
 void cuda_scale(sq_dtype dt, void *out, const void *x, float alpha, float beta, int64_t n);
 // Only tests/ops_ref.h calls this (linear layers take the bias in the GEMM); kept with its GPU test.
-void cuda_add_row_bias(sq_dtype dt, void *x, const void *b, int64_t rows, int64_t C);
 // Per-(batch, channel) bias; conv_cudnn.cu adds the convolution bias with it.
 void cuda_add_channel_bias(sq_dtype dt, void *x, const void *b, int64_t BC, int64_t HW);
 void cuda_fill(sq_dtype dt, void *out, float value, int64_t n);

@@ -25,11 +25,6 @@ __global__ void fill_kernel(E *out, float v, int64_t n) {
         st(out, i, v);
 }
 template <typename E>
-__global__ void row_bias_kernel(E *x, const E *b, int64_t n, int64_t C) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        st(x, i, ld(x, i) + ld(b, i % C));
-}
-template <typename E>
 __global__ void channel_bias_kernel(E *x, const E *b, int64_t n, int64_t HW) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
         st(x, i, ld(x, i) + ld(b, i / HW));
@@ -97,11 +92,6 @@ extern "C" void cuda_scale(sq_dtype dt, void *out, const void *x, float alpha, f
 extern "C" void cuda_fill(sq_dtype dt, void *out, float v, int64_t n) {
     if (!n) return;
     SQ_DISPATCH_FLOAT(dt, fill_kernel<E><<<grid_for(n, 256), 256>>>((E *)out, v, n));
-    SQ_LAUNCH_CHECK();
-}
-extern "C" void cuda_add_row_bias(sq_dtype dt, void *x, const void *b, int64_t rows, int64_t C) {
-    if (!rows || !C) return;
-    SQ_DISPATCH_FLOAT(dt, row_bias_kernel<E><<<grid_for(rows * C, 256), 256>>>((E *)x, (const E *)b, rows * C, C));
     SQ_LAUNCH_CHECK();
 }
 extern "C" void cuda_add_channel_bias(sq_dtype dt, void *x, const void *b, int64_t BC, int64_t HW) {
