@@ -21,93 +21,23 @@
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "samples/png.h"
+#include "tests/e2e/train_fixture.h"
 #include "tests/test_util.h"
 
 static const char *bin;
 static char tmp[64] = "/tmp/sq-e2e-train-XXXXXX";
-
-// Runs a shell command; returns its exit status and keeps stdout+stderr in *out.
-static int run(const char *cmd, char **out) {
-    char full[8192];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
-    FILE *p = popen(full, "r");
-    if (!p) return -1;
-    size_t cap = 1 << 20, n = 0, r;
-    char *buf = calloc(cap, 1);
-    while ((r = fread(buf + n, 1, cap - 1 - n, p)) > 0) n += r;
-    int st = pclose(p);
-    if (out) *out = buf;
-    else free(buf);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 static bool exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
 }
 
-static char *read_all(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = calloc((size_t)n + 1, 1);
-    if (fread(s, 1, (size_t)n, f) != (size_t)n) { free(s); s = NULL; }
-    fclose(f);
-    return s;
-}
-
 static int count_lines(const char *path) {
-    char *s = read_all(path);
+    char *s = e2e_read_all(path);
     int n = 0;
     for (char *p = s; p && *p; p++) n += *p == '\n';
     free(s);
     return n;
-}
-
-// A red square of side 24 at (x, y) on a light background: the "concept".
-static void write_image(const char *dir, const char *name, int x, int y, uint8_t shade) {
-    static uint8_t rgb[64 * 64 * 3];
-    for (int i = 0; i < 64; i++)
-        for (int j = 0; j < 64; j++) {
-            bool in = i >= y && i < y + 24 && j >= x && j < x + 24;
-            uint8_t *p = rgb + (i * 64 + j) * 3;
-            p[0] = in ? 220 : shade;
-            p[1] = in ? 30 : shade;
-            p[2] = in ? 40 : (uint8_t)(shade - 20);
-        }
-    char path[256];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    SQ_CHECK(sd_png_write(path, rgb, 64, 64, NULL, NULL) == SQ_OK, "%s", sq_error_message());
-}
-
-static void make_dataset(void) {
-    char d[128], v[128], path[256];
-    snprintf(d, sizeof d, "%s/images", tmp);
-    snprintf(v, sizeof v, "%s/val", tmp);
-    mkdir(d, 0755);
-    mkdir(v, 0755);
-    FILE *c = fopen((snprintf(path, sizeof path, "%s/captions.txt", tmp), path), "w");
-    for (int i = 0; i < 6; i++) {
-        char name[32];
-        snprintf(name, sizeof name, "img%d.png", i);
-        write_image(d, name, 4 + 6 * i, 36 - 5 * i, (uint8_t)(200 + 8 * i));
-        fprintf(c, "%s\ta red square, photo %d\n", name, i);
-    }
-    fclose(c);
-    for (int i = 0; i < 2; i++) {
-        char name[32], txt[256];
-        snprintf(name, sizeof name, "v%d.png", i);
-        write_image(v, name, 10 + 20 * i, 20, 230);
-        snprintf(txt, sizeof txt, "%s/v%d.txt", v, i);
-        FILE *f = fopen(txt, "w");
-        fputs("a red square", f);
-        fclose(f);
-    }
-    FILE *p = fopen((snprintf(path, sizeof path, "%s/prompts.txt", tmp), path), "w");
-    fputs("a red square\na photo\n", p);
-    fclose(p);
 }
 
 static void train_cmd(char *cmd, size_t size, const char *out, int steps, const char *extra) {
@@ -122,7 +52,7 @@ static void train_cmd(char *cmd, size_t size, const char *out, int steps, const 
 static void check_full_run(void) {
     char cmd[4096], path[256], *out = NULL;
     train_cmd(cmd, sizeof cmd, "run1", 8, "");
-    int rc = run(cmd, &out);
+    int rc = e2e_run(cmd, &out);
     TU_CHECK(rc == 0, "train exits 0 (got %d):\n%s", rc, out);
     printf("%s", out);
     free(out);
@@ -134,14 +64,14 @@ static void check_full_run(void) {
     }
     snprintf(path, sizeof path, "%s/run1/log.jsonl", tmp);
     TU_CHECK(count_lines(path) == 9, "log.jsonl: step 0 (validation only) + 8 steps, got %d lines", count_lines(path));
-    char *log = read_all(path);
+    char *log = e2e_read_all(path);
     TU_CHECK(log && strstr(log, "{\"step\": 0,") && strstr(log, "\"val_loss\": null"), "step 0 and unmeasured values as null");
     int vals = 0;
     for (char *p = log; p && (p = strstr(p, "\"val_loss\": ")); p += 12) vals += p[12] != 'n';
     TU_CHECK(vals == 5, "validation loss at steps 0, 2, 4, 6, 8: %d values", vals);
     free(log);
     snprintf(path, sizeof path, "%s/run1/report.html", tmp);
-    char *html = read_all(path);
+    char *html = e2e_read_all(path);
     TU_CHECK(html && strstr(html, "data:image/png;base64,") && strstr(html, "<svg") && strstr(html, "Validation loss"),
              "report.html embeds previews and charts");
     TU_CHECK(html && strstr(html, "relative perturbation per layer type") && strstr(html, "scales held at 0 (share)") &&
@@ -156,12 +86,12 @@ static void check_full_run(void) {
 static void check_lr_auto_report(void) {
     char cmd[4096], path[256], *out = NULL;
     train_cmd(cmd, sizeof cmd, "run_lr", 2, "--sample-every 0 --lr auto --lr-auto-steps 4");
-    int rc = run(cmd, &out);
+    int rc = e2e_run(cmd, &out);
     TU_CHECK(rc == 0, "--lr auto run exits 0 (got %d):\n%s", rc, out);
     free(out);
     snprintf(path, sizeof path, "%s/run_lr/report.html", tmp);
     for (int pass = 0; pass < 2; pass++) {
-        char *html = read_all(path);
+        char *html = e2e_read_all(path);
         const char *fig = html ? strstr(html, "lr auto: validation loss per candidate rate") : NULL;
         const char *end = fig ? strstr(fig, "</figure>") : NULL;
         int lines = 0;
@@ -173,7 +103,7 @@ static void check_lr_auto_report(void) {
         unlink(path);   // the resumed run (already at its last step) writes it again
         train_cmd(cmd, sizeof cmd, "run_lr", 2, "--sample-every 0 --lr auto --lr-auto-steps 4 --resume");
         snprintf(cmd + strlen(cmd), sizeof cmd - strlen(cmd), " %s/run_lr/checkpoint.safetensors", tmp);
-        rc = run(cmd, &out);
+        rc = e2e_run(cmd, &out);
         TU_CHECK(rc == 0, "resumed --lr auto run exits 0 (got %d):\n%s", rc, out);
         free(out);
     }
@@ -203,7 +133,7 @@ static void check_interrupt_resume(void) {
     }
     char op[256];
     snprintf(op, sizeof op, "%s/run2.out", tmp);
-    out = read_all(op);
+    out = e2e_read_all(op);
     int lines = count_lines(path);
     bool finished = WIFEXITED(st) && WEXITSTATUS(st) == 0;
     if (!finished)
@@ -213,7 +143,7 @@ static void check_interrupt_resume(void) {
     train_cmd(cmd, sizeof cmd, "run2", 8, "--sample-every 0 --resume");
     char full[4400];
     snprintf(full, sizeof full, "%s %s/run2/checkpoint.safetensors", cmd, tmp);
-    int rc = run(full, &out);
+    int rc = e2e_run(full, &out);
     TU_CHECK(rc == 0, "resume exits 0:\n%s", out);
     TU_CHECK(out && strstr(out, "0 latents and 0 caption embeddings to compute"),
              "the resumed run reuses the cache:\n%s", out);
@@ -242,7 +172,7 @@ static void check_interrupt_resume(void) {
     // the logs agree on every loss (timing columns differ)
     snprintf(a, sizeof a, "%s/run1/log.csv", tmp);
     snprintf(b, sizeof b, "%s/run2/log.csv", tmp);
-    char *ca = read_all(a), *cb = read_all(b);
+    char *ca = e2e_read_all(a), *cb = e2e_read_all(b);
     int rows = 0, equal = 0;
     if (!ca || !cb) { TU_CHECK(false, "read %s and %s", a, b); free(ca); free(cb); return; }
     char *sa_line, *sb_line, *pa = NULL, *pb = NULL;
@@ -262,22 +192,22 @@ static void check_interrupt_resume(void) {
 static void check_refusals(void) {
     char cmd[4096], *out = NULL;
     train_cmd(cmd, sizeof cmd, "run1", 8, "");
-    int rc = run(cmd, &out);
+    int rc = e2e_run(cmd, &out);
     TU_CHECK(rc != 0 && out && strstr(out, "already holds a training run"), "a second run into OUT is refused:\n%s", out);
     free(out);
     char full[4400];
     train_cmd(cmd, sizeof cmd, "run1", 8, "--lr 0.5 --resume");
     snprintf(full, sizeof full, "%s %s/run1/checkpoint.safetensors", cmd, tmp);
-    rc = run(full, &out);
+    rc = e2e_run(full, &out);
     TU_CHECK(rc != 0 && out && strstr(out, "settings differ"), "--resume with other settings is refused:\n%s", out);
     free(out);
     train_cmd(cmd, sizeof cmd, "run3", 8, "--resolution 96");
-    rc = run(cmd, &out);
+    rc = e2e_run(cmd, &out);
     TU_CHECK(rc != 0 && out && strstr(out, "--resolution must be a positive multiple of 64"),
              "a resolution that is not a multiple of 64 is refused:\n%s", out);
     free(out);
     snprintf(full, sizeof full, "'%s' train --model /nonexistent --images %s/images --output %s/run4", bin, tmp, tmp);
-    rc = run(full, &out);
+    rc = e2e_run(full, &out);
     TU_CHECK(rc != 0 && out && strstr(out, "/nonexistent"), "a missing model is named:\n%s", out);
     free(out);
 }
@@ -286,7 +216,7 @@ static void check_demo(const char *source_root) {
     char cmd[4096], path[256], *out = NULL;
     snprintf(cmd, sizeof cmd, "cd '%s' && '%s' train --config demo/train.toml --output %s/demo --cache-dir %s/demo-cache "
              "--steps 4 --val-every 2 --sample-every 0 --threads 1", source_root, bin, tmp, tmp);
-    int rc = run(cmd, &out);
+    int rc = e2e_run(cmd, &out);
     TU_CHECK(rc == 0 && out && strstr(out, "Validation loss"), "the demo config trains:\n%s", out);
     free(out);
     snprintf(path, sizeof path, "%s/demo/log.jsonl", tmp);
@@ -298,7 +228,7 @@ int main(int argc, char **argv) {
     static char bin_abs[PATH_MAX];
     bin = realpath(argv[1], bin_abs) ? bin_abs : argv[1];   // the demo check runs from the source root
     if (!mkdtemp(tmp)) return 1;
-    make_dataset();
+    e2e_make_dataset(tmp);
     check_full_run();
     check_lr_auto_report();
     check_interrupt_resume();

@@ -25,76 +25,11 @@
 #include "core/safetensors.h"
 #include "qzo/qzo.h"
 #include "samples/png.h"
+#include "tests/e2e/train_fixture.h"
 #include "tests/test_util.h"
 
 static const char *bin;
 static char tmp[64] = "/tmp/sq-e2e-recovery-XXXXXX";
-
-static int run(const char *cmd, char **out) {
-    char full[8192];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
-    FILE *p = popen(full, "r");
-    if (!p) return -1;
-    size_t cap = 1 << 20, n = 0, r;
-    char *buf = calloc(cap, 1);
-    while ((r = fread(buf + n, 1, cap - 1 - n, p)) > 0) n += r;
-    int st = pclose(p);
-    if (out) *out = buf;
-    else free(buf);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static char *read_all(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = calloc((size_t)n + 1, 1);
-    if (fread(s, 1, (size_t)n, f) != (size_t)n) { free(s); s = NULL; }
-    fclose(f);
-    return s;
-}
-
-static void write_image(const char *dir, const char *name, int x, int y, uint8_t shade) {
-    static uint8_t rgb[64 * 64 * 3];
-    for (int i = 0; i < 64; i++)
-        for (int j = 0; j < 64; j++) {
-            bool in = i >= y && i < y + 24 && j >= x && j < x + 24;
-            uint8_t *p = rgb + (i * 64 + j) * 3;
-            p[0] = in ? 220 : shade;
-            p[1] = in ? 30 : shade;
-            p[2] = in ? 40 : (uint8_t)(shade - 20);
-        }
-    char path[256];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    SQ_CHECK(sd_png_write(path, rgb, 64, 64, NULL, NULL) == SQ_OK, "%s", sq_error_message());
-}
-
-static void make_dataset(void) {
-    char d[128], v[128], path[256];
-    snprintf(d, sizeof d, "%s/images", tmp);
-    snprintf(v, sizeof v, "%s/val", tmp);
-    mkdir(d, 0755);
-    mkdir(v, 0755);
-    FILE *c = fopen((snprintf(path, sizeof path, "%s/captions.txt", tmp), path), "w");
-    for (int i = 0; i < 6; i++) {
-        char name[32];
-        snprintf(name, sizeof name, "img%d.png", i);
-        write_image(d, name, 4 + 6 * i, 36 - 5 * i, (uint8_t)(200 + 8 * i));
-        fprintf(c, "%s\ta red square, photo %d\n", name, i);
-    }
-    fclose(c);
-    for (int i = 0; i < 2; i++) {
-        char name[32], txt[256];
-        snprintf(name, sizeof name, "v%d.png", i);
-        write_image(v, name, 10 + 20 * i, 20, 230);
-        snprintf(txt, sizeof txt, "%s/v%d.txt", v, i);
-        FILE *f = fopen(txt, "w");
-        fputs("a red square", f);
-        fclose(f);
-    }
-}
 
 // Like test_train.c's train_cmd, without previews and with no --lr, --eps or --val-images
 // of its own: `extra` gives them.
@@ -110,7 +45,7 @@ static void train_cmd(char *cmd, size_t size, const char *out, int steps, const 
 static cJSON **read_log(const char *run_dir, int *n) {
     char path[256];
     snprintf(path, sizeof path, "%s/%s/log.jsonl", tmp, run_dir);
-    char *s = read_all(path), *save = NULL;
+    char *s = e2e_read_all(path), *save = NULL;
     cJSON **rows = calloc(1024, sizeof *rows);
     *n = 0;
     for (char *line = s ? strtok_r(s, "\n", &save) : NULL; line && *n < 1024; line = strtok_r(NULL, "\n", &save)) {
@@ -138,11 +73,11 @@ static void check_lr_auto(void) {
     char cmd[4096], path[256], extra[512], *out = NULL;
     snprintf(extra, sizeof extra, "--val-images %s/val --lr auto --lr-auto-steps 2 --eps 2e-3", tmp);
     train_cmd(cmd, sizeof cmd, "auto", 4, extra);
-    int rc = run(cmd, &out);
+    int rc = e2e_run(cmd, &out);
     TU_CHECK(rc == 0, "--lr auto run exits 0 (got %d):\n%s", rc, out);
     printf("%s", out ? out : "");
     snprintf(path, sizeof path, "%s/auto/lr_auto.json", tmp);
-    char *js = read_all(path);
+    char *js = e2e_read_all(path);
     cJSON *j = js ? cJSON_Parse(js) : NULL;
     TU_CHECK(j != NULL, "OUT/lr_auto.json is written and parses:\n%s", js ? js : "(missing)");
     double chosen = NAN;
@@ -186,7 +121,7 @@ static void check_lr_auto(void) {
     TU_CHECK(out && !strstr(out, "the perturbation moves some scales"), "no perturbation warning at a relative eps 2e-3");
     free(out);
     snprintf(path, sizeof path, "%s/auto/run.json", tmp);
-    char *rj = read_all(path);
+    char *rj = e2e_read_all(path);
     cJSON *rjo = rj ? cJSON_Parse(rj) : NULL;
     const cJSON *lr_opt = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(rjo, "options"), "lr");
     TU_CHECK(cJSON_IsString(lr_opt) && !strcmp(lr_opt->valuestring, "auto"), "run.json keeps \"lr\": \"auto\":\n%s",
@@ -209,14 +144,14 @@ static void check_lr_auto(void) {
     char full[4600];
     train_cmd(cmd, sizeof cmd, "auto", 7, extra);
     snprintf(full, sizeof full, "%s --resume %s/auto/checkpoint.safetensors", cmd, tmp);
-    rc = run(full, &out);
+    rc = e2e_run(full, &out);
     TU_CHECK(rc == 0, "resuming the --lr auto run exits 0:\n%s", out);
     TU_CHECK(out && !strstr(out, "candidate") && !strstr(out, "chose lr"), "the resumed run does not calibrate again:\n%s",
              out);
     free(out);
     TU_CHECK(stat(path, &after) == 0 && after.st_mtime == before.st_mtime && after.st_size == before.st_size,
              "lr_auto.json is left as it was");
-    char *js2 = read_all(path);
+    char *js2 = e2e_read_all(path);
     TU_CHECK(js && js2 && !strcmp(js, js2), "lr_auto.json unchanged");
     free(js2);
     rows = read_log("auto", &n);
@@ -232,7 +167,7 @@ static void check_lr_auto(void) {
 static void check_lr_auto_needs_val(void) {
     char cmd[4096], path[256], *out = NULL;
     train_cmd(cmd, sizeof cmd, "auto-noval", 4, "--lr auto");
-    int rc = run(cmd, &out);
+    int rc = e2e_run(cmd, &out);
     const char *e = out ? strstr(out, "sd-qzo train: error: ") : NULL;
     const char *nl = e ? strchr(e, '\n') : NULL;
     TU_CHECK(rc == 1 && e && nl && nl[1] == 0 && strstr(e, "--lr auto") && strstr(e, "--val-images"),
@@ -281,7 +216,7 @@ static void check_recovery(void) {
     const double lr = 1e4;
     snprintf(extra, sizeof extra, "--val-images %s/val --lr 1e4", tmp);
     train_cmd(cmd, sizeof cmd, "spiky", 14, extra);
-    int rc = run(cmd, &out);
+    int rc = e2e_run(cmd, &out);
     TU_CHECK(rc == 0, "a run with broken steps completes (exit %d):\n%s", rc, out);
     TU_CHECK(out && strstr(out, "warning: step") && strstr(out, "discarded: loss is not finite") &&
                  strstr(out, "steps were discarded"),
@@ -333,7 +268,7 @@ static void check_recovery(void) {
     char full[4600];
     // one query: the first step then succeeds and is saved before the first discard
     snprintf(full, sizeof full, "%s --max-bad-steps 1 --queries 1", cmd);
-    rc = run(full, &out);
+    rc = e2e_run(full, &out);
     const char *e = out ? strstr(out, "sd-qzo train: error: ") : NULL;
     const char *nl = e ? strchr(e, '\n') : NULL;
     TU_CHECK(rc != 0 && e && nl && nl[1] == 0 && strstr(e, "--eps") && strstr(e, "--lr") &&
@@ -359,7 +294,7 @@ static void check_absolute_warning(void) {
     // --eps 1 absolute: far larger than the tiny model's scales
     snprintf(extra, sizeof extra, "--val-images %s/val --lr 1e-4 --perturbation absolute --eps 1", tmp);
     train_cmd(cmd, sizeof cmd, "absolute", 2, extra);
-    int rc = run(cmd, &out);
+    int rc = e2e_run(cmd, &out);
     TU_CHECK(rc == 0 && out && strstr(out, "warning: the perturbation moves some scales by") &&
                  strstr(out, "--perturbation relative"),
              "--perturbation absolute --eps 1 warns (exit %d):\n%s", rc, out);
@@ -391,7 +326,7 @@ int main(int argc, char **argv) {
     if (argc < 2) { fprintf(stderr, "usage: test_train_recovery SD_QZO_BINARY\n"); return 1; }
     bin = argv[1];
     if (!mkdtemp(tmp)) return 1;
-    make_dataset();
+    e2e_make_dataset(tmp);
     const char *only = getenv("SQ_TEST_ONLY");
     if (!only || strstr(only, "auto")) check_lr_auto();
     if (!only || strstr(only, "noval")) check_lr_auto_needs_val();

@@ -1,0 +1,90 @@
+// tests/e2e/train_fixture.h: what the `sd-qzo train` end-to-end tests share: running
+// the binary with its output captured, reading a file whole, and the small data set
+// they train on (6 pictures of a red square with a captions file, 2 held-out ones
+// with .txt captions, and preview prompts), written under a folder of the test's.
+#ifndef SQ_TESTS_E2E_TRAIN_FIXTURE_H
+#define SQ_TESTS_E2E_TRAIN_FIXTURE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "core/error.h"
+#include "samples/png.h"
+
+// Runs a shell command; returns its exit status and keeps stdout+stderr in *out.
+static inline int e2e_run(const char *cmd, char **out) {
+    char full[8192];
+    snprintf(full, sizeof full, "%s 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    if (!p) return -1;
+    size_t cap = 1 << 20, n = 0, r;
+    char *buf = calloc(cap, 1);
+    while ((r = fread(buf + n, 1, cap - 1 - n, p)) > 0) n += r;
+    int st = pclose(p);
+    if (out) *out = buf;
+    else free(buf);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static inline char *e2e_read_all(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = calloc((size_t)n + 1, 1);
+    if (fread(s, 1, (size_t)n, f) != (size_t)n) { free(s); s = NULL; }
+    fclose(f);
+    return s;
+}
+
+// A red square of side 24 at (x, y) on a light background: the "concept".
+static inline void e2e_write_image(const char *dir, const char *name, int x, int y, uint8_t shade) {
+    static uint8_t rgb[64 * 64 * 3];
+    for (int i = 0; i < 64; i++)
+        for (int j = 0; j < 64; j++) {
+            bool in = i >= y && i < y + 24 && j >= x && j < x + 24;
+            uint8_t *p = rgb + (i * 64 + j) * 3;
+            p[0] = in ? 220 : shade;
+            p[1] = in ? 30 : shade;
+            p[2] = in ? 40 : (uint8_t)(shade - 20);
+        }
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    SQ_CHECK(sd_png_write(path, rgb, 64, 64, NULL, NULL) == SQ_OK, "%s", sq_error_message());
+}
+
+// The data set under dir: images/ + captions.txt, val/ with .txt captions, prompts.txt.
+static inline void e2e_make_dataset(const char *dir) {
+    char d[128], v[128], path[256];
+    snprintf(d, sizeof d, "%s/images", dir);
+    snprintf(v, sizeof v, "%s/val", dir);
+    mkdir(d, 0755);
+    mkdir(v, 0755);
+    FILE *c = fopen((snprintf(path, sizeof path, "%s/captions.txt", dir), path), "w");
+    for (int i = 0; i < 6; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "img%d.png", i);
+        e2e_write_image(d, name, 4 + 6 * i, 36 - 5 * i, (uint8_t)(200 + 8 * i));
+        fprintf(c, "%s\ta red square, photo %d\n", name, i);
+    }
+    fclose(c);
+    for (int i = 0; i < 2; i++) {
+        char name[32], txt[256];
+        snprintf(name, sizeof name, "v%d.png", i);
+        e2e_write_image(v, name, 10 + 20 * i, 20, 230);
+        snprintf(txt, sizeof txt, "%s/v%d.txt", v, i);
+        FILE *f = fopen(txt, "w");
+        fputs("a red square", f);
+        fclose(f);
+    }
+    FILE *p = fopen((snprintf(path, sizeof path, "%s/prompts.txt", dir), path), "w");
+    fputs("a red square\na photo\n", p);
+    fclose(p);
+}
+
+#endif
