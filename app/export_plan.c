@@ -116,9 +116,13 @@ static int add_entry(sd_export_plan *p, const sq_st_entry *e, const char *scales
     if (parts > 1 && (e->ndim < 1 || e->shape[0] % parts))
         return sq_errorf("%s: fused tensor '%s' does not split into %d equal row blocks", b->weights, e->name, parts);
     for (int j = 0; j < parts; j++) {
+        size_t len = strlen(names[j]);
+        if (len >= sizeof p->t[0].name)
+            return sq_errorf("%s: tensor name '%s' is longer than %zu characters", b->weights, names[j],
+                             sizeof p->t[0].name - 1);
         sd_export_tensor *t = &p->t[p->n++];
         memset(t, 0, sizeof *t);
-        snprintf(t->name, sizeof t->name, "%s", names[j]);
+        memcpy(t->name, names[j], len + 1);
         t->src = e;
         t->part = parts > 1 ? j : -1;
         t->ndim = e->ndim;

@@ -27,7 +27,8 @@ static char *slurp(const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     char *buf = calloc(1 << 16, 1);
-    if (buf) fread(buf, 1, (1 << 16) - 1, f);
+    size_t n = buf ? fread(buf, 1, (1 << 16) - 1, f) : 0;
+    if (buf) buf[n] = 0;
     fclose(f);
     return buf;
 }
