@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "datasets/image_folder.h"
+#include "datasets/transform.h"
 
 // Larger sides are refused: a 16k x 16k RGB decode is already 768 MiB, and a
 // corrupt header claiming more would only fail later in an allocation.
@@ -139,6 +140,7 @@ static int check_image(candidate *c, bool full) {
     }
     if (c->w < 1 || c->h < 1 || c->w > MAX_SIDE || c->h > MAX_SIDE)
         return sq_errorf("%s: image size %dx%d outside 1..%d pixels per side", c->path, c->w, c->h, MAX_SIDE);
+    if (sd_image_check_complete(c->path) != SQ_OK) return SQ_FAIL;   // stbi_info reads the header only
     if (full) {
         int w, h;
         unsigned char *px = stbi_load(c->path, &w, &h, &n, 3);
