@@ -104,6 +104,7 @@ int main(int argc, char **argv) {
         {"--perturbation sideways", "--perturbation must be absolute or relative, not 'sideways'", NULL},
         {"--lr auto --lr-auto-steps 0 --val-images VAL", "--lr-auto-steps must be at least 1", NULL},
         {"--lr auto", "--lr auto needs --val-images", NULL},
+        {"--threads -1", "--threads must be >= 0", NULL},
     };
     for (size_t i = 0; i < sizeof qzo_opts / sizeof qzo_opts[0]; i++) {
         char extra[256];
