@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "datasets/captions.h"
 #include "datasets/image_folder.h"
 #include "datasets/transform.h"
 
@@ -196,6 +197,10 @@ static int read_text(const char *path, char **out, size_t *len) {
     if (n >= 3 && (unsigned char)buf[0] == 0xEF && (unsigned char)buf[1] == 0xBB && (unsigned char)buf[2] == 0xBF) {
         memmove(buf, buf + 3, n - 2);
         n -= 3;
+    }
+    if (sd_text_check_utf8(path, buf, n) != SQ_OK) {
+        free(buf);
+        return SQ_FAIL;
     }
     *out = buf;
     *len = n;

@@ -3,7 +3,7 @@
 // a crash (this suite also runs under ASan + UBSan): missing / empty / non-folder
 // paths, undecodable and truncated PNG/JPEG/BMP images (fail and skip modes), WebP, caption
 // count mismatch, unknown, duplicate and missing names in TAB captions, missing
-// .txt captions, bad dataset options.
+// .txt captions, captions that are not UTF-8, bad dataset options.
 #include <stdbool.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -155,6 +155,17 @@ int main(void) {
     dt_write_text("caps/c.txt", "c");
     expect_fail("missing .txt caption", scan(dt_path("caps"), NULL, SD_BAD_IMAGE_FAIL, false, &f), "caps/b.txt",
                 "b.png");
+    // Caption files must be UTF-8 (the rule --prompts files share: datasets/captions.h)
+    dt_write_text("badutf.tsv", "a.png\tfine\nb.png\tcaf\xe9 latin-1\nc.png\tc\n");
+    expect_fail("TAB captions not UTF-8", scan(dt_path("caps"), dt_path("badutf.tsv"), SD_BAD_IMAGE_FAIL, false, &f),
+                "badutf.tsv:2", "not valid UTF-8");
+    dt_write_text("caps/b.txt", "overlong \xc0\xaf slash");
+    expect_fail(".txt caption not UTF-8", scan(dt_path("caps"), NULL, SD_BAD_IMAGE_FAIL, false, &f), "caps/b.txt:1",
+                "not valid UTF-8");
+    dt_write_text("caps/b.txt", "caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x98\x80");
+    rc = scan(dt_path("caps"), NULL, SD_BAD_IMAGE_FAIL, false, &f);
+    TU_CHECK(rc == SQ_OK, "valid multi-byte UTF-8 caption refused: %s", sq_error_message());
+    if (rc == SQ_OK) sd_image_folder_free(&f);
 
     // Dataset options.
     sd_dataset_opts o;

@@ -7,7 +7,7 @@
 // 4:1 bucket (256 x 64), and so do a 128-wide sample and a 128 bench. The QZO
 // options (--momentum, --spike-factor, --max-bad-steps, --perturbation, --lr auto
 // and --lr-auto-steps) are refused with a line naming the flag. A failed bench leaves
-// an existing --json FILE as it was.
+// an existing --json FILE as it was; a --prompts file that is not UTF-8 is refused.
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -117,6 +117,17 @@ int main(int argc, char **argv) {
     }
     snprintf(path, sizeof path, "%s/run", tmp);
     TU_CHECK(stat(path, &st) != 0, "refused QZO options wrote nothing into the output folder");
+
+    // sample --prompts FILE: not UTF-8 is refused naming FILE:LINE, as caption files are
+    snprintf(path, sizeof path, "%s/prompts.txt", tmp);
+    FILE *pf = fopen(path, "w");
+    fputs("a red square\na caf\xe9 in latin-1\n", pf);
+    fclose(pf);
+    snprintf(args, sizeof args, "--model '%s' --prompts %s --device cpu --out %s/samples", tiny, path, tmp);
+    refused(bin, "sample", args, "prompts.txt:2: not valid UTF-8", NULL);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/samples", tmp);
+    TU_CHECK(stat(path, &st) != 0, "a refused sample run created no output folder");
 
     // bench --json FILE: a run that fails (here: the VAE's weights are junk, found after the
     // config passed) leaves an existing FILE as it was and no temporary file beside it
