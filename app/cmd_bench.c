@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "app/commands.h"
 #include "app/options.h"
@@ -421,15 +422,25 @@ int sq_cmd_bench(int argc, char **argv) {
     char gpu[256] = "cpu";
     if (dev == SQ_CUDA) sq_cuda_describe(gpu, sizeof gpu);
     printf("sd-qzo bench on %s\n", gpu);
-    FILE *json = a.json[0] ? fopen(a.json, "w") : NULL;
-    if (a.json[0] && !json) return sq_error_errno("%s: cannot create", a.json);
+    fflush(stdout);   // before any error line on stderr, also when stdout is a pipe
+    // --json FILE: the results go to FILE.tmp.<pid> (created now, so an unwritable place fails
+    // before measuring), which replaces FILE only when the whole run succeeded; a failed run
+    // leaves an existing FILE as it was.
+    char tmp[sizeof a.json + 32];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", a.json, (long)getpid());
+    FILE *json = a.json[0] ? fopen(tmp, "w") : NULL;
+    if (a.json[0] && !json) return sq_error_errno("%s: cannot create", tmp);
     if (json) fprintf(json, "{\n  \"device\": \"%s\",\n  \"timer\": \"%s\",\n", gpu, sq_timer_kind(dev));
     int rc = SQ_OK;
     if (a.what & BENCH_MMDIT) rc = bench_mmdit(&a, dev, json);
     if (rc == SQ_OK && (a.what & BENCH_VAE)) rc = bench_vae(&a, dev, json);
     if (json) {
-        fprintf(json, "  \"ok\": %s\n}\n", rc == SQ_OK ? "true" : "false");
-        fclose(json);
+        fprintf(json, "  \"ok\": true\n}\n");
+        bool written = fflush(json) == 0 && !ferror(json) && fsync(fileno(json)) == 0;
+        if (fclose(json) != 0) written = false;
+        if (rc == SQ_OK && !written) rc = sq_error_errno("%s: cannot write", tmp);
+        if (rc == SQ_OK && rename(tmp, a.json) != 0) rc = sq_error_errno("%s: cannot rename into place", a.json);
+        if (rc != SQ_OK) unlink(tmp);
     }
     return rc;
 }

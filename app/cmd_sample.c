@@ -23,6 +23,7 @@
 #include "core/progress.h"
 #include "core/safetensors.h"
 #include "datasets/buckets.h"
+#include "datasets/captions.h"
 #include "kernels/backend.h"
 #include "qzo/trained_scales.h"
 #include "samples/grid.h"
@@ -146,11 +147,13 @@ static int parse_args(sample_args *a, int argc, char **argv, bool *help) {
     return SQ_OK;
 }
 
-// --prompts FILE: one prompt per line.
+// --prompts FILE: one prompt per line, UTF-8 as caption files must be (datasets/captions.h).
 static int read_prompts(const char *path, char ***out, int *n) {
     char *text;
     size_t len;
     if (sq_read_file(path, &text, &len) != SQ_OK) return SQ_FAIL;
+    if (strlen(text) != len) { free(text); return sq_errorf("%s: contains a NUL byte (not a text file)", path); }
+    if (sd_text_check_utf8(path, text, len) != SQ_OK) { free(text); return SQ_FAIL; }
     int cap = 16, k = 0;
     char **list = malloc(sizeof(char *) * (size_t)cap);
     for (char *line = text, *next; line && *line; line = next) {

@@ -156,15 +156,21 @@ static char *read_text(const char *path) {
     return s;
 }
 
-static int set_from_file(const sq_option_table *t, void *obj, const char *key, const char *value, bool *given) {
+// seen: per option row, whether this file already set it (a key given twice, or a
+// key and its alias or its _/- spelling, is an error rather than the last one winning).
+static int set_from_file(const sq_option_table *t, void *obj, const char *key, const char *value, bool *given,
+                         bool *seen) {
     const sq_option *d = sq_options_find(t, key);
     if (!d) return sq_errorf("unknown option '%s' (sd-qzo %s --help lists them)", key, t->command);
+    if (seen[d - t->options]) return sq_errorf("duplicate key '%s' (option --%s is already set in this file)", key, d->name);
+    seen[d - t->options] = true;
     if (set_row(d, obj, value) != SQ_OK) return SQ_FAIL;
     mark_given(t, d, given);
     return SQ_OK;
 }
 
-static int load_json(const sq_option_table *t, void *obj, const char *path, const char *text, bool *given) {
+static int load_json(const sq_option_table *t, void *obj, const char *path, const char *text, bool *given,
+                     bool *seen) {
     cJSON *root = cJSON_Parse(text);
     if (!root || !cJSON_IsObject(root)) {
         cJSON_Delete(root);
@@ -184,7 +190,7 @@ static int load_json(const sq_option_table *t, void *obj, const char *path, cons
             rc = sq_errorf("%s: value of '%s' must be a string, number or boolean", path, it->string);
             break;
         }
-        if (set_from_file(t, obj, it->string, buf, given) != SQ_OK) {
+        if (set_from_file(t, obj, it->string, buf, given, seen) != SQ_OK) {
             rc = sq_error_context("%s", path);
             break;
         }
@@ -202,7 +208,7 @@ static char *trim(char *s) {
 
 // Flat TOML: `key = value` lines, "# comments", quoted or bare values. Tables and
 // arrays are refused by name rather than misread.
-static int load_toml(const sq_option_table *t, void *obj, const char *path, char *text, bool *given) {
+static int load_toml(const sq_option_table *t, void *obj, const char *path, char *text, bool *given, bool *seen) {
     int line_no = 0;
     for (char *line = text, *next; line && *line; line = next) {
         next = strchr(line, '\n');
@@ -226,7 +232,7 @@ static int load_toml(const sq_option_table *t, void *obj, const char *path, char
             val = trim(val);
             if (*val == '[') return sq_errorf("%s:%d: arrays are not used by sd-qzo options", path, line_no);
         }
-        if (set_from_file(t, obj, key, val, given) != SQ_OK) return sq_error_context("%s:%d", path, line_no);
+        if (set_from_file(t, obj, key, val, given, seen) != SQ_OK) return sq_error_context("%s:%d", path, line_no);
     }
     return SQ_OK;
 }
@@ -236,7 +242,10 @@ static int load_file(const sq_option_table *t, void *obj, const char *path, bool
     if (!text) return SQ_FAIL;
     const char *p = text;
     while (isspace((unsigned char)*p)) p++;
-    int rc = *p == '{' ? load_json(t, obj, path, text, given) : load_toml(t, obj, path, text, given);
+    bool *seen = calloc((size_t)t->count + 1, sizeof *seen);
+    if (!seen) { free(text); return sq_errorf("out of host memory reading %s", path); }
+    int rc = *p == '{' ? load_json(t, obj, path, text, given, seen) : load_toml(t, obj, path, text, given, seen);
+    free(seen);
     free(text);
     return rc;
 }

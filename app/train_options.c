@@ -163,6 +163,7 @@ int sd_train_options_validate(const sd_train_options *o) {
     if (o->save_every < 1) return sq_errorf("--save-every must be at least 1");
     if (o->sample_every < 0 || o->val_every < 0) return sq_errorf("--sample-every and --val-every must be >= 0");
     if (o->sample_steps < 1) return sq_errorf("--sample-steps must be at least 1");
+    if (o->threads < 0) return sq_errorf("--threads must be >= 0 (0: all cores)");
     return SQ_OK;
 }
 

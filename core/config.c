@@ -17,6 +17,7 @@
 struct sq_config {
     cJSON *root;
     char *path;
+    char *first_error;   // the first wrong-typed key a *_or getter met (see sq_config_check)
 };
 
 int sq_read_file(const char *path, char **out, size_t *len) {
@@ -67,6 +68,7 @@ void sq_config_free(sq_config *c) {
     if (!c) return;
     cJSON_Delete(c->root);
     free(c->path);
+    free(c->first_error);
     free(c);
 }
 
@@ -92,9 +94,36 @@ int sq_config_int(const sq_config *c, const char *key, int64_t *out) {
     return SQ_OK;
 }
 
+// A *_or getter that meets a key of the wrong JSON type returns the default and keeps
+// the first such error for sq_config_check (the getters' signatures have no status).
+static void wrong_type(const sq_config *c, const char *key, const char *what) {
+    sq_errorf("%s: key '%s' is not %s", c->path, key, what);
+    if (!c->first_error) ((sq_config *)c)->first_error = strdup(sq_error_message());
+}
+
+int sq_config_check(const sq_config *c) {
+    if (!c->first_error) return SQ_OK;
+    return sq_errorf("%s", c->first_error);
+}
+
 int64_t sq_config_int_or(const sq_config *c, const char *key, int64_t def) {
     const cJSON *v = get(c, key);
-    return is_int(v) ? (int64_t)v->valuedouble : def;
+    if (!v) return def;
+    if (!is_int(v)) { wrong_type(c, key, "an integer"); return def; }
+    return (int64_t)v->valuedouble;
+}
+
+int sq_config_int_range(const sq_config *c, const char *key, int64_t def, int64_t lo, int64_t hi, int *out) {
+    const cJSON *v = get(c, key);
+    int64_t x = def;
+    if (v) {
+        if (!is_int(v)) return sq_errorf("%s: key '%s' is not an integer", c->path, key);
+        x = (int64_t)v->valuedouble;
+    }
+    if (x < lo || x > hi)
+        return sq_errorf("%s: key '%s' is %lld, outside %lld..%lld", c->path, key, (long long)x, (long long)lo, (long long)hi);
+    *out = (int)x;
+    return SQ_OK;
 }
 
 int sq_config_double(const sq_config *c, const char *key, double *out) {
@@ -107,17 +136,23 @@ int sq_config_double(const sq_config *c, const char *key, double *out) {
 
 double sq_config_double_or(const sq_config *c, const char *key, double def) {
     const cJSON *v = get(c, key);
-    return cJSON_IsNumber(v) ? v->valuedouble : def;
+    if (!v) return def;
+    if (!cJSON_IsNumber(v)) { wrong_type(c, key, "a number"); return def; }
+    return v->valuedouble;
 }
 
 bool sq_config_bool_or(const sq_config *c, const char *key, bool def) {
     const cJSON *v = get(c, key);
-    return cJSON_IsBool(v) ? cJSON_IsTrue(v) : def;
+    if (!v) return def;
+    if (!cJSON_IsBool(v)) { wrong_type(c, key, "true or false"); return def; }
+    return cJSON_IsTrue(v);
 }
 
 const char *sq_config_string_or(const sq_config *c, const char *key, const char *def) {
     const cJSON *v = get(c, key);
-    return cJSON_IsString(v) ? v->valuestring : def;
+    if (!v) return def;
+    if (!cJSON_IsString(v)) { wrong_type(c, key, "a string"); return def; }
+    return v->valuestring;
 }
 
 int sq_config_int_array(const sq_config *c, const char *key, int64_t *out, int max, int *n) {

@@ -21,9 +21,14 @@ const char *sq_config_path(const sq_config *c);
 bool sq_config_has(const sq_config *c, const char *key);
 // Getters for top-level keys. The *_or forms return the default when the key is
 // absent (or null); the plain forms fail with "FILE: missing key 'k'" or
-// "FILE: key 'k' is not an integer".
+// "FILE: key 'k' is not an integer". A key of the wrong JSON type is an error for
+// the *_or forms too: they return the default and sq_config_check then fails with
+// the first such "FILE: key 'k' is not ..." (call it after reading a file's keys).
 int sq_config_int(const sq_config *c, const char *key, int64_t *out);
 int64_t sq_config_int_or(const sq_config *c, const char *key, int64_t def);
+// An integer key (def when absent) that must lie in lo..hi: "FILE: key 'k' is V, outside lo..hi".
+int sq_config_int_range(const sq_config *c, const char *key, int64_t def, int64_t lo, int64_t hi, int *out);
+int sq_config_check(const sq_config *c);
 int sq_config_double(const sq_config *c, const char *key, double *out);
 double sq_config_double_or(const sq_config *c, const char *key, double def);
 bool sq_config_bool_or(const sq_config *c, const char *key, bool def);

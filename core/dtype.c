@@ -63,25 +63,35 @@ uint16_t sq_f32_to_f16(float f) {
     return sign | (uint16_t)((rounded - 0x38000000u) >> 13);
 }
 
+// Safetensors data may start at any byte offset (the format does not align tensors), so
+// every multi-byte element is read and written through memcpy, never a typed load.
+#define SQ_READ_LOOP(T, EXPR)                                                   \
+    for (int64_t i = 0; i < n; i++) {                                           \
+        T v;                                                                    \
+        memcpy(&v, (const char *)src + (size_t)i * sizeof(T), sizeof(T));       \
+        dst[i] = (EXPR);                                                        \
+    }
+
 int sq_convert_to_f32(float *dst, const void *src, sq_dtype t, int64_t n) {
     switch (t) {
     case SQ_F32: memcpy(dst, src, (size_t)n * 4); return 0;
-    case SQ_BF16: { const uint16_t *s = src; for (int64_t i = 0; i < n; i++) dst[i] = sq_bf16_to_f32(s[i]); return 0; }
-    case SQ_F16: { const uint16_t *s = src; for (int64_t i = 0; i < n; i++) dst[i] = sq_f16_to_f32(s[i]); return 0; }
-    case SQ_F64: { const double *s = src; for (int64_t i = 0; i < n; i++) dst[i] = (float)s[i]; return 0; }
+    case SQ_BF16: SQ_READ_LOOP(uint16_t, sq_bf16_to_f32(v)) return 0;
+    case SQ_F16: SQ_READ_LOOP(uint16_t, sq_f16_to_f32(v)) return 0;
+    case SQ_F64: SQ_READ_LOOP(double, (float)v) return 0;
     case SQ_I8: { const int8_t *s = src; for (int64_t i = 0; i < n; i++) dst[i] = s[i]; return 0; }
     case SQ_U8: { const uint8_t *s = src; for (int64_t i = 0; i < n; i++) dst[i] = s[i]; return 0; }
-    case SQ_I32: { const int32_t *s = src; for (int64_t i = 0; i < n; i++) dst[i] = (float)s[i]; return 0; }
-    case SQ_I64: { const int64_t *s = src; for (int64_t i = 0; i < n; i++) dst[i] = (float)s[i]; return 0; }
+    case SQ_I32: SQ_READ_LOOP(int32_t, (float)v) return 0;
+    case SQ_I64: SQ_READ_LOOP(int64_t, (float)v) return 0;
     default: return -1;
     }
 }
+#undef SQ_READ_LOOP
 
 int sq_convert_from_f32(void *dst, sq_dtype t, const float *src, int64_t n) {
     switch (t) {
     case SQ_F32: memcpy(dst, src, (size_t)n * 4); return 0;
-    case SQ_BF16: { uint16_t *d = dst; for (int64_t i = 0; i < n; i++) d[i] = sq_f32_to_bf16(src[i]); return 0; }
-    case SQ_F16: { uint16_t *d = dst; for (int64_t i = 0; i < n; i++) d[i] = sq_f32_to_f16(src[i]); return 0; }
+    case SQ_BF16: for (int64_t i = 0; i < n; i++) { uint16_t v = sq_f32_to_bf16(src[i]); memcpy((char *)dst + 2 * i, &v, 2); } return 0;
+    case SQ_F16: for (int64_t i = 0; i < n; i++) { uint16_t v = sq_f32_to_f16(src[i]); memcpy((char *)dst + 2 * i, &v, 2); } return 0;
     default: return -1;
     }
 }

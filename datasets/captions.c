@@ -1,4 +1,6 @@
 // datasets/captions.c: tag shuffle and caption dropout (see captions.h).
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -71,4 +73,26 @@ char *sd_caption_augment(const char *caption, const sd_caption_opts *o, uint64_t
     free(buf);
     free(tags);
     return out;
+}
+
+int sd_text_check_utf8(const char *path, const char *text, size_t n) {
+    const unsigned char *s = (const unsigned char *)text;
+    size_t line_start = 0;
+    int line = 1;
+    for (size_t i = 0; i < n;) {
+        unsigned char b = s[i];
+        if (b == '\n') { line++; line_start = ++i; continue; }
+        int len = b < 0x80 ? 1 : (b & 0xE0) == 0xC0 ? 2 : (b & 0xF0) == 0xE0 ? 3 : (b & 0xF8) == 0xF0 ? 4 : 0;
+        bool ok = len > 0 && i + (size_t)len <= n;
+        uint32_t c = len == 1 ? b : len == 2 ? (b & 0x1Fu) : len == 3 ? (b & 0x0Fu) : (b & 0x07u);
+        for (int k = 1; ok && k < len; k++) {
+            ok = (s[i + (size_t)k] & 0xC0) == 0x80;
+            c = (c << 6) | (s[i + (size_t)k] & 0x3Fu);
+        }
+        static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
+        if (!ok || c < min_cp[len] || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
+            return sq_errorf("%s:%d: not valid UTF-8 (byte %zu of the line)", path, line, i - line_start + 1);
+        i += (size_t)len;
+    }
+    return SQ_OK;
 }

@@ -25,6 +25,11 @@ typedef struct {
 // out-of-memory with a message. With dropout 0 and no shuffle it is a copy.
 char *sd_caption_augment(const char *caption, const sd_caption_opts *opts, uint64_t seed, int epoch, int index);
 
+// Caption and prompt files must be UTF-8: SQ_OK when text[0..n) is valid UTF-8 (no
+// overlong forms, surrogates or code points above U+10FFFF), else SQ_FAIL with
+// "PATH:LINE: not valid UTF-8 (byte B of the line)".
+int sd_text_check_utf8(const char *path, const char *text, size_t n);
+
 #ifdef __cplusplus
 }
 #endif

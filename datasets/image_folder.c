@@ -13,7 +13,9 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "datasets/captions.h"
 #include "datasets/image_folder.h"
+#include "datasets/transform.h"
 
 // Larger sides are refused: a 16k x 16k RGB decode is already 768 MiB, and a
 // corrupt header claiming more would only fail later in an allocation.
@@ -139,6 +141,7 @@ static int check_image(candidate *c, bool full) {
     }
     if (c->w < 1 || c->h < 1 || c->w > MAX_SIDE || c->h > MAX_SIDE)
         return sq_errorf("%s: image size %dx%d outside 1..%d pixels per side", c->path, c->w, c->h, MAX_SIDE);
+    if (sd_image_check_complete(c->path) != SQ_OK) return SQ_FAIL;   // stbi_info reads the header only
     if (full) {
         int w, h;
         unsigned char *px = stbi_load(c->path, &w, &h, &n, 3);
@@ -194,6 +197,10 @@ static int read_text(const char *path, char **out, size_t *len) {
     if (n >= 3 && (unsigned char)buf[0] == 0xEF && (unsigned char)buf[1] == 0xBB && (unsigned char)buf[2] == 0xBF) {
         memmove(buf, buf + 3, n - 2);
         n -= 3;
+    }
+    if (sd_text_check_utf8(path, buf, n) != SQ_OK) {
+        free(buf);
+        return SQ_FAIL;
     }
     *out = buf;
     *len = n;

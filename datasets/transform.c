@@ -2,6 +2,7 @@
 // See transform.h for the exact size and filter rules; the resize runs on float
 // pixels in [0, 1] so no intermediate 8-bit rounding happens.
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,9 +46,45 @@ void sd_crop_plan_make(sd_crop_plan *plan, int src_w, int src_h, int out_w, int 
     plan->flip = flip;
 }
 
+int sd_image_check_complete(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return sq_error_errno("%s: cannot open", path);
+    unsigned char head[8] = {0}, tail[4096];
+    size_t nh = fread(head, 1, sizeof head, f);
+    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    size_t nt = 0;
+    if (size > 0) {
+        long from = size > (long)sizeof tail ? size - (long)sizeof tail : 0;
+        if (fseek(f, from, SEEK_SET) == 0) nt = fread(tail, 1, (size_t)(size - from), f);
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (err || size < 0) return sq_errorf("%s: read error", path);
+    static const unsigned char png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (nh == 8 && !memcmp(head, png_sig, 8)) {
+        static const unsigned char iend[8] = {0, 0, 0, 0, 'I', 'E', 'N', 'D'};
+        for (size_t i = 0; i + 8 <= nt; i++)
+            if (!memcmp(tail + i, iend, 8)) return SQ_OK;
+        return sq_errorf("%s: truncated PNG (no IEND chunk at its end); cannot be decoded", path);
+    }
+    if (nh >= 2 && head[0] == 0xFF && head[1] == 0xD8) {
+        size_t e = nt;
+        while (e > 0 && (tail[e - 1] == 0x00 || tail[e - 1] == 0xFF || tail[e - 1] == '\r' || tail[e - 1] == '\n')) e--;
+        if (e >= 2 && tail[e - 2] == 0xFF && tail[e - 1] == 0xD9) return SQ_OK;
+        return sq_errorf("%s: truncated JPEG (no end-of-image marker FF D9 at its end); cannot be decoded", path);
+    }
+    if (nh >= 6 && head[0] == 'B' && head[1] == 'M') {
+        long want = (long)head[2] | (long)head[3] << 8 | (long)head[4] << 16 | (long)head[5] << 24;
+        if (want > size)
+            return sq_errorf("%s: truncated BMP (%ld bytes, its header says %ld); cannot be decoded", path, size, want);
+    }
+    return SQ_OK;
+}
+
 int sd_image_decode_rgb(const char *path, uint8_t **rgb, int *w, int *h) {
     int n = 0;
     *rgb = NULL;
+    if (sd_image_check_complete(path) != SQ_OK) return SQ_FAIL;
     unsigned char *px = stbi_load(path, w, h, &n, 3);
     if (!px) {
         const char *why = stbi_failure_reason();

@@ -45,8 +45,15 @@ typedef struct {
 void sd_crop_plan_make(sd_crop_plan *plan, int src_w, int src_h, int out_w, int out_h, sd_crop_mode mode,
                        float u_x, float u_y, bool flip);
 
+// stb_image decodes a truncated PNG or JPEG partially (the missing part comes out
+// grey) and reports success, so the file's end is checked by hand: a PNG must hold
+// its IEND chunk, a JPEG end with the EOI marker FF D9 (trailing 00/FF/CR/LF padding
+// allowed), a BMP be as long as its header says. SQ_FAIL: "PATH: truncated PNG ...;
+// cannot be decoded". Other formats pass.
+int sd_image_check_complete(const char *path);
+
 // Decodes an image to 8-bit RGB, HWC, rows top to bottom. *rgb is malloc'ed (free
-// it). SQ_FAIL with a message naming the file and stb's reason.
+// it). SQ_FAIL with a message naming the file and stb's reason (or the truncation).
 int sd_image_decode_rgb(const char *path, uint8_t **rgb, int *w, int *h);
 
 // Resizes/crops/flips an 8-bit RGB HWC image of plan->src_w x plan->src_h into

@@ -58,26 +58,43 @@ int sd_mmdit_config_parse(sd_mmdit_config *c, const sq_config *j, const char *pa
         rc = sq_errorf("%s: _class_name is %s, expected SD3Transformer2DModel", path, cls);
         goto done;
     }
-    // diffusers' defaults where a key is absent (SD3.0 config files omit the SD3.5 ones)
-    c->sample_size = (int)sq_config_int_or(j, "sample_size", 128);
-    c->patch_size = (int)sq_config_int_or(j, "patch_size", 2);
-    c->in_channels = (int)sq_config_int_or(j, "in_channels", 16);
-    c->out_channels = (int)sq_config_int_or(j, "out_channels", c->in_channels);
-    c->num_layers = (int)sq_config_int_or(j, "num_layers", 18);
-    c->head_dim = (int)sq_config_int_or(j, "attention_head_dim", 64);
-    c->num_heads = (int)sq_config_int_or(j, "num_attention_heads", 18);
-    c->joint_attention_dim = (int)sq_config_int_or(j, "joint_attention_dim", 4096);
-    c->caption_projection_dim = (int)sq_config_int_or(j, "caption_projection_dim", 1152);
-    c->pooled_projection_dim = (int)sq_config_int_or(j, "pooled_projection_dim", 2048);
-    c->pos_embed_max_size = (int)sq_config_int_or(j, "pos_embed_max_size", 96);
+    // diffusers' defaults where a key is absent (SD3.0 config files omit the SD3.5 ones);
+    // each present value must be an integer within sane limits for its meaning.
+    struct { const char *key; int64_t def, hi; int *dst; } keys[] = {
+        {"sample_size", 128, 4096, &c->sample_size},
+        {"patch_size", 2, 16, &c->patch_size},
+        {"in_channels", 16, 1024, &c->in_channels},
+        {"out_channels", -1, 1024, &c->out_channels},   // -1: in_channels
+        {"num_layers", 18, SD_MMDIT_MAX_LAYERS, &c->num_layers},
+        {"attention_head_dim", 64, 1024, &c->head_dim},
+        {"num_attention_heads", 18, 256, &c->num_heads},
+        {"joint_attention_dim", 4096, 65536, &c->joint_attention_dim},
+        {"caption_projection_dim", 1152, 65536, &c->caption_projection_dim},
+        {"pooled_projection_dim", 2048, 65536, &c->pooled_projection_dim},
+        {"pos_embed_max_size", 96, 4096, &c->pos_embed_max_size},
+    };
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        int64_t def = keys[i].def < 0 ? c->in_channels : keys[i].def;
+        if (sq_config_int_range(j, keys[i].key, def, 1, keys[i].hi, keys[i].dst) != SQ_OK) { rc = SQ_FAIL; goto done; }
+    }
+    if ((int64_t)c->num_heads * c->head_dim > 65536) {
+        rc = sq_errorf("%s: num_attention_heads x attention_head_dim is %lld, more than 65536", path,
+                       (long long)c->num_heads * c->head_dim);
+        goto done;
+    }
     const char *qk = sq_config_string_or(j, "qk_norm", NULL);
+    if (sq_config_check(j) != SQ_OK) { rc = SQ_FAIL; goto done; }
     if (qk && strcmp(qk, "rms_norm")) { rc = sq_errorf("%s: qk_norm '%s' is not supported (rms_norm or null)", path, qk); goto done; }
     c->qk_norm = qk != NULL;
     int64_t dual[SD_MMDIT_MAX_LAYERS];
     int nd = 0;
     if (sq_config_int_array(j, "dual_attention_layers", dual, SD_MMDIT_MAX_LAYERS, &nd) != SQ_OK) { rc = SQ_FAIL; goto done; }
     for (int i = 0; i < nd; i++) {
-        if (dual[i] < 0 || dual[i] >= SD_MMDIT_MAX_LAYERS) { rc = sq_errorf("%s: dual_attention_layers entry %lld out of range", path, (long long)dual[i]); goto done; }
+        if (dual[i] < 0 || dual[i] >= c->num_layers) {
+            rc = sq_errorf("%s: key 'dual_attention_layers' entry %lld is outside 0..%d (num_layers %d)", path,
+                           (long long)dual[i], c->num_layers - 1, c->num_layers);
+            goto done;
+        }
         c->dual[dual[i]] = true;
     }
     rc = validate(c, path);

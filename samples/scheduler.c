@@ -57,6 +57,7 @@ int sd_scheduler_load(sd_flow_scheduler *s, const char *path) {
                       unsupported[i]);
             goto done;
         }
+    if (sq_config_check(c) != SQ_OK) goto done;   // a key of the wrong JSON type
     if (s->num_train_timesteps < 2 || !(s->shift > 0) || s->base_image_seq_len == s->max_image_seq_len) {
         sq_errorf("%s: bad values (num_train_timesteps %d, shift %g)", p, s->num_train_timesteps, s->shift);
         goto done;

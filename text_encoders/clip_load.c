@@ -20,7 +20,12 @@ static int config_from_json(sd_clip_config *c, const char *path) {
     const char *keys[7] = {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                            "num_attention_heads", "max_position_embeddings", "projection_dim"};
     int rc = SQ_OK;
-    for (int i = 0; i < 7 && rc == SQ_OK; i++) rc = sq_config_int(j, keys[i], &v[i]);
+    const int64_t hi[7] = {1 << 22, 65536, 262144, 256, 1024, 1 << 16, 65536};   // sane upper limits
+    for (int i = 0; i < 7 && rc == SQ_OK; i++) {
+        rc = sq_config_int(j, keys[i], &v[i]);
+        if (rc == SQ_OK && (v[i] < 1 || v[i] > hi[i]))
+            rc = sq_errorf("%s: key '%s' is %lld, outside 1..%lld", path, keys[i], (long long)v[i], (long long)hi[i]);
+    }
     if (rc == SQ_OK) {
         c->vocab_size = (int)v[0]; c->hidden = (int)v[1]; c->intermediate = (int)v[2]; c->layers = (int)v[3];
         c->heads = (int)v[4]; c->max_positions = (int)v[5]; c->projection_dim = (int)v[6];
@@ -28,7 +33,9 @@ static int config_from_json(sd_clip_config *c, const char *path) {
         // transformers' CLIPTextConfig default eos_token_id is 2 (the legacy argmax rule)
         c->eos_token_id = (int32_t)sq_config_int_or(j, "eos_token_id", 2);
         const char *act = sq_config_string_or(j, "hidden_act", "quick_gelu");
-        if (!strcmp(act, "quick_gelu")) c->quick_gelu = true;
+        if (sq_config_check(j) != SQ_OK) rc = SQ_FAIL;
+        else if (!(c->eps > 0 && c->eps < 1)) rc = sq_errorf("%s: key 'layer_norm_eps' is %g, not in (0, 1)", path, c->eps);
+        else if (!strcmp(act, "quick_gelu")) c->quick_gelu = true;
         else if (!strcmp(act, "gelu")) c->quick_gelu = false;
         else rc = sq_errorf("%s: hidden_act '%s' is not supported (quick_gelu or gelu)", path, act);
     }

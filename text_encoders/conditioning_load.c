@@ -75,9 +75,9 @@ static int joint_dim_without_t5(const char *root, int *dim) {
     if (!sq_is_file(p)) return SQ_OK;
     sq_config *c;
     if (sq_config_load(&c, p) != SQ_OK) return SQ_FAIL;
-    *dim = (int)sq_config_int_or(c, "joint_attention_dim", SD3_JOINT_DIM);
+    int rc = sq_config_int_range(c, "joint_attention_dim", SD3_JOINT_DIM, 1, 65536, dim);
     sq_config_free(c);
-    return SQ_OK;
+    return rc;
 }
 
 // The shared second half of both loaders: tokenizers from tok_root/tokenizer*/, the

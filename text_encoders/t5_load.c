@@ -133,18 +133,28 @@ static int parse_ffn(sd_t5_config *c, const char *proj, const char *origin) {
 static int config_from_json(sd_t5_config *c, const char *path) {
     sq_config *j;
     if (sq_config_load(&j, path) != SQ_OK) return SQ_FAIL;
-    // transformers' T5Config defaults where a key is absent
-    c->d_model = (int)sq_config_int_or(j, "d_model", 512);
-    c->d_kv = (int)sq_config_int_or(j, "d_kv", 64);
-    c->d_ff = (int)sq_config_int_or(j, "d_ff", 2048);
-    c->num_layers = (int)sq_config_int_or(j, "num_layers", 6);
-    c->num_heads = (int)sq_config_int_or(j, "num_heads", 8);
-    c->num_buckets = (int)sq_config_int_or(j, "relative_attention_num_buckets", 32);
-    c->max_distance = (int)sq_config_int_or(j, "relative_attention_max_distance", 128);
+    // transformers' T5Config defaults where a key is absent; present values must be
+    // integers within sane limits (the loader checks their consistency with the tensors)
+    struct { const char *key; int64_t def, lo, hi; int *dst; } keys[] = {
+        {"d_model", 512, 1, 65536, &c->d_model},
+        {"d_kv", 64, 1, 4096, &c->d_kv},
+        {"d_ff", 2048, 1, 262144, &c->d_ff},
+        {"num_layers", 6, 1, 256, &c->num_layers},
+        {"num_heads", 8, 1, 1024, &c->num_heads},
+        {"relative_attention_num_buckets", 32, 4, 4096, &c->num_buckets},
+        {"relative_attention_max_distance", 128, 1, 1 << 20, &c->max_distance},
+        {"vocab_size", 32128, 1, 1 << 22, &c->vocab},
+    };
+    int rc = SQ_OK;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0] && rc == SQ_OK; i++)
+        rc = sq_config_int_range(j, keys[i].key, keys[i].def, keys[i].lo, keys[i].hi, keys[i].dst);
     c->eps = (float)sq_config_double_or(j, "layer_norm_epsilon", 1e-6);
-    c->vocab = (int)sq_config_int_or(j, "vocab_size", 32128);
-    int rc = parse_ffn(c, sq_config_string_or(j, "feed_forward_proj", "relu"), path);
-    if (rc == SQ_OK && sq_config_bool_or(j, "is_decoder", false)) rc = sq_errorf("%s: is_decoder is set; sd-qzo runs T5 encoders only", path);
+    const char *ffn = sq_config_string_or(j, "feed_forward_proj", "relu");
+    bool decoder = sq_config_bool_or(j, "is_decoder", false);
+    if (rc == SQ_OK) rc = sq_config_check(j);
+    if (rc == SQ_OK && !(c->eps > 0 && c->eps < 1)) rc = sq_errorf("%s: key 'layer_norm_epsilon' is %g, not in (0, 1)", path, c->eps);
+    if (rc == SQ_OK) rc = parse_ffn(c, ffn, path);
+    if (rc == SQ_OK && decoder) rc = sq_errorf("%s: is_decoder is set; sd-qzo runs T5 encoders only", path);
     sq_config_free(j);
     return rc;
 }

@@ -1,10 +1,11 @@
 // tests/bad_input/test_bad_dataset.c: a broken training folder must be refused
 // with one error line naming the folder, file or FILE:LINE and the problem, never
 // a crash (this suite also runs under ASan + UBSan): missing / empty / non-folder
-// paths, undecodable and truncated images (fail and skip modes), WebP, caption
+// paths, undecodable and truncated PNG/JPEG/BMP images (fail and skip modes), WebP, caption
 // count mismatch, unknown, duplicate and missing names in TAB captions, missing
-// .txt captions, bad dataset options.
+// .txt captions, captions that are not UTF-8, bad dataset options.
 #include <stdbool.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/error.h"
@@ -79,23 +80,44 @@ int main(void) {
     if (rc == SQ_OK) sd_image_folder_free(&f);
     sq_log_set_level(SQ_LOG_INFO);
 
-    // Truncated PNG: the header is fine (stbi_info passes), the data is not. Only
-    // the full decode check catches it at scan time; loading it fails naming it.
+    // Truncated images: the header is fine (stbi_info passes) and stb_image would
+    // decode what is there and call it success. The scan checks each file's end (PNG:
+    // the IEND chunk, JPEG: the EOI marker FF D9, BMP: the size its header gives), so
+    // a truncated image stops the scan, or is skipped with skip mode; loading one
+    // directly fails naming it too.
     dt_mkdir("trunc");
     dt_write_image("trunc/t.png", 64, 64, 3, 2);
     dt_write_text("trunc/t.txt", "t");
-    TU_CHECK(truncate(dt_path("trunc/t.png"), 80) == 0, "truncate trunc/t.png");
-    rc = scan(dt_path("trunc"), NULL, SD_BAD_IMAGE_FAIL, false, &f);
-    TU_CHECK(rc == SQ_OK, "header-only scan of a truncated PNG failed: %s", sq_error_message());
-    if (rc == SQ_OK) {
-        sd_crop_plan p;
-        sd_crop_plan_make(&p, 64, 64, 64, 64, SD_CROP_CENTER, 0, 0, false);
-        sq_tensor t;
-        expect_fail("truncated image at load", sd_transform_load(f.entries[0].path, &p, &t), "t.png", "decode");
-        sd_image_folder_free(&f);
-    }
-    expect_fail("truncated image, full check", scan(dt_path("trunc"), NULL, SD_BAD_IMAGE_FAIL, true, &f), "t.png",
-                "decode");
+    struct stat sb;
+    stat(dt_path("trunc/t.png"), &sb);
+    TU_CHECK(truncate(dt_path("trunc/t.png"), sb.st_size - 20) == 0, "truncate");
+    expect_fail("truncated PNG", scan(dt_path("trunc"), NULL, SD_BAD_IMAGE_FAIL, false, &f), "t.png", "truncated PNG");
+    expect_fail("truncated PNG, full check", scan(dt_path("trunc"), NULL, SD_BAD_IMAGE_FAIL, true, &f), "t.png",
+                "truncated PNG");
+    sd_crop_plan p;
+    sd_crop_plan_make(&p, 64, 64, 64, 64, SD_CROP_CENTER, 0, 0, false);
+    sq_tensor t;
+    expect_fail("truncated PNG at load", sd_transform_load(dt_path("trunc/t.png"), &p, &t), "t.png", "cannot be decoded");
+    TU_CHECK(truncate(dt_path("trunc/t.png"), 80) == 0, "truncate");
+    expect_fail("PNG cut after its header", scan(dt_path("trunc"), NULL, SD_BAD_IMAGE_FAIL, false, &f), "t.png",
+                "truncated PNG");
+    unlink(dt_path("trunc/t.png"));
+    dt_write_image("trunc/t.jpg", 64, 64, 3, 2);
+    stat(dt_path("trunc/t.jpg"), &sb);
+    TU_CHECK(truncate(dt_path("trunc/t.jpg"), sb.st_size / 2) == 0, "truncate");
+    expect_fail("truncated JPEG", scan(dt_path("trunc"), NULL, SD_BAD_IMAGE_FAIL, false, &f), "t.jpg", "truncated JPEG");
+    dt_write_image("trunc/u.bmp", 8, 8, 3, 2);
+    dt_write_text("trunc/u.txt", "u");
+    stat(dt_path("trunc/u.bmp"), &sb);
+    TU_CHECK(truncate(dt_path("trunc/u.bmp"), sb.st_size - 10) == 0, "truncate");
+    dt_write_image("trunc/v.jpg", 16, 16, 3, 3);
+    dt_write_text("trunc/v.txt", "v");
+    sq_log_set_level(SQ_LOG_ERROR);
+    rc = scan(dt_path("trunc"), NULL, SD_BAD_IMAGE_SKIP, false, &f);
+    TU_CHECK(rc == SQ_OK && f.count == 1 && f.skipped == 2 && !strcmp(f.entries[0].rel_path, "v.jpg"),
+             "skip mode leaves truncated JPEG and BMP out: rc %d, %d images, %d skipped", rc, f.count, f.skipped);
+    if (rc == SQ_OK) sd_image_folder_free(&f);
+    sq_log_set_level(SQ_LOG_INFO);
 
     // WebP: said to be unsupported.
     dt_mkdir("webp");
@@ -133,6 +155,17 @@ int main(void) {
     dt_write_text("caps/c.txt", "c");
     expect_fail("missing .txt caption", scan(dt_path("caps"), NULL, SD_BAD_IMAGE_FAIL, false, &f), "caps/b.txt",
                 "b.png");
+    // Caption files must be UTF-8 (the rule --prompts files share: datasets/captions.h)
+    dt_write_text("badutf.tsv", "a.png\tfine\nb.png\tcaf\xe9 latin-1\nc.png\tc\n");
+    expect_fail("TAB captions not UTF-8", scan(dt_path("caps"), dt_path("badutf.tsv"), SD_BAD_IMAGE_FAIL, false, &f),
+                "badutf.tsv:2", "not valid UTF-8");
+    dt_write_text("caps/b.txt", "overlong \xc0\xaf slash");
+    expect_fail(".txt caption not UTF-8", scan(dt_path("caps"), NULL, SD_BAD_IMAGE_FAIL, false, &f), "caps/b.txt:1",
+                "not valid UTF-8");
+    dt_write_text("caps/b.txt", "caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x98\x80");
+    rc = scan(dt_path("caps"), NULL, SD_BAD_IMAGE_FAIL, false, &f);
+    TU_CHECK(rc == SQ_OK, "valid multi-byte UTF-8 caption refused: %s", sq_error_message());
+    if (rc == SQ_OK) sd_image_folder_free(&f);
 
     // Dataset options.
     sd_dataset_opts o;

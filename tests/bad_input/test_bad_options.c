@@ -6,7 +6,8 @@
 // with the tiny fixture (64 pixels a side) a 128 training resolution fails on its
 // 4:1 bucket (256 x 64), and so do a 128-wide sample and a 128 bench. The QZO
 // options (--momentum, --spike-factor, --max-bad-steps, --perturbation, --lr auto
-// and --lr-auto-steps) are refused with a line naming the flag.
+// and --lr-auto-steps) are refused with a line naming the flag. A failed bench leaves
+// an existing --json FILE as it was; a --prompts file that is not UTF-8 is refused.
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -103,6 +104,7 @@ int main(int argc, char **argv) {
         {"--perturbation sideways", "--perturbation must be absolute or relative, not 'sideways'", NULL},
         {"--lr auto --lr-auto-steps 0 --val-images VAL", "--lr-auto-steps must be at least 1", NULL},
         {"--lr auto", "--lr auto needs --val-images", NULL},
+        {"--threads -1", "--threads must be >= 0", NULL},
     };
     for (size_t i = 0; i < sizeof qzo_opts / sizeof qzo_opts[0]; i++) {
         char extra[256];
@@ -115,6 +117,54 @@ int main(int argc, char **argv) {
     }
     snprintf(path, sizeof path, "%s/run", tmp);
     TU_CHECK(stat(path, &st) != 0, "refused QZO options wrote nothing into the output folder");
+
+    // sample --prompts FILE: not UTF-8 is refused naming FILE:LINE, as caption files are
+    snprintf(path, sizeof path, "%s/prompts.txt", tmp);
+    FILE *pf = fopen(path, "w");
+    fputs("a red square\na caf\xe9 in latin-1\n", pf);
+    fclose(pf);
+    snprintf(args, sizeof args, "--model '%s' --prompts %s --device cpu --out %s/samples", tiny, path, tmp);
+    refused(bin, "sample", args, "prompts.txt:2: not valid UTF-8", NULL);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/samples", tmp);
+    TU_CHECK(stat(path, &st) != 0, "a refused sample run created no output folder");
+
+    // bench --json FILE: a run that fails (here: the VAE's weights are junk, found after the
+    // config passed) leaves an existing FILE as it was and no temporary file beside it
+    {
+        char p[512], q[2200], json[512];
+        snprintf(p, sizeof p, "%s/pipe", tmp);
+        mkdir(p, 0755);
+        snprintf(p, sizeof p, "%s/pipe/vae", tmp);
+        mkdir(p, 0755);
+        snprintf(q, sizeof q, "cp '%s/vae/config.json' '%s/config.json'", tiny, p);
+        TU_CHECK(system(q) == 0, "copy the VAE config");
+        snprintf(q, sizeof q, "%s/diffusion_pytorch_model.safetensors", p);
+        FILE *f = fopen(q, "w");
+        fputs("junk", f);
+        fclose(f);
+        snprintf(json, sizeof json, "%s/bench.json", tmp);
+        f = fopen(json, "w");
+        fputs("keep", f);
+        fclose(f);
+        snprintf(args, sizeof args, "--weights %s/pipe --what vae --resolution 64 --steps 1 --warmup 0 --device cpu "
+                 "--json %s", tmp, json);
+        refused(bin, "bench", args, "diffusion_pytorch_model.safetensors", NULL);
+        char buf[16] = {0};
+        f = fopen(json, "r");
+        TU_CHECK(f && fread(buf, 1, sizeof buf - 1, f) == 4 && !strcmp(buf, "keep"), "a failed bench left --json's file as it was");
+        if (f) fclose(f);
+        snprintf(q, sizeof q, "ls %s | grep -q tmp", tmp);
+        TU_CHECK(system(q) != 0, "no temporary JSON file left");
+        unlink(json);
+        snprintf(q, sizeof q, "%s/diffusion_pytorch_model.safetensors", p);
+        unlink(q);
+        snprintf(q, sizeof q, "%s/config.json", p);
+        unlink(q);
+        rmdir(p);
+        snprintf(p, sizeof p, "%s/pipe", tmp);
+        rmdir(p);
+    }
 
     rmdir(tmp);
     return tu_finish("test_bad_options");

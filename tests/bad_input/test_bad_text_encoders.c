@@ -163,6 +163,26 @@ int main(void) {
               " \"num_attention_heads\": 3, \"max_position_embeddings\": 77, \"projection_dim\": 24,"
               " \"hidden_act\": \"relu\"}");
     expect_refused("CLIP-G hidden_act relu", "text_encoder_2/config.json", "relu");
+    // config values: a wrong JSON type or an out-of-range number names the file and the key
+    overwrite("text_encoder_2/config.json",
+              "{\"vocab_size\": 814, \"hidden_size\": 48, \"intermediate_size\": 96, \"num_hidden_layers\": \"3\","
+              " \"num_attention_heads\": 3, \"max_position_embeddings\": 77, \"projection_dim\": 24}");
+    expect_refused("CLIP-G num_hidden_layers \"3\"", "text_encoder_2/config.json", "'num_hidden_layers' is not an integer");
+    overwrite("text_encoder_2/config.json",
+              "{\"vocab_size\": 814, \"hidden_size\": 48, \"intermediate_size\": 96, \"num_hidden_layers\": 100000,"
+              " \"num_attention_heads\": 3, \"max_position_embeddings\": 77, \"projection_dim\": 24}");
+    expect_refused("CLIP-G num_hidden_layers 100000", "text_encoder_2/config.json", "'num_hidden_layers' is 100000");
+    overwrite("text_encoder_2/config.json",
+              "{\"vocab_size\": 814, \"hidden_size\": 48, \"intermediate_size\": 96, \"num_hidden_layers\": 3,"
+              " \"num_attention_heads\": 3, \"max_position_embeddings\": 77, \"projection_dim\": 24,"
+              " \"layer_norm_eps\": \"abc\"}");
+    expect_refused("CLIP-G layer_norm_eps \"abc\"", "text_encoder_2/config.json", "'layer_norm_eps' is not a number");
+    overwrite("text_encoder_3/config.json", "{\"d_model\": 0}");
+    expect_refused("T5 d_model 0", "text_encoder_3/config.json", "'d_model' is 0");
+    overwrite("text_encoder_3/config.json", "{\"num_heads\": -4}");
+    expect_refused("T5 num_heads -4", "text_encoder_3/config.json", "'num_heads' is -4");
+    overwrite("text_encoder_3/config.json", "{\"layer_norm_epsilon\": \"abc\"}");
+    expect_refused("T5 layer_norm_epsilon \"abc\"", "text_encoder_3/config.json", "'layer_norm_epsilon' is not a number");
     overwrite("text_encoder/config.json",
               "{\"vocab_size\": 814, \"hidden_size\": 64, \"intermediate_size\": 64, \"num_hidden_layers\": 2,"
               " \"num_attention_heads\": 2, \"max_position_embeddings\": 77, \"projection_dim\": 16}");

@@ -3,7 +3,8 @@
 //     values, which rows were given;
 //   - bad values, unknown flags and unknown enum words are one-line errors naming the
 //     flag (and, for an enum or a restricted int, every allowed value);
-//   - config files (TOML and JSON) read before the flags, keys by name or alias;
+//   - config files (TOML and JSON) read before the flags, keys by name or alias; a key
+//     given twice (also as name and alias) is an error naming file and key;
 //   - floats printed in their shortest round-trip form in --help and JSON;
 //   - train's fingerprint of the defaults is the one earlier releases wrote into
 //     run.json (hashed from %.9g floats), so their runs still resume.
@@ -169,6 +170,22 @@ static void test_config_files(void) {
     const char *m = sq_error_message();
     TU_CHECK(one_line(m) && strstr(m, "bad.toml:3") && strstr(m, "must be red, green or blue, not 'mauve'"),
              "the error names file, line and the allowed words: %s", m);
+    // a key given twice (or once as itself and once by its alias or _/- spelling) is
+    // an error naming the file (TOML: and line) and the key, not "the last one wins"
+    const struct { const char *text, *want1, *want2; } dups[] = {
+        {"steps = 3\nseed = 1\nsteps = 4\n", "bad.toml:3", "duplicate key 'steps'"},
+        {"batch = 3\nbatch_size = 4\n", "bad.toml:2", "duplicate key 'batch_size' (option --batch-size"},
+        {"{\"lr\": 1e-4, \"seed\": 2, \"lr\": 2e-4}", "bad.toml: ", "duplicate key 'lr'"},
+        {"{\"batch-size\": 1, \"batch_size\": 2}", "bad.toml: ", "duplicate key 'batch_size'"},
+    };
+    for (size_t i = 0; i < sizeof dups / sizeof dups[0]; i++) {
+        f = fopen(bad, "w");
+        fputs(dups[i].text, f);
+        fclose(f);
+        TU_CHECK(parse(&t, NULL, c, 2) == SQ_FAIL, "duplicate key %zu accepted", i);
+        m = sq_error_message();
+        TU_CHECK(one_line(m) && strstr(m, dups[i].want1) && strstr(m, dups[i].want2), "duplicate key %zu: %s", i, m);
+    }
     unlink(toml);
     unlink(json);
     unlink(bad);

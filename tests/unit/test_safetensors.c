@@ -2,7 +2,7 @@
 // dtype incl. a 0-element tensor and Q4 written as bytes, metadata, byte-identical
 // data; a sharded checkpoint through its index.json and through its directory; the
 // streaming writer; atomicity (a failed write leaves the old file and no temp file);
-// sq_st_load's conversion and shape check; config getters.
+// sq_st_load's conversion and shape check; tensors at odd byte offsets; config getters.
 #include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,6 +123,58 @@ static void test_round_trip(void) {
     sq_st_close(st);
 }
 
+// Safetensors does not align tensor data: a 1-byte U8 tensor first puts the BF16, F16
+// and F32 tensors after it at odd file offsets. They must convert exactly (the reads
+// go through memcpy; the sanitizer build would flag a misaligned typed load).
+static void test_odd_offsets(void) {
+    const char *hdr = "{\"a.pad\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+                      "\"b.bf16\":{\"dtype\":\"BF16\",\"shape\":[3],\"data_offsets\":[1,7]},"
+                      "\"c.f16\":{\"dtype\":\"F16\",\"shape\":[3],\"data_offsets\":[7,13]},"
+                      "\"d.f32\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[13,21]}}";
+    char header[512];
+    size_t hlen = strlen(hdr);
+    memcpy(header, hdr, hlen);
+    while ((8 + hlen) % 8) header[hlen++] = ' ';   // data starts 8-aligned, so offset 1 is odd
+    const float want_b[3] = {1.5f, -2.0f, 3.25f}, want_c[3] = {0.5f, -0.25f, 1024.0f}, want_f[2] = {3.14159f, -1e-3f};
+    uint8_t data[21];
+    data[0] = 7;
+    for (int i = 0; i < 3; i++) {
+        uint16_t b = sq_f32_to_bf16(want_b[i]), h = sq_f32_to_f16(want_c[i]);
+        data[1 + 2 * i] = (uint8_t)(b & 0xff); data[2 + 2 * i] = (uint8_t)(b >> 8);
+        data[7 + 2 * i] = (uint8_t)(h & 0xff); data[8 + 2 * i] = (uint8_t)(h >> 8);
+    }
+    memcpy(data + 13, want_f, 8);
+    char path[512];
+    path_in(path, sizeof path, "odd.safetensors");
+    FILE *f = fopen(path, "wb");
+    uint8_t len8[8];
+    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
+    fwrite(len8, 1, 8, f);
+    fwrite(header, 1, hlen, f);
+    fwrite(data, 1, sizeof data, f);
+    fclose(f);
+    sq_safetensors *st;
+    TU_CHECK(sq_st_open(&st, path) == SQ_OK, "open odd-offset file: %s", sq_error_message());
+    if (!st) return;
+    TU_CHECK(((uintptr_t)sq_st_find(st, "b.bf16")->data & 1) == 1, "the bf16 tensor really is at an odd address");
+    float back[3];
+    sq_tensor b = sq_tensor_view(back, SQ_F32, SQ_CPU, 1, SQ_SHAPE(3));
+    TU_CHECK(sq_st_load(st, "b.bf16", &b) == SQ_OK && back[0] == want_b[0] && back[1] == want_b[1] &&
+                 back[2] == want_b[2], "odd-offset bf16 converts exactly");
+    TU_CHECK(sq_st_load(st, "c.f16", &b) == SQ_OK && back[0] == want_c[0] && back[1] == want_c[1] &&
+                 back[2] == want_c[2], "odd-offset f16 converts exactly");
+    sq_tensor ff = sq_tensor_view(back, SQ_F32, SQ_CPU, 1, SQ_SHAPE(2));
+    TU_CHECK(sq_st_load(st, "d.f32", &ff) == SQ_OK && back[0] == want_f[0] && back[1] == want_f[1],
+             "odd-offset f32 read exactly");
+    float direct[3];
+    TU_CHECK(sq_convert_to_f32(direct, sq_st_find(st, "c.f16")->data, SQ_F16, 3) == 0 && direct[2] == want_c[2],
+             "sq_convert_to_f32 on the odd address");
+    uint8_t out[7];
+    TU_CHECK(sq_convert_from_f32(out + 1, SQ_BF16, want_b, 3) == 0 && !memcmp(out + 1, data + 1, 6),
+             "sq_convert_from_f32 to an odd address");
+    sq_st_close(st);
+}
+
 static void test_sharded(void) {
     float a[6] = {1, 2, 3, 4, 5, 6}, b[4] = {7, 8, 9, 10}, c[2] = {11, 12};
     char p1[512], p2[512], idx[512];
@@ -176,6 +228,7 @@ int main(void) {
     if (!mkdtemp(dir)) { perror("mkdtemp"); return 1; }
     test_round_trip();
     test_config();
+    test_odd_offsets();
     test_sharded();   // last: it leaves shards in dir, which the directory open must see alone
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
