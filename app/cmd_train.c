@@ -236,6 +236,11 @@ int sq_cmd_train(int argc, char **argv) {
     stop_requested = 0;
     t.stop = &stop_requested;
     int rc = check_output(&t);
+    int64_t first_step = 0;
+    // --resume: the checkpoint (metadata and scale values) is checked before anything
+    // is written into OUT; the encode phase only needs the steps still to run
+    if (rc == SQ_OK && t.opt.resume[0] && sq_checkpoint_read_step(t.opt.resume, &first_step) != SQ_OK)
+        rc = sq_error_context("--resume");
     if (rc == SQ_OK) rc = setup(&t);
     if (rc == SQ_OK) rc = write_run_json(&t);
     struct sigaction sa, old_int, old_term;
@@ -243,11 +248,6 @@ int sq_cmd_train(int argc, char **argv) {
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
-    int64_t first_step = 0;
-    if (rc == SQ_OK && t.opt.resume[0]) {
-        // the encode phase only needs the steps still to run
-        if (sq_checkpoint_read_step(t.opt.resume, &first_step) != SQ_OK) rc = sq_error_context("--resume");
-    }
     if (rc == SQ_OK) rc = sd_train_encode(&t, first_step);
     if (rc == SQ_OK) rc = sd_train_loop(&t);
     sigaction(SIGINT, &old_int, NULL);

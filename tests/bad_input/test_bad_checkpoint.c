@@ -8,6 +8,8 @@
 //      `sd-qzo export`, `sd-qzo sample --scales` and `sd-qzo train --resume`;
 //   3. the int4 file header (mmdit/base_model.c): a group size that is not exactly
 //      32, 64 or 128, or an unknown format;
+//   4. `train --resume` with a damaged checkpoint refuses before writing anything:
+//      the run's run.json is not rewritten.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,7 +210,7 @@ static void cli_cases(const char *bin) {
 }
 
 // A real 1-step run on the tiny fixture, its checkpoint then damaged (a NaN scale):
-// --resume refuses naming the file and tensor.
+// --resume refuses naming the file and tensor, and leaves run.json as it was.
 static void resume_cases(const char *bin) {
     char cmd[4096], base[2048], ckpt[256], bad[256], run_json[256], *out = NULL;
     e2e_make_dataset(dir);
@@ -223,7 +225,7 @@ static void resume_cases(const char *bin) {
     snprintf(ckpt, sizeof ckpt, "%s/run/checkpoint.safetensors", dir);
     snprintf(bad, sizeof bad, "%s/run/bad.safetensors", dir);
     snprintf(run_json, sizeof run_json, "%s/run/run.json", dir);
-    struct stat before;
+    struct stat before, after;
     TU_CHECK(stat(run_json, &before) == 0, "run.json written");
     sq_safetensors *st = NULL;
     SQ_CHECK(sq_st_open(&st, ckpt) == SQ_OK, "%s", sq_error_message());
@@ -234,10 +236,14 @@ static void resume_cases(const char *bin) {
     snprintf(cmd, sizeof cmd, "%s --steps 2 --resume %s", base, bad);
     usleep(20000);   // a rewrite would show in the inode and the mtime
     cli_refused("train --resume, NaN scale", cmd, bad, tensor);
+    TU_CHECK(stat(run_json, &after) == 0 && after.st_ino == before.st_ino &&
+                 after.st_mtim.tv_sec == before.st_mtim.tv_sec && after.st_mtim.tv_nsec == before.st_mtim.tv_nsec,
+             "a refused --resume leaves run.json as it was");
     snprintf(bad, sizeof bad, "%s/run/bad_step.safetensors", dir);
     rewrite(ckpt, bad, "sd_qzo.step", NULL, "1x", -1, 0);
     snprintf(cmd, sizeof cmd, "%s --steps 2 --resume %s", base, bad);
     cli_refused("train --resume, step '1x'", cmd, bad, "sd_qzo.step");
+    TU_CHECK(stat(run_json, &after) == 0 && after.st_ino == before.st_ino, "run.json still as it was");
 }
 
 int main(int argc, char **argv) {
