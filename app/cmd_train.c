@@ -5,11 +5,13 @@
 // refused unless it resumes that run (same fingerprint) or says --overwrite.
 #define _XOPEN_SOURCE 700
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -38,6 +40,43 @@ static void on_signal(int sig) {
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
     (void)st; (void)flag; (void)ftw;
     return remove(path);
+}
+
+// One run per OUT at a time: an exclusive flock on OUT/.lock, taken before anything
+// else reads or writes OUT and held until the process ends (the kernel drops it on
+// any exit, SIGKILL included, so a stale .lock never blocks). *created: OUT did
+// not exist and was made for the lock.
+static int lock_output(const char *out, int *fd, bool *created) {
+    char path[1100];
+    *created = !sq_is_dir(out);
+    if (*created && sq_mkdirs(out) != SQ_OK) return SQ_FAIL;
+    snprintf(path, sizeof path, "%s/.lock", out);
+    int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (f < 0) return sq_error_errno("cannot open %s", path);
+    if (flock(f, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        close(f);
+        if (e == EWOULDBLOCK)
+            return sq_errorf("%s is locked: another `sd-qzo train` is running into %s; wait for it to end or choose "
+                             "another --output", path, out);
+        errno = e;
+        return sq_error_errno("cannot lock %s", path);
+    }
+    *fd = f;
+    return SQ_OK;
+}
+
+// A refused start leaves no trace in an OUT it created: the lock file, then OUT
+// itself when empty.
+static void unlock_output(const char *out, int fd, bool created, bool started) {
+    if (fd < 0) return;
+    if (created && !started) {
+        char path[1100];
+        snprintf(path, sizeof path, "%s/.lock", out);
+        unlink(path);
+        rmdir(out);
+    }
+    close(fd);
 }
 
 // The run folder: refuses to mix two different runs (a different fingerprint, or
@@ -235,7 +274,10 @@ int sq_cmd_train(int argc, char **argv) {
     if (sd_train_options_validate(&t.opt) != SQ_OK) return SQ_FAIL;
     stop_requested = 0;
     t.stop = &stop_requested;
-    int rc = check_output(&t);
+    int lock_fd = -1;
+    bool created_out = false;
+    int rc = lock_output(t.opt.output, &lock_fd, &created_out);
+    if (rc == SQ_OK) rc = check_output(&t);
     int64_t first_step = 0;
     // --resume: the checkpoint (metadata and scale values) is checked before anything
     // is written into OUT; the encode phase only needs the steps still to run
@@ -243,6 +285,7 @@ int sq_cmd_train(int argc, char **argv) {
         rc = sq_error_context("--resume");
     if (rc == SQ_OK) rc = setup(&t);
     if (rc == SQ_OK) rc = write_run_json(&t);
+    bool started = rc == SQ_OK;
     struct sigaction sa, old_int, old_term;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -254,5 +297,6 @@ int sq_cmd_train(int argc, char **argv) {
     sigaction(SIGTERM, &old_term, NULL);
     if (rc == SQ_OK) printf("done: %s/checkpoint.safetensors, report %s/report.html\n", t.opt.output, t.opt.output);
     teardown(&t);
+    unlock_output(t.opt.output, lock_fd, created_out, started);
     return rc;
 }
