@@ -4,6 +4,7 @@
 // log.jsonl / log.csv, previews/ and report.html; a second run into the same OUT is
 // refused unless it resumes that run (same fingerprint) or says --overwrite.
 #define _XOPEN_SOURCE 700
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -77,6 +78,29 @@ static void unlock_output(const char *out, int fd, bool created, bool started) {
         rmdir(out);
     }
     close(fd);
+}
+
+// Atomic writes (core/safetensors.h, run.json) go through "<name>.tmp.<pid>"; a
+// process killed mid-write (SIGKILL, power loss) leaves that file behind. With the
+// lock held, those of processes no longer alive are removed.
+static void remove_stale_temps(const char *out) {
+    DIR *d = opendir(out);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *t = strstr(e->d_name, ".tmp.");
+        while (t && strstr(t + 1, ".tmp.")) t = strstr(t + 1, ".tmp.");
+        if (!t || t == e->d_name || !t[5]) continue;
+        char *end;
+        errno = 0;
+        long pid = strtol(t + 5, &end, 10);
+        if (*end || errno || pid <= 0 || t[5] < '0' || t[5] > '9') continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        char path[1400];
+        snprintf(path, sizeof path, "%s/%s", out, e->d_name);
+        if (unlink(path) == 0) sq_log_info("removed %s, left by an interrupted write of process %ld (no longer running)", path, pid);
+    }
+    closedir(d);
 }
 
 // The run folder: refuses to mix two different runs (a different fingerprint, or
@@ -277,6 +301,7 @@ int sq_cmd_train(int argc, char **argv) {
     int lock_fd = -1;
     bool created_out = false;
     int rc = lock_output(t.opt.output, &lock_fd, &created_out);
+    if (rc == SQ_OK) remove_stale_temps(t.opt.output);
     if (rc == SQ_OK) rc = check_output(&t);
     int64_t first_step = 0;
     // --resume: the checkpoint (metadata and scale values) is checked before anything

@@ -2,7 +2,10 @@
 // tiny fixture (CPU):
 //   1. two runs into one --output at once: while one runs (it holds an exclusive
 //      flock on OUT/.lock), a second is refused with one line naming the lock file;
-//      once the first is killed (SIGKILL), the lock is free again.
+//      once the first is killed (SIGKILL), the lock is free again;
+//   2. leftovers of a write killed midway ("<name>.tmp.<pid>", core/safetensors.h):
+//      the next run in that OUT removes those whose process is gone, with an info
+//      line, and keeps those of a live process.
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -68,12 +71,37 @@ static void check_two_runs(void) {
     TU_CHECK(!locked(lock), "a killed run's lock is free");
 }
 
+static void check_stale_temps(void) {
+    char cmd[4096], out_dir[256], dead[300], live[300], *out = NULL;
+    snprintf(out_dir, sizeof out_dir, "%s/leftovers", dir);
+    mkdir(out_dir, 0755);
+    pid_t pid = fork();   // a pid that is certainly not running any more
+    if (pid == 0) _exit(0);
+    waitpid(pid, NULL, 0);
+    snprintf(dead, sizeof dead, "%s/checkpoint.safetensors.tmp.%ld", out_dir, (long)pid);
+    snprintf(live, sizeof live, "%s/run.json.tmp.%ld", out_dir, (long)getpid());
+    FILE *f = fopen(dead, "w");
+    fputs("half a checkpoint", f);
+    fclose(f);
+    f = fopen(live, "w");
+    fclose(f);
+    train_cmd(cmd, sizeof cmd, "leftovers", 1, "");
+    int rc = e2e_run(cmd, &out);
+    TU_CHECK(rc == 0, "the run in an OUT with leftovers exits 0 (got %d):\n%s", rc, out);
+    struct stat st;
+    TU_CHECK(stat(dead, &st) != 0, "the dead process's %s is removed", dead);
+    TU_CHECK(out && strstr(out, "removed") && strstr(out, dead), "an info line names the removed file:\n%s", out);
+    TU_CHECK(stat(live, &st) == 0, "a live process's temp file stays");
+    free(out);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) { fprintf(stderr, "usage: test_bad_run_folder SD_QZO_BINARY\n"); return 1; }
     bin = argv[1];
     SQ_CHECK(mkdtemp(dir) != NULL, "mkdtemp");
     e2e_make_dataset(dir);
     check_two_runs();
+    check_stale_temps();
     char rm[128];
     snprintf(rm, sizeof rm, "rm -rf '%s'", dir);
     if (tu_failures == 0 && system(rm) != 0) fprintf(stderr, "could not remove %s\n", dir);
