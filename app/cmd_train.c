@@ -4,12 +4,15 @@
 // log.jsonl / log.csv, previews/ and report.html; a second run into the same OUT is
 // refused unless it resumes that run (same fingerprint) or says --overwrite.
 #define _XOPEN_SOURCE 700
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -38,6 +41,66 @@ static void on_signal(int sig) {
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
     (void)st; (void)flag; (void)ftw;
     return remove(path);
+}
+
+// One run per OUT at a time: an exclusive flock on OUT/.lock, taken before anything
+// else reads or writes OUT and held until the process ends (the kernel drops it on
+// any exit, SIGKILL included, so a stale .lock never blocks). *created: OUT did
+// not exist and was made for the lock.
+static int lock_output(const char *out, int *fd, bool *created) {
+    char path[1100];
+    *created = !sq_is_dir(out);
+    if (*created && sq_mkdirs(out) != SQ_OK) return SQ_FAIL;
+    snprintf(path, sizeof path, "%s/.lock", out);
+    int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (f < 0) return sq_error_errno("cannot open %s", path);
+    if (flock(f, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        close(f);
+        if (e == EWOULDBLOCK)
+            return sq_errorf("%s is locked: another `sd-qzo train` is running into %s; wait for it to end or choose "
+                             "another --output", path, out);
+        errno = e;
+        return sq_error_errno("cannot lock %s", path);
+    }
+    *fd = f;
+    return SQ_OK;
+}
+
+// A refused start leaves no trace in an OUT it created: the lock file, then OUT
+// itself when empty.
+static void unlock_output(const char *out, int fd, bool created, bool started) {
+    if (fd < 0) return;
+    if (created && !started) {
+        char path[1100];
+        snprintf(path, sizeof path, "%s/.lock", out);
+        unlink(path);
+        rmdir(out);
+    }
+    close(fd);
+}
+
+// Atomic writes (core/safetensors.h, run.json) go through "<name>.tmp.<pid>"; a
+// process killed mid-write (SIGKILL, power loss) leaves that file behind. With the
+// lock held, those of processes no longer alive are removed.
+static void remove_stale_temps(const char *out) {
+    DIR *d = opendir(out);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *t = strstr(e->d_name, ".tmp.");
+        while (t && strstr(t + 1, ".tmp.")) t = strstr(t + 1, ".tmp.");
+        if (!t || t == e->d_name || !t[5]) continue;
+        char *end;
+        errno = 0;
+        long pid = strtol(t + 5, &end, 10);
+        if (*end || errno || pid <= 0 || t[5] < '0' || t[5] > '9') continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        char path[1400];
+        snprintf(path, sizeof path, "%s/%s", out, e->d_name);
+        if (unlink(path) == 0) sq_log_info("removed %s, left by an interrupted write of process %ld (no longer running)", path, pid);
+    }
+    closedir(d);
 }
 
 // The run folder: refuses to mix two different runs (a different fingerprint, or
@@ -235,24 +298,30 @@ int sq_cmd_train(int argc, char **argv) {
     if (sd_train_options_validate(&t.opt) != SQ_OK) return SQ_FAIL;
     stop_requested = 0;
     t.stop = &stop_requested;
-    int rc = check_output(&t);
+    int lock_fd = -1;
+    bool created_out = false;
+    int rc = lock_output(t.opt.output, &lock_fd, &created_out);
+    if (rc == SQ_OK) remove_stale_temps(t.opt.output);
+    if (rc == SQ_OK) rc = check_output(&t);
+    int64_t first_step = 0;
+    // --resume: the checkpoint (metadata and scale values) is checked before anything
+    // is written into OUT; the encode phase only needs the steps still to run
+    if (rc == SQ_OK && t.opt.resume[0] && sq_checkpoint_read_step(t.opt.resume, &first_step) != SQ_OK)
+        rc = sq_error_context("--resume");
     if (rc == SQ_OK) rc = setup(&t);
     if (rc == SQ_OK) rc = write_run_json(&t);
+    bool started = rc == SQ_OK;
     struct sigaction sa, old_int, old_term;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
-    int64_t first_step = 0;
-    if (rc == SQ_OK && t.opt.resume[0]) {
-        // the encode phase only needs the steps still to run
-        if (sq_checkpoint_read_step(t.opt.resume, &first_step) != SQ_OK) rc = sq_error_context("--resume");
-    }
     if (rc == SQ_OK) rc = sd_train_encode(&t, first_step);
     if (rc == SQ_OK) rc = sd_train_loop(&t);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     if (rc == SQ_OK) printf("done: %s/checkpoint.safetensors, report %s/report.html\n", t.opt.output, t.opt.output);
     teardown(&t);
+    unlock_output(t.opt.output, lock_fd, created_out, started);
     return rc;
 }

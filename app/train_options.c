@@ -147,7 +147,7 @@ int sd_train_options_validate(const sd_train_options *o) {
     if (sd_check_resolution(o->resolution, o->buckets, NULL) != SQ_OK) return SQ_FAIL;   // the model's limits: cmd_train.c
     if (o->batch_size < 1) return sq_errorf("--batch-size must be at least 1");
     if (o->steps < 1) return sq_errorf("--steps must be at least 1");
-    if (o->queries < 1) return sq_errorf("--queries must be at least 1");
+    if (o->queries < 1 || o->queries > 64) return sq_errorf("--queries must be 1..64");
     if (!(o->lr >= 0) && !isnan(o->lr)) return sq_errorf("--lr must be >= 0 or auto");
     if (isnan(o->lr) && !o->val_images[0])
         return sq_errorf("--lr auto needs --val-images: the candidates are scored on held-out images");

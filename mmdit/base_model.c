@@ -1,6 +1,8 @@
 // mmdit/base_model.c: finding, opening and hashing a base MMDiT (see mmdit/base_model.h).
 #include "mmdit/base_model.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,11 +48,16 @@ int sd_q4_header_read(const sq_safetensors *st, const char *path, sd_q4_header *
     if (!fmt) return SQ_OK;
     const char *group = sq_st_metadata(st, "sd_qzo.group_size");
     h->quantized = true;
-    h->group = group ? atoi(group) : 0;
     h->source_sha256 = sq_st_metadata(st, "sd_qzo.source_sha256");
     h->config = sq_st_metadata(st, "sd_qzo.config");
-    if (strcmp(fmt, SD_Q4_FORMAT) || (h->group != 32 && h->group != 64 && h->group != 128))
-        return sq_errorf("%s: unknown sd-qzo format '%s' or group size", path, fmt);
+    // every number of the header is checked here, strictly, before anyone uses it
+    if (strcmp(fmt, SD_Q4_FORMAT)) return sq_errorf("%s: unknown sd-qzo format '%.40s' (expected %s)", path, fmt, SD_Q4_FORMAT);
+    char *end = NULL;
+    errno = 0;
+    long g = group ? strtol(group, &end, 10) : 0;
+    if (!group || end == group || *end || errno || !isdigit((unsigned char)group[0]) || (g != 32 && g != 64 && g != 128))
+        return sq_errorf("%s: sd_qzo.group_size is '%.40s', not 32, 64 or 128", path, group ? group : "(missing)");
+    h->group = (int)g;
     return SQ_OK;
 }
 

@@ -4,6 +4,9 @@
 #include "qzo/checkpoint.h"
 
 #include <cjson/cJSON.h>
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,6 +129,53 @@ static int get_str(cJSON *o, const char *key, const char *path, const char **out
     return SQ_OK;
 }
 
+// Strict number parsing for every metadata field, in this one place: the whole
+// string must be the number (no trailing text), inside [lo, hi] / finite.
+static int bad_field(const char *path, const char *key, const char *text, const char *want) {
+    return sq_errorf("%s: checkpoint field '%s' is '%.40s', not %s", path, key, text, want);
+}
+
+static int parse_ll(const char *path, const char *key, const char *text, long long lo, long long hi, long long *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (end == text || *end || errno || isspace((unsigned char)text[0]) || v < lo || v > hi) {
+        char want[96];
+        snprintf(want, sizeof want, "an integer in [%lld, %lld]", lo, hi);
+        return bad_field(path, key, text, want);
+    }
+    *out = v;
+    return SQ_OK;
+}
+
+static int parse_int(const char *path, const char *key, const char *text, int lo, int hi, int *out) {
+    long long v = 0;
+    if (parse_ll(path, key, text, lo, hi, &v) != SQ_OK) return SQ_FAIL;
+    *out = (int)v;
+    return SQ_OK;
+}
+
+static int parse_u64(const char *path, const char *key, const char *text, uint64_t *out) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (end == text || *end || errno || text[0] == '-' || isspace((unsigned char)text[0]))
+        return bad_field(path, key, text, "an unsigned integer");
+    *out = v;
+    return SQ_OK;
+}
+
+// A finite float (strtof, as before: bit-identical state on resume), also > 0 when
+// positive.
+static int parse_float(const char *path, const char *key, const char *text, bool positive, float *out) {
+    char *end;
+    float v = strtof(text, &end);
+    if (end == text || *end || isspace((unsigned char)text[0]) || !isfinite(v) || (positive && !(v > 0)))
+        return bad_field(path, key, text, positive ? "a finite number > 0" : "a finite number");
+    *out = v;
+    return SQ_OK;
+}
+
 // The keys added with the relative mode, momentum and spike recovery: optional (a
 // checkpoint from before has none, and gets the defaults), validated when present.
 static int parse_state_v2(cJSON *o, const char *path, sq_checkpoint_info *info) {
@@ -142,44 +192,46 @@ static int parse_state_v2(cJSON *o, const char *path, sq_checkpoint_info *info) 
     const char *s[12];
     for (int i = 0; i < 12; i++)
         if (get_str(o, keys[i], path, &s[i]) != SQ_OK) return SQ_FAIL;
-    c->relative = atoi(s[0]);
-    c->momentum = strtof(s[1], NULL);
-    c->spike_factor = strtof(s[2], NULL);
-    c->max_bad_steps = atoi(s[3]);
-    st->lr_scale = strtof(s[4], NULL);
-    st->bad_streak = atoi(s[5]);
-    st->bad_total = strtoll(s[6], NULL, 10);
-    st->loss_pos = atoi(s[7]);
-    st->term_pos = atoi(s[8]);
-    st->last_new = atoi(s[9]);
-    st->clipped_total = strtoll(s[10], NULL, 10);
-    st->queries_total = strtoll(s[11], NULL, 10);
+    long long ll = 0;
+#define I(k, lo, hi, dst) (parse_ll(path, keys[k], s[k], lo, hi, &ll) == SQ_OK ? ((dst) = ll, 0) : 1)
+    if (I(0, 0, 1, c->relative) || parse_float(path, keys[1], s[1], false, &c->momentum) ||
+        parse_float(path, keys[2], s[2], false, &c->spike_factor) || I(3, 1, INT32_MAX, c->max_bad_steps) ||
+        parse_float(path, keys[4], s[4], true, &st->lr_scale) || I(5, 0, INT32_MAX, st->bad_streak) ||
+        I(6, 0, INT64_MAX, st->bad_total) || I(7, 0, SQ_QZO_LOSS_WINDOW - 1, st->loss_pos) ||
+        I(8, 0, SQ_QZO_MOMENTUM_TERMS - 1, st->term_pos) || I(9, 0, SQ_QZO_MOMENTUM_TERMS, st->last_new) ||
+        I(10, 0, INT64_MAX, st->clipped_total) || I(11, 0, INT64_MAX, st->queries_total))
+        return SQ_FAIL;
+#undef I
     cJSON *lh = cJSON_GetObjectItemCaseSensitive(o, "loss_window");
     cJSON *th = cJSON_GetObjectItemCaseSensitive(o, "terms");
     cJSON *tc = cJSON_GetObjectItemCaseSensitive(o, "term_count");   // absent: every saved slot is live
     int n_slots = cJSON_GetArraySize(th);
-    st->term_count = cJSON_IsString(tc) ? atoi(tc->valuestring) : n_slots;
-    if ((c->relative != 0 && c->relative != 1) || !(c->momentum >= 0 && c->momentum < 1) ||
-        !(st->lr_scale > 0 && st->lr_scale <= 1) || st->bad_streak < 0 || st->bad_total < 0 || st->clipped_total < 0 ||
+    st->term_count = n_slots;
+    if (cJSON_IsString(tc) &&
+        parse_int(path, "term_count", tc->valuestring, 0, SQ_QZO_MOMENTUM_TERMS, &st->term_count) != SQ_OK)
+        return SQ_FAIL;
+    if (!(c->momentum >= 0 && c->momentum < 1) ||
+        !(st->lr_scale > 0 && st->lr_scale <= 1) ||
         st->queries_total < st->clipped_total || !cJSON_IsArray(lh) ||
         !cJSON_IsArray(th) || cJSON_GetArraySize(lh) > SQ_QZO_LOSS_WINDOW ||
-        cJSON_GetArraySize(th) > SQ_QZO_MOMENTUM_TERMS || st->loss_pos < 0 || st->loss_pos >= SQ_QZO_LOSS_WINDOW ||
-        st->term_pos < 0 || st->term_pos >= SQ_QZO_MOMENTUM_TERMS || st->term_count < 0 || st->term_count > n_slots ||
-        st->last_new < 0 || st->last_new > st->term_count)
+        cJSON_GetArraySize(th) > SQ_QZO_MOMENTUM_TERMS || st->term_count > n_slots ||
+        st->last_new > st->term_count)
         return sq_errorf("%s: optimizer state has invalid spike-recovery or momentum fields", path);
     st->loss_count = cJSON_GetArraySize(lh);
     for (int i = 0; i < st->loss_count; i++) {
         cJSON *e = cJSON_GetArrayItem(lh, i);
-        if (!cJSON_IsString(e)) return sq_errorf("%s: loss window entry %d is not a number string", path, i);
-        st->loss_history[i] = strtof(e->valuestring, NULL);
+        if (!cJSON_IsString(e) || parse_float(path, "loss_window", e->valuestring, false, &st->loss_history[i]) != SQ_OK)
+            return sq_errorf("%s: loss window entry %d is not a finite number string", path, i);
     }
     for (int i = 0; i < n_slots; i++) {
         cJSON *e = cJSON_GetArrayItem(th, i);
         unsigned long long counter;
         long long step;
         float d, coeff;
+        int used = 0;
         v = cJSON_IsString(e) ? e->valuestring : "";
-        if (sscanf(v, "%llu %lld %g %g", &counter, &step, &d, &coeff) != 4)
+        if (sscanf(v, "%llu %lld %g %g%n", &counter, &step, &d, &coeff, &used) != 4 || v[used] || v[0] == '-' ||
+            step < 0 || !isfinite(d) || !isfinite(coeff))
             return sq_errorf("%s: momentum term %d is not 'counter step d coeff'", path, i);
         st->terms[i] = (sq_qzo_term){.counter = counter, .step = step, .d = d};
         st->last_coeff[i] = coeff;
@@ -199,18 +251,21 @@ static int parse_state(const char *text, const char *path, sq_checkpoint_info *i
     sq_qzo_config *c = &info->config;
     sq_qzo_config_defaults(c);
     sq_qzo_state_init(&info->state);
-    c->lr = strtof(v[0], NULL);
-    c->eps = strtof(v[1], NULL);
-    c->clip = strtof(v[2], NULL);
-    c->adaptive_clip = strtof(v[3], NULL);
-    c->queries = atoi(v[4]);
-    c->seed = strtoull(v[5], NULL, 10);
-    c->schedule = (sq_lr_schedule)atoi(v[6]);
-    c->warmup_steps = atoi(v[7]);
-    c->total_steps = atoi(v[8]);
-    info->state.step = strtoll(v[9], NULL, 10);
-    info->state.history_count = atoi(v[10]);
-    info->state.history_pos = atoi(v[11]);
+    long long sched = 0, step = 0;
+    if (parse_float(path, keys[0], v[0], false, &c->lr) || !(c->lr >= 0) ||
+        parse_float(path, keys[1], v[1], true, &c->eps) || parse_float(path, keys[2], v[2], false, &c->clip) ||
+        parse_float(path, keys[3], v[3], false, &c->adaptive_clip) ||
+        parse_int(path, keys[4], v[4], 1, 64, &c->queries) || parse_u64(path, keys[5], v[5], &c->seed) ||
+        parse_ll(path, keys[6], v[6], SQ_LR_CONSTANT, SQ_LR_LINEAR, &sched) ||
+        parse_int(path, keys[7], v[7], 0, INT32_MAX, &c->warmup_steps) ||
+        parse_int(path, keys[8], v[8], 0, INT32_MAX, &c->total_steps) || parse_ll(path, keys[9], v[9], 0, INT64_MAX, &step) ||
+        parse_int(path, keys[10], v[10], 0, SQ_QZO_CLIP_WINDOW, &info->state.history_count) ||
+        parse_int(path, keys[11], v[11], 0, SQ_QZO_CLIP_WINDOW - 1, &info->state.history_pos)) {
+        if (c->lr < 0) bad_field(path, keys[0], v[0], "a finite number >= 0");
+        goto done;
+    }
+    c->schedule = (sq_lr_schedule)sched;
+    info->state.step = step;
     cJSON *h = cJSON_GetObjectItemCaseSensitive(o, "abs_d_history");
     if (info->state.history_count < 0 || info->state.history_count > SQ_QZO_CLIP_WINDOW ||
         info->state.history_pos < 0 || info->state.history_pos >= SQ_QZO_CLIP_WINDOW ||
@@ -220,8 +275,10 @@ static int parse_state(const char *text, const char *path, sq_checkpoint_info *i
     }
     for (int i = 0; i < info->state.history_count; i++) {
         cJSON *v = cJSON_GetArrayItem(h, i);
-        if (!cJSON_IsString(v)) { sq_errorf("%s: clip history entry %d is not a number string", path, i); goto done; }
-        info->state.abs_d_history[i] = strtof(v->valuestring, NULL);
+        if (!cJSON_IsString(v) || parse_float(path, "abs_d_history", v->valuestring, false, &info->state.abs_d_history[i])) {
+            sq_errorf("%s: clip history entry %d is not a finite number string", path, i);
+            goto done;
+        }
     }
     if (parse_state_v2(o, path, info) != SQ_OK) goto done;
     rc = SQ_OK;
@@ -238,8 +295,34 @@ static int parse_losses(const char *text, const char *path, sq_checkpoint_info *
     if (!info->loss_history) { cJSON_Delete(a); return sq_errorf("out of host memory"); }
     info->loss_count = n;
     int i = 0;
-    for (cJSON *v = a->child; v; v = v->next) info->loss_history[i++] = v->valuedouble;
+    for (cJSON *v = a->child; v; v = v->next) {
+        if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) {
+            cJSON_Delete(a);
+            return sq_errorf("%s: sd_qzo.loss_history entry %d is not a finite number", path, i);
+        }
+        info->loss_history[i++] = v->valuedouble;
+    }
     cJSON_Delete(a);
+    return SQ_OK;
+}
+
+// Every scale a checkpoint holds is finite and >= 0 (the update clamps at 0): a
+// NaN, infinite or negative one is refused, naming the tensor, before anything
+// uses it (sample, export and --resume all read the metadata through here first).
+static int check_scale_values(const sq_safetensors *st, const char *path) {
+    for (int i = 0; i < sq_st_count(st); i++) {
+        const sq_st_entry *e = sq_st_at(st, i);
+        if (e->dtype != SQ_F32) return sq_errorf("%s: tensor '%s' is not F32 scales", path, e->name);
+        const float *x = e->data;
+        int64_t n = (int64_t)(e->nbytes / sizeof(float));
+        for (int64_t j = 0; j < n; j++) {
+            float v;
+            memcpy(&v, x + j, sizeof v);
+            if (!(v >= 0.0f) || isinf(v))
+                return sq_errorf("%s: tensor '%s' holds an invalid scale (%g at index %lld; scales are finite and >= 0)",
+                                 path, e->name, (double)v, (long long)j);
+        }
+    }
     return SQ_OK;
 }
 
@@ -257,7 +340,13 @@ int sq_checkpoint_read_info(const sq_safetensors *st, const char *path, const ch
         return sq_errorf("%s: these scales were trained on another base model (hash %.12s…, this model %.12s…)", path, base,
                          expect_sha256);
     snprintf(info->base_sha256, sizeof info->base_sha256, "%s", base);
-    info->group_size = atoi(group);
+    if (parse_int(path, "sd_qzo.group_size", group, 32, 128, &info->group_size) != SQ_OK ||
+        (info->group_size != 32 && info->group_size != 64 && info->group_size != 128))
+        return sq_errorf("%s: checkpoint field 'sd_qzo.group_size' is '%.40s', not 32, 64 or 128", path, group);
+    const char *step = sq_st_metadata(st, "sd_qzo.step");
+    long long step_v;
+    if (step && parse_ll(path, "sd_qzo.step", step, 0, INT64_MAX, &step_v) != SQ_OK) return SQ_FAIL;
+    if (check_scale_values(st, path) != SQ_OK) return SQ_FAIL;
     if (parse_state(state, path, info) != SQ_OK || parse_losses(losses, path, info) != SQ_OK) {
         free(info->loss_history);
         info->loss_history = NULL;
