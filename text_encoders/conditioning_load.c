@@ -7,8 +7,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <cjson/cJSON.h>
+
 #include "core/config.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "core/path.h"
 #include "core/sha256.h"
 #include "text_encoders/conditioning.h"
@@ -120,6 +123,23 @@ static int fail(sd_text_encoders *te) {
     return sq_errorf("%s", msg);
 }
 
+// A pipeline diffusers saved without T5 lists "text_encoder_3": [null, null] in its
+// model_index.json; diffusers then runs with zeros in T5's part of the context, and so
+// does sd-qzo (the same branch as --no-t5).
+static bool pipeline_lacks_t5(const char *model) {
+    char p[4200];
+    snprintf(p, sizeof p, "%s/model_index.json", model);
+    sq_config *c = NULL;
+    if (!sq_is_file(p) || sq_config_load(&c, p) != SQ_OK) {
+        sq_error_clear();   // no or unreadable index: decided by text_encoder_3/ as before
+        return false;
+    }
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive((const cJSON *)sq_config_json(c), "text_encoder_3");
+    bool lacks = cJSON_IsNull(e) || (cJSON_IsArray(e) && cJSON_IsNull(cJSON_GetArrayItem(e, 0)));
+    sq_config_free(c);
+    return lacks;
+}
+
 int sd_text_encoders_load(sd_text_encoders *te, const char *model, sq_device device, sq_dtype dtype,
                           const sd_text_options *opt) {
     start(te, device, dtype, opt);
@@ -131,9 +151,14 @@ int sd_text_encoders_load(sd_text_encoders *te, const char *model, sq_device dev
     snprintf(p, sizeof p, "%s/text_encoder_2", model);
     if (need_dir(p, "CLIP-G text encoder") || sd_clip_load_ex(&te->clip_g, p, SD_CLIP_G, device, dtype, te->opt.offload) || add_path(te, p))
         return fail(te);
+    if (te->opt.use_t5 && pipeline_lacks_t5(model)) {
+        sq_log_info("%s/model_index.json has no text_encoder_3: running without T5 (zeros in its place), as "
+                    "diffusers does", model);
+        te->opt.use_t5 = false;
+    }
     if (te->opt.use_t5) {
         snprintf(p, sizeof p, "%s/text_encoder_3", model);
-        if (need_dir(p, "T5 text encoder; use_t5 off runs without it")) return fail(te);
+        if (need_dir(p, "T5 text encoder; --no-t5 runs without it")) return fail(te);
         if (sd_t5_load_ex(&te->t5, p, device, dtype, te->opt.t5_int8, te->opt.offload) != SQ_OK) return fail(te);
         te->has_t5 = true;
         if (add_path(te, p)) return fail(te);

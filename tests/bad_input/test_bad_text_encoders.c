@@ -200,7 +200,17 @@ int main(void) {
     unlink(p);
     path_of(p, sizeof p, "text_encoder_3");
     rmdir(p);
-    expect_refused("T5 folder missing", "text_encoder_3", "use_t5");
+    expect_refused("T5 folder missing", "text_encoder_3", "--no-t5");
+
+    // ...unless model_index.json says the pipeline was saved without T5, as diffusers
+    // writes it: then it runs without T5, as diffusers does
+    path_of(p, sizeof p, "model_index.json");
+    const char *index = "{\"_class_name\": \"StableDiffusion3Pipeline\", \"text_encoder_3\": [null, null]}";
+    write_file(p, index, strlen(index));
+    TU_CHECK(sd_text_encoders_load(&te, dst, SQ_CPU, SQ_F32, &opt) == SQ_OK && !te.has_t5,
+             "a pipeline saved without T5 loads without it: %s", sq_error_message());
+    sd_text_encoders_free(&te);
+    unlink(p);
 
     // single files: not a CLIP file, and a width that says neither L nor G
     sd_clip m;
