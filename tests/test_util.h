@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 static int tu_failures = 0;
 static int tu_checks = 0;
@@ -24,6 +25,24 @@ static int tu_checks = 0;
             fputc('\n', stderr);                                                  \
         }                                                                         \
     } while (0)
+
+// Runs a shell command (the CLI tests' way to call the sd-qzo binary); returns its exit
+// status (-1 when it could not run or was killed) and, when out is not NULL, its stdout
+// and stderr together in a malloc'ed *out (NULL when it could not run).
+static inline int tu_run(const char *cmd, char **out) {
+    char full[8192];
+    snprintf(full, sizeof full, "%s 2>&1", cmd);
+    if (out) *out = NULL;
+    FILE *p = popen(full, "r");
+    if (!p) return -1;
+    size_t cap = 1 << 20, n = 0, r;
+    char *buf = calloc(cap, 1);
+    while (buf && (r = fread(buf + n, 1, cap - 1 - n, p)) > 0) n += r;
+    int st = pclose(p);
+    if (out) *out = buf;
+    else free(buf);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
 
 static inline int tu_finish(const char *name) {
     printf("%s: %d checks, %d failed\n", name, tu_checks, tu_failures);

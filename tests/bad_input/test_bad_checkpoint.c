@@ -182,7 +182,7 @@ static void q4_header_cases(void) {
 // `sd-qzo CMD ...` exits 1 with one error line holding want and want2.
 static void cli_refused(const char *what, const char *cmd, const char *want, const char *want2) {
     char *out = NULL;
-    int rc = e2e_run(cmd, &out);
+    int rc = tu_run(cmd, &out);
     const char *e = out ? strstr(out, ": error: ") : NULL;
     const char *nl = e ? strchr(e, '\n') : NULL;
     TU_CHECK(rc == 1, "%s: exit 1 (got %d):\n%s", what, rc, out);
@@ -214,12 +214,8 @@ static void cli_cases(const char *bin) {
 static void resume_cases(const char *bin) {
     char cmd[4096], base[2048], ckpt[256], bad[256], run_json[256], *out = NULL;
     e2e_make_dataset(dir);
-    snprintf(base, sizeof base,
-             "'%s' train --model '%s/pipeline/tiny' --images %s/images --captions %s/captions.txt --output %s/run "
-             "--resolution 64 --steps 1 --group-size 32 --t5-max-length 32 --batch-size 2 --sample-every 0 "
-             "--device cpu --threads 1",
-             bin, tu_fixtures_dir(), dir, dir, dir);
-    int rc = e2e_run(base, &out);
+    e2e_train_cmd(base, sizeof base, bin, dir, "run", 1, "--sample-every 0");
+    int rc = tu_run(base, &out);
     TU_CHECK(rc == 0, "1-step train run exits 0 (got %d):\n%s", rc, out);
     free(out);
     snprintf(ckpt, sizeof ckpt, "%s/run/checkpoint.safetensors", dir);

@@ -16,27 +16,14 @@
 
 #include "tests/test_util.h"
 
-static char *run(const char *cmd, int *status) {
-    char full[8192];
-    *status = -1;
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
-    FILE *p = popen(full, "r");
-    if (!p) return NULL;
-    size_t cap = 1 << 20, n = 0, r;
-    char *buf = calloc(cap, 1);
-    while ((r = fread(buf + n, 1, cap - 1 - n, p)) > 0) n += r;
-    int st = pclose(p);
-    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    return buf;
-}
-
 // Runs `sd-qzo ARGS`: exit 1 and one line "sd-qzo CMD: error: ..." holding `want`
 // (warnings and info lines may come before it; they do not say "error").
 static void refused(const char *bin, const char *command, const char *args, const char *want, const char *want2) {
     char cmd[4096];
     int st;
     snprintf(cmd, sizeof cmd, "'%s' %s %s", bin, command, args);
-    char *out = run(cmd, &st);
+    char *out = NULL;
+    st = tu_run(cmd, &out);
     TU_CHECK(out && st == 1, "%s %s: exit 1 (got %d):\n%s", command, args, st, out ? out : "");
     if (!out) return;
     char prefix[64];

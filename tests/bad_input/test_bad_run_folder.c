@@ -23,11 +23,9 @@ static const char *bin;
 static char dir[64] = "/tmp/sq-bad-run-folder-XXXXXX";
 
 static void train_cmd(char *cmd, size_t size, const char *out, int steps, const char *extra) {
-    snprintf(cmd, size,
-             "'%s' train --model '%s/pipeline/tiny' --images %s/images --captions %s/captions.txt --output %s/%s "
-             "--resolution 64 --steps %d --group-size 32 --t5-max-length 32 --batch-size 2 --sample-every 0 "
-             "--device cpu --threads 1 %s",
-             bin, tu_fixtures_dir(), dir, dir, dir, out, steps, extra);
+    char flags[3000];
+    snprintf(flags, sizeof flags, "--sample-every 0 %s", extra);
+    e2e_train_cmd(cmd, size, bin, dir, out, steps, flags);
 }
 
 // Whether some process holds the flock on path.
@@ -57,7 +55,7 @@ static void check_two_runs(void) {
     TU_CHECK(held, "the first run holds %s", lock);
     // the second run: same OUT, even with --overwrite, is refused at once
     train_cmd(cmd, sizeof cmd, "run", 1, "--overwrite");
-    int rc = e2e_run(cmd, &out);
+    int rc = tu_run(cmd, &out);
     const char *e = out ? strstr(out, "sd-qzo train: error: ") : NULL;
     const char *nl = e ? strchr(e, '\n') : NULL;
     TU_CHECK(rc == 1 && e && nl && nl[1] == 0 && strstr(e, lock) && strstr(e, "locked"),
@@ -86,7 +84,7 @@ static void check_stale_temps(void) {
     f = fopen(live, "w");
     fclose(f);
     train_cmd(cmd, sizeof cmd, "leftovers", 1, "");
-    int rc = e2e_run(cmd, &out);
+    int rc = tu_run(cmd, &out);
     TU_CHECK(rc == 0, "the run in an OUT with leftovers exits 0 (got %d):\n%s", rc, out);
     struct stat st;
     TU_CHECK(stat(dead, &st) != 0, "the dead process's %s is removed", dead);

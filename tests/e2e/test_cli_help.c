@@ -9,20 +9,6 @@
 
 #include "tests/test_util.h"
 
-static char *run(const char *cmd, int *status) {
-    char full[4096];
-    *status = -1;
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
-    FILE *p = popen(full, "r");
-    if (!p) return NULL;
-    size_t cap = 1 << 16, n = 0, r;
-    char *buf = calloc(cap, 1);
-    while ((r = fread(buf + n, 1, cap - 1 - n, p)) > 0) n += r;
-    int st = pclose(p);
-    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    return buf;
-}
-
 int main(int argc, char **argv) {
     if (argc < 2) { fprintf(stderr, "usage: test_cli_help SD_QZO_BINARY\n"); return 1; }
     const struct {
@@ -43,7 +29,8 @@ int main(int argc, char **argv) {
         char cmd[512], usage[64];
         int st = -1;
         snprintf(cmd, sizeof cmd, "'%s' %s --help", argv[1], cases[i].command);
-        char *out = run(cmd, &st);
+        char *out = NULL;
+        st = tu_run(cmd, &out);
         TU_CHECK(out && st == 0, "%s --help exits 0 (%d)", cases[i].command, st);
         if (!out) continue;
         snprintf(usage, sizeof usage, "usage: sd-qzo %s", cases[i].command);

@@ -41,18 +41,18 @@ static int count_lines(const char *path) {
 }
 
 static void train_cmd(char *cmd, size_t size, const char *out, int steps, const char *extra) {
-    snprintf(cmd, size,
-             "'%s' train --model '%s/pipeline/tiny' --images %s/images --captions %s/captions.txt --output %s/%s "
-             "--val-images %s/val --sample-prompts %s/prompts.txt --cache-dir %s/cache --resolution 64 --steps %d "
-             "--group-size 32 --t5-max-length 32 --save-every 3 --sample-every 4 --val-every 2 --sample-steps 2 "
-             "--batch-size 2 --lr 2e-3 --eps 2e-3 --caption-dropout 0.2 --device cpu --threads 1 %s",
-             bin, tu_fixtures_dir(), tmp, tmp, tmp, out, tmp, tmp, tmp, steps, extra);
+    char flags[3000];
+    snprintf(flags, sizeof flags,
+             "--val-images %s/val --sample-prompts %s/prompts.txt --cache-dir %s/cache --save-every 3 --sample-every 4 "
+             "--val-every 2 --sample-steps 2 --lr 2e-3 --eps 2e-3 --caption-dropout 0.2 %s",
+             tmp, tmp, tmp, extra);
+    e2e_train_cmd(cmd, size, bin, tmp, out, steps, flags);
 }
 
 static void check_full_run(void) {
     char cmd[4096], path[256], *out = NULL;
     train_cmd(cmd, sizeof cmd, "run1", 8, "");
-    int rc = e2e_run(cmd, &out);
+    int rc = tu_run(cmd, &out);
     TU_CHECK(rc == 0, "train exits 0 (got %d):\n%s", rc, out);
     printf("%s", out);
     free(out);
@@ -86,7 +86,7 @@ static void check_full_run(void) {
 static void check_lr_auto_report(void) {
     char cmd[4096], path[256], *out = NULL;
     train_cmd(cmd, sizeof cmd, "run_lr", 2, "--sample-every 0 --lr auto --lr-auto-steps 4");
-    int rc = e2e_run(cmd, &out);
+    int rc = tu_run(cmd, &out);
     TU_CHECK(rc == 0, "--lr auto run exits 0 (got %d):\n%s", rc, out);
     free(out);
     snprintf(path, sizeof path, "%s/run_lr/report.html", tmp);
@@ -103,7 +103,7 @@ static void check_lr_auto_report(void) {
         unlink(path);   // the resumed run (already at its last step) writes it again
         train_cmd(cmd, sizeof cmd, "run_lr", 2, "--sample-every 0 --lr auto --lr-auto-steps 4 --resume");
         snprintf(cmd + strlen(cmd), sizeof cmd - strlen(cmd), " %s/run_lr/checkpoint.safetensors", tmp);
-        rc = e2e_run(cmd, &out);
+        rc = tu_run(cmd, &out);
         TU_CHECK(rc == 0, "resumed --lr auto run exits 0 (got %d):\n%s", rc, out);
         free(out);
     }
@@ -143,7 +143,7 @@ static void check_interrupt_resume(void) {
     train_cmd(cmd, sizeof cmd, "run2", 8, "--sample-every 0 --resume");
     char full[4400];
     snprintf(full, sizeof full, "%s %s/run2/checkpoint.safetensors", cmd, tmp);
-    int rc = e2e_run(full, &out);
+    int rc = tu_run(full, &out);
     TU_CHECK(rc == 0, "resume exits 0:\n%s", out);
     TU_CHECK(out && strstr(out, "0 latents and 0 caption embeddings to compute"),
              "the resumed run reuses the cache:\n%s", out);
@@ -192,22 +192,22 @@ static void check_interrupt_resume(void) {
 static void check_refusals(void) {
     char cmd[4096], *out = NULL;
     train_cmd(cmd, sizeof cmd, "run1", 8, "");
-    int rc = e2e_run(cmd, &out);
+    int rc = tu_run(cmd, &out);
     TU_CHECK(rc != 0 && out && strstr(out, "already holds a training run"), "a second run into OUT is refused:\n%s", out);
     free(out);
     char full[4400];
     train_cmd(cmd, sizeof cmd, "run1", 8, "--lr 0.5 --resume");
     snprintf(full, sizeof full, "%s %s/run1/checkpoint.safetensors", cmd, tmp);
-    rc = e2e_run(full, &out);
+    rc = tu_run(full, &out);
     TU_CHECK(rc != 0 && out && strstr(out, "settings differ"), "--resume with other settings is refused:\n%s", out);
     free(out);
     train_cmd(cmd, sizeof cmd, "run3", 8, "--resolution 96");
-    rc = e2e_run(cmd, &out);
+    rc = tu_run(cmd, &out);
     TU_CHECK(rc != 0 && out && strstr(out, "--resolution must be a positive multiple of 64"),
              "a resolution that is not a multiple of 64 is refused:\n%s", out);
     free(out);
     snprintf(full, sizeof full, "'%s' train --model /nonexistent --images %s/images --output %s/run4", bin, tmp, tmp);
-    rc = e2e_run(full, &out);
+    rc = tu_run(full, &out);
     TU_CHECK(rc != 0 && out && strstr(out, "/nonexistent"), "a missing model is named:\n%s", out);
     free(out);
 }
@@ -216,7 +216,7 @@ static void check_demo(const char *source_root) {
     char cmd[4096], path[256], *out = NULL;
     snprintf(cmd, sizeof cmd, "cd '%s' && '%s' train --config demo/train.toml --output %s/demo --cache-dir %s/demo-cache "
              "--steps 4 --val-every 2 --sample-every 0 --threads 1", source_root, bin, tmp, tmp);
-    int rc = e2e_run(cmd, &out);
+    int rc = tu_run(cmd, &out);
     TU_CHECK(rc == 0 && out && strstr(out, "Validation loss"), "the demo config trains:\n%s", out);
     free(out);
     snprintf(path, sizeof path, "%s/demo/log.jsonl", tmp);

@@ -34,11 +34,10 @@ static char tmp[64] = "/tmp/sq-e2e-recovery-XXXXXX";
 // Like test_train.c's train_cmd, without previews and with no --lr, --eps or --val-images
 // of its own: `extra` gives them.
 static void train_cmd(char *cmd, size_t size, const char *out, int steps, const char *extra) {
-    snprintf(cmd, size,
-             "'%s' train --model '%s/pipeline/tiny' --images %s/images --captions %s/captions.txt --output %s/%s "
-             "--cache-dir %s/cache --resolution 64 --steps %d --group-size 32 --t5-max-length 32 --save-every 3 "
-             "--sample-every 0 --val-every 2 --batch-size 2 --caption-dropout 0.2 --device cpu --threads 1 %s",
-             bin, tu_fixtures_dir(), tmp, tmp, tmp, out, tmp, steps, extra);
+    char flags[3000];
+    snprintf(flags, sizeof flags, "--cache-dir %s/cache --save-every 3 --sample-every 0 --val-every 2 --caption-dropout 0.2 %s",
+             tmp, extra);
+    e2e_train_cmd(cmd, size, bin, tmp, out, steps, flags);
 }
 
 // log.jsonl as parsed rows (cJSON objects), n of them.
@@ -73,7 +72,7 @@ static void check_lr_auto(void) {
     char cmd[4096], path[256], extra[512], *out = NULL;
     snprintf(extra, sizeof extra, "--val-images %s/val --lr auto --lr-auto-steps 2 --eps 2e-3", tmp);
     train_cmd(cmd, sizeof cmd, "auto", 4, extra);
-    int rc = e2e_run(cmd, &out);
+    int rc = tu_run(cmd, &out);
     TU_CHECK(rc == 0, "--lr auto run exits 0 (got %d):\n%s", rc, out);
     printf("%s", out ? out : "");
     snprintf(path, sizeof path, "%s/auto/lr_auto.json", tmp);
@@ -144,7 +143,7 @@ static void check_lr_auto(void) {
     char full[4600];
     train_cmd(cmd, sizeof cmd, "auto", 7, extra);
     snprintf(full, sizeof full, "%s --resume %s/auto/checkpoint.safetensors", cmd, tmp);
-    rc = e2e_run(full, &out);
+    rc = tu_run(full, &out);
     TU_CHECK(rc == 0, "resuming the --lr auto run exits 0:\n%s", out);
     TU_CHECK(out && !strstr(out, "candidate") && !strstr(out, "chose lr"), "the resumed run does not calibrate again:\n%s",
              out);
@@ -167,7 +166,7 @@ static void check_lr_auto(void) {
 static void check_lr_auto_needs_val(void) {
     char cmd[4096], path[256], *out = NULL;
     train_cmd(cmd, sizeof cmd, "auto-noval", 4, "--lr auto");
-    int rc = e2e_run(cmd, &out);
+    int rc = tu_run(cmd, &out);
     const char *e = out ? strstr(out, "sd-qzo train: error: ") : NULL;
     const char *nl = e ? strchr(e, '\n') : NULL;
     TU_CHECK(rc == 1 && e && nl && nl[1] == 0 && strstr(e, "--lr auto") && strstr(e, "--val-images"),
@@ -216,7 +215,7 @@ static void check_recovery(void) {
     const double lr = 1e4;
     snprintf(extra, sizeof extra, "--val-images %s/val --lr 1e4", tmp);
     train_cmd(cmd, sizeof cmd, "spiky", 14, extra);
-    int rc = e2e_run(cmd, &out);
+    int rc = tu_run(cmd, &out);
     TU_CHECK(rc == 0, "a run with broken steps completes (exit %d):\n%s", rc, out);
     TU_CHECK(out && strstr(out, "warning: step") && strstr(out, "discarded: loss is not finite") &&
                  strstr(out, "steps were discarded"),
@@ -268,7 +267,7 @@ static void check_recovery(void) {
     char full[4600];
     // one query: the first step then succeeds and is saved before the first discard
     snprintf(full, sizeof full, "%s --max-bad-steps 1 --queries 1", cmd);
-    rc = e2e_run(full, &out);
+    rc = tu_run(full, &out);
     const char *e = out ? strstr(out, "sd-qzo train: error: ") : NULL;
     const char *nl = e ? strchr(e, '\n') : NULL;
     TU_CHECK(rc != 0 && e && nl && nl[1] == 0 && strstr(e, "--eps") && strstr(e, "--lr") &&
@@ -294,7 +293,7 @@ static void check_absolute_warning(void) {
     // --eps 1 absolute: far larger than the tiny model's scales
     snprintf(extra, sizeof extra, "--val-images %s/val --lr 1e-4 --perturbation absolute --eps 1", tmp);
     train_cmd(cmd, sizeof cmd, "absolute", 2, extra);
-    int rc = e2e_run(cmd, &out);
+    int rc = tu_run(cmd, &out);
     TU_CHECK(rc == 0 && out && strstr(out, "warning: the perturbation moves some scales by") &&
                  strstr(out, "--perturbation relative"),
              "--perturbation absolute --eps 1 warns (exit %d):\n%s", rc, out);

@@ -1,5 +1,5 @@
-// tests/e2e/train_fixture.h: what the `sd-qzo train` end-to-end tests share: running
-// the binary with its output captured, reading a file whole, and the small data set
+// tests/e2e/train_fixture.h: what the `sd-qzo train` end-to-end tests share (running
+// the binary is tests/test_util.h's tu_run): reading a file whole, and the small data set
 // they train on (6 pictures of a red square with a captions file, 2 held-out ones
 // with .txt captions, and preview prompts), written under a folder of the test's.
 #ifndef SQ_TESTS_E2E_TRAIN_FIXTURE_H
@@ -14,21 +14,7 @@
 
 #include "core/error.h"
 #include "samples/png.h"
-
-// Runs a shell command; returns its exit status and keeps stdout+stderr in *out.
-static inline int e2e_run(const char *cmd, char **out) {
-    char full[8192];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
-    FILE *p = popen(full, "r");
-    if (!p) return -1;
-    size_t cap = 1 << 20, n = 0, r;
-    char *buf = calloc(cap, 1);
-    while ((r = fread(buf + n, 1, cap - 1 - n, p)) > 0) n += r;
-    int st = pclose(p);
-    if (out) *out = buf;
-    else free(buf);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+#include "tests/test_util.h"
 
 static inline char *e2e_read_all(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -85,6 +71,16 @@ static inline void e2e_make_dataset(const char *dir) {
     FILE *p = fopen((snprintf(path, sizeof path, "%s/prompts.txt", dir), path), "w");
     fputs("a red square\na photo\n", p);
     fclose(p);
+}
+
+// `sd-qzo train` on the fixtures' tiny pipeline and the data set under dir (64 px, int4
+// group 32, batch 2, CPU, one thread) into dir/out; `extra` carries the test's own flags.
+static inline void e2e_train_cmd(char *cmd, size_t size, const char *bin, const char *dir, const char *out, int steps,
+                                 const char *extra) {
+    snprintf(cmd, size,
+             "'%s' train --model '%s/pipeline/tiny' --images %s/images --captions %s/captions.txt --output %s/%s "
+             "--resolution 64 --steps %d --group-size 32 --t5-max-length 32 --batch-size 2 --device cpu --threads 1 %s",
+             bin, tu_fixtures_dir(), dir, dir, dir, out, steps, extra);
 }
 
 #endif
