@@ -355,14 +355,21 @@ int sq_checkpoint_read_info(const sq_safetensors *st, const char *path, const ch
     return SQ_OK;
 }
 
-int sq_checkpoint_read_step(const char *path, int64_t *step) {
+int sq_checkpoint_read_file(const char *path, sq_checkpoint_info *info) {
     sq_safetensors *st = NULL;
     if (sq_st_open(&st, path) != SQ_OK) return SQ_FAIL;
-    sq_checkpoint_info info;
-    int rc = sq_checkpoint_read_info(st, path, NULL, &info);
+    int rc = sq_checkpoint_read_info(st, path, NULL, info);
     sq_st_close(st);
     if (rc != SQ_OK) return SQ_FAIL;
-    free(info.loss_history);
+    free(info->loss_history);
+    info->loss_history = NULL;
+    info->loss_count = 0;
+    return SQ_OK;
+}
+
+int sq_checkpoint_read_step(const char *path, int64_t *step) {
+    sq_checkpoint_info info;
+    if (sq_checkpoint_read_file(path, &info) != SQ_OK) return SQ_FAIL;
     *step = info.state.step;
     return SQ_OK;
 }

@@ -35,6 +35,9 @@ int sq_checkpoint_read_info(const sq_safetensors *st, const char *path, const ch
                             sq_checkpoint_info *info);
 // The step a run resumed from the checkpoint at `path` starts at (its optimiser
 // state's next step), from the metadata alone.
+// sq_checkpoint_read_info on a checkpoint file by path, without the loss history
+// (info->loss_history is NULL): what a caller checks before it loads anything.
+int sq_checkpoint_read_file(const char *path, sq_checkpoint_info *info);
 int sq_checkpoint_read_step(const char *path, int64_t *step);
 // Loads every layer's scales (shapes must match) and the metadata into info. When
 // expect_sha256 is non-NULL it must equal the checkpoint's base hash.

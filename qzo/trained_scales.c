@@ -77,13 +77,8 @@ int sd_load_finetuned_mmdit(sd_mmdit *m, const char *model, const char *scales, 
     memset(m, 0, sizeof *m);
     if (!scales) return sd_mmdit_load(m, model, device, dtype);
 
-    sq_safetensors *ck = NULL;
-    if (sq_st_open(&ck, scales) != SQ_OK) return sq_error_context("--scales");
     sq_checkpoint_info info;
-    int rc = sq_checkpoint_read_info(ck, scales, NULL, &info);
-    sq_st_close(ck);
-    if (rc != SQ_OK) return SQ_FAIL;
-    free(info.loss_history);
+    if (sq_checkpoint_read_file(scales, &info) != SQ_OK) return sq_error_context("--scales");
 
     sd_base_model base;
     sq_safetensors *st = NULL;
@@ -106,7 +101,7 @@ int sd_load_finetuned_mmdit(sd_mmdit *m, const char *model, const char *scales, 
         }
         load_path = tmp;
     }
-    rc = sd_mmdit_load(m, load_path, device, dtype);
+    int rc = sd_mmdit_load(m, load_path, device, dtype);
     if (tmp[0]) unlink(tmp);
     if (rc != SQ_OK) return SQ_FAIL;
     if (apply_scales(m, scales) != SQ_OK) {
