@@ -297,7 +297,8 @@ static int diagnose(loop *L, sd_step_record *r, bool announce) {
     sd_qzo_diagnostics d;
     if (sd_qzo_diagnose(&L->sl, &L->qc, &d) != SQ_OK) return SQ_FAIL;
     r->zero_share = d.zero_share;
-    for (int k = 0; k < SD_QK_COUNT && k < 5; k++) r->rel_perturb[k] = d.rel_perturb[k];
+    _Static_assert(SD_QK_COUNT == sizeof r->rel_perturb / sizeof r->rel_perturb[0], "one log column per layer type");
+    for (int k = 0; k < SD_QK_COUNT; k++) r->rel_perturb[k] = d.rel_perturb[k];
     if (!announce) return SQ_OK;
     for (int k = 0; k < SD_QK_COUNT; k++)
         if (!isnan(d.rel_perturb[k]))

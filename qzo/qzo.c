@@ -156,7 +156,6 @@ int sq_qzo_step(const sq_qzo_config *c, sq_qzo_state *state, const sq_qzo_params
     if (c->queries < 1 || c->queries > 64) return sq_errorf("qzo: queries must be in 1..64, not %d", c->queries);
     if (!(c->eps > 0)) return sq_errorf("qzo: eps must be > 0");
     if (!(c->momentum >= 0 && c->momentum < 1)) return sq_errorf("qzo: momentum must be in [0, 1), not %g", c->momentum);
-    if (state->lr_scale <= 0) state->lr_scale = 1.0f;  // a state from before lr_scale existed
     float d_clipped[64];
     double lp[64], lm[64];
     uint64_t counters[64];
