@@ -73,7 +73,21 @@ SQ_QUANT_HD float sq_restored_scale(float s, float z, float coeff, int relative)
 // (Nout * K/G floats): per group, round-to-nearest at the clipping ratio in
 // {1.00, 0.98, ..., 0.50} of the group's absmax that minimises the squared error.
 // Returns the total squared error. All-zero groups get scale 0 and codes 0.
+// Threaded (OpenMP, over groups); the results do not depend on the thread count.
 double sq_quantize_q4(const float *w, int64_t nout, int64_t k, int group, uint8_t *codes, float *scales);
+#define SQ_Q4_RATIOS 26        // clipping ratios tried: 1.00, 0.98, ..., 0.50
+#define SQ_Q4_MAX_GROUP 128    // the largest group size the quantiser takes
+// The same, reading W in its stored dtype (F32, BF16 or F16: widening is exact),
+// and *energy (may be NULL) = the sum of the squared weights (per group, then over
+// groups in order), for the relative error.
+double sq_quantize_q4_src(const void *w, sq_dtype dtype, int64_t nout, int64_t k, int group, uint8_t *codes,
+                          float *scales, double *energy);
+// The same quantiser on the CUDA device: w in host memory (F32/BF16/F16), codes and
+// scales back in host memory, bit-identical to sq_quantize_q4_src (tests/gpu/
+// test_gpu_quantize.c). SQ_FAIL with a message on a CUDA error; aborts in a build
+// without CUDA (callers check sq_cuda_device_count first).
+int sq_quantize_q4_cuda(const void *w, sq_dtype dtype, int64_t nout, int64_t k, int group, uint8_t *codes,
+                        float *scales, double *err, double *energy);
 
 // ---- ops (dispatch on device like kernels/ops.h) ----
 // out (Nout, K) f32 on CPU / bf16 on CUDA = sq_perturbed_scale(scales, z, p) ⊙ codes. p may be NULL.

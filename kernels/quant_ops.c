@@ -11,6 +11,26 @@ double sq_quantize_q4(const float *w, int64_t nout, int64_t k, int group, uint8_
     return cpu_quantize_q4(w, nout, k, group, codes, scales);
 }
 
+static void check_quantize(const char *op, sq_dtype dtype, int64_t k, int group) {
+    SQ_CHECK(dtype == SQ_F32 || dtype == SQ_BF16 || dtype == SQ_F16, "%s: weights must be F32, BF16 or F16", op);
+    SQ_CHECK(group >= 2 && group <= SQ_Q4_MAX_GROUP && group % 2 == 0 && k % group == 0,
+             "%s: K=%lld and group %d", op, (long long)k, group);
+}
+
+double sq_quantize_q4_src(const void *w, sq_dtype dtype, int64_t nout, int64_t k, int group, uint8_t *codes,
+                          float *scales, double *energy) {
+    check_quantize("quantize_q4", dtype, k, group);
+    return cpu_quantize_q4_src(w, dtype, nout, k, group, codes, scales, energy);
+}
+
+int sq_quantize_q4_cuda(const void *w, sq_dtype dtype, int64_t nout, int64_t k, int group, uint8_t *codes,
+                        float *scales, double *err, double *energy) {
+    check_quantize("quantize_q4_cuda", dtype, k, group);
+    int rc = SQ_FAIL;
+    CUDA_OR_FAIL("quantize_q4", rc = cuda_quantize_q4(w, dtype, nout, k, group, codes, scales, err, energy));
+    return rc;
+}
+
 static void check_layer(const char *op, const sq_tensor *codes, const sq_tensor *scales, int group) {
     SQ_CHECK(codes->dtype == SQ_Q4 && codes->ndim == 2, "%s: codes must be Q4 (Nout, K)", op);
     SQ_CHECK(scales->dtype == SQ_F32 && scales->ndim == 2, "%s: scales must be F32 (Nout, K/G)", op);

@@ -1,9 +1,16 @@
 // kernels/cpu/quant.c: fp32 reference for int4 quantisation, perturbed
-// dequantisation and the QZO scale update. Plain loops: these are the ground truth
-// the CUDA versions are tested against.
+// dequantisation and the QZO scale update. These are the ground truth the CUDA
+// versions are tested against.
+// The quantiser is the one exception to "plain loops": it runs over every weight of
+// a checkpoint (8 G for SD3.5 Large) at 26 clipping ratios, so it is threaded over
+// groups and divides only where a division could give another code than a
+// multiplication by the reciprocal (see quantize_group). Its results are bit for bit
+// those of the plain loops it replaced, kept in tests/quant_ref.h and compared with
+// it by tests/unit/test_quant_fast.c.
 #include <math.h>
 #include <string.h>
 
+#include "core/dtype.h"
 #include "kernels/cpu/cpu_quant.h"
 #include "kernels/rng.h"
 
@@ -12,45 +19,126 @@ static inline int code_at(const uint8_t *codes, int64_t i) {
     return v >= 8 ? v - 16 : v;
 }
 
-double cpu_quantize_q4(const float *w, int64_t nout, int64_t k, int group, uint8_t *codes, float *scales) {
-    int64_t groups = k / group;
-    double total = 0;
-    memset(codes, 0, (size_t)(nout * k + 1) / 2);
-    for (int64_t n = 0; n < nout; n++) {
-        for (int64_t g = 0; g < groups; g++) {
-            const float *x = w + n * k + g * group;
-            float amax = 0;
-            for (int i = 0; i < group; i++) amax = fmaxf(amax, fabsf(x[i]));
-            float best_scale = 0;
-            double best_err = 0;
-            if (amax > 0) {
-                best_err = INFINITY;
-                for (int r = 100; r >= 50; r -= 2) {
-                    float s = amax * (float)r / 100.0f / 7.0f;
-                    double err = 0;
-                    for (int i = 0; i < group; i++) {
-                        float q = fminf(fmaxf(rintf(x[i] / s), -7.0f), 7.0f);
-                        double d = (double)x[i] - (double)(q * s);
-                        err += d * d;
-                    }
-                    if (err < best_err) { best_err = err; best_scale = s; }
-                }
-            } else {
-                for (int i = 0; i < group; i++) best_err += (double)x[i] * x[i];
-            }
-            scales[n * groups + g] = best_scale;
-            total += best_err;
-            for (int i = 0; i < group; i++) {
-                int q = best_scale > 0 ? (int)fminf(fmaxf(rintf(x[i] / best_scale), -7.0f), 7.0f) : 0;
-                int64_t idx = n * k + g * group + i;
-                uint8_t nib = (uint8_t)(q & 0xf);
-                codes[idx >> 1] |= (idx & 1) ? (uint8_t)(nib << 4) : nib;
-            }
+// ---- the quantiser ----
+// Per group, and per ratio r = 100, 98, …, 50 (SQ_Q4_RATIOS of them):
+//   s   = amax · r / 100 / 7                    (float, in that order)
+//   q_i = clamp(rint(x_i / s), −7, 7)           (float division, ties to even)
+//   err = Σ_i ((double)x_i − (double)(q_i·s))²  (double, i in order)
+// and the first ratio with the smallest err wins (strict <). An all-zero group, or
+// one whose every err is NaN (an inf or NaN weight), keeps scale 0 and codes 0.
+//
+// Without the division: the codes are computed for all ratios at once (one lane per
+// ratio) by multiplying with 1/s, and a lane that cpu_q4_code (kernels/cpu/
+// cpu_quant.h, where the proof is) would send to the division is redone with it.
+#define LANES 32   // SQ_Q4_RATIOS padded to a multiple of the vector width
+
+// One group of `group` weights already in fp32; returns its squared error and
+// writes its scale and group/2 code bytes.
+static double quantize_group(const float *x, int group, uint8_t *codes, float *scale) {
+    float amax = 0;
+    for (int i = 0; i < group; i++) {
+        float a = fabsf(x[i]);
+        amax = a > amax ? a : amax;   // skips NaN, as fmaxf does
+    }
+    memset(codes, 0, (size_t)group / 2);
+    *scale = 0;
+    if (!(amax > 0)) {
+        double err = 0;
+        for (int i = 0; i < group; i++) err += (double)x[i] * x[i];
+        return err;
+    }
+    float s[LANES], inv[LANES];
+    int slow[LANES];
+    for (int j = 0; j < LANES; j++) {
+        s[j] = j < SQ_Q4_RATIOS ? amax * (float)(100 - 2 * j) / 100.0f / 7.0f : 1.0f;
+        inv[j] = 1.0f / s[j];
+        slow[j] = !(s[j] >= CPU_Q4_SAFE_S_MIN && s[j] <= CPU_Q4_SAFE_S_MAX);
+    }
+    int any_slow = 0;
+    for (int j = 0; j < SQ_Q4_RATIOS; j++) any_slow |= slow[j];
+    double err[LANES];
+    for (int j = 0; j < LANES; j++) err[j] = 0;
+    for (int i = 0; i < group; i++) {
+        float xi = x[i], q[LANES];
+        int flag = any_slow;
+        for (int j = 0; j < LANES; j++) {   // vectorised across the ratios
+            float t = xi * inv[j];
+            t = t > -7.0f ? t : -7.0f;
+            t = t < 7.0f ? t : 7.0f;
+            float r = (t + CPU_Q4_RINT_MAGIC) - CPU_Q4_RINT_MAGIC;
+            flag |= fabsf(t - r) >= CPU_Q4_NEAR_HALF;
+            q[j] = r;
+        }
+        if (flag)
+            for (int j = 0; j < SQ_Q4_RATIOS; j++) q[j] = cpu_q4_code(xi, s[j], inv[j], slow[j]);
+        double xd = xi;
+        for (int j = 0; j < LANES; j++) {   // each err[j] still sums over i in order
+            double d = xd - (double)(q[j] * s[j]);
+            err[j] += d * d;
         }
     }
+    double best_err = INFINITY;
+    int best = -1;
+    for (int j = 0; j < SQ_Q4_RATIOS; j++)
+        if (err[j] < best_err) { best_err = err[j]; best = j; }
+    if (best < 0 || !(s[best] > 0)) {
+        if (best >= 0) *scale = s[best];   // +0: the ratio's scale underflowed
+        return best_err;
+    }
+    *scale = s[best];
+    for (int i = 0; i < group; i++) {
+        int qi = (int)cpu_q4_code(x[i], s[best], inv[best], slow[best]);
+        codes[i >> 1] |= (i & 1) ? (uint8_t)((qi & 0xf) << 4) : (uint8_t)(qi & 0xf);
+    }
+    return best_err;
+}
+
+static inline void load_group(float *dst, const void *src, sq_dtype dtype, int64_t off, int group) {
+    if (dtype == SQ_F32) {
+        memcpy(dst, (const float *)src + off, (size_t)group * sizeof(float));
+    } else if (dtype == SQ_BF16) {
+        const uint16_t *p = (const uint16_t *)src + off;
+        for (int i = 0; i < group; i++) dst[i] = sq_bf16_to_f32(p[i]);
+    } else {
+        const uint16_t *p = (const uint16_t *)src + off;
+        for (int i = 0; i < group; i++) dst[i] = sq_f16_to_f32(p[i]);
+    }
+}
+
+// Groups go to threads in blocks of BLOCK_GROUPS; each block's per-group errors
+// are summed in group order afterwards, so the total (like every code and scale)
+// does not depend on the thread count and equals the serial sum.
+#define BLOCK_GROUPS 8192
+
+double cpu_quantize_q4_src(const void *w, sq_dtype dtype, int64_t nout, int64_t k, int group, uint8_t *codes,
+                           float *scales, double *energy) {
+    int64_t ngroups = nout * (k / group);
+    double total = 0, sumsq = 0;
+    double gerr[BLOCK_GROUPS], gsq[BLOCK_GROUPS];
+    for (int64_t b0 = 0; b0 < ngroups; b0 += BLOCK_GROUPS) {
+        int nb = (int)(ngroups - b0 < BLOCK_GROUPS ? ngroups - b0 : BLOCK_GROUPS);
+#pragma omp parallel for schedule(dynamic, 64)
+        for (int b = 0; b < nb; b++) {
+            float x[SQ_Q4_MAX_GROUP];
+            int64_t gi = b0 + b;   // groups of a row are consecutive: element offset gi·group
+            load_group(x, w, dtype, gi * group, group);
+            gerr[b] = quantize_group(x, group, codes + gi * group / 2, scales + gi);
+            double e = 0;
+            for (int i = 0; i < group; i++) e += (double)x[i] * x[i];
+            gsq[b] = e;
+        }
+        for (int b = 0; b < nb; b++) {
+            total += gerr[b];
+            sumsq += gsq[b];
+        }
+    }
+    if (energy) *energy = sumsq;
     return total;
 }
 
+double cpu_quantize_q4(const float *w, int64_t nout, int64_t k, int group, uint8_t *codes, float *scales) {
+    return cpu_quantize_q4_src(w, SQ_F32, nout, k, group, codes, scales, NULL);
+}
 // Effective scale under p: sq_perturbed_scale, the expression the CUDA kernels use.
 static inline float effective_scale(float s, const sq_perturb *p, uint64_t j) {
     if (!p || p->sign == 0) return s;
