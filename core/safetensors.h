@@ -56,6 +56,12 @@ const char *sq_st_metadata(const sq_safetensors *st, const char *key);
 int sq_st_metadata_count(const sq_safetensors *st);
 const char *sq_st_metadata_key(const sq_safetensors *st, int i);
 
+// Streaming over a file larger than memory: prefetch asks the kernel to read the
+// entry's bytes ahead (MADV_WILLNEED); release drops the entry's whole pages from
+// this process's memory (MADV_DONTNEED: they stay in the page cache and are read
+// again on the next access), so the mapped file does not grow the resident set.
+void sq_st_entry_prefetch(const sq_st_entry *e);
+void sq_st_entry_release(const sq_st_entry *e);
 // Entry as a borrowed host tensor (fails if ndim > SQ_MAX_DIMS).
 int sq_st_entry_tensor(const sq_st_entry *e, sq_tensor *out);
 // Loads an entry into dst (any device, f32/bf16/f16), converting dtype, after
@@ -88,6 +94,10 @@ typedef struct sq_st_writer sq_st_writer;
 int sq_st_writer_begin(sq_st_writer **out, const char *path, const sq_st_tensor_desc *tensors, int n_tensors,
                        const sq_st_kv *metadata, int n_metadata);   // desc.data ignored
 int sq_st_writer_append(sq_st_writer *w, const void *data, size_t nbytes);
+// Replaces metadata `key`'s value, given at begin, by `value` of the same length
+// (plain characters): a value known only once the data is written (a hash of what
+// was streamed). On error, w is freed.
+int sq_st_writer_patch_metadata(sq_st_writer *w, const char *key, const char *value);
 int sq_st_writer_commit(sq_st_writer *w);    // frees w
 void sq_st_writer_abort(sq_st_writer *w);    // frees w
 

@@ -6,6 +6,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -351,6 +353,29 @@ const char *sq_st_metadata(const sq_safetensors *st, const char *key) {
 }
 int sq_st_metadata_count(const sq_safetensors *st) { return st->n_meta; }
 const char *sq_st_metadata_key(const sq_safetensors *st, int i) { return i >= 0 && i < st->n_meta ? st->meta[i].key : NULL; }
+
+// The whole pages inside [data, data + nbytes) (advice on a page that another entry
+// shares would touch that entry too; for release it would only cost a re-read).
+static bool entry_pages(const sq_st_entry *e, uintptr_t *start, size_t *len) {
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)e->data + page - 1) / page * page, b = ((uintptr_t)e->data + e->nbytes) / page * page;
+    if (b <= a) return false;
+    *start = a;
+    *len = b - a;
+    return true;
+}
+
+void sq_st_entry_prefetch(const sq_st_entry *e) {
+    uintptr_t a;
+    size_t n;
+    if (entry_pages(e, &a, &n)) (void)madvise((void *)a, n, MADV_WILLNEED);   // advice only: errors are moot
+}
+
+void sq_st_entry_release(const sq_st_entry *e) {
+    uintptr_t a;
+    size_t n;
+    if (entry_pages(e, &a, &n)) (void)madvise((void *)a, n, MADV_DONTNEED);
+}
 
 int sq_st_entry_tensor(const sq_st_entry *e, sq_tensor *out) {
     if (e->ndim > SQ_MAX_DIMS) return sq_errorf("tensor '%s' has %d dims (at most %d supported)", e->name, e->ndim, SQ_MAX_DIMS);

@@ -7,6 +7,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,8 @@ struct sq_st_writer {
     size_t *sizes;         // bytes each tensor must receive
     int cur;               // tensor being appended
     size_t cur_written;
+    char *header;          // the header as written (sq_st_writer_patch_metadata)
+    size_t header_len;
 };
 
 static size_t desc_bytes(const sq_st_tensor_desc *d) {
@@ -89,6 +92,7 @@ static void writer_free(sq_st_writer *w) {
     free(w->path);
     free(w->tmp);
     free(w->sizes);
+    free(w->header);
     free(w);
 }
 
@@ -128,7 +132,8 @@ int sq_st_writer_begin(sq_st_writer **out, const char *path, const sq_st_tensor_
     for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
     int rc = write_all(w->fd, len8, 8, w->tmp);
     if (rc == SQ_OK) rc = write_all(w->fd, header, hlen, w->tmp);
-    free(header);
+    w->header = header;
+    w->header_len = hlen;
     if (rc != SQ_OK) { writer_free(w); return SQ_FAIL; }
     *out = w;
     return SQ_OK;
@@ -143,6 +148,29 @@ int sq_st_writer_append(sq_st_writer *w, const void *data, size_t nbytes) {
     }
     if (write_all(w->fd, data, nbytes, w->tmp) != SQ_OK) { writer_free(w); return SQ_FAIL; }
     w->cur_written += nbytes;
+    return SQ_OK;
+}
+
+int sq_st_writer_patch_metadata(sq_st_writer *w, const char *key, const char *value) {
+    char pat[256];
+    size_t vlen = strlen(value);
+    snprintf(pat, sizeof pat, "\"%s\":\"", key);
+    char *at = strstr(w->header, pat);   // metadata comes first in the header
+    char *v = at ? at + strlen(pat) : NULL;
+    char *end = v ? strchr(v, '"') : NULL;
+    bool plain = strcspn(value, "\"\\") == vlen;
+    if (!end || (size_t)(end - v) != vlen || !plain) {
+        sq_errorf("%s: metadata %s cannot be patched in place", w->path, key);
+        writer_free(w);
+        return SQ_FAIL;
+    }
+    memcpy(v, value, vlen);
+    off_t pos = (off_t)(8 + (v - w->header));
+    if (pwrite(w->fd, value, vlen, pos) != (ssize_t)vlen) {
+        sq_error_errno("%s: cannot write", w->tmp);
+        writer_free(w);
+        return SQ_FAIL;
+    }
     return SQ_OK;
 }
 

@@ -82,6 +82,8 @@ double sq_quantize_q4(const float *w, int64_t nout, int64_t k, int group, uint8_
 // groups in order), for the relative error.
 double sq_quantize_q4_src(const void *w, sq_dtype dtype, int64_t nout, int64_t k, int group, uint8_t *codes,
                           float *scales, double *energy);
+// Threads the CPU quantiser runs on (OpenMP's count; 1 without OpenMP).
+int sq_quantize_q4_threads(void);
 // The same quantiser on the CUDA device: w in host memory (F32/BF16/F16), codes and
 // scales back in host memory, bit-identical to sq_quantize_q4_src (tests/gpu/
 // test_gpu_quantize.c). SQ_FAIL with a message on a CUDA error; aborts in a build

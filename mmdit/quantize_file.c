@@ -1,12 +1,19 @@
 // mmdit/quantize_file.c: the streaming int4 quantiser behind `sd-qzo quantize` (and
 // the dense-base path of training and sampling): an SD3.5 MMDiT checkpoint in, the
 // int4 + scales file that train / sample / bench load directly out.
-// Streams tensor by tensor (the input is mmapped, the output written through the
-// streaming safetensors writer), so host memory stays at about one tensor in f32
-// regardless of the checkpoint size. The output is written atomically.
+// Streams tensor by tensor: the input is mmapped and each tensor's pages are
+// released once it is done (sq_st_entry_release), the next one is prefetched, and
+// the output goes through the streaming safetensors writer, so host memory stays at
+// about one tensor's codes and scales (the weights are read in their stored dtype,
+// never widened into a buffer) regardless of the checkpoint size. The quantiser is
+// sq_quantize_q4_src on all CPU threads, or sq_quantize_q4_cuda on the GPU (the
+// same bits). The source hash, which the header holds, is taken by a second thread
+// over the same tensors meanwhile and patched into the header before the commit.
+// The output is written atomically.
 #include "mmdit/quantize_file.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +24,7 @@
 #include "core/path.h"
 #include "core/progress.h"
 #include "core/safetensors.h"
+#include "kernels/backend.h"
 #include "kernels/quant.h"
 #include "mmdit/base_model.h"
 #include "mmdit/quantize.h"
@@ -26,7 +34,43 @@ typedef struct {
     int64_t count[SD_QK_COUNT];
 } error_report;
 
+// The source hash (mmdit/base_model.h) on its own thread.
+typedef struct {
+    const sq_safetensors *st;
+    bool single_file;
+    char hex[65];
+} hash_job;
+
+static void *hash_thread(void *p) {
+    hash_job *j = p;
+    sd_base_source_sha256(j->st, j->single_file, j->hex);
+    return NULL;
+}
+
+// The process's peak resident set (VmHWM), in bytes; 0 where /proc is missing.
+static int64_t peak_rss_bytes(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %lld kB", &kb) == 1) break;
+    fclose(f);
+    return (int64_t)kb * 1024;
+}
+
 int sd_quantize_checkpoint(const char *model, const char *out_path, int group, bool quiet) {
+    sd_quantize_options o = {.quiet = quiet, .device = SQ_DEVICE_AUTO};
+    return sd_quantize_checkpoint_ex(model, out_path, group, &o, NULL);
+}
+
+int sd_quantize_checkpoint_ex(const char *model, const char *out_path, int group, const sd_quantize_options *opt,
+                              sd_quantize_stats *stats) {
+    bool quiet = opt->quiet;
+    bool gpu = opt->device == SQ_DEVICE_CUDA || (opt->device == SQ_DEVICE_AUTO && sq_cuda_device_count() > 0);
+    if (gpu && sq_cuda_device_count() == 0) return sq_errorf("quantize: --device cuda, but no CUDA GPU is available");
+    double t0 = sq_time_now();
+    if (stats) memset(stats, 0, sizeof *stats);
     sd_base_model base;
     sq_safetensors *st = NULL;
     if (sd_base_open(model, &base, &st) != SQ_OK) return SQ_FAIL;
@@ -40,10 +84,12 @@ int sd_quantize_checkpoint(const char *model, const char *out_path, int group, b
     int n = sq_st_count(st), nout = 0, nq = 0;
     sq_st_tensor_desc *desc = calloc((size_t)n * 2, sizeof *desc);
     char **names = calloc((size_t)n * 2, sizeof *names);
-    float *wbuf = NULL, *scales = NULL;
+    float *scales = NULL;
     uint8_t *codes = NULL;
     sq_st_writer *w = NULL;
     char *config_text = NULL;
+    pthread_t hasher;
+    bool hashing = false;
     int rc = SQ_FAIL;
     if (!desc || !names) { sq_errorf("out of host memory"); goto done; }
     int64_t max_q_numel = 0, total_bytes = 0;
@@ -77,21 +123,21 @@ int sd_quantize_checkpoint(const char *model, const char *out_path, int group, b
         sq_errorf("%s: no joint-block linear weights found to quantise (is this an SD3 MMDiT checkpoint?)", weights);
         goto done;
     }
-    wbuf = malloc((size_t)max_q_numel * sizeof(float));
     codes = malloc((size_t)max_q_numel / 2 + 1);
     scales = malloc((size_t)max_q_numel / (size_t)group * sizeof(float) + sizeof(float));
-    if (!wbuf || !codes || !scales) { sq_errorf("out of host memory for a %lld-element tensor", (long long)max_q_numel); goto done; }
+    if (!codes || !scales) { sq_errorf("out of host memory for a %lld-element tensor", (long long)max_q_numel); goto done; }
 
     size_t config_len = 0;
     if (!single_file && sq_read_file(config_path, &config_text, &config_len) != SQ_OK) goto done;
-    // The hash (mmdit/base_model.h) goes into the header, which is written before the
-    // data: hash first.
-    char hex[65], group_s[16];
-    sd_base_source_sha256(st, single_file, hex);
+    // The hash goes into the header, which is written before the data: a placeholder
+    // of the same length now, the hash (taken meanwhile) patched in before the commit.
+    char placeholder[65], group_s[16];
+    memset(placeholder, '0', 64);
+    placeholder[64] = 0;
     snprintf(group_s, sizeof group_s, "%d", group);
     sq_st_kv meta[6] = {{"sd_qzo.format", SD_Q4_FORMAT},
                         {"sd_qzo.group_size", group_s},
-                        {"sd_qzo.source_sha256", hex},
+                        {"sd_qzo.source_sha256", placeholder},
                         {"sd_qzo.layout", single_file ? "single-file" : "diffusers"},
                         {"sd_qzo.source", model},
                         {"sd_qzo.config", config_text ? config_text : "{}"}};
@@ -99,20 +145,35 @@ int sd_quantize_checkpoint(const char *model, const char *out_path, int group, b
 
     error_report rep;
     memset(&rep, 0, sizeof rep);
+    hash_job hj = {.st = st, .single_file = single_file};
+    if (pthread_create(&hasher, NULL, hash_thread, &hj) != 0) { sq_errorf("cannot start the hashing thread"); goto done; }
+    hashing = true;
+    char where[64];
+    if (gpu) snprintf(where, sizeof where, "cuda");
+    else snprintf(where, sizeof where, "cpu, %d threads", sq_quantize_q4_threads());
     sq_progress prog;
-    if (!quiet) sq_progress_begin(&prog, "quantize", total_bytes);
+    if (!quiet) sq_progress_begin(&prog, "quantize (MB)", total_bytes >> 20);
     int64_t done_bytes = 0;
+    const sq_st_entry *prev = NULL;
     for (int i = 0; i < n; i++) {
         const sq_st_entry *e = sq_st_at(st, i);
         if (!sd_base_keep_tensor(e->name, single_file)) continue;
+        for (int j = i + 1; j < n; j++)   // the next kept tensor is read ahead meanwhile
+            if (sd_base_keep_tensor(sq_st_at(st, j)->name, single_file)) { sq_st_entry_prefetch(sq_st_at(st, j)); break; }
         sd_qlayer_kind kind;
         if ((e->dtype == SQ_F32 || e->dtype == SQ_BF16 || e->dtype == SQ_F16) &&
             sd_mmdit_should_quantize(e->name, e->ndim, e->shape, group, &kind)) {
             int64_t numel = e->shape[0] * e->shape[1];
-            sq_convert_to_f32(wbuf, e->data, e->dtype, numel);
-            double err = sq_quantize_q4(wbuf, e->shape[0], e->shape[1], group, codes, scales);
-            double ref = 0;
-            for (int64_t j = 0; j < numel; j++) ref += (double)wbuf[j] * wbuf[j];
+            double err = 0, ref = 0;
+            if (gpu) {
+                if (sq_quantize_q4_cuda(e->data, e->dtype, e->shape[0], e->shape[1], group, codes, scales, &err, &ref) !=
+                    SQ_OK) {
+                    sq_error_context("quantising %s on the GPU", e->name);
+                    goto done;
+                }
+            } else {
+                err = sq_quantize_q4_src(e->data, e->dtype, e->shape[0], e->shape[1], group, codes, scales, &ref);
+            }
             rep.err[kind] += err;
             rep.ref[kind] += ref;
             rep.count[kind]++;
@@ -125,15 +186,31 @@ int sd_quantize_checkpoint(const char *model, const char *out_path, int group, b
             w = NULL;
             goto done;
         }
+        // the previous tensor's pages go (the hasher may still be on this one)
+        if (prev) sq_st_entry_release(prev);
+        prev = e;
         done_bytes += (int64_t)e->nbytes;
-        if (!quiet) sq_progress_update(&prog, done_bytes, NULL);
+        if (!quiet) sq_progress_update(&prog, done_bytes >> 20, where);
     }
+    if (prev) sq_st_entry_release(prev);
     if (!quiet) sq_progress_end(&prog);
+    pthread_join(hasher, NULL);
+    hashing = false;
+    if (sq_st_writer_patch_metadata(w, "sd_qzo.source_sha256", hj.hex) != SQ_OK) {
+        w = NULL;   // freed
+        goto done;
+    }
     rc = sq_st_writer_commit(w);
     w = NULL;
     if (rc != SQ_OK) goto done;
+    double seconds = sq_time_now() - t0;
+    int64_t peak = peak_rss_bytes();
+    if (stats) *stats = (sd_quantize_stats){.seconds = seconds, .bytes_in = total_bytes, .peak_rss_bytes = peak,
+                                            .on_gpu = gpu, .threads = gpu ? 0 : sq_quantize_q4_threads()};
     if (!quiet) {
         printf("quantised %d linear layers to int4 (group %d) -> %s\n", nq, group, out_path);
+        printf("%.1f s for %.2f GB read (%.0f MB/s) on %s; peak host memory %.2f GiB (resident set)\n", seconds,
+               total_bytes / 1e9, total_bytes / 1e6 / (seconds > 0 ? seconds : 1), where, peak / 1073741824.0);
         printf("%-18s %7s %14s\n", "layer type", "layers", "rel RMS error");
         for (int k = 0; k < SD_QK_COUNT; k++)
             if (rep.count[k])
@@ -141,11 +218,11 @@ int sd_quantize_checkpoint(const char *model, const char *out_path, int group, b
                        sqrt(rep.err[k] / (rep.ref[k] > 0 ? rep.ref[k] : 1)));
     }
 done:
+    if (hashing) pthread_join(hasher, NULL);
     if (w) sq_st_writer_abort(w);
     for (int i = 0; names && i < n * 2; i++) free(names[i]);
     free(names);
     free(desc);
-    free(wbuf);
     free(codes);
     free(scales);
     free(config_text);

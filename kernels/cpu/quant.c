@@ -9,6 +9,9 @@
 // it by tests/unit/test_quant_fast.c.
 #include <math.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "core/dtype.h"
 #include "kernels/cpu/cpu_quant.h"
@@ -134,6 +137,14 @@ double cpu_quantize_q4_src(const void *w, sq_dtype dtype, int64_t nout, int64_t 
     }
     if (energy) *energy = sumsq;
     return total;
+}
+
+int cpu_quantize_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
 }
 
 double cpu_quantize_q4(const float *w, int64_t nout, int64_t k, int group, uint8_t *codes, float *scales) {
