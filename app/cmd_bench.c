@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "app/bench_quantize.h"
 #include "app/commands.h"
 #include "app/options.h"
 #include "qzo/flow_loss.h"
@@ -27,7 +28,7 @@
 #include "qzo/qzo.h"
 #include "vae/model.h"
 
-typedef enum { BENCH_MMDIT = 1, BENCH_VAE = 2, BENCH_ALL = 3 } bench_what;
+typedef enum { BENCH_MMDIT = 1, BENCH_VAE = 2, BENCH_ALL = 3, BENCH_QUANTIZE = 4 } bench_what;
 
 typedef struct {
     sd_mmdit_preset preset;   // the synthetic model's shapes
@@ -36,13 +37,15 @@ typedef struct {
     sq_device_request device;
     char json[4096];
     int resolution, batch_size, steps, warmup, group_size, arena_mb;
+    int quantize_blocks;      // --what quantize: joint blocks kept (0: all)
     int context_tokens;       // not an option: SD3.5's 77 CLIP + 256 T5 tokens
     bool synthetic;           // weights == "synthetic", decided once after parsing
 } bench_args;
 
 static const sq_opt_choice presets[] = {
     {"large", SD_MMDIT_LARGE}, {"large-turbo", SD_MMDIT_LARGE_TURBO}, {"medium", SD_MMDIT_MEDIUM}, {NULL, 0}};
-static const sq_opt_choice whats[] = {{"mmdit", BENCH_MMDIT}, {"vae", BENCH_VAE}, {"all", BENCH_ALL}, {NULL, 0}};
+static const sq_opt_choice whats[] = {{"mmdit", BENCH_MMDIT}, {"vae", BENCH_VAE}, {"all", BENCH_ALL},
+                                     {"quantize", BENCH_QUANTIZE}, {NULL, 0}};
 
 static void defaults(void *p) {
     bench_args *a = p;
@@ -74,7 +77,10 @@ static const sq_option options[] = {
     {"warmup", NULL, SQ_OPT_INT, SQ_OPT_FIELD(S, warmup), NULL, false, "untimed runs before them"},
     {"group-size", NULL, SQ_OPT_INT, SQ_OPT_FIELD(S, group_size), sq_opt_group_sizes, false,
      "int4 group size: 32, 64 or 128 (an int4 --weights file keeps its own)"},
-    {"what", NULL, SQ_OPT_ENUM, SQ_OPT_ENUM_FIELD(S, what), whats, false, "what to time"},
+    {"what", NULL, SQ_OPT_ENUM, SQ_OPT_ENUM_FIELD(S, what), whats, false,
+     "what to time (quantize: `sd-qzo quantize` of a synthetic bf16 checkpoint, not part of all)"},
+    {"quantize-blocks", NULL, SQ_OPT_INT, SQ_OPT_FIELD(S, quantize_blocks), NULL, false,
+     "--what quantize: joint blocks of the synthetic checkpoint (0: all of the preset's)"},
     {"device", NULL, SQ_OPT_ENUM, SQ_OPT_ENUM_FIELD(S, device), sq_opt_devices, false,
      "where to run (auto: CUDA when a GPU is present)"},
     {"arena-mb", NULL, SQ_OPT_INT, SQ_OPT_FIELD(S, arena_mb), NULL, false, "scratch memory in MiB"},
@@ -85,13 +91,18 @@ static const sq_option options[] = {
 static const sq_option_table bench_table = {
     .command = "bench",
     .usage = "usage: sd-qzo bench [--preset large|large-turbo|medium] [--weights synthetic|PATH] [--resolution 1024]\n"
-             "                    [--batch-size 1] [--steps 5] [--warmup 2] [--group-size 64] [--what mmdit|vae|all]\n"
-             "                    [--device auto|cpu|cuda] [--arena-mb N] [--json FILE]\n\n"
+             "                    [--batch-size 1] [--steps 5] [--warmup 2] [--group-size 64]\n"
+             "                    [--what mmdit|vae|all|quantize] [--quantize-blocks N] [--device auto|cpu|cuda]\n"
+             "                    [--arena-mb N] [--json FILE]\n\n"
              "Builds the model with synthetic weights (int4 joint blocks at the group size) on the device and\n"
              "times MMDiT forward passes, QZO steps (2 forwards + update), and VAE encode/decode.\n"
              "--weights PATH: the MMDiT of a diffusers pipeline/transformer folder, a Stability single file or an\n"
              "`sd-qzo quantize` int4 file (dense weights are quantised at --group-size; the config comes from the\n"
-             "file and --preset is ignored); a pipeline folder's vae/ is timed instead of a synthetic VAE.\n",
+             "file and --preset is ignored); a pipeline folder's vae/ is timed instead of a synthetic VAE.\n"
+             "--what quantize: writes a dense bf16 transformer of the preset's real shapes (4 shards) under $TMPDIR\n"
+             "(else /tmp) and times `sd-qzo quantize` on it, reading the files, on the CPU (all threads; set\n"
+             "OMP_NUM_THREADS for fewer) and, with --device auto|cuda and a GPU, on the GPU; the two int4 files\n"
+             "must be identical. Prints seconds, MB/s and peak host memory; removes the files afterwards.\n",
     .options = options,
     .count = (int)(sizeof options / sizeof options[0]),
     .struct_size = sizeof(bench_args),
@@ -412,6 +423,7 @@ int sq_cmd_bench(int argc, char **argv) {
     if (a.batch_size < 1 || a.steps < 1 || a.warmup < 0)
         return sq_errorf("--batch-size and --steps must be >= 1, --warmup >= 0");
     if (a.arena_mb < 1) return sq_errorf("--arena-mb must be >= 1");
+    if (a.quantize_blocks < 0) return sq_errorf("--quantize-blocks must be >= 0");
     if (!a.weights[0]) return sq_errorf("--weights must be synthetic or a path, not empty");
     a.synthetic = !strcmp(a.weights, "synthetic");
     if (sq_options_given(&bench_table, given, "preset") && !a.synthetic)
@@ -433,6 +445,8 @@ int sq_cmd_bench(int argc, char **argv) {
     if (json) fprintf(json, "{\n  \"device\": \"%s\",\n  \"timer\": \"%s\",\n", gpu, sq_timer_kind(dev));
     int rc = SQ_OK;
     if (a.what & BENCH_MMDIT) rc = bench_mmdit(&a, dev, json);
+    if (rc == SQ_OK && (a.what & BENCH_QUANTIZE))
+        rc = sq_bench_quantize(a.preset, a.group_size, a.device, a.quantize_blocks, json);
     if (rc == SQ_OK && (a.what & BENCH_VAE)) rc = bench_vae(&a, dev, json);
     if (json) {
         fprintf(json, "  \"ok\": true\n}\n");

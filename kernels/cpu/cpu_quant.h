@@ -12,6 +12,10 @@ double cpu_quantize_q4(const float *w, int64_t nout, int64_t k, int group, uint8
 double cpu_quantize_q4_src(const void *w, sq_dtype dtype, int64_t nout, int64_t k, int group, uint8_t *codes,
                            float *scales, double *energy);
 int cpu_quantize_threads(void);
+// "avx2" or "generic": the inner loop the quantiser uses on this CPU. The
+// environment variable SQ_QUANTIZE_GENERIC (any value) forces the portable one (the
+// tests run both).
+const char *cpu_quantize_isa(void);
 void cpu_dequant_q4(float *out, const uint8_t *codes, const float *scales, int64_t nout, int64_t k, int group,
                     const sq_perturb *p);
 void cpu_qzo_update(float *scales, int64_t count, const sq_perturb *p, float coeff);

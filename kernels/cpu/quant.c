@@ -8,7 +8,11 @@
 // those of the plain loops it replaced, kept in tests/quant_ref.h and compared with
 // it by tests/unit/test_quant_fast.c.
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -35,6 +39,99 @@ static inline int code_at(const uint8_t *codes, int64_t i) {
 // cpu_quant.h, where the proof is) would send to the division is redone with it.
 #define LANES 32   // SQ_Q4_RATIOS padded to a multiple of the vector width
 
+// err[j] for every lane j: Σ_i ((double)x_i − (double)(q_ij·s_j))², i in order.
+// The portable version: plain loops over the lanes (GCC vectorises the second).
+static void ratio_errors_generic(const float *x, int group, const float *s, const float *inv, const int *slow,
+                                 int any_slow, double *err) {
+    for (int j = 0; j < LANES; j++) err[j] = 0;
+    for (int i = 0; i < group; i++) {
+        float xi = x[i], q[LANES];
+        int flag = any_slow;
+        for (int j = 0; j < LANES; j++) {
+            float t = xi * inv[j];
+            t = t > -7.0f ? t : -7.0f;
+            t = t < 7.0f ? t : 7.0f;
+            float r = (t + CPU_Q4_RINT_MAGIC) - CPU_Q4_RINT_MAGIC;
+            flag |= fabsf(t - r) >= CPU_Q4_NEAR_HALF;
+            q[j] = r;
+        }
+        if (flag)
+            for (int j = 0; j < SQ_Q4_RATIOS; j++) q[j] = cpu_q4_code(xi, s[j], inv[j], slow[j]);
+        double xd = xi;
+        for (int j = 0; j < LANES; j++) {   // each err[j] still sums over i in order
+            double d = xd - (double)(q[j] * s[j]);
+            err[j] += d * d;
+        }
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// The same with AVX2 (8 float / 4 double lanes), chosen at run time. Every
+// operation is the scalar one lane-wise: max_ps(t, −7) is t > −7 ? t : −7 (its
+// second operand on NaN), min_ps likewise, and with no "fma" target (and
+// -ffp-contract=off, C11's default) mul_pd + add_pd stay two roundings. Only lanes
+// 0..27 of the doubles are summed (the ratios are 26).
+__attribute__((target("avx2"))) static void ratio_errors_avx2(const float *x, int group, const float *s,
+                                                              const float *inv, const int *slow, int any_slow,
+                                                              double *err) {
+    const __m256 lo = _mm256_set1_ps(-7.0f), hi = _mm256_set1_ps(7.0f), magic = _mm256_set1_ps(CPU_Q4_RINT_MAGIC),
+                 near = _mm256_set1_ps(CPU_Q4_NEAR_HALF), absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 vinv[4], vs[4];
+    for (int v = 0; v < 4; v++) {
+        vinv[v] = _mm256_loadu_ps(inv + 8 * v);
+        vs[v] = _mm256_loadu_ps(s + 8 * v);
+    }
+    __m256d e[7];
+    for (int v = 0; v < 7; v++) e[v] = _mm256_setzero_pd();
+    for (int i = 0; i < group; i++) {
+        __m256 vx = _mm256_set1_ps(x[i]), q[4], flag = _mm256_setzero_ps();
+        for (int v = 0; v < 4; v++) {
+            __m256 t = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(vx, vinv[v]), lo), hi);
+            __m256 r = _mm256_sub_ps(_mm256_add_ps(t, magic), magic);
+            flag = _mm256_or_ps(flag, _mm256_cmp_ps(_mm256_and_ps(_mm256_sub_ps(t, r), absmask), near, _CMP_GE_OQ));
+            q[v] = r;
+        }
+        if (any_slow || _mm256_movemask_ps(flag)) {
+            float qs[LANES];
+            for (int v = 0; v < 4; v++) _mm256_storeu_ps(qs + 8 * v, q[v]);
+            for (int j = 0; j < SQ_Q4_RATIOS; j++) qs[j] = cpu_q4_code(x[i], s[j], inv[j], slow[j]);
+            for (int v = 0; v < 4; v++) q[v] = _mm256_loadu_ps(qs + 8 * v);
+        }
+        __m256d xd = _mm256_set1_pd((double)x[i]);
+        for (int v = 0; v < 4; v++) {
+            __m256 p = _mm256_mul_ps(q[v], vs[v]);
+            __m256d d0 = _mm256_sub_pd(xd, _mm256_cvtps_pd(_mm256_castps256_ps128(p)));
+            e[2 * v] = _mm256_add_pd(e[2 * v], _mm256_mul_pd(d0, d0));
+            if (v < 3) {
+                __m256d d1 = _mm256_sub_pd(xd, _mm256_cvtps_pd(_mm256_extractf128_ps(p, 1)));
+                e[2 * v + 1] = _mm256_add_pd(e[2 * v + 1], _mm256_mul_pd(d1, d1));
+            }
+        }
+    }
+    for (int v = 0; v < 7; v++) _mm256_storeu_pd(err + 4 * v, e[v]);
+    for (int j = 28; j < LANES; j++) err[j] = 0;
+}
+#endif
+
+typedef void ratio_errors_fn(const float *, int, const float *, const float *, const int *, int, double *);
+static ratio_errors_fn *ratio_errors = ratio_errors_generic;
+
+// Picks the AVX2 version where the CPU has it (before any thread starts).
+static void choose_isa(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    static int chosen = 0;
+    if (chosen) return;
+    chosen = 1;
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && !getenv("SQ_QUANTIZE_GENERIC")) ratio_errors = ratio_errors_avx2;
+#endif
+}
+
+const char *cpu_quantize_isa(void) {
+    choose_isa();
+    return ratio_errors == ratio_errors_generic ? "generic" : "avx2";
+}
+
 // One group of `group` weights already in fp32; returns its squared error and
 // writes its scale and group/2 code bytes.
 static double quantize_group(const float *x, int group, uint8_t *codes, float *scale) {
@@ -60,26 +157,7 @@ static double quantize_group(const float *x, int group, uint8_t *codes, float *s
     int any_slow = 0;
     for (int j = 0; j < SQ_Q4_RATIOS; j++) any_slow |= slow[j];
     double err[LANES];
-    for (int j = 0; j < LANES; j++) err[j] = 0;
-    for (int i = 0; i < group; i++) {
-        float xi = x[i], q[LANES];
-        int flag = any_slow;
-        for (int j = 0; j < LANES; j++) {   // vectorised across the ratios
-            float t = xi * inv[j];
-            t = t > -7.0f ? t : -7.0f;
-            t = t < 7.0f ? t : 7.0f;
-            float r = (t + CPU_Q4_RINT_MAGIC) - CPU_Q4_RINT_MAGIC;
-            flag |= fabsf(t - r) >= CPU_Q4_NEAR_HALF;
-            q[j] = r;
-        }
-        if (flag)
-            for (int j = 0; j < SQ_Q4_RATIOS; j++) q[j] = cpu_q4_code(xi, s[j], inv[j], slow[j]);
-        double xd = xi;
-        for (int j = 0; j < LANES; j++) {   // each err[j] still sums over i in order
-            double d = xd - (double)(q[j] * s[j]);
-            err[j] += d * d;
-        }
-    }
+    ratio_errors(x, group, s, inv, slow, any_slow, err);
     double best_err = INFINITY;
     int best = -1;
     for (int j = 0; j < SQ_Q4_RATIOS; j++)
@@ -117,6 +195,7 @@ double cpu_quantize_q4_src(const void *w, sq_dtype dtype, int64_t nout, int64_t 
                            float *scales, double *energy) {
     int64_t ngroups = nout * (k / group);
     double total = 0, sumsq = 0;
+    choose_isa();
     double gerr[BLOCK_GROUPS], gsq[BLOCK_GROUPS];
     for (int64_t b0 = 0; b0 < ngroups; b0 += BLOCK_GROUPS) {
         int nb = (int)(ngroups - b0 < BLOCK_GROUPS ? ngroups - b0 : BLOCK_GROUPS);

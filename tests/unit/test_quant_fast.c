@@ -10,6 +10,7 @@
 //   and from bf16 and f16 storage against the reference on the widened weights, on
 //   poisoned outputs;
 // - Gaussian weights of an SD3.5-Large-shaped layer (2432 x 2432, G = 64).
+// With argument "generic" the portable inner loop is tested instead of the AVX2 one.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,7 +144,10 @@ static void test_large_shaped(void) {
     free(w);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    // "generic": the portable inner loop, not the AVX2 one (read at the first call)
+    if (argc > 1 && !strcmp(argv[1], "generic")) setenv("SQ_QUANTIZE_GENERIC", "1", 1);
+    printf("inner loop: %s\n", cpu_quantize_isa());
     test_codes_exhaustive();
     test_hard_matrices();
     test_large_shaped();
