@@ -1,8 +1,14 @@
-// core/sha256.c: FIPS 180-4 SHA-256, written for clarity over speed (a 16 GB
-// checkpoint hashes in about a minute, once, while it is being quantised anyway).
+// core/sha256.c: FIPS 180-4 SHA-256. The plain compression function is written for
+// clarity (about 300 MB/s); on x86 CPUs with the SHA extensions (Intel since Ice
+// Lake / Goldmont, AMD since Zen) whole blocks go through the SHA-NI instructions
+// instead, several times faster, so that hashing a 16 GB checkpoint keeps up with
+// quantising it (mmdit/quantize_file.c). Both give the same digest (tests/unit/
+// test_core.c checks the FIPS vectors and long inputs against each other).
 #include "core/sha256.h"
 
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
@@ -38,6 +44,77 @@ static void compress(uint32_t h[8], const uint8_t *p) {
     h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += hh;
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#include <immintrin.h>
+
+// n 64-byte blocks with SHA-NI: four rounds per step, the message schedule in four
+// registers (msg1/msg2), the state as ABEF/CDGH as the instructions want it.
+__attribute__((target("sha,sse4.1,ssse3"))) static void compress_shani(uint32_t h[8], const uint8_t *p, size_t n) {
+    const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bll, 0x0405060700010203ll);
+    __m128i tmp = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&h[0]), 0xB1);   // CDAB
+    __m128i st1 = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&h[4]), 0x1B);   // EFGH
+    __m128i st0 = _mm_alignr_epi8(tmp, st1, 8);                                         // ABEF
+    st1 = _mm_blend_epi16(st1, tmp, 0xF0);                                              // CDGH
+    for (; n > 0; n--, p += 64) {
+        __m128i save0 = st0, save1 = st1, m[4];
+#pragma GCC unroll 16
+        for (int q = 0; q < 16; q++) {
+            if (q < 4) m[q] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * q)), bswap);
+            __m128i cur = m[q & 3];
+            __m128i msg = _mm_add_epi32(cur, _mm_loadu_si128((const __m128i *)&K[4 * q]));
+            st1 = _mm_sha256rnds2_epu32(st1, st0, msg);
+            if (q >= 3 && q <= 14) {   // schedule words 4(q+1) .. 4(q+1)+3
+                __m128i next = _mm_add_epi32(m[(q + 1) & 3], _mm_alignr_epi8(cur, m[(q - 1) & 3], 4));
+                m[(q + 1) & 3] = _mm_sha256msg2_epu32(next, cur);
+            }
+            st0 = _mm_sha256rnds2_epu32(st0, st1, _mm_shuffle_epi32(msg, 0x0E));
+            if (q >= 1 && q <= 12) m[(q - 1) & 3] = _mm_sha256msg1_epu32(m[(q - 1) & 3], cur);
+        }
+        st0 = _mm_add_epi32(st0, save0);
+        st1 = _mm_add_epi32(st1, save1);
+    }
+    tmp = _mm_shuffle_epi32(st0, 0x1B);        // FEBA
+    st1 = _mm_shuffle_epi32(st1, 0xB1);        // DCHG
+    st0 = _mm_blend_epi16(tmp, st1, 0xF0);     // DCBA
+    st1 = _mm_alignr_epi8(st1, tmp, 8);        // HGFE
+    _mm_storeu_si128((__m128i *)&h[0], st0);
+    _mm_storeu_si128((__m128i *)&h[4], st1);
+}
+
+static bool have_shani(void) {
+    static int have = -1;   // benign: every thread computes the same answer
+    int v = __atomic_load_n(&have, __ATOMIC_RELAXED);
+    if (v < 0) {
+        unsigned a, b, c, d;
+        bool sse = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 19)) && (c & (1u << 9));   // SSE4.1, SSSE3
+        bool sha = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 29));
+        v = sse && sha && !getenv("SQ_SHA256_PLAIN");
+        __atomic_store_n(&have, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+#endif
+
+// n whole blocks.
+static void compress_blocks(uint32_t h[8], const uint8_t *p, size_t n) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (n > 0 && have_shani()) {
+        compress_shani(h, p, n);
+        return;
+    }
+#endif
+    for (; n > 0; n--, p += 64) compress(h, p);
+}
+
+bool sq_sha256_accelerated(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    return have_shani();
+#else
+    return false;
+#endif
+}
+
 void sq_sha256_init(sq_sha256 *s) {
     static const uint32_t init[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                                      0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
@@ -56,10 +133,13 @@ void sq_sha256_update(sq_sha256 *s, const void *data, size_t n) {
         p += take;
         n -= take;
         if (s->used < 64) return;
-        compress(s->h, s->block);
+        compress_blocks(s->h, s->block, 1);
         s->used = 0;
     }
-    for (; n >= 64; p += 64, n -= 64) compress(s->h, p);
+    size_t blocks = n / 64;
+    compress_blocks(s->h, p, blocks);
+    p += blocks * 64;
+    n -= blocks * 64;
     memcpy(s->block, p, n);
     s->used = n;
 }
