@@ -97,7 +97,10 @@ static int int4_path(const sd_trainer *t, char *out, size_t size) {
     sq_st_close(st);
     if (rc != SQ_OK || base.quantized || sq_is_file(out)) return rc;
     sq_log_info("quantising %s to int4 (group %d) once, into %s", t->opt.model, t->opt.group_size, out);
-    if (sd_quantize_checkpoint(t->opt.model, out, t->opt.group_size, false) != SQ_OK) return sq_error_context("quantising --model");
+    // on the run's device: the GPU quantises in seconds, and gives the CPU's bits
+    sd_quantize_options qo = {.device = t->device == SQ_CUDA ? SQ_DEVICE_CUDA : SQ_DEVICE_CPU};
+    if (sd_quantize_checkpoint_ex(t->opt.model, out, t->opt.group_size, &qo, NULL) != SQ_OK)
+        return sq_error_context("quantising --model");
     return SQ_OK;
 }
 

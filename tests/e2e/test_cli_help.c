@@ -19,10 +19,10 @@ int main(int argc, char **argv) {
                    "(constant, cosine or linear) [constant]", "(logit_normal, uniform or mode)", "(auto, cpu or cuda) [auto]"}},
         {"sample", {"--batch-size, --batch", "--t5-max-length, --max-sequence-length", "[sd-qzo-samples]", "--out, --output",
                     "--t5-int8", "--seed", "--steps", "(auto, cpu or cuda) [auto]"}},
-        {"quantize", {"--group-size", "[64]", "--out, --output", "--config FILE"}},
+        {"quantize", {"--group-size", "[64]", "--out, --output", "--config FILE", "(auto, cpu or cuda) [auto]"}},
         {"export", {"(diffusers, single or both) [diffusers]", "(auto, bf16, fp16 or fp32) [auto]", "[5]", "--force"}},
         {"bench", {"--preset, --config", "(large, large-turbo or medium) [large]", "--batch-size, --batch", "--group-size",
-                   "(mmdit, vae or all) [all]", "(auto, cpu or cuda) [auto]", "--steps"}},
+                   "(mmdit, vae, all or quantize) [all]", "--quantize-blocks", "(auto, cpu or cuda) [auto]", "--steps"}},
         {"info", {"--path"}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
