@@ -7,17 +7,18 @@
 #include "kernels/dispatch.h"
 #include "kernels/ops.h"
 
-double sq_quantize_q4(const float *w, int64_t nout, int64_t k, int group, uint8_t *codes, float *scales) {
-    return cpu_quantize_q4(w, nout, k, group, codes, scales);
-}
-
-int sq_quantize_q4_threads(void) { return cpu_quantize_threads(); }
-
 static void check_quantize(const char *op, sq_dtype dtype, int64_t k, int group) {
     SQ_CHECK(dtype == SQ_F32 || dtype == SQ_BF16 || dtype == SQ_F16, "%s: weights must be F32, BF16 or F16", op);
     SQ_CHECK(group >= 2 && group <= SQ_Q4_MAX_GROUP && group % 2 == 0 && k % group == 0,
              "%s: K=%lld and group %d", op, (long long)k, group);
 }
+
+double sq_quantize_q4(const float *w, int64_t nout, int64_t k, int group, uint8_t *codes, float *scales) {
+    check_quantize("quantize_q4", SQ_F32, k, group);
+    return cpu_quantize_q4(w, nout, k, group, codes, scales);
+}
+
+int sq_quantize_q4_threads(void) { return cpu_quantize_threads(); }
 
 double sq_quantize_q4_src(const void *w, sq_dtype dtype, int64_t nout, int64_t k, int group, uint8_t *codes,
                           float *scales, double *energy) {

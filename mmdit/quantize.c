@@ -129,8 +129,7 @@ int sd_mmdit_quantize(sd_mmdit *m, int group, sd_quant_report *rep) {
         if (!w || !codes || !scales) rc = sq_errorf("out of host memory quantising %s", ls[i].name);
         if (rc == SQ_OK) rc = sq_tensor_to_host_f32(w, &l->w);
         if (rc == SQ_OK) {
-            double err = sq_quantize_q4(w, nout, k, group, codes, scales), ref = 0;
-            for (int64_t j = 0; j < nout * k; j++) ref += (double)w[j] * w[j];
+            double ref = 0, err = sq_quantize_q4_src(w, SQ_F32, nout, k, group, codes, scales, &ref);
             if (rep) {
                 rep->err[ls[i].kind] += err;
                 rep->ref[ls[i].kind] += ref;

@@ -114,27 +114,28 @@ __attribute__((target("avx2"))) static void ratio_errors_avx2(const float *x, in
 #endif
 
 typedef void ratio_errors_fn(const float *, int, const float *, const float *, const int *, int, double *);
-static ratio_errors_fn *ratio_errors = ratio_errors_generic;
 
-// Picks the AVX2 version where the CPU has it (before any thread starts).
-static void choose_isa(void) {
+// The AVX2 version where the CPU has it. Callers may already be threads (export
+// quantises blocks of rows in parallel): the choice is an atomic, and every thread
+// makes the same one.
+static ratio_errors_fn *choose_isa(void) {
+    static ratio_errors_fn *chosen = NULL;
+    ratio_errors_fn *f = __atomic_load_n(&chosen, __ATOMIC_ACQUIRE);
+    if (f) return f;
+    f = ratio_errors_generic;
 #if defined(__x86_64__) && defined(__GNUC__)
-    static int chosen = 0;
-    if (chosen) return;
-    chosen = 1;
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && !getenv("SQ_QUANTIZE_GENERIC")) ratio_errors = ratio_errors_avx2;
+    if (__builtin_cpu_supports("avx2") && !getenv("SQ_QUANTIZE_GENERIC")) f = ratio_errors_avx2;
 #endif
+    __atomic_store_n(&chosen, f, __ATOMIC_RELEASE);
+    return f;
 }
 
-const char *cpu_quantize_isa(void) {
-    choose_isa();
-    return ratio_errors == ratio_errors_generic ? "generic" : "avx2";
-}
+const char *cpu_quantize_isa(void) { return choose_isa() == ratio_errors_generic ? "generic" : "avx2"; }
 
 // One group of `group` weights already in fp32; returns its squared error and
 // writes its scale and group/2 code bytes.
-static double quantize_group(const float *x, int group, uint8_t *codes, float *scale) {
+static double quantize_group(ratio_errors_fn *ratio_errors, const float *x, int group, uint8_t *codes, float *scale) {
     float amax = 0;
     for (int i = 0; i < group; i++) {
         float a = fabsf(x[i]);
@@ -195,7 +196,7 @@ double cpu_quantize_q4_src(const void *w, sq_dtype dtype, int64_t nout, int64_t 
                            float *scales, double *energy) {
     int64_t ngroups = nout * (k / group);
     double total = 0, sumsq = 0;
-    choose_isa();
+    ratio_errors_fn *ratio_errors = choose_isa();
     double gerr[BLOCK_GROUPS], gsq[BLOCK_GROUPS];
     for (int64_t b0 = 0; b0 < ngroups; b0 += BLOCK_GROUPS) {
         int nb = (int)(ngroups - b0 < BLOCK_GROUPS ? ngroups - b0 : BLOCK_GROUPS);
@@ -204,7 +205,7 @@ double cpu_quantize_q4_src(const void *w, sq_dtype dtype, int64_t nout, int64_t 
             float x[SQ_Q4_MAX_GROUP];
             int64_t gi = b0 + b;   // groups of a row are consecutive: element offset gi·group
             load_group(x, w, dtype, gi * group, group);
-            gerr[b] = quantize_group(x, group, codes + gi * group / 2, scales + gi);
+            gerr[b] = quantize_group(ratio_errors, x, group, codes + gi * group / 2, scales + gi);
             double e = 0;
             for (int i = 0; i < group; i++) e += (double)x[i] * x[i];
             gsq[b] = e;

@@ -6,7 +6,7 @@
 //   float range (subnormal to FLT_MAX), and over f32 weights within ±6 ulps of every
 //   rounding boundary (m + ½)·s;
 // - whole matrices of hard groups (qr_fill_hard: zeros, NaN, inf, subnormals,
-//   outliers, weights on rounding boundaries, FLT_MAX) at G = 32, 64, 128, from f32,
+//   outliers, weights on rounding boundaries, FLT_MAX) at G = 16, 32, 64, 128, from f32,
 //   and from bf16 and f16 storage against the reference on the widened weights, on
 //   poisoned outputs;
 // - Gaussian weights of an SD3.5-Large-shaped layer (2432 x 2432, G = 64).
@@ -110,7 +110,7 @@ static void test_hard_matrices(void) {
     uint16_t *bf = malloc(2 * (size_t)(nout * k)), *hf = malloc(2 * (size_t)(nout * k));
     TU_CHECK(w && w16 && bf && hf, "allocation");
     if (!w || !w16 || !bf || !hf) return;
-    for (int group = 32; group <= 128; group *= 2) {
+    for (int group = 16; group <= 128; group *= 2) {   // 16: test_gpu_quant's dequantisation uses it
         qr_fill_hard(w, nout, k, group, (uint64_t)group + 1000, 1);
         compare("hard finite groups, f32", w, SQ_F32, w, nout, k, group);
         qr_fill_hard(w, nout, k, group, (uint64_t)group, 0);
