@@ -175,16 +175,19 @@ static double quantize_group(ratio_errors_fn *ratio_errors, const float *x, int 
     return best_err;
 }
 
+// A group widened to f32. Copied first: a tensor in a safetensors file need not be
+// aligned to its element size.
 static inline void load_group(float *dst, const void *src, sq_dtype dtype, int64_t off, int group) {
     if (dtype == SQ_F32) {
-        memcpy(dst, (const float *)src + off, (size_t)group * sizeof(float));
-    } else if (dtype == SQ_BF16) {
-        const uint16_t *p = (const uint16_t *)src + off;
-        for (int i = 0; i < group; i++) dst[i] = sq_bf16_to_f32(p[i]);
-    } else {
-        const uint16_t *p = (const uint16_t *)src + off;
-        for (int i = 0; i < group; i++) dst[i] = sq_f16_to_f32(p[i]);
+        memcpy(dst, (const char *)src + off * 4, (size_t)group * sizeof(float));
+        return;
     }
+    uint16_t h[SQ_Q4_MAX_GROUP];
+    memcpy(h, (const char *)src + off * 2, (size_t)group * 2);
+    if (dtype == SQ_BF16)
+        for (int i = 0; i < group; i++) dst[i] = sq_bf16_to_f32(h[i]);
+    else
+        for (int i = 0; i < group; i++) dst[i] = sq_f16_to_f32(h[i]);
 }
 
 // Groups go to threads in blocks of BLOCK_GROUPS; each block's per-group errors
