@@ -163,6 +163,7 @@ static int open_dataset(sd_dataset **out, const sd_train_options *o, const char 
     sd_dataset_opts_default(&d);
     d.folder.images_dir = images;
     d.folder.captions_file = captions[0] ? captions : NULL;
+    d.folder.caption_ext = o->caption_ext;
     d.folder.recursive = o->recursive;
     d.folder.bad_images = o->skip_bad_images ? SD_BAD_IMAGE_SKIP : SD_BAD_IMAGE_FAIL;
     d.resolution = o->resolution;

@@ -27,8 +27,9 @@ static const sq_opt_choice lr_words[] = {{"auto", 0}, {NULL, 0}};
 static const sq_option options[] = {
     {"model", NULL, SQ_OPT_STR, STR(model), false, "SD3.5 diffusers folder, single file, or `sd-qzo quantize` output (required)"},
     {"encoders", NULL, SQ_OPT_STR, STR(encoders), false, "pipeline folder with vae/ and text encoders when --model is a single file"},
-    {"images", NULL, SQ_OPT_STR, STR(images), false, "folder of training images: PNG, JPEG, BMP (required)"},
-    {"captions", NULL, SQ_OPT_STR, STR(captions), false, "captions file (filename<TAB>caption, or one line per image in sorted order); default: a .txt beside each image"},
+    {"images", NULL, SQ_OPT_STR, STR(images), false, "folder of training images: PNG, JPEG, BMP, WebP (required)"},
+    {"captions", NULL, SQ_OPT_STR, STR(captions), false, "captions file (filename<TAB>caption, or one line per image in sorted order); default: metadata.jsonl or metadata.csv in the images folder, else a .txt beside each image"},
+    {"caption-ext", NULL, SQ_OPT_STR, STR(caption_ext), false, "extension of the caption file beside each image (.txt; kohya's other one: .caption)"},
     {"output", "out", SQ_OPT_STR, STR(output), false, "run folder: checkpoints, logs, previews, report.html (required)"},
     {"resume", NULL, SQ_OPT_STR, STR(resume), false, "continue from a checkpoint (e.g. OUT/checkpoint.safetensors)"},
     {"recursive", NULL, SQ_OPT_BOOL, F(recursive), true, "also read images in sub-folders"},
@@ -74,7 +75,7 @@ static const sq_option options[] = {
     {"sample-steps", NULL, SQ_OPT_INT, F(sample_steps), false, "sampler steps for previews"},
     {"sample-cfg", NULL, SQ_OPT_FLOAT, F(sample_cfg), false, "guidance scale for previews"},
     {"val-images", NULL, SQ_OPT_STR, STR(val_images), false, "held-out images for the validation loss"},
-    {"val-captions", NULL, SQ_OPT_STR, STR(val_captions), false, "captions of --val-images (default: .txt beside each)"},
+    {"val-captions", NULL, SQ_OPT_STR, STR(val_captions), false, "captions of --val-images (default: its metadata.jsonl/.csv, else a --caption-ext file beside each)"},
     {"device", NULL, SQ_OPT_ENUM, SQ_OPT_ENUM_FIELD(S, device), sq_opt_devices, false, "where to run (auto: CUDA when a GPU is present)"},
     {"threads", NULL, SQ_OPT_INT, F(threads), false, "CPU threads (0: all cores)"},
     {"overwrite", NULL, SQ_OPT_BOOL, F(overwrite), false, "start afresh in an OUT that holds a different run"},
@@ -100,6 +101,7 @@ void sd_train_options_defaults(sd_train_options *o) {
     o->resolution = 1024;
     o->buckets = true;
     o->caption_dropout = 0.05f;   // a little unconditional training keeps CFG intact
+    strcpy(o->caption_ext, ".txt");
     o->cache = true;
     o->t5 = true;
     o->t5_int8 = true;           // T5-XXL in int8: 4.9 GB instead of 9.5 GB while encoding
@@ -157,6 +159,8 @@ int sd_train_options_validate(const sd_train_options *o) {
     if (o->max_bad_steps < 1) return sq_errorf("--max-bad-steps must be at least 1");
     if (!(o->eps > 0)) return sq_errorf("--eps must be > 0");
     if (o->caption_dropout < 0 || o->caption_dropout > 1) return sq_errorf("--caption-dropout must be in [0, 1]");
+    if (!o->caption_ext[o->caption_ext[0] == '.'] || strchr(o->caption_ext, '/'))
+        return sq_errorf("--caption-ext '%s': give a file extension such as .txt or .caption", o->caption_ext);
     if (!(o->logit_std > 0)) return sq_errorf("--logit-std must be > 0");
     if (o->t5_max_length < 1 || o->t5_max_length > SD_T5_MAX_TOKENS)
         return sq_errorf("--t5-max-length must be in 1..%d", SD_T5_MAX_TOKENS);

@@ -25,7 +25,8 @@ typedef struct {
     char model[1024];          // SD3.5 pipeline folder, or an `sd-qzo quantize` file + --encoders
     char encoders[1024];       // pipeline folder for VAE + text encoders when --model is a single file
     char images[1024];
-    char captions[1024];       // "" = a .txt beside each image
+    char captions[1024];       // "" = metadata.jsonl/.csv in the images folder, else a file beside each image
+    char caption_ext[64];      // extension of the caption file beside each image (".txt")
     char output[1024];
     char resume[1024];         // checkpoint to continue from ("" = fresh run)
     bool recursive;
