@@ -28,7 +28,7 @@ static const sq_option options[] = {
     {"model", NULL, SQ_OPT_STR, STR(model), false, "SD3.5 diffusers folder, single file, or `sd-qzo quantize` output (required)"},
     {"encoders", NULL, SQ_OPT_STR, STR(encoders), false, "pipeline folder with vae/ and text encoders when --model is a single file"},
     {"images", NULL, SQ_OPT_STR, STR(images), false, "folder of training images: PNG, JPEG, BMP, WebP (required)"},
-    {"captions", NULL, SQ_OPT_STR, STR(captions), false, "captions file (filename<TAB>caption, or one line per image in sorted order); default: metadata.jsonl or metadata.csv in the images folder, else a .txt beside each image"},
+    {"captions", NULL, SQ_OPT_STR, STR(captions), false, "captions file (filename<TAB>caption, or one line per image in sorted order); *.jsonl/*.csv: Hugging Face metadata; default: metadata.jsonl or metadata.csv in the images folder, else a .txt beside each image"},
     {"caption-ext", NULL, SQ_OPT_STR, STR(caption_ext), false, "extension of the caption file beside each image (.txt; kohya's other one: .caption)"},
     {"output", "out", SQ_OPT_STR, STR(output), false, "run folder: checkpoints, logs, previews, report.html (required)"},
     {"resume", NULL, SQ_OPT_STR, STR(resume), false, "continue from a checkpoint (e.g. OUT/checkpoint.safetensors)"},

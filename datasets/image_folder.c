@@ -394,7 +394,13 @@ static int read_captions(cand_list *l, const sd_image_folder_opts *o, const char
     if (o->captions_file) {
         if (has_jsonl || has_csv)
             sq_log_info("%s is not read: the captions come from %s", has_jsonl ? jsonl : csv, o->captions_file);
-        rc = captions_from_file(l, o->captions_file, root, o->recursive);
+        // A .jsonl or .csv given by name is a metadata file (read as a captions file
+        // its JSON or CSV lines would become captions).
+        const char *e = extension(o->captions_file);
+        if (!strcasecmp(e, "jsonl") || !strcasecmp(e, "csv"))
+            rc = captions_from_metadata(l, o->captions_file, !strcasecmp(e, "csv"), root, o->recursive);
+        else
+            rc = captions_from_file(l, o->captions_file, root, o->recursive);
     } else if (has_jsonl && has_csv) {
         rc = sq_errorf("%s: holds both metadata.jsonl and metadata.csv; keep one (or name the captions with --captions)",
                        root);

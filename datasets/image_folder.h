@@ -12,8 +12,9 @@
 // Not honoured: JPEG EXIF orientation (stb_image ignores it; rotate such files).
 //
 // Captions come from the first of these that applies (precedence, highest first):
-//  A. captions_file (--captions), in format 1 or 2 below; a metadata file in the
-//     folder is then not read (an info line says so);
+//  A. captions_file (--captions), in format 1 or 2 below, or format 4 when its name
+//     ends in .jsonl or .csv (file_name then relative to images_dir); a metadata
+//     file in the folder is then not read (an info line says so);
 //  B. metadata.jsonl or metadata.csv in the top level of images_dir (the Hugging
 //     Face imagefolder convention, format 4); both at once is an error;
 //  C. sidecar files (format 3), <stem><caption_ext>.

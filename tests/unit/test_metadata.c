@@ -2,7 +2,8 @@
 // caption sources' precedence. The metadata.jsonl and metadata.csv parsers on
 // hand-written texts (keys and columns, quoting, line breaks inside quotes, CRLF,
 // BOM, escapes, line numbers); then folder scans: metadata.jsonl with an image in a
-// subfolder, metadata.csv, --captions over metadata over sidecar files, and
+// subfolder, metadata.csv, --captions over metadata over sidecar files, --captions
+// naming a .jsonl/.csv (read as metadata), and
 // --caption-ext (.caption beside each image). The error cases are in
 // tests/bad_input/test_bad_formats.c.
 #include <stdbool.h>
@@ -162,6 +163,24 @@ static void test_folder(void) {
     o = opts(dt_path("caps.tsv"), NULL, true);
     const char *tsv[] = {"tsv a", "tsv b"};
     expect_captions("--captions over metadata.jsonl", &o, 2, rel, tsv);
+
+    // --captions naming a .jsonl or .csv (outside the folder) reads it as metadata
+    char side_jsonl[512], side_csv[512];
+    snprintf(side_jsonl, sizeof side_jsonl, "%s.jsonl", dt_root);
+    snprintf(side_csv, sizeof side_csv, "%s.CSV", dt_root);
+    FILE *sf = fopen(side_jsonl, "w");
+    fputs("{\"file_name\": \"a.png\", \"prompt\": \"given a\"}\n{\"file_name\": \"sub/b.webp\", \"prompt\": \"given b\"}\n", sf);
+    fclose(sf);
+    sf = fopen(side_csv, "w");
+    fputs("file_name,text\nsub/b.webp,csv given b\na.png,csv given a\n", sf);
+    fclose(sf);
+    const char *given[] = {"given a", "given b"}, *given_csv[] = {"csv given a", "csv given b"};
+    o = opts(side_jsonl, NULL, true);
+    expect_captions("--captions x.jsonl", &o, 2, rel, given);
+    o = opts(side_csv, NULL, true);
+    expect_captions("--captions x.CSV", &o, 2, rel, given_csv);
+    remove(side_jsonl);
+    remove(side_csv);
 
     // metadata.csv alone
     remove(dt_path("metadata.jsonl"));
