@@ -7,7 +7,8 @@
 //      ignored), and a validation folder of WebP images captioned by a
 //      metadata.csv with quoted fields: the run trains, logs finite validation
 //      losses, warns about the animation, and says which caption files it read;
-//   2. --caption-ext .caption: kohya's other sidecar extension is read instead of .txt.
+//   2. --caption-ext .caption (and caption_ext in a --config file): kohya's other
+//      sidecar extension is read instead of .txt.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,6 +134,15 @@ static void check_caption_ext(void) {
     run_cmd(cmd, sizeof cmd, "kohya", "run_kohya", "--caption-ext .caption");
     rc = tu_run(cmd, &out);
     TU_CHECK(rc == 0, "train with --caption-ext .caption exits 0 (got %d):\n%s", rc, out ? out : "");
+    free(out);
+    // the same setting as a run-config key
+    char cfg[256], flag[300];
+    snprintf(cfg, sizeof cfg, "%s/kohya.toml", tmp);
+    write_text(cfg, "# kohya's sidecar extension\ncaption_ext = \"caption\"\n");
+    snprintf(flag, sizeof flag, "--config %s", cfg);
+    run_cmd(cmd, sizeof cmd, "kohya", "run_kohya_cfg", flag);
+    rc = tu_run(cmd, &out);
+    TU_CHECK(rc == 0, "train with caption_ext in --config exits 0 (got %d):\n%s", rc, out ? out : "");
     free(out);
 }
 
