@@ -13,7 +13,9 @@
 //   csv: wrong field count (also after a quoted multi-line field), an unterminated
 //   quote, text after a closing quote, no file_name / caption column, empty, header
 //   only, invalid UTF-8;
-//   --caption-ext that is not an extension (the sd-qzo binary, nothing created).
+//   --caption-ext that is not an extension (the sd-qzo binary, nothing created);
+//   every single-byte corruption of two WebP fixtures, every prefix of a jsonl and
+//   a csv text: a clean result or a clean one-line error, never a memory error.
 #include <stdbool.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -21,6 +23,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "datasets/image_folder.h"
+#include "datasets/metadata.h"
 #include "datasets/transform.h"
 #include "datasets/webp.h"
 #include "tests/dataset_test_util.h"
@@ -167,6 +170,69 @@ static void test_webp(void) {
     if (rc == SQ_OK) sd_image_folder_free(&f);
 }
 
+// Every single-byte corruption of two fixtures (a lossy image with alpha, an
+// animation), the RIFF length kept: libwebp either decodes it, to the header's size,
+// or it is refused with one line naming the file. Under ASan this is the check that
+// the header, decode and first-frame paths never read or write out of bounds.
+static void test_webp_mutations(void) {
+    const char *names[] = {"alpha_lossy.webp", "animated.webp"};
+    static uint8_t orig[8192], buf[8192];
+    int refused = 0, decoded = 0;
+    dt_mkdir("mut");
+    for (int k = 0; k < 2; k++) {
+        size_t n = read_fixture(names[k], orig, sizeof orig);
+        for (size_t i = 0; i < n; i++) {
+            memcpy(buf, orig, n);
+            buf[i] ^= 0xFF;
+            write_bytes("mut/m.webp", buf, n);
+            sd_webp_info info;
+            uint8_t *rgb = NULL;
+            int w = 0, h = 0;
+            int rc_info = sd_webp_read_info(dt_path("mut/m.webp"), &info);
+            int rc = sd_webp_decode_rgb(dt_path("mut/m.webp"), &rgb, &w, &h);
+            if (rc == SQ_OK) {
+                decoded++;
+                TU_CHECK(rc_info == SQ_OK && w == info.width && h == info.height && rgb,
+                         "%s byte %zu: decoded %dx%d, header %dx%d", names[k], i, w, h, info.width, info.height);
+                free(rgb);
+            } else {
+                refused++;
+                const char *msg = sq_error_message();
+                TU_CHECK(rgb == NULL && strstr(msg, "m.webp") && !strchr(msg, '\n'), "%s byte %zu: %s", names[k], i, msg);
+            }
+        }
+    }
+    TU_CHECK(refused > 0 && decoded > 0, "mutations: %d refused, %d decoded (both kinds expected)", refused, decoded);
+    printf("%-40s -> %d refused, %d decoded\n", "webp: single-byte corruptions", refused, decoded);
+}
+
+// Every prefix of a valid metadata.jsonl and metadata.csv parses or fails with one
+// line naming the file (a cut inside a quoted field, a JSON object, a UTF-8 sequence).
+static void test_metadata_prefixes(void) {
+    const char *jsonl = "{\"file_name\": \"a.png\", \"text\": \"caf\xC3\xA9 \\u00e9\"}\n"
+                        "{\"file_name\": \"b.png\", \"text\": \"b\"}\n";
+    const char *csv = "file_name,text\r\na.png,\"x, \"\"y\"\"\r\nz\"\r\nb.png,caf\xC3\xA9\n";
+    int bad = 0;
+    for (int k = 0; k < 2; k++) {
+        const char *t = k ? csv : jsonl;
+        size_t n = strlen(t);
+        for (size_t len = 0; len <= n; len++) {
+            sd_metadata m;
+            int rc = k ? sd_metadata_parse_csv(&m, "m.csv", t, len) : sd_metadata_parse_jsonl(&m, "m.jsonl", t, len);
+            if (rc == SQ_OK) {
+                TU_CHECK(m.count >= 1 && m.caption_key, "%s prefix %zu: %d rows", k ? "csv" : "jsonl", len, m.count);
+                sd_metadata_free(&m);
+            } else {
+                bad++;
+                const char *msg = sq_error_message();
+                TU_CHECK(strstr(msg, k ? "m.csv" : "m.jsonl") && !strchr(msg, '\n') && m.count == 0 && !m.rows,
+                         "%s prefix %zu: %s", k ? "csv" : "jsonl", len, msg);
+            }
+        }
+    }
+    TU_CHECK(bad > 10, "most prefixes are refused (%d)", bad);
+}
+
 // dir with a.png and b.png (and sub/c.png), plus `file` holding `text`.
 static int meta_scan(const char *dir, const char *file, const char *text, bool recursive) {
     char p[256];
@@ -287,6 +353,8 @@ static void test_caption_ext_cli(const char *bin) {
 int main(int argc, char **argv) {
     dt_make_root("bad_formats");
     test_webp();
+    test_webp_mutations();
+    test_metadata_prefixes();
     test_jsonl();
     test_csv();
     if (argc > 1) test_caption_ext_cli(argv[1]);
