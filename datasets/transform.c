@@ -50,7 +50,7 @@ void sd_crop_plan_make(sd_crop_plan *plan, int src_w, int src_h, int out_w, int 
 int sd_image_check_complete(const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) return sq_error_errno("%s: cannot open", path);
-    unsigned char head[12] = {0}, tail[4096];
+    unsigned char head[8] = {0}, tail[4096];
     size_t nh = fread(head, 1, sizeof head, f);
     long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
     size_t nt = 0;
@@ -62,7 +62,7 @@ int sd_image_check_complete(const char *path) {
     fclose(f);
     if (err || size < 0) return sq_errorf("%s: read error", path);
     static const unsigned char png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-    if (nh >= 8 && !memcmp(head, png_sig, 8)) {
+    if (nh == 8 && !memcmp(head, png_sig, 8)) {
         static const unsigned char iend[8] = {0, 0, 0, 0, 'I', 'E', 'N', 'D'};
         for (size_t i = 0; i + 8 <= nt; i++)
             if (!memcmp(tail + i, iend, 8)) return SQ_OK;
@@ -74,12 +74,6 @@ int sd_image_check_complete(const char *path) {
         if (e >= 2 && tail[e - 2] == 0xFF && tail[e - 1] == 0xD9) return SQ_OK;
         return sq_errorf("%s: truncated JPEG (no end-of-image marker FF D9 at its end); cannot be decoded", path);
     }
-    if (sd_webp_sniff(head, nh)) {
-        long want = ((long)head[4] | (long)head[5] << 8 | (long)head[6] << 16 | (long)head[7] << 24) + 8;
-        if (want > size)
-            return sq_errorf("%s: truncated WebP (%ld bytes, its RIFF header says %ld); cannot be decoded", path, size, want);
-        return SQ_OK;
-    }
     if (nh >= 6 && head[0] == 'B' && head[1] == 'M') {
         long want = (long)head[2] | (long)head[3] << 8 | (long)head[4] << 16 | (long)head[5] << 24;
         if (want > size)
@@ -88,7 +82,8 @@ int sd_image_check_complete(const char *path) {
     return SQ_OK;
 }
 
-// The first 12 bytes hold a WebP header (an unreadable file is left to stb's message).
+// The first 12 bytes hold a WebP header (an unreadable file is reported by
+// sd_image_check_complete).
 static bool is_webp(const char *path) {
     unsigned char head[12];
     FILE *f = fopen(path, "rb");
@@ -101,8 +96,8 @@ static bool is_webp(const char *path) {
 int sd_image_decode_rgb(const char *path, uint8_t **rgb, int *w, int *h) {
     int n = 0;
     *rgb = NULL;
+    if (is_webp(path)) return sd_webp_decode_rgb(path, rgb, w, h);   // checks the RIFF length itself
     if (sd_image_check_complete(path) != SQ_OK) return SQ_FAIL;
-    if (is_webp(path)) return sd_webp_decode_rgb(path, rgb, w, h);
     unsigned char *px = stbi_load(path, w, h, &n, 3);
     if (!px) {
         const char *why = stbi_failure_reason();

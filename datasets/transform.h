@@ -53,8 +53,8 @@ void sd_crop_plan_make(sd_crop_plan *plan, int src_w, int src_h, int out_w, int 
 // stb_image decodes a truncated PNG or JPEG partially (the missing part comes out
 // grey) and reports success, so the file's end is checked by hand: a PNG must hold
 // its IEND chunk, a JPEG end with the EOI marker FF D9 (trailing 00/FF/CR/LF padding
-// allowed), a BMP or a WebP be as long as its header says. SQ_FAIL: "PATH: truncated
-// PNG ...; cannot be decoded". Other formats pass.
+// allowed), a BMP be as long as its header says. SQ_FAIL: "PATH: truncated PNG ...;
+// cannot be decoded". Other formats pass (datasets/webp.c checks a WebP's length).
 int sd_image_check_complete(const char *path);
 
 // Decodes an image to 8-bit RGB, HWC, rows top to bottom. *rgb is malloc'ed (free
