@@ -11,7 +11,9 @@ reference is its first frame as Pillow renders it (composited on the canvas).
     python3 -m venv /work/venv-formats && /work/venv-formats/bin/pip install pillow numpy
     /work/venv-formats/bin/python tools/make_webp_fixtures.py tests/fixtures/webp
 """
+import io
 import os
+import struct
 import sys
 
 import numpy as np
@@ -29,6 +31,15 @@ def pattern(w, h, c, seed):
         v = v + rng.integers(-12, 13, size=(h, w))
         planes.append(np.clip(v, 0, 255))
     return np.stack(planes, axis=-1).astype(np.uint8)
+
+
+def u24(v):
+    return struct.pack("<I", v)[:3]
+
+
+def chunk(tag, payload):
+    pad = b"\0" if len(payload) % 2 else b""
+    return tag + struct.pack("<I", len(payload)) + payload + pad
 
 
 def main(out):
@@ -64,11 +75,35 @@ def main(out):
                    loop=0, lossless=True)
     images.append(("animated", 1, 1, 0))
 
+    # animation whose first frame is a sub-rectangle: 8x6 at (4, 2) of a 16x12 canvas,
+    # then a full frame. Pillow cannot write such a file, so the chunks are put
+    # together here (RIFF / VP8X / ANIM / ANMF, the frames' VP8L bitstreams taken from
+    # lossless stills); the reference is Pillow's decode of the first frame, the
+    # rectangle on a transparent-black canvas.
+    small = Image.fromarray(pattern(8, 6, 3, 5), "RGB")
+    full = Image.fromarray(pattern(16, 12, 3, 6), "RGB")
+    frames = [(small, 4, 2), (full, 0, 0)]
+    anmf = b""
+    for im, x, y in frames:
+        bio = io.BytesIO()
+        im.save(bio, "WEBP", lossless=True)
+        data = bio.getvalue()
+        assert data[12:16] == b"VP8L", data[12:16]
+        vp8l = data[12:]                           # the VP8L chunk, header included
+        payload = (u24(x // 2) + u24(y // 2) + u24(im.width - 1) + u24(im.height - 1) + u24(100)
+                   + bytes([0x02]) + vp8l)         # 0x02: do not blend, dispose none
+        anmf += chunk(b"ANMF", payload)
+    body = (b"WEBP" + chunk(b"VP8X", bytes([0x02, 0, 0, 0]) + u24(16 - 1) + u24(12 - 1))
+            + chunk(b"ANIM", struct.pack("<IH", 0xFFFFFFFF, 0)) + anmf)
+    with open(f"{out}/animated_offset.webp", "wb") as f:
+        f.write(b"RIFF" + struct.pack("<I", len(body)) + body)
+    images.append(("animated_offset", 1, 1, 0))
+
     lines = []
     for name, _, animated, _ in images:
         with Image.open(f"{out}/{name}.webp") as im:
             im.seek(0)
-            lossless = 1 if name in ("lossless", "alpha_lossless", "animated") else 0
+            lossless = 1 if name in ("lossless", "alpha_lossless", "animated", "animated_offset") else 0
             alpha = 1 if name.startswith("alpha") else 0   # Pillow opens every animation as RGBA
             assert ("A" in im.mode) >= bool(alpha), (name, im.mode)
             n_frames = getattr(im, "n_frames", 1)
