@@ -241,7 +241,7 @@ static int alloc_scratch(loop *L) {
     if (t->device == SQ_CUDA) snprintf(mem, sizeof mem, "; GPU memory in use (all processes) %.2f GiB", device_used_gib(t));
     char ema[160] = "";
     if (t->opt.ema > 0)   // the EMA is allocated in setup, after the scratch: its cost, said here
-        snprintf(ema, sizeof ema, ", EMA of the %lld trained scales %.1f MiB (fp32, --ema %g)",
+        snprintf(ema, sizeof ema, ", EMA of the %lld trained scales %.3g MiB (fp32, --ema %g)",
                  (long long)L->sel_count.scales, (double)L->sel_count.scales * sizeof(float) / 1048576.0, (double)t->opt.ema);
     sq_log_info("MMDiT: %d int4 layers (group %d); weights on %s, scratch %.2f GiB%s%s", L->sl.count, t->opt.group_size,
                 t->device == SQ_CUDA ? "the GPU" : "the CPU", gib(need), ema, mem);
