@@ -522,9 +522,11 @@ static int setup(loop *L) {
         free(info.loss_history);
         if (info.group_size != t->opt.group_size)
             return sq_errorf("--resume %s was trained at group size %d, not %d", t->opt.resume, info.group_size, t->opt.group_size);
+        // what trained and the EMA: cmd_train.c checked them before the encode phase
+        // (from the metadata alone); here again, on the checkpoint actually loaded
+        if (sd_train_check_resume(&t->opt, &info) != SQ_OK) return SQ_FAIL;
         L->qs = info.state;
-        // what trained and the EMA were checked against the options before the run
-        // started (sd_train_check_resume); the EMA continues exactly where it was
+        // the EMA continues exactly where it was
         if (L->ema) {
             int n = L->tl.count, rc = SQ_OK;
             bool *got = calloc((size_t)n + 1, sizeof *got);

@@ -12,7 +12,8 @@
 //   3. a resume with another selection or another --ema is refused with one line,
 //      leaving the checkpoint as it was;
 //   4. `sample --ema` samples with the EMA; on a checkpoint without EMA it is one
-//      clear line; `sample` of a subset checkpoint works;
+//      clear line; `sample` of a subset checkpoint (its selection given in a TOML
+//      config file) works;
 //   5. `export --ema` writes W = EMA ⊙ codes for the trained layers (exactly, fp32) and
 //      the plain export's weights for the frozen ones; without EMA it is refused and
 //      writes nothing.
@@ -209,10 +210,18 @@ static void check_sample(void) {
              "sample --ema exits 0 and applies the EMA to the trained layers:\n%s", out);
     free(out);
     // a subset checkpoint without EMA: sample works, sample --ema is one clear line
-    char tr[4096];
-    train_cmd(tr, sizeof tr, "plain", 1, "--train-blocks 1 --train-layers mlp");
+    // the selection from a config file (TOML keys spelled like the flags)
+    char tr[4096], toml[300];
+    snprintf(toml, sizeof toml, "%s/select.toml", tmp);
+    FILE *f = fopen(toml, "w");
+    fputs("train-blocks = \"1\"\ntrain_layers = \"mlp\"   # underscores read as dashes\nema = 0\n", f);
+    fclose(f);
+    char flags[400];
+    snprintf(flags, sizeof flags, "--config %s", toml);
+    train_cmd(tr, sizeof tr, "plain", 1, flags);
     rc = run(tr, &out);
-    TU_CHECK(rc == 0, "a run without --ema exits 0:\n%s", out);
+    TU_CHECK(rc == 0 && strstr(out, "(--train-blocks 1, --train-layers mlp)"),
+             "a run without --ema, its selection from a config file, exits 0:\n%s", out);
     free(out);
     snprintf(cmd, sizeof cmd, "'%s' sample --model '%s/pipeline/tiny' --scales %s/plain/checkpoint.safetensors %s --out %s/s_plain",
              bin, tu_fixtures_dir(), tmp, common, tmp);
