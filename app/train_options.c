@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "datasets/buckets.h"
 #include "qzo/qzo.h"
+#include "qzo/train_selection.h"
 #include "text_encoders/conditioning.h"
 
 #define S sd_train_options
@@ -68,6 +69,9 @@ static const sq_option options[] = {
     {"logit-std", NULL, SQ_OPT_FLOAT, F(logit_std), true, "std of the logit-normal timestep density"},
     {"mode-scale", NULL, SQ_OPT_FLOAT, F(mode_scale), true, "scale of the 'mode' timestep density"},
     {"shift", NULL, SQ_OPT_FLOAT, F(shift), true, "timestep shift (<= 0: the model scheduler's, 3.0 for SD3.5)"},
+    {"train-blocks", NULL, SQ_OPT_STR, STR(train_blocks), false, "joint blocks whose int4 layers train, e.g. 0-11,20 (all: every block); the others stay frozen: no perturbation, no update"},
+    {"train-layers", NULL, SQ_OPT_STR, STR(train_layers), false, "layer types that train: attn, mlp, adaln (or attn_qkv, attn_out, mlp_in, mlp_out), comma-separated; all: every type"},
+    {"ema", NULL, SQ_OPT_FLOAT, F(ema), false, "keep an EMA of the trained scales with this beta (e.g. 0.999; 0: off): one fp32 copy beside the scales, validated and saved with them; sample/export --ema use it"},
     {"save-every", NULL, SQ_OPT_I64, F(save_every), false, "checkpoint every N steps (and on Ctrl-C)"},
     {"sample-every", NULL, SQ_OPT_I64, F(sample_every), false, "preview images every N steps (0: off)"},
     {"val-every", NULL, SQ_OPT_I64, F(val_every), false, "validation loss every N steps (0: off)"},
@@ -130,6 +134,9 @@ void sd_train_options_defaults(sd_train_options *o) {
     o->logit_std = 1.0f;
     o->mode_scale = 1.29f;
     o->shift = 0.0f;
+    snprintf(o->train_blocks, sizeof o->train_blocks, "all");
+    snprintf(o->train_layers, sizeof o->train_layers, "all");
+    o->ema = 0.0f;                // off until the learning benchmark shows it helps (bench/LEARNING.md)
     o->save_every = 250;
     o->sample_every = 250;
     o->val_every = 50;
@@ -168,6 +175,9 @@ int sd_train_options_validate(const sd_train_options *o) {
     if (o->sample_every < 0 || o->val_every < 0) return sq_errorf("--sample-every and --val-every must be >= 0");
     if (o->sample_steps < 1) return sq_errorf("--sample-steps must be at least 1");
     if (o->threads < 0) return sq_errorf("--threads must be >= 0 (0: all cores)");
+    if (!(o->ema >= 0 && o->ema < 1)) return sq_errorf("--ema must be in [0, 1) (0: off; e.g. 0.999)");
+    sd_train_selection sel;
+    if (sd_train_selection_parse(o->train_blocks, o->train_layers, &sel) != SQ_OK) return SQ_FAIL;
     return SQ_OK;
 }
 

@@ -62,6 +62,10 @@ typedef struct {
     sd_timestep_sampling timestep_sampling; // logit_normal | uniform | mode
     float logit_mean, logit_std, mode_scale;
     float shift;               // <= 0: the model's scheduler shift (3.0 for SD3.5)
+    // what trains, and the EMA (qzo/train_selection.h, docs/QZO.md)
+    char train_blocks[256];    // "all" or joint blocks "0-11,20"
+    char train_layers[128];    // "all" or layer types "attn,mlp,adaln"
+    float ema;                 // β of the EMA of the trained scales (0: off)
     // monitoring
     int64_t save_every, sample_every, val_every;
     char sample_prompts[1024]; // one prompt per line ("" = the first captions)
