@@ -19,6 +19,7 @@ const char *cpu_quantize_isa(void);
 void cpu_dequant_q4(float *out, const uint8_t *codes, const float *scales, int64_t nout, int64_t k, int group,
                     const sq_perturb *p);
 void cpu_qzo_update(float *scales, int64_t count, const sq_perturb *p, float coeff);
+void cpu_ema_update(float *ema, const float *scales, int64_t count, float beta);
 
 // ---- one weight's int4 code, without the division ----
 // The reference code is clamp(rint(x / s), −7, 7) in float (cpu_q4_code_div).

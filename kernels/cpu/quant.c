@@ -1,6 +1,6 @@
 // kernels/cpu/quant.c: fp32 reference for int4 quantisation, perturbed
-// dequantisation and the QZO scale update. These are the ground truth the CUDA
-// versions are tested against.
+// dequantisation, the QZO scale update and the EMA of the scales. These are the
+// ground truth the CUDA versions are tested against.
 // The quantiser is the one exception to "plain loops": it runs over every weight of
 // a checkpoint (8 G for SD3.5 Large) at 26 clipping ratios, so it is threaded over
 // groups and divides only where a division could give another code than a
@@ -262,4 +262,9 @@ void cpu_qzo_update(float *scales, int64_t count, const sq_perturb *p, float coe
         scales[j] = p->sign < 0 ? sq_restored_scale(scales[j], z, coeff, p->relative)
                                 : sq_updated_scale(scales[j], z, coeff, p->relative);
     }
+}
+
+void cpu_ema_update(float *ema, const float *scales, int64_t count, float beta) {
+#pragma omp parallel for
+    for (int64_t j = 0; j < count; j++) ema[j] = sq_ema_scale(ema[j], scales[j], beta);
 }

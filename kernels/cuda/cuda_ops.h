@@ -101,6 +101,7 @@ void cuda_embedding(sq_dtype dt, void *out, const void *table, const int32_t *id
 void cuda_dequant_q4(void *out_bf16, const uint8_t *codes, const float *scales, int64_t nout, int64_t k, int group,
                      const sq_perturb *p);
 void cuda_qzo_update(float *scales, int64_t count, const sq_perturb *p, float coeff);
+void cuda_ema_update(float *ema, const float *scales, int64_t count, float beta);
 // quantize.cu: the int4 quantiser of kernels/quant.h (sq_quantize_q4_src) on the device,
 // host buffers in and out: w (Nout,K) F32/BF16/F16, codes (Nout·K/2 bytes), scales
 // (Nout·K/G); *err the total squared error and *energy the sum of squared weights,
