@@ -11,7 +11,7 @@ rm -rf "$BUILD_DIR"
 meson setup "$BUILD_DIR" -Dcuda=enabled ${CUDA_ARCH:+-Dgpu_arch=$CUDA_ARCH} > "$OUT/setup.log" 2>&1 || { tail -40 "$OUT/setup.log"; exit 1; }
 ninja -C "$BUILD_DIR" -j "$JOBS" > "$OUT/build.log" 2>&1 || { tail -60 "$OUT/build.log"; exit 1; }
 if [ "${1:-}" = quick ]; then
-    meson test -C "$BUILD_DIR" --print-errorlogs gpu_quant gpu_ops gpu_mmdit
+    meson test -C "$BUILD_DIR" --print-errorlogs gpu_quant gpu_quantize gpu_quantize_file gpu_ops gpu_mmdit
 elif [ "${1:-}" = all ]; then
     meson test -C "$BUILD_DIR" --print-errorlogs --num-processes 8
 else
