@@ -151,8 +151,9 @@ static double quantize_group(ratio_errors_fn *ratio_errors, const float *x, int 
     float s[LANES], inv[LANES];
     int slow[LANES];
     for (int j = 0; j < LANES; j++) {
+        // padding lanes: t = 0 whatever x is, so they never ask for the division
         s[j] = j < SQ_Q4_RATIOS ? amax * (float)(100 - 2 * j) / 100.0f / 7.0f : 1.0f;
-        inv[j] = 1.0f / s[j];
+        inv[j] = j < SQ_Q4_RATIOS ? 1.0f / s[j] : 0.0f;
         slow[j] = !(s[j] >= CPU_Q4_SAFE_S_MIN && s[j] <= CPU_Q4_SAFE_S_MAX);
     }
     int any_slow = 0;
