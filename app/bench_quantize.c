@@ -147,7 +147,7 @@ static int write_checkpoint(const char *dir, const sd_mmdit_config *c, const tli
     uint16_t *buf = malloc(chunk * 2);
     if (!buf) return sq_errorf("out of host memory");
     sq_progress prog;
-    sq_progress_begin(&prog, "writing the synthetic bf16 checkpoint (MB)", total >> 20);
+    sq_progress_begin(&prog, "writing the synthetic bf16 checkpoint (MB)", total / 1000000);
     int64_t done = 0;
     int rc = SQ_OK;
     char path[4400];
@@ -174,7 +174,7 @@ static int write_checkpoint(const char *dir, const sd_mmdit_config *c, const tli
                 rc = sq_st_writer_append(w, buf, (size_t)m * 2);
                 if (rc != SQ_OK) w = NULL;   // freed on error
                 done += 2 * m;
-                sq_progress_update(&prog, done >> 20, NULL);
+                sq_progress_update(&prog, done / 1000000, NULL);
             }
         }
         if (rc == SQ_OK) rc = sq_st_writer_commit(w);

@@ -152,7 +152,7 @@ int sd_quantize_checkpoint_ex(const char *model, const char *out_path, int group
     if (gpu) snprintf(where, sizeof where, "cuda");
     else snprintf(where, sizeof where, "cpu, %d threads", sq_quantize_q4_threads());
     sq_progress prog;
-    if (!quiet) sq_progress_begin(&prog, "quantize (MB)", total_bytes >> 20);
+    if (!quiet) sq_progress_begin(&prog, "quantize (MB)", total_bytes / 1000000);
     int64_t done_bytes = 0;
     const sq_st_entry *prev = NULL;
     for (int i = 0; i < n; i++) {
@@ -190,7 +190,7 @@ int sd_quantize_checkpoint_ex(const char *model, const char *out_path, int group
         if (prev) sq_st_entry_release(prev);
         prev = e;
         done_bytes += (int64_t)e->nbytes;
-        if (!quiet) sq_progress_update(&prog, done_bytes >> 20, where);
+        if (!quiet) sq_progress_update(&prog, done_bytes / 1000000, where);
     }
     if (prev) sq_st_entry_release(prev);
     if (!quiet) sq_progress_end(&prog);
