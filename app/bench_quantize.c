@@ -307,14 +307,14 @@ int sq_bench_quantize(sd_mmdit_preset preset, int group, sq_device_request devic
     if (rc == SQ_OK) {
         char head[32];
         snprintf(head, sizeof head, "quantize (G=%d)", group);
-        printf("\n%-26s %9s %9s %16s\n", head, "seconds", "MB/s", "peak host memory");
+        printf("\n%-26s %9s %9s %16s %13s\n", head, "seconds", "MB/s", "peak host memory", "CPU seconds");
         for (int d = 0; d < 2; d++) {
             if (!(d == 0 ? run_cpu : run_gpu)) continue;
             char where[64];
             if (d == 0) snprintf(where, sizeof where, "CPU, %d threads", st[d].threads);
             else snprintf(where, sizeof where, "GPU");
-            printf("%-26s %9.1f %9.0f %12.2f GiB\n", where, st[d].seconds, bytes / 1e6 / st[d].seconds,
-                   st[d].peak_rss_bytes / 1073741824.0);
+            printf("%-26s %9.1f %9.0f %12.2f GiB %13.1f\n", where, st[d].seconds, bytes / 1e6 / st[d].seconds,
+                   st[d].peak_rss_bytes / 1073741824.0, st[d].cpu_seconds);
         }
         if (run_cpu && run_gpu) printf("the CPU's and the GPU's int4 files are %s\n", same ? "identical, byte for byte" : "DIFFERENT");
         if (run_cpu && run_gpu && !same) rc = sq_errorf("bench: the GPU's int4 file differs from the CPU's");
@@ -324,9 +324,9 @@ int sq_bench_quantize(sd_mmdit_preset preset, int group, sq_device_request devic
                 c.num_layers, group, (long long)bytes, t_write);
         for (int d = 0; d < 2; d++)
             if (d == 0 ? run_cpu : run_gpu)
-                fprintf(json, ", \"%s\": {\"seconds\": %.3f, \"mb_per_s\": %.1f, \"threads\": %d, \"peak_rss_bytes\": %lld}",
+                fprintf(json, ", \"%s\": {\"seconds\": %.3f, \"mb_per_s\": %.1f, \"threads\": %d, \"peak_rss_bytes\": %lld, \"cpu_seconds\": %.1f}",
                         d == 0 ? "cpu" : "cuda", st[d].seconds, bytes / 1e6 / st[d].seconds, st[d].threads,
-                        (long long)st[d].peak_rss_bytes);
+                        (long long)st[d].peak_rss_bytes, st[d].cpu_seconds);
         fprintf(json, ", \"identical\": %s},\n", run_cpu && run_gpu ? (same ? "true" : "false") : "null");
     }
     remove_folder(dir, true);

@@ -27,6 +27,7 @@ typedef struct {
     int64_t peak_rss_bytes;     // the process's peak resident set (VmHWM) at the end
     bool on_gpu;
     int threads;                // CPU threads (0 on the GPU)
+    double cpu_seconds;         // user + system CPU time of the process meanwhile
 } sd_quantize_stats;
 
 // The same with a device choice; stats (may be NULL) is filled on success. Prints
