@@ -10,7 +10,7 @@
 
 typedef struct {
     char model[4096], scales[4096], out[4096], name[1024];
-    int format;          // SD_EXPORT_DIFFUSERS | SD_EXPORT_SINGLE
+    int format;          // SD_EXPORT_DIFFUSERS | SD_EXPORT_SINGLE | SD_EXPORT_GGUF
     int dtype;           // an sq_dtype, or -1: the base's own
     float shard_size;    // GB
     bool force;
@@ -27,6 +27,7 @@ static void defaults(void *p) {
 static const sq_opt_choice formats[] = {{"diffusers", SD_EXPORT_DIFFUSERS},
                                         {"single", SD_EXPORT_SINGLE},
                                         {"both", SD_EXPORT_DIFFUSERS | SD_EXPORT_SINGLE},
+                                        {"gguf", SD_EXPORT_GGUF},
                                         {NULL, 0}};
 static const sq_opt_choice dtypes[] = {{"auto", -1}, {"bf16", SQ_BF16}, {"fp16", SQ_F16}, {"fp32", SQ_F32}, {NULL, 0}};
 
@@ -39,10 +40,10 @@ static const sq_option options[] = {
     {"out", "output", SQ_OPT_STR, SQ_OPT_STRING(S, out), NULL, false, "output folder: created; must be empty unless --force (required)"},
     {"format", NULL, SQ_OPT_ENUM, SQ_OPT_ENUM_FIELD(S, format), formats, false,
      "diffusers: OUT/transformer/; single: OUT/NAME.safetensors in Stability's layout (ComfyUI, stable-diffusion.cpp, "
-     "from_single_file); both"},
+     "from_single_file); both; gguf: OUT/NAME.gguf, int4 layers as Q4_0 (stable-diffusion.cpp, ComfyUI-GGUF)"},
     {"dtype", NULL, SQ_OPT_ENUM, SQ_OPT_ENUM_FIELD(S, dtype), dtypes, false,
-     "output precision (auto: the base's own, bf16 for the SD3.5 releases)"},
-    {"name", NULL, SQ_OPT_STR, SQ_OPT_STRING(S, name), NULL, false, "single file's name without .safetensors (default: OUT's name)"},
+     "output precision (auto: the base's own, bf16 for the SD3.5 releases; gguf: of the tensors that are not Q4_0, auto is fp16)"},
+    {"name", NULL, SQ_OPT_STR, SQ_OPT_STRING(S, name), NULL, false, "single or gguf file's name without extension (default: OUT's name)"},
     {"shard-size", NULL, SQ_OPT_FLOAT, SQ_OPT_FIELD(S, shard_size), NULL, false, "diffusers shard size in GB"},
     {"force", NULL, SQ_OPT_BOOL, SQ_OPT_FIELD(S, force), NULL, false, "write into a non-empty OUT, replacing an earlier export"},
 };
@@ -50,7 +51,7 @@ static const sq_option options[] = {
 
 static const sq_option_table export_table = {
     .command = "export",
-    .usage = "usage: sd-qzo export --model M --scales CKPT.safetensors --out DIR [--format diffusers|single|both]\n"
+    .usage = "usage: sd-qzo export --model M --scales CKPT.safetensors --out DIR [--format diffusers|single|both|gguf]\n"
              "                     [--dtype auto|bf16|fp16|fp32] [--name NAME] [--shard-size GB] [--force]\n",
     .options = options,
     .count = (int)(sizeof options / sizeof options[0]),
