@@ -178,8 +178,8 @@ static int parse(sq_gguf *g) {
     }
     if (rd_u64(&c, &n_t, "header") != SQ_OK || rd_u64(&c, &n_kv, "header") != SQ_OK) return SQ_FAIL;
     // a key/value takes at least 8 + 4 + 1 bytes, a tensor info at least 8 + 4 + 4 + 8
-    if (n_kv > c.left / 13) return sq_errorf("%s: %llu key/values cannot fit in the file (corrupt count?)", fname, (unsigned long long)n_kv);
-    if (n_t > c.left / 24) return sq_errorf("%s: %llu tensors cannot fit in the file (corrupt count?)", fname, (unsigned long long)n_t);
+    if (n_kv > c.left / 13) return sq_errorf("%s: %llu key/values cannot fit in the file (truncated, or a corrupt count?)", fname, (unsigned long long)n_kv);
+    if (n_t > c.left / 24) return sq_errorf("%s: %llu tensors cannot fit in the file (truncated, or a corrupt count?)", fname, (unsigned long long)n_t);
     g->kv = calloc((size_t)n_kv + 1, sizeof *g->kv);
     g->t = calloc((size_t)n_t + 1, sizeof *g->t);
     g->by_name = calloc((size_t)n_t + 1, sizeof *g->by_name);

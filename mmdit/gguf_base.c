@@ -116,8 +116,9 @@ int sd_gguf_base_open(const char *path, sq_safetensors **out, bool quiet, sd_ggu
     const sq_gguf *g = o->g;
     const char *arch = sq_gguf_get_string(g, "general.architecture");
     if (arch && strcmp(arch, "sd3")) {
-        owner_free(o);
-        return sq_errorf("%s: general.architecture is '%.40s', not sd3 (an SD3.5 MMDiT GGUF)", fname, arch);
+        sq_errorf("%s: general.architecture is '%.40s', not sd3 (an SD3.5 MMDiT GGUF)", fname, arch);
+        owner_free(o);   // arch lives in o
+        return SQ_FAIL;
     }
     int n = sq_gguf_tensor_count(g), ni = 0, n_linear = 0, n_q4 = 0;
     bool prefixed = false;
