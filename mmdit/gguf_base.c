@@ -217,7 +217,7 @@ int sd_gguf_base_open(const char *path, sq_safetensors **out, bool quiet, sd_ggu
                         {"sd_qzo.layout", "single-file"}, {"sd_qzo.source", path},         {"sd_qzo.config", "{}"}};
     if (!quiet) {
         if (rep.q4_layers)
-            sq_log_info("%s: %d Q4_0 linears carried over as int4 at group 32 (codes and fp16 scales exact)", fname, rep.q4_layers);
+            sq_log_info("%s: %d Q4_0 tensors carried over as int4 at group 32 (fp16 scales exact)", fname, rep.q4_layers);
         if (rep.clamped)
             sq_log_warn("%s: %lld of %lld codes (%.3f%%) were +8 after taking the sign of a negative Q4_0 scale into the "
                         "codes and are stored as +7 (int4 holds -8..7; sd-qzo's scales are non-negative)",
