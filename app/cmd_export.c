@@ -43,7 +43,7 @@ static const sq_opt_choice dtypes[] = {{"auto", -1}, {"bf16", SQ_BF16}, {"fp16",
 #define S export_args
 static const sq_option options[] = {
     {"model", NULL, SQ_OPT_STR, SQ_OPT_STRING(S, model), NULL, false,
-     "the base the scales were trained on: diffusers folder, single file, or the int4 file of `sd-qzo quantize` (required)"},
+     "the base the scales were trained on: diffusers folder, single file, the int4 file of `sd-qzo quantize`, or an SD3.5 GGUF (required)"},
     {"scales", NULL, SQ_OPT_STR, SQ_OPT_STRING(S, scales), NULL, false,
      "a QZO checkpoint: trained scales; must match the base's hash and group (required)"},
     {"out", "output", SQ_OPT_STR, SQ_OPT_STRING(S, out), NULL, false, "output folder: created; must be empty unless --force (required)"},
