@@ -8,7 +8,9 @@
 //    is exactly fp16(scale) · code; the other tensors are F32 (exact) or F16;
 // 3. the file loads back into sd-qzo (sd_mmdit_load through mmdit/gguf_base.h) as
 //    an int4 base at group 32 whose scales are the fp16-rounded trained scales;
-// 4. an export into an existing file name without --force is refused and leaves
+// 4. at group 64 (only the layers 64 wide or more are int4 then), each scale is
+//    written into two blocks, and the same checks hold;
+// 5. an export into an existing file name without --force is refused and leaves
 //    the folder as it was.
 // tools/check_gguf_export.py makes the same checks with the gguf Python package.
 #include <math.h>
@@ -23,6 +25,9 @@
 #include "core/safetensors.h"
 #include "mmdit/base_model.h"
 #include "mmdit/model.h"
+#include "mmdit/quantize.h"
+#include "qzo/checkpoint.h"
+#include "qzo/trained_scales.h"
 #include "tests/test_util.h"
 
 static sd_export_options opts(const char *model, const char *scales, const char *out, int formats, int dtype) {
@@ -101,6 +106,36 @@ static void check_reload(const char *gpath) {
     sd_mmdit_free(&m);
 }
 
+// A checkpoint at group 64 for model: its own int4 scales changed by up to ±30%.
+static int write_checkpoint_g64(const char *model, const char *path) {
+    sd_mmdit m;
+    if (sd_mmdit_load(&m, model, SQ_CPU, SQ_F32) != SQ_OK || sd_mmdit_quantize(&m, 64, NULL) != SQ_OK) return SQ_FAIL;
+    sd_scale_list sl;
+    if (sd_scale_list_make(&m, model, &sl) != SQ_OK) { sd_mmdit_free(&m); return SQ_FAIL; }
+    uint64_t seed = 64;
+    for (int i = 0; i < sl.count; i++) {
+        float *s = sl.scales[i]->data;
+        for (int64_t j = 0; j < sq_tensor_numel(sl.scales[i]); j++) s[j] *= 1.0f + tu_uniform(&seed, -0.3f, 0.3f);
+    }
+    double losses[1] = {0.5};
+    sq_checkpoint_info info = {.group_size = 64, .loss_history = losses, .loss_count = 1};
+    sq_qzo_config_defaults(&info.config);
+    sq_qzo_state_init(&info.state);
+    info.state.step = 64;
+    sd_base_model b;
+    sq_safetensors *st;
+    int rc = sd_base_open(model, &b, &st);
+    if (rc == SQ_OK) {
+        rc = sd_base_sha256(&b, st, info.base_sha256);
+        sq_st_close(st);
+    }
+    if (rc == SQ_OK) rc = sq_checkpoint_save(path, sl.named, sl.count, &info);
+    printf("group 64: %d int4 layers\n", sl.count);
+    sd_scale_list_free(&sl);
+    sd_mmdit_free(&m);
+    return rc;
+}
+
 static int64_t file_size(const char *p) {
     struct stat st;
     return stat(p, &st) == 0 ? (int64_t)st.st_size : -1;
@@ -124,6 +159,31 @@ int main(void) {
            (long long)file_size(ref));
     check_file(gpath, ref);
     check_reload(gpath);
+    // group 64: two blocks per scale
+    char ck64[1200], a64[1200], b64[1200], g64[1300], r64[1300];
+    snprintf(ck64, sizeof ck64, "%s/g64.safetensors", tmp);
+    snprintf(a64, sizeof a64, "%s/gguf64", tmp);
+    snprintf(b64, sizeof b64, "%s/single64", tmp);
+    TU_CHECK(write_checkpoint_g64(base, ck64) == SQ_OK, "group-64 checkpoint: %s", sq_error_message());
+    o = opts(base, ck64, a64, SD_EXPORT_GGUF, -1);
+    TU_CHECK(sd_export(&o) == SQ_OK, "gguf export at group 64: %s", sq_error_message());
+    o = opts(base, ck64, b64, SD_EXPORT_SINGLE, SQ_F32);
+    TU_CHECK(sd_export(&o) == SQ_OK, "single export at group 64: %s", sq_error_message());
+    snprintf(g64, sizeof g64, "%s/ft.gguf", a64);
+    snprintf(r64, sizeof r64, "%s/ft.safetensors", b64);
+    check_file(g64, r64);
+    sq_gguf *g;
+    if (sq_gguf_open(&g, g64) == SQ_OK) {
+        int pairs = 0, same = 0;
+        for (int i = 0; i < sq_gguf_tensor_count(g); i++) {
+            const sq_gguf_tensor *t = sq_gguf_tensor_at(g, i);
+            if (t->type != SQ_GGML_Q4_0) continue;
+            const uint8_t *d = t->data;
+            for (int64_t blk = 0; blk + 1 < (int64_t)(t->nbytes / 18); blk += 2, pairs++) same += !memcmp(d + blk * 18, d + (blk + 1) * 18, 2);
+        }
+        TU_CHECK(pairs > 0 && same == pairs, "group 64: %d of %d block pairs share their scale", same, pairs);
+        sq_gguf_close(g);
+    }
     // without --force, an existing export is left alone
     int64_t before = file_size(gpath);
     o = opts(base, ckpt, a, SD_EXPORT_GGUF, -1);
