@@ -9,7 +9,8 @@
 //    the GGUF became; a group size other than 32 is refused with a message;
 // 3. `export --model tiny_q4_0.gguf --scales CKPT --format gguf --verify` and
 //    `--format single --verify` write files whose samples are within a few levels
-//    of the base + scales image (--verify samples each exported file as a base).
+//    of the base + scales image (--verify samples each exported file as a base);
+// 4. `sd-qzo info` lists a GGUF's tensors.
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -123,6 +124,16 @@ static void test_train_export(void) {
     }
 }
 
+static void test_info(void) {
+    char cmd[1024], *out = NULL;
+    snprintf(cmd, sizeof cmd, "'%s' info '%s/gguf/tiny_q4_0.gguf'", bin, tu_fixtures_dir());
+    int rc = tu_run(cmd, &out);
+    TU_CHECK(rc == 0 && out && strstr(out, "GGUF version 3") && strstr(out, "architecture sd3") && strstr(out, "59 tensors") &&
+                 strstr(out, "joint_blocks.0.x_block.attn.qkv.weight") && strstr(out, "Q4_0  [96, 32]"),
+             "info on a GGUF: %s", out ? out : "");
+    free(out);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: test_gguf_base SD_QZO_BINARY\n");
@@ -131,6 +142,7 @@ int main(int argc, char **argv) {
     bin = argv[1];
     snprintf(dir, sizeof dir, "/tmp/sq_gguf_base_XXXXXX");
     SQ_CHECK(mkdtemp(dir), "mkdtemp");
+    test_info();
     test_sample_same_image("q4_0");
     test_sample_same_image("q8_0");
     test_train_export();
