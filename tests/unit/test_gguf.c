@@ -167,8 +167,37 @@ static void check_base(const char *tag, bool int4) {
     sq_st_close(st);
 }
 
+// A version-2 file (same layout as 3 for little-endian files) reads the same.
+static void test_version2(void) {
+    char p[1024], q[256];
+    snprintf(p, sizeof p, "%s/gguf/blocks.gguf", tu_fixtures_dir());
+    snprintf(q, sizeof q, "/tmp/sq_test_gguf_v2_%ld.gguf", (long)getpid());
+    FILE *f = fopen(p, "rb");
+    SQ_CHECK(f, "%s", p);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = malloc((size_t)n);
+    SQ_CHECK(fread(b, 1, (size_t)n, f) == (size_t)n, "read");
+    fclose(f);
+    TU_CHECK(b[4] == 3, "fixture is version 3");
+    b[4] = 2;
+    f = fopen(q, "wb");
+    fwrite(b, 1, (size_t)n, f);
+    fclose(f);
+    free(b);
+    sq_gguf *g;
+    TU_CHECK(sq_gguf_open(&g, q) == SQ_OK, "version 2: %s", sq_error_message());
+    if (g) {
+        TU_CHECK(sq_gguf_version(g) == 2 && sq_gguf_tensor_count(g) == 7 && sq_gguf_find(g, "t.q4_k"), "version 2 contents");
+        sq_gguf_close(g);
+    }
+    unlink(q);
+}
+
 int main(void) {
     test_blocks();
+    test_version2();
     test_writer();
     check_base("q4_0", true);
     check_base("q8_0", false);
