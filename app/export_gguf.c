@@ -49,16 +49,17 @@ static int to_q4_0(const uint8_t *codes, const float *scales, int64_t rows, int6
     for (int64_t r = 0; r < rows; r++) {
         for (int64_t b = 0; b < nb; b++) {
             float sc = scales[r * (k / group) + b * 32 / group];
-            if (!(sc >= 0) || sc > 65504.0f)
+            // negative scales are valid (a Q4_0 GGUF base brings them) and Q4_0's d is signed
+            if (!(fabsf(sc) <= 65504.0f))
                 return sq_errorf("'%s': scale %g does not fit an fp16 Q4_0 scale", name, (double)sc);
             uint16_t h = sq_f32_to_f16(sc);
             if (b * 32 % group == 0) {   // each scale counted once
-                double d = sq_f16_to_f32(h), err = fabs(d - sc);
+                double d = sq_f16_to_f32(h), err = fabs(d - sc), mag = fabs(sc);
                 s->scales++;
                 if (err > s->max_abs_err) s->max_abs_err = err;
-                if (sc > 0 && err / sc > s->max_rel_err) s->max_rel_err = err / sc;
-                s->sum_rel_err += sc > 0 ? err / sc : 0;
-                if (sc > 0 && d < 6.103515625e-05) s->subnormal++;
+                if (mag > 0 && err / mag > s->max_rel_err) s->max_rel_err = err / mag;
+                s->sum_rel_err += mag > 0 ? err / mag : 0;
+                if (mag > 0 && fabs(d) < 6.103515625e-05) s->subnormal++;
             }
             uint8_t *blk = out + (r * nb + b) * 18;
             memcpy(blk, &h, 2);   // little-endian hosts only, as the rest of sd-qzo's file code

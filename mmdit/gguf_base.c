@@ -74,27 +74,27 @@ typedef struct {
 static int by_item_name(const void *a, const void *b) { return strcmp(((const item *)a)->name, ((const item *)b)->name); }
 
 // Q4_0 rows into sd-qzo codes (element 2i low nibble) and f32 scales, one group per
-// block. Returns the codes clamped from +8 to +7.
+// block: value (q - 8)·d is code q - 8 (-8..7, int4's range) times scale d, exactly.
+// ggml's quantiser maps each block's largest-magnitude weight to q = 0, so about half
+// the blocks have d < 0; the scale keeps that sign (the QZO update keeps a scale on
+// its side of 0: kernels/quant.h). Returns the blocks with d < 0.
 static long long q4_0_to_int4(const uint8_t *src, int64_t rows, int64_t k, uint8_t *codes, float *scales) {
-    long long clamped = 0;
+    long long negative = 0;
     int64_t blocks = rows * (k / 32);
     for (int64_t b = 0; b < blocks; b++) {
         const uint8_t *p = src + b * 18;
         uint16_t h;
         memcpy(&h, p, 2);
-        float d = sq_f16_to_f32(h);
-        bool flip = d < 0;
-        scales[b] = flip ? -d : d;
+        scales[b] = sq_f16_to_f32(h);
+        negative += scales[b] < 0;
         uint8_t *out = codes + b * 16;
         memset(out, 0, 16);
         for (int j = 0; j < 32; j++) {
             int q = j < 16 ? (p[2 + j] & 0xF) : (p[2 + j - 16] >> 4);
-            int c = flip ? 8 - q : q - 8;
-            if (c > 7) { c = 7; clamped++; }
-            out[j >> 1] |= (uint8_t)((c & 0xF) << ((j & 1) * 4));
+            out[j >> 1] |= (uint8_t)(((q - 8) & 0xF) << ((j & 1) * 4));
         }
     }
-    return clamped;
+    return negative;
 }
 
 static void hash_item(sq_sha256 *h, const item *it) {
@@ -164,7 +164,7 @@ int sd_gguf_base_open(const char *path, sq_safetensors **out, bool quiet, sd_ggu
             float *scales = owned_alloc(o, (size_t)(rows * (k / GGUF_GROUP)) * sizeof(float));
             if (!codes || !scales) { sq_errorf("out of host memory for '%s'", t->name); goto done; }
             if (t->type == SQ_GGML_Q4_0) {
-                rep.clamped += q4_0_to_int4(t->data, rows, k, codes, scales);
+                rep.negative_blocks += q4_0_to_int4(t->data, rows, k, codes, scales);
                 rep.codes += rows * k;
                 rep.q4_layers++;
             } else {
@@ -217,11 +217,8 @@ int sd_gguf_base_open(const char *path, sq_safetensors **out, bool quiet, sd_ggu
                         {"sd_qzo.layout", "single-file"}, {"sd_qzo.source", path},         {"sd_qzo.config", "{}"}};
     if (!quiet) {
         if (rep.q4_layers)
-            sq_log_info("%s: %d Q4_0 tensors carried over as int4 at group 32 (fp16 scales exact)", fname, rep.q4_layers);
-        if (rep.clamped)
-            sq_log_warn("%s: %lld of %lld codes (%.3f%%) were +8 after taking the sign of a negative Q4_0 scale into the "
-                        "codes and are stored as +7 (int4 holds -8..7; sd-qzo's scales are non-negative)",
-                        fname, rep.clamped, rep.codes, 100.0 * (double)rep.clamped / (double)rep.codes);
+            sq_log_info("%s: %d Q4_0 tensors carried over exactly as int4 at group 32 (%lld codes; %lld blocks have a "
+                        "negative scale, which training keeps negative)", fname, rep.q4_layers, rep.codes, rep.negative_blocks);
         if (rep.requantized)
             sq_log_info("%s: %d linears of other types dequantised and re-quantised to int4 at group 32", fname, rep.requantized);
         if (rep.dequantized)

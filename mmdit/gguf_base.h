@@ -32,12 +32,12 @@ typedef struct {
     int q4_layers;         // linears carried over from Q4_0
     int requantized;       // linears of other types quantised at group 32
     int dequantized;       // tensors widened to f32 (dense form, or non-linears)
-    long long clamped;     // codes +8 stored as +7 (blocks with d < 0)
+    long long negative_blocks;  // Q4_0 blocks with a negative scale, kept as they are
     long long codes;       // codes carried over
 } sd_gguf_base_report;
 
 // Opens the GGUF at path as above; *st is the caller's to close. report may be NULL.
-// Info lines (sq_log_info) say what was dequantised or clamped unless quiet.
+// Info lines (sq_log_info) say what was carried over or dequantised unless quiet.
 int sd_gguf_base_open(const char *path, sq_safetensors **st, bool quiet, sd_gguf_base_report *report);
 
 #endif

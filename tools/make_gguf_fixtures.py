@@ -21,11 +21,10 @@ Writes:
   tiny_q8_0.gguf             the same with Q8_0 linears
   tiny_q4_0_values.safetensors / tiny_q8_0_values.safetensors
                              single-file (prefixed) F32 tensors holding the values sd-qzo
-                             must load from each GGUF: gguf.quants.dequantize, except
-                             that a Q4_0 block with d < 0 is taken as codes 8 - q with
-                             scale -d and a resulting code +8 becomes +7 (the rule of
-                             mmdit/gguf_base.h); metadata: the count of such codes and
-                             of all codes ("clamped", "codes")
+                             must load from each GGUF: gguf.quants.dequantize, exactly
+                             (a Q4_0 block is codes q - 8 with its scale d, negative d
+                             included: mmdit/gguf_base.h); metadata: the count of Q4_0
+                             blocks with d < 0 and of all codes ("negative_blocks", "codes")
   tiny_q4_0_raw.safetensors  gguf.quants.dequantize of the Q4_0 linears, F32, as is
 """
 import json
@@ -149,17 +148,14 @@ def is_linear(key, arr):
 
 
 def q4_0_as_sd_qzo(raw):
-    """Q4_0 bytes (rows, blocks*18) -> the values sd-qzo holds (mmdit/gguf_base.h's
-    rule), and the number of codes clamped from +8 to +7."""
+    """Q4_0 bytes (rows, blocks*18) -> the values sd-qzo holds (codes q - 8 times the
+    block's scale d, mmdit/gguf_base.h's rule), and the number of blocks with d < 0."""
     b = raw.reshape(-1, 18)
     d = b[:, :2].copy().view(np.float16).astype(np.float32)[:, 0]
     qs = b[:, 2:]
     q = np.concatenate([qs & 0xF, qs >> 4], axis=1).astype(np.int32)   # elements 0..15, 16..31
-    codes = np.where(d[:, None] < 0, 8 - q, q - 8)
-    clamped = int((codes > 7).sum())
-    codes = np.minimum(codes, 7)
-    vals = codes.astype(np.float32) * np.abs(d)[:, None]
-    return vals, clamped
+    vals = (q - 8).astype(np.float32) * d[:, None]
+    return vals, int((d < 0).sum())
 
 
 def tiny_fixture(qt, tag):
@@ -167,7 +163,7 @@ def tiny_fixture(qt, tag):
     sd = {k: v.astype(np.float32) for k, v in load_file(os.path.join(TINY, "diffusion_pytorch_model.safetensors")).items()}
     single = to_single_file(sd, cfg["num_layers"])
     tensors, values, raw_vals = [], {}, {}
-    clamped = codes = 0
+    negative = codes = 0
     for k in sorted(single):
         a = single[k]
         if is_linear(k, a):
@@ -187,16 +183,17 @@ def tiny_fixture(qt, tag):
             if t == Q.Q4_0:
                 raw_vals["model.diffusion_model." + k] = v.copy()
                 vv, c = q4_0_as_sd_qzo(qa)
+                assert np.array_equal(vv.reshape(a.shape), v), "sd-qzo's Q4_0 values differ from gguf's"
                 v = vv.reshape(a.shape)
-                clamped += c
+                negative += c
                 codes += a.size
         values["model.diffusion_model." + k] = np.ascontiguousarray(v)
     write_gguf(os.path.join(OUT, f"tiny_{tag}.gguf"), tensors)
     save_file(values, os.path.join(OUT, f"tiny_{tag}_values.safetensors"),
-              metadata={"clamped": str(clamped), "codes": str(codes)})
+              metadata={"negative_blocks": str(negative), "codes": str(codes)})
     if raw_vals:
         save_file(raw_vals, os.path.join(OUT, f"tiny_{tag}_raw.safetensors"))
-    print(f"tiny_{tag}.gguf: {len(tensors)} tensors; {clamped} of {codes} Q4_0 codes clamped +8 -> +7")
+    print(f"tiny_{tag}.gguf: {len(tensors)} tensors; {negative} Q4_0 blocks with a negative scale ({codes} codes)")
 
 
 def main():

@@ -104,7 +104,7 @@ static void test_train_export(void) {
              bin, g, extra, dir, dir, dir);
     rc = tu_run(cmd, &out);
     TU_CHECK(rc == 0, "train on the GGUF: %s", out ? out : "");
-    TU_CHECK(out && strstr(out, "Q4_0 tensors carried over as int4 at group 32") && strstr(out, "stored as +7"),
+    TU_CHECK(out && strstr(out, "Q4_0 tensors carried over exactly as int4 at group 32") && strstr(out, "have a negative scale"),
              "train says what the GGUF became: %s", out ? out : "");
     free(out);
     char ckpt[256];
