@@ -463,7 +463,7 @@ static int validate(loop *L, sd_step_record *r, bool announce) {
     double t0 = sq_time_now();
     if (L->eval.n_val && sd_train_val_loss(&L->eval, &L->m, &L->scratch, &r->val_loss) != SQ_OK) return SQ_FAIL;
     if (diagnose(L, r, announce) != SQ_OK) return SQ_FAIL;
-    sd_train_timing_add(&L->t->timing, SD_PHASE_VAL, sq_time_now() - t0);
+    if (L->eval.n_val) sd_train_timing_add(&L->t->timing, SD_PHASE_VAL, sq_time_now() - t0);   // else it is "other"
     return SQ_OK;
 }
 

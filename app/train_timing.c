@@ -43,8 +43,8 @@ void sd_train_timing_summary(const sd_train_timing *tm, int64_t done, char *buf,
     int64_t ran = tm->count[SD_PHASE_STEPS];
     char d[32], e[32];
     sq_format_duration(total, d, sizeof d);
-    size_t n = (size_t)snprintf(buf, size, "Time: %lld steps (%lld to %lld) in %s, %lld images seen, %.3g steps/s",
-                                (long long)ran, (long long)tm->first_step, (long long)done, d, (long long)tm->images,
+    size_t n = (size_t)snprintf(buf, size, "Time: %lld step%s (%lld to %lld) in %s, %lld images seen, %.3g steps/s",
+                                (long long)ran, ran == 1 ? "" : "s", (long long)tm->first_step, (long long)done, d, (long long)tm->images,
                                 total > 0 ? (double)ran / total : 0.0);
     if (ran && tm->seconds[SD_PHASE_STEPS] > 0 && n < size)
         n += (size_t)snprintf(buf + n, size - n, " (%.3g in the steps alone)", (double)ran / tm->seconds[SD_PHASE_STEPS]);
