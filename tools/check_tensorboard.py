@@ -7,7 +7,7 @@ resumed run) and prints each tag with its number of values and its steps, then
 each image tag with its steps and sizes. Exits 1 when the folder holds no event
 file or TensorBoard finds no scalar in it.
 
-Run: venv/bin/python tools/check_tensorboard.py OUT   (pip install tensorboard)
+Run: venv/bin/python tools/check_tensorboard.py OUT   (pip install -r tools/requirements-tensorboard.txt)
 """
 import glob
 import os

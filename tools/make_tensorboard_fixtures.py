@@ -16,7 +16,7 @@ Events (the C test lists the same ones; keep both in step):
   file_version "brain.Event:2", wall time WALL0, writer "tensorboard.summary.writer.event_file_writer"
   then SCALARS (wall time, step, tag, value), the image, and a SessionLog START.
 
-Run: venv/bin/python tools/make_tensorboard_fixtures.py   (pip install tensorboard)
+Run: venv/bin/python tools/make_tensorboard_fixtures.py   (pip install -r tools/requirements-tensorboard.txt)
 """
 import os
 import shutil
