@@ -61,10 +61,10 @@ static const scalar_tag step_tags[] = {
 };
 // measured with the validation loss, also at step 0 (the untrained scales)
 static const scalar_tag val_tags[] = {
-    TAG("val/loss", val_loss), TAG("train/zero_share", zero_share), RTAG("attn_qkv", 0), RTAG("attn_out", 1),
+    TAG("val/loss", val_loss), TAG("val/loss_ema", val_loss_ema), TAG("train/zero_share", zero_share), RTAG("attn_qkv", 0), RTAG("attn_out", 1),
     RTAG("mlp_in", 2), RTAG("mlp_out", 3), RTAG("adaln", 4),
 };
-_Static_assert(sizeof val_tags / sizeof val_tags[0] == 2 + sizeof((sd_step_record *)0)->rel_perturb / sizeof(double),
+_Static_assert(sizeof val_tags / sizeof val_tags[0] == 3 + sizeof((sd_step_record *)0)->rel_perturb / sizeof(double),
                "one tag per layer type");
 
 static int write_tags(sd_train_tb *tb, double wall, const sd_step_record *r, const scalar_tag *tags, int n) {

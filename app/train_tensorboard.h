@@ -3,7 +3,7 @@
 // an event file of OUT (core/tensorboard.h), so `tensorboard --logdir OUT` shows the
 // run as it goes. Tags: train/loss, train/loss_plus, train/loss_minus, train/d,
 // train/d_clipped, train/lr, train/clipped_share, train/discarded, val/loss,
-// train/zero_share, train/perturbation_rel/<layer type>, time/step_seconds,
+// val/loss_ema (--ema), train/zero_share, train/perturbation_rel/<layer type>, time/step_seconds,
 // gpu/memory_gib (CUDA only), and the image "previews". Unmeasured values (NaN) are
 // left out. A fresh run removes the event files of the run it replaces; a resumed
 // run adds a file of its own that starts with a SessionLog START at its first step,

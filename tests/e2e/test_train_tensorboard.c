@@ -1,7 +1,7 @@
 // tests/e2e/test_train_tensorboard.c: `sd-qzo train --tensorboard` and the run's
 // timing, on the CPU with the tiny SD3 pipeline and the small generated data set of
 // tests/e2e/train_fixture.h:
-//   1. a 2-step run writes one event file named as TensorBoard's writer names them;
+//   1. a 2-step run (with --ema) writes one event file named as TensorBoard's writer names them;
 //      its records parse (CRCs checked, tests/tensorboard_reader.h) with the
 //      file_version event first, every scalar tag at the steps it belongs to with
 //      the values of log.jsonl, and a preview image per preview step that is the
@@ -32,7 +32,7 @@ static void train_cmd(char *cmd, size_t size, int steps, const char *extra) {
     char flags[3000];
     snprintf(flags, sizeof flags,
              "--val-images %s/val --sample-prompts %s/prompts.txt --cache-dir %s/cache --save-every 2 --sample-every 2 "
-             "--val-every 2 --sample-steps 1 --lr 2e-3 --eps 2e-3 --tensorboard %s",
+             "--val-every 2 --sample-steps 1 --lr 2e-3 --eps 2e-3 --ema 0.9 --tensorboard %s",
              tmp, tmp, tmp, extra);
     e2e_train_cmd(cmd, size, bin, tmp, "out", steps, flags);
 }
@@ -107,7 +107,7 @@ static const struct { const char *tag, *key; bool at_val; } tags[] = {
     {"train/loss", "loss", false}, {"train/loss_plus", "loss_plus", false}, {"train/loss_minus", "loss_minus", false},
     {"train/d", "d_raw", false}, {"train/d_clipped", "d_clipped", false}, {"train/lr", "lr", false},
     {"train/clipped_share", "clipped_share", false}, {"train/discarded", "discarded", false},
-    {"time/step_seconds", "seconds", false}, {"val/loss", "val_loss", true}, {"train/zero_share", "zero_share", true},
+    {"time/step_seconds", "seconds", false}, {"val/loss", "val_loss", true}, {"val/loss_ema", "val_loss_ema", true}, {"train/zero_share", "zero_share", true},
     {"train/perturbation_rel/attn_qkv", "rel_perturb_attn_qkv", true},
     {"train/perturbation_rel/mlp_in", "rel_perturb_mlp_in", true},
 };
