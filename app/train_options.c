@@ -26,7 +26,7 @@ static const sq_opt_choice perturbations[] = {{"absolute", 0}, {"relative", 1}, 
 static const sq_opt_choice lr_words[] = {{"auto", 0}, {NULL, 0}};
 
 static const sq_option options[] = {
-    {"model", NULL, SQ_OPT_STR, STR(model), false, "SD3.5 diffusers folder, single file, or `sd-qzo quantize` output (required)"},
+    {"model", NULL, SQ_OPT_STR, STR(model), false, "SD3.5 diffusers folder, single file, `sd-qzo quantize` output, or an SD3.5 GGUF (Q4_0: --group-size 32) (required)"},
     {"encoders", NULL, SQ_OPT_STR, STR(encoders), false, "pipeline folder with vae/ and text encoders when --model is a single file"},
     {"images", NULL, SQ_OPT_STR, STR(images), false, "folder of training images: PNG, JPEG, BMP, WebP (required)"},
     {"captions", NULL, SQ_OPT_STR, STR(captions), false, "captions file (filename<TAB>caption, or one line per image in sorted order); *.jsonl/*.csv: Hugging Face metadata; default: metadata.jsonl or metadata.csv in the images folder, else a .txt beside each image"},
