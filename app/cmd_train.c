@@ -24,6 +24,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/path.h"
+#include "core/progress.h"
 #include "datasets/buckets.h"
 #include "kernels/backend.h"
 #include "kernels/ops.h"
@@ -325,7 +326,11 @@ int sq_cmd_train(int argc, char **argv) {
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
-    if (rc == SQ_OK) rc = sd_train_encode(&t, first_step);
+    sd_train_timing_start(&t.timing, first_step);
+    if (rc == SQ_OK) {
+        rc = sd_train_encode(&t, first_step);
+        sd_train_timing_add(&t.timing, SD_PHASE_ENCODE, sq_time_now() - t.timing.t_start);
+    }
     if (rc == SQ_OK) rc = sd_train_loop(&t);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);

@@ -18,6 +18,7 @@
 #include "app/train_log.h"
 #include "app/train_options.h"
 #include "app/train_report.h"
+#include "app/train_timing.h"
 #include "core/arena.h"
 #include "datasets/dataset.h"
 #include "mmdit/model.h"
@@ -57,6 +58,7 @@ typedef struct {
     int n_prompts;
 
     volatile sig_atomic_t *stop; // set by SIGINT/SIGTERM: finish the step, save, exit
+    sd_train_timing timing;      // wall time by phase, from the start of the encode phase
 } sd_trainer;
 
 // The cache keys of one dataset item in one epoch (latent, text).

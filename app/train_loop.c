@@ -3,8 +3,10 @@
 // file); every step loads its batch's latents and embeddings from the cache, draws
 // the noise and σ of (seed, step), and hands the flow-matching loss to the QZO
 // optimiser. Around the steps: the fixed-noise validation loss and preview images
-// (app/train_eval.h), atomic checkpoints (also on Ctrl-C), the step log and
-// report.html. --train-blocks / --train-layers freeze the layers they leave out
+// (app/train_eval.h), atomic checkpoints (also on Ctrl-C), the step log (and
+// TensorBoard with --tensorboard), report.html, and the time each phase takes
+// (app/train_timing.h: the progress line's ETA and the closing summary).
+// --train-blocks / --train-layers freeze the layers they leave out
 // (qzo/train_selection.h); --ema keeps an fp32 EMA of the trained scales on the
 // scales' device, updated after every accepted step, validated beside them and saved
 // in the checkpoint (docs/QZO.md).
@@ -17,6 +19,7 @@
 #include "app/train.h"
 #include "app/train_eval.h"
 #include "app/train_lr_auto.h"
+#include "app/train_tensorboard.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/path.h"
@@ -56,6 +59,8 @@ typedef struct {
     sd_epoch_plan plan;
     sd_train_eval eval;          // validation loss and previews
     sd_train_log log;
+    sd_train_tb tb;              // --tensorboard
+    int last_batch;              // images in the last step's batch
     bool lr_auto;                // --lr auto: calibrate before the first step
     sd_lr_auto_result lr_auto_result;
     bool lr_auto_valid;          // lr_auto_result holds the calibration (ran here, or read back for the report)
@@ -336,9 +341,14 @@ static int save_checkpoint(loop *L) {
     return rc;
 }
 
-static int write_report(loop *L) {
+// timing: the closing summary (NULL: the time so far)
+static int write_report(loop *L, const char *timing) {
     sd_trainer *t = L->t;
-    char path[1100], summary[512], val[256];
+    char path[1100], summary[512], val[256], now[768];
+    if (!timing) {
+        sd_train_timing_summary(&t->timing, L->qs.step, now, sizeof now);
+        timing = now;
+    }
     snprintf(path, sizeof path, "%s/report.html", t->opt.output);
     sd_train_val_summary(&L->log, val, sizeof val);
     snprintf(summary, sizeof summary, "%s %lld steps done.", val, L->log.count > 0 ? (long long)L->log.rec[L->log.count - 1].step : 0LL);
@@ -363,7 +373,7 @@ static int write_report(loop *L) {
     sd_report r = {.title = t->opt.output, .settings_json = settings ? settings : "{}", .summary = summary,
                    .training = training, .log = &L->log,
                    .previews = L->eval.previews, .n_previews = L->eval.n_previews,
-                   .lr_auto = L->lr_auto_valid ? &L->lr_auto_result : NULL};
+                   .lr_auto = L->lr_auto_valid ? &L->lr_auto_result : NULL, .timing = timing};
     int rc = sd_train_report_write(path, &r);
     free(settings);
     return rc;
@@ -377,6 +387,7 @@ static int run_step(loop *L, const sq_qzo_config *qc, sq_qzo_step_info *info) {
     sq_qzo_params params = {L->tl.scales, L->tl.index_base, L->tl.count};   // frozen layers: no update
     int64_t step = L->qs.step;
     if (build_batch(L, step, &bt) != SQ_OK) return SQ_FAIL;
+    L->last_batch = bt.B;
     if (sd_flow_batch_init(&fb, &L->m, &L->scratch, &bt.x0, &bt.noise, bt.sigma, &bt.ctx, &bt.pooled) != SQ_OK)
         return SQ_FAIL;
     int rc = sq_qzo_step(qc, &L->qs, &params, sd_flow_loss, &fb, info);
@@ -463,7 +474,9 @@ static int calibrate_lr(loop *L) {
     sd_lr_auto_ops ops = {L, lr_auto_save_start, lr_auto_restore_start, lr_auto_run, lr_auto_val};
     sq_log_info("--lr auto: %d candidate rates around %.3g, %d steps each, scored on the validation images",
                 SD_LR_AUTO_CANDIDATES, (double)L->qc.lr, L->t->opt.lr_auto_steps);
+    double t0 = sq_time_now();
     int rc = sd_lr_auto(&ops, L->qc.lr, L->t->opt.lr_auto_steps, &L->lr_auto_result);
+    sd_train_timing_add(&L->t->timing, SD_PHASE_LR_AUTO, sq_time_now() - t0);
     free_start_scales(L);
     if (rc != SQ_OK) return SQ_FAIL;
     L->lr_auto_valid = true;
@@ -475,6 +488,7 @@ static int calibrate_lr(loop *L) {
 
 static void free_loop(loop *L) {
     free_start_scales(L);
+    sd_train_tb_close(&L->tb);
     sd_train_log_close(&L->log);
     sd_train_eval_free(&L->eval);
     if (L->cur_epoch >= 0) sd_epoch_plan_free(&L->plan);
@@ -550,6 +564,9 @@ static int setup(loop *L) {
         sq_log_info("resuming at step %lld from %s", (long long)L->qs.step, t->opt.resume);
     }
     if (sd_train_log_open(&L->log, t->opt.output, t->opt.resume[0] ? L->qs.step : -1) != SQ_OK) return SQ_FAIL;
+    if (t->opt.tensorboard && L->qs.step < t->opt.steps &&
+        sd_train_tb_open(&L->tb, t->opt.output, t->opt.resume[0] ? L->qs.step : -1, t->device == SQ_CUDA) != SQ_OK)
+        return SQ_FAIL;
     return sd_train_eval_init(&L->eval, t, L->qs.step);
 }
 
@@ -575,41 +592,85 @@ int sd_train_check_resume(const sd_train_options *o, const sq_checkpoint_info *i
     return SQ_OK;
 }
 
+
+// A step record, to log.jsonl / log.csv and TensorBoard.
+static int log_record(loop *L, const sd_step_record *r) {
+    if (sd_train_log_append(&L->log, r) != SQ_OK) return SQ_FAIL;
+    return sd_train_tb_record(&L->tb, r);
+}
+
+// The validation loss (when there is a validation set) and the diagnostics into r, timed.
+static int validate(loop *L, sd_step_record *r, bool announce) {
+    double t0 = sq_time_now();
+    if (L->eval.n_val && sd_train_val_loss(&L->eval, &L->m, &L->scratch, &r->val_loss) != SQ_OK) return SQ_FAIL;
+    // at step 0 the EMA is the scales (the caller copies the loss)
+    if (L->ema && L->eval.n_val && r->step > 0 && val_loss_ema(L, &r->val_loss_ema) != SQ_OK) return SQ_FAIL;
+    if (diagnose(L, r, announce) != SQ_OK) return SQ_FAIL;
+    if (L->eval.n_val) sd_train_timing_add(&L->t->timing, SD_PHASE_VAL, sq_time_now() - t0);   // else it is "other"
+    return SQ_OK;
+}
+
+// The previews of `step`, timed, and into TensorBoard.
+static int previews(loop *L, int64_t step) {
+    double t0 = sq_time_now();
+    int before = L->eval.n_previews;
+    if (sd_train_previews(&L->eval, &L->m, &L->scratch, step) != SQ_OK) return SQ_FAIL;
+    if (L->eval.n_previews == before) return SQ_OK;   // no preview prompts
+    sd_train_timing_add(&L->t->timing, SD_PHASE_PREVIEWS, sq_time_now() - t0);
+    return sd_train_tb_preview(&L->tb, step, L->eval.previews[L->eval.n_previews - 1].png_path);
+}
+
+// The progress line's status: the step's numbers, then where its time went.
+static void step_status(const loop *L, const sq_qzo_step_info *info, const sd_step_record *r, const double sec[4],
+                        char *buf, size_t size) {
+    static const char *names[4] = {"step", "val", "previews", "ckpt"};
+    int n = snprintf(buf, size, "loss %.4f |d| %.3g", info->loss_mean, fabs(info->d_raw));
+    if (!isnan(r->val_loss)) n += snprintf(buf + n, size - (size_t)n, " val %.4f", r->val_loss);
+    if (!isnan(r->val_loss_ema)) n += snprintf(buf + n, size - (size_t)n, " ema %.4f", r->val_loss_ema);
+    if (L->t->device == SQ_CUDA) n += snprintf(buf + n, size - (size_t)n, " mem %.1fG", r->gpu_mem_gib);
+    double total = sec[0] + sec[1] + sec[2] + sec[3];
+    n += snprintf(buf + n, size - (size_t)n, " | %.2fs", total);
+    if (sec[1] > 0 || sec[2] > 0 || sec[3] > 0)
+        for (int i = 0; i < 4 && (size_t)n < size; i++)
+            if (sec[i] > 0) n += snprintf(buf + n, size - (size_t)n, "%s%s %.2fs", i ? ", " : " (", names[i], sec[i]);
+    if ((size_t)n < size && (sec[1] > 0 || sec[2] > 0 || sec[3] > 0)) snprintf(buf + n, size - (size_t)n, ")");
+}
+
 int sd_train_loop(sd_trainer *t) {
     loop L = {.t = t, .cur_epoch = -1};
     int rc = setup(&L);
     int64_t steps = t->opt.steps;
     sq_progress pr;
     bool interrupted = false;
+    bool val_on = t->opt.val_every > 0 && L.eval.n_val > 0, previews_on = t->opt.sample_every > 0 && t->n_prompts > 0;
+    sd_train_schedule sched = {steps, val_on ? t->opt.val_every : 0, previews_on ? t->opt.sample_every : 0, t->opt.save_every};
     if (rc == SQ_OK && L.qs.step >= steps) sq_log_info("the checkpoint is already at step %lld of %lld", (long long)L.qs.step, (long long)steps);
     if (rc == SQ_OK && L.qs.step < steps) {
         if (L.lr_auto) rc = calibrate_lr(&L);
         // the "before" reference: validation loss, diagnostics and previews of the untrained scales
-        double v0 = NAN;
-        if (rc == SQ_OK && L.qs.step == 0 && L.eval.n_val) {
-            rc = sd_train_val_loss(&L.eval, &L.m, &L.scratch, &v0);
-            if (rc == SQ_OK)
-                sq_log_info("validation loss before training: %.6f (%d images x %d fixed timesteps)", v0, L.eval.n_val,
-                            SD_VAL_SIGMAS);
-        }
         sd_step_record r0 = sd_step_record_empty(0);
-        if (rc == SQ_OK) rc = diagnose(&L, &r0, true);
-        if (rc == SQ_OK && L.qs.step == 0 && t->opt.sample_every > 0) rc = sd_train_previews(&L.eval, &L.m, &L.scratch, 0);
+        if (rc == SQ_OK) rc = L.qs.step == 0 ? validate(&L, &r0, true) : diagnose(&L, &r0, true);
+        if (rc == SQ_OK && L.qs.step == 0 && L.eval.n_val)
+            sq_log_info("validation loss before training: %.6f (%d images x %d fixed timesteps)", r0.val_loss, L.eval.n_val,
+                        SD_VAL_SIGMAS);
+        if (rc == SQ_OK && L.qs.step == 0 && t->opt.sample_every > 0) rc = previews(&L, 0);
         if (rc == SQ_OK && L.qs.step == 0) {
             // step 0 of the log: the untrained model's validation loss and diagnostics, no training loss
             r0.gpu_mem_gib = device_used_gib(t);
-            r0.val_loss = v0;
-            if (L.ema) r0.val_loss_ema = v0;   // the EMA starts as a bit-exact copy of the scales
-            rc = sd_train_log_append(&L.log, &r0);
+            if (L.ema) r0.val_loss_ema = r0.val_loss;   // the EMA starts as a bit-exact copy of the scales
+            rc = log_record(&L, &r0);
         }
-        sq_progress_begin(&pr, "training", steps);
-        sq_progress_update(&pr, L.qs.step, NULL);
+        sq_progress_begin_at(&pr, "training", steps, L.qs.step);
         while (rc == SQ_OK && L.qs.step < steps) {
             double t0 = sq_time_now();
+            double sec[4] = {0, 0, 0, 0};   // this step's time: the step, validation, previews, checkpoint
             sq_qzo_step_info info;
             if ((rc = run_step(&L, &L.qc, &info)) != SQ_OK) break;
             int64_t done = L.qs.step;
             if (L.ema && !info.discarded) ema_update(&L);   // after each accepted step only
+            sec[0] = sq_time_now() - t0;
+            sd_train_timing_add(&t->timing, SD_PHASE_STEPS, sec[0]);
+            t->timing.images += L.last_batch;
             if (info.discarded)
                 sq_log_warn("step %lld discarded: %s; the previous step is undone and the learning rate halved (x%.3g of "
                             "--lr from now on)", (long long)done, info.why, (double)L.qs.lr_scale);
@@ -622,26 +683,30 @@ int sd_train_loop(sd_trainer *t) {
             r.lr = info.lr;
             r.discarded = info.discarded ? 1 : 0;
             r.clipped_share = L.qs.queries_total ? (double)L.qs.clipped_total / (double)L.qs.queries_total : 0;
-            if (t->opt.val_every > 0 && L.eval.n_val && (done % t->opt.val_every == 0 || done == steps)) {
-                if ((rc = sd_train_val_loss(&L.eval, &L.m, &L.scratch, &r.val_loss)) != SQ_OK) break;
-                if (L.ema && (rc = val_loss_ema(&L, &r.val_loss_ema)) != SQ_OK) break;
-                if ((rc = diagnose(&L, &r, false)) != SQ_OK) break;
+            if (val_on && (done % t->opt.val_every == 0 || done == steps)) {
+                double t1 = sq_time_now();
+                if ((rc = validate(&L, &r, false)) != SQ_OK) break;
+                sec[1] = sq_time_now() - t1;
             }
             r.seconds = sq_time_now() - t0;
             r.gpu_mem_gib = device_used_gib(t);
-            if ((rc = sd_train_log_append(&L.log, &r)) != SQ_OK) break;
-            char extra[128];
-            int n = snprintf(extra, sizeof extra, "loss %.4f |d| %.3g", info.loss_mean, fabs(info.d_raw));
-            if (!isnan(r.val_loss)) n += snprintf(extra + n, sizeof extra - (size_t)n, " val %.4f", r.val_loss);
-            if (!isnan(r.val_loss_ema)) n += snprintf(extra + n, sizeof extra - (size_t)n, " ema %.4f", r.val_loss_ema);
-            if (t->device == SQ_CUDA) snprintf(extra + n, sizeof extra - (size_t)n, " mem %.1fG", r.gpu_mem_gib);
-            sq_progress_update(&pr, done, extra);
+            if ((rc = log_record(&L, &r)) != SQ_OK) break;
             bool stop = *t->stop != 0;
-            if (t->opt.sample_every > 0 && (done % t->opt.sample_every == 0 || done == steps) && !stop)
-                if ((rc = sd_train_previews(&L.eval, &L.m, &L.scratch, done)) != SQ_OK) break;
-            if (done % t->opt.save_every == 0 || done == steps || stop) {
-                if ((rc = save_checkpoint(&L)) != SQ_OK || (rc = write_report(&L)) != SQ_OK) break;
+            if (t->opt.sample_every > 0 && (done % t->opt.sample_every == 0 || done == steps) && !stop) {
+                double t1 = sq_time_now();
+                if ((rc = previews(&L, done)) != SQ_OK) break;
+                sec[2] = sq_time_now() - t1;
             }
+            if (done % t->opt.save_every == 0 || done == steps || stop) {
+                double t1 = sq_time_now();
+                if ((rc = save_checkpoint(&L)) != SQ_OK || (rc = write_report(&L, NULL)) != SQ_OK) break;
+                sec[3] = sq_time_now() - t1;
+                sd_train_timing_add(&t->timing, SD_PHASE_CHECKPOINTS, sec[3]);
+            }
+            char status[192];
+            step_status(&L, &info, &r, sec, status, sizeof status);
+            sq_progress_set_eta(&pr, sd_train_timing_eta(&t->timing, &sched, done));
+            sq_progress_update(&pr, done, status);
             if (stop) { interrupted = true; break; }
         }
         sq_progress_end(&pr);
@@ -649,11 +714,14 @@ int sd_train_loop(sd_trainer *t) {
             sq_log_warn("%lld of %lld steps were discarded (non-finite or spiking losses); the learning rate ended at "
                         "x%.3g of --lr", (long long)L.qs.bad_total, (long long)L.qs.step, (double)L.qs.lr_scale);
     }
-    if (rc == SQ_OK) rc = write_report(&L);
+    char timing[768];
+    sd_train_timing_summary(&t->timing, L.qs.step, timing, sizeof timing);
+    if (rc == SQ_OK) rc = write_report(&L, timing);
     if (rc == SQ_OK) {
         char val[256];
         sd_train_val_summary(&L.log, val, sizeof val);
         sq_log_info("%s MMDiT scratch high-water %.3f GiB", val, gib(L.scratch.high_water));
+        sq_log_info("%s", timing);
         if (interrupted)
             rc = sq_errorf("interrupted: checkpoint saved at step %lld; continue with --resume %s/checkpoint.safetensors",
                            (long long)L.qs.step, t->opt.output);

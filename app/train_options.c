@@ -80,6 +80,7 @@ static const sq_option options[] = {
     {"sample-cfg", NULL, SQ_OPT_FLOAT, F(sample_cfg), false, "guidance scale for previews"},
     {"val-images", NULL, SQ_OPT_STR, STR(val_images), false, "held-out images for the validation loss"},
     {"val-captions", NULL, SQ_OPT_STR, STR(val_captions), false, "captions of --val-images (default: its metadata.jsonl/.csv, else a --caption-ext file beside each)"},
+    {"tensorboard", NULL, SQ_OPT_BOOL, F(tensorboard), false, "also log to a TensorBoard event file in OUT (losses, d, lr, validation loss, diagnostics, GPU memory, previews): tensorboard --logdir OUT"},
     {"device", NULL, SQ_OPT_ENUM, SQ_OPT_ENUM_FIELD(S, device), sq_opt_devices, false, "where to run (auto: CUDA when a GPU is present)"},
     {"threads", NULL, SQ_OPT_INT, F(threads), false, "CPU threads (0: all cores)"},
     {"overwrite", NULL, SQ_OPT_BOOL, F(overwrite), false, "start afresh in an OUT that holds a different run"},

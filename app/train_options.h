@@ -73,6 +73,7 @@ typedef struct {
     float sample_cfg;
     char val_images[1024];     // held-out images (captions as for --images)
     char val_captions[1024];
+    bool tensorboard;          // OUT/events.out.tfevents.*: the log's numbers and the previews for TensorBoard
     // machine
     sq_device_request device;  // auto | cpu | cuda
     int threads;               // CPU threads, 0 = all
