@@ -22,7 +22,7 @@ int main(int argc, char **argv) {
         {"quantize", {"--group-size", "[64]", "--out, --output", "--config FILE"}},
         {"export", {"(diffusers, single, both or gguf) [diffusers]", "(auto, bf16, fp16 or fp32) [auto]", "[5]", "--verify"}},
         {"bench", {"--preset, --config", "(large, large-turbo or medium) [large]", "--batch-size, --batch", "--group-size",
-                   "(mmdit, vae or all) [all]", "(auto, cpu or cuda) [auto]", "--steps"}},
+                   "(mmdit, vae, text or all) [all]", "(auto, cpu or cuda) [auto]", "--steps"}},
         {"info", {"--path"}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
