@@ -61,6 +61,9 @@ int sd_dataset_open(sd_dataset **out, const sd_dataset_opts *opts) {
         return SQ_FAIL;
     }
     for (int i = 0; i < n; i++) ds->masked += ds->mask_src[i] != SD_MASK_SRC_NONE;
+    if (opts->masks.mode != SD_MASKS_NONE)
+        sq_log_info("loss masks (%s%s): %d of %d images masked, the others weigh 1", opts->masks.mode == SD_MASKS_DIR ? "" : "alpha channel",
+                    opts->masks.mode == SD_MASKS_DIR ? opts->masks.dir : "", ds->masked, n);
     int used = 0;
     int *per = sq_calloc((size_t)ds->buckets.count, sizeof(int));
     for (int i = 0; i < n; i++) {
