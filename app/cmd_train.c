@@ -181,7 +181,8 @@ static int open_dataset(sd_dataset **out, const sd_train_options *o, const char 
         d.masks.missing = o->masks_missing ? SD_MASK_MISSING_WARN : SD_MASK_MISSING_FAIL;
     }
     // validation: centre crops, exact captions, one image per batch, never changing
-    if (sd_dataset_open(out, &d) != SQ_OK) return sq_error_context(train ? "--images" : "--val-images");
+    if (sd_dataset_open(out, &d) != SQ_OK)
+        return sq_error_context(!train ? "--val-images" : d.masks.mode == SD_MASKS_DIR ? "--images/--masks" : "--images");
     return SQ_OK;
 }
 
