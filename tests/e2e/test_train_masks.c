@@ -10,7 +10,8 @@
 //   3. --alpha-mask on the same pictures saved as RGBA with the left half opaque gives
 //      the --masks run's L+ and L- bit for bit;
 //   4. --masks with all-white masks gives the unmasked loss (to 1e-12);
-//   5. report.html says masks were used, and run.json holds the keys.
+//   5. report.html says masks were used, and run.json holds the keys; the alpha and
+//      white runs take their mask settings from TOML config files.
 #include <dirent.h>
 #include <math.h>
 #include <string.h>
@@ -155,8 +156,19 @@ int main(int argc, char **argv) {
     run("left", "images", flags, &lp, &lm);
     snprintf(flags, sizeof flags, "--masks %s/masks_right", tmp);
     run("right", "images", flags, &rp, &rm);
-    run("alpha", "images_rgba", "--alpha-mask", &ap, &am);
-    snprintf(flags, sizeof flags, "--masks %s/masks_white", tmp);
+    // these two through config files: the keys as README gives them
+    char cfg[300];
+    snprintf(cfg, sizeof cfg, "%s/alpha.toml", tmp);
+    FILE *f = fopen(cfg, "w");
+    fputs("alpha_mask = true\n", f);
+    fclose(f);
+    snprintf(flags, sizeof flags, "--config %s", cfg);
+    run("alpha", "images_rgba", flags, &ap, &am);
+    snprintf(cfg, sizeof cfg, "%s/white.toml", tmp);
+    f = fopen(cfg, "w");
+    fprintf(f, "masks = \"%s/masks_white\"\nmasks_missing = \"warn\"\n", tmp);
+    fclose(f);
+    snprintf(flags, sizeof flags, "--config %s", cfg);
     run("white", "images", flags, &wp, &wm);
     printf("step 1 L+ / L-: unmasked %.12g / %.12g, left %.12g / %.12g, right %.12g / %.12g, alpha %.12g / %.12g, "
            "white %.12g / %.12g\n", fp, fm, lp, lm, rp, rm, ap, am, wp, wm);
