@@ -12,6 +12,8 @@
 //   4. --masks with all-white masks gives the unmasked loss (to 1e-12);
 //   5. report.html says masks were used, and run.json holds the keys; the alpha and
 //      white runs take their mask settings from TOML config files.
+// SD_QZO_TEST_DEVICE=cuda runs the same on the GPU (scripts/gpu/train-masks.sh):
+// every identity above holds there too, as each run's passes are deterministic.
 #include <dirent.h>
 #include <math.h>
 #include <string.h>
@@ -70,6 +72,8 @@ static void run(const char *out, const char *images, const char *extra, double *
     char cmd[4096], flags[2048], *o = NULL;
     snprintf(flags, sizeof flags, "--sample-every 0 --val-every 0 --cache-dir %s/cache_%s --lr 2e-3 --eps 2e-3 %s", tmp, out,
              extra);
+    const char *dev = getenv("SD_QZO_TEST_DEVICE");   // later flags win: --device cuda
+    if (dev && *dev) snprintf(flags + strlen(flags), sizeof flags - strlen(flags), " --device %s", dev);
     e2e_train_cmd(cmd, sizeof cmd, bin, tmp, out, 1, flags);
     if (strcmp(images, "images")) {   // swap the images folder
         char from[300], to[300], *p;
