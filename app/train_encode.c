@@ -90,6 +90,7 @@ static int add_job(job_list *l, const job *j) {
 
 // Sorts, drops duplicates, and keeps only keys the cache does not hold.
 static void keep_misses(job_list *l, const sd_cache *cache) {
+    if (l->count == 0) return;   // an empty list has no array (qsort wants one)
     qsort(l->jobs, (size_t)l->count, sizeof *l->jobs, key_cmp);
     int n = 0;
     for (int i = 0; i < l->count; i++) {

@@ -79,11 +79,11 @@ int sd_dataset_open(sd_dataset **out, const sd_dataset_opts *opts) {
 
 void sd_dataset_close(sd_dataset *ds) {
     if (!ds) return;
+    for (int i = 0; ds->mask_path && i < ds->folder.count; i++) free(ds->mask_path[i]);   // before the folder's count goes
     sd_image_folder_free(&ds->folder);
     sd_buckets_free(&ds->buckets);
     free(ds->item_bucket);
     free(ds->sha);
-    for (int i = 0; ds->mask_path && i < ds->folder.count; i++) free(ds->mask_path[i]);
     free(ds->mask_path);
     free(ds->mask_src);
     free(ds->mask_sha);
