@@ -1,7 +1,8 @@
 // app/cmd_bench.c: `sd-qzo bench`: speed and memory of the real SD3.5 shapes with
 // synthetic weights (no checkpoint download needed), or of a real checkpoint given
 // with --weights: MMDiT forward passes, full QZO steps (two perturbed int4 forwards
-// + the scale update), and VAE encode/decode. Each region is timed after warm-up
+// + the scale update), VAE encode/decode, and the three text encoders as the
+// encode phase of `sd-qzo train` runs them (T5 int8, blocks offloaded to the host). Each region is timed after warm-up
 // with sq_timer (CUDA events on a GPU, the host clock on the CPU); prints
 // median/min/max, achieved TFLOP/s and peak memory, and writes JSON with --json.
 #include <math.h>
@@ -25,9 +26,11 @@
 #include "mmdit/quantize.h"
 #include "qzo/flow_loss.h"
 #include "qzo/qzo.h"
+#include "text_encoders/conditioning.h"
+#include "text_encoders/synthetic.h"
 #include "vae/model.h"
 
-typedef enum { BENCH_MMDIT = 1, BENCH_VAE = 2, BENCH_ALL = 3 } bench_what;
+typedef enum { BENCH_MMDIT = 1, BENCH_VAE = 2, BENCH_TEXT = 4, BENCH_ALL = 7 } bench_what;
 
 typedef struct {
     sd_mmdit_preset preset;   // the synthetic model's shapes
@@ -35,6 +38,7 @@ typedef struct {
     int what;                 // bench_what
     sq_device_request device;
     char json[4096];
+    char encoders[4096];      // tokenizers (and, for real weights, the encoders) of --what text
     int resolution, batch_size, steps, warmup, group_size, arena_mb;
     int context_tokens;       // not an option: SD3.5's 77 CLIP + 256 T5 tokens
     bool synthetic;           // weights == "synthetic", decided once after parsing
@@ -42,7 +46,7 @@ typedef struct {
 
 static const sq_opt_choice presets[] = {
     {"large", SD_MMDIT_LARGE}, {"large-turbo", SD_MMDIT_LARGE_TURBO}, {"medium", SD_MMDIT_MEDIUM}, {NULL, 0}};
-static const sq_opt_choice whats[] = {{"mmdit", BENCH_MMDIT}, {"vae", BENCH_VAE}, {"all", BENCH_ALL}, {NULL, 0}};
+static const sq_opt_choice whats[] = {{"mmdit", BENCH_MMDIT}, {"vae", BENCH_VAE}, {"text", BENCH_TEXT}, {"all", BENCH_ALL}, {NULL, 0}};
 
 static void defaults(void *p) {
     bench_args *a = p;
@@ -77,6 +81,9 @@ static const sq_option options[] = {
     {"what", NULL, SQ_OPT_ENUM, SQ_OPT_ENUM_FIELD(S, what), whats, false, "what to time"},
     {"device", NULL, SQ_OPT_ENUM, SQ_OPT_ENUM_FIELD(S, device), sq_opt_devices, false,
      "where to run (auto: CUDA when a GPU is present)"},
+    {"encoders", NULL, SQ_OPT_STR, SQ_OPT_STRING(S, encoders), NULL, false,
+     "a folder with tokenizer/, tokenizer_2/, tokenizer_3/ for timing synthetic text encoders (--what text); with "
+     "--weights PATH the pipeline's own encoders are timed"},
     {"arena-mb", NULL, SQ_OPT_INT, SQ_OPT_FIELD(S, arena_mb), NULL, false, "scratch memory in MiB"},
     {"json", NULL, SQ_OPT_STR, SQ_OPT_STRING(S, json), NULL, false, "also write the results to this JSON file"},
 };
@@ -85,10 +92,12 @@ static const sq_option options[] = {
 static const sq_option_table bench_table = {
     .command = "bench",
     .usage = "usage: sd-qzo bench [--preset large|large-turbo|medium] [--weights synthetic|PATH] [--resolution 1024]\n"
-             "                    [--batch-size 1] [--steps 5] [--warmup 2] [--group-size 64] [--what mmdit|vae|all]\n"
-             "                    [--device auto|cpu|cuda] [--arena-mb N] [--json FILE]\n\n"
+             "                    [--batch-size 1] [--steps 5] [--warmup 2] [--group-size 64] [--what mmdit|vae|text|all]\n"
+             "                    [--encoders DIR] [--device auto|cpu|cuda] [--arena-mb N] [--json FILE]\n\n"
              "Builds the model with synthetic weights (int4 joint blocks at the group size) on the device and\n"
-             "times MMDiT forward passes, QZO steps (2 forwards + update), and VAE encode/decode.\n"
+             "times MMDiT forward passes, QZO steps (2 forwards + update), VAE encode/decode, and the text\n"
+             "encoders (CLIP-L, CLIP-G, T5-XXL) as train's encode phase runs them: T5 in int8, and on a GPU\n"
+             "with every encoder block offloaded to the host (train's default) and resident.\n"
              "--weights PATH: the MMDiT of a diffusers pipeline/transformer folder, a Stability single file or an\n"
              "`sd-qzo quantize` int4 file (dense weights are quantised at --group-size; the config comes from the\n"
              "file and --preset is ignored); a pipeline folder's vae/ is timed instead of a synthetic VAE.\n",
@@ -377,6 +386,83 @@ done:
     return rc;
 }
 
+// One prompt per image, of the length users write (CLIP truncates at 77 tokens; T5
+// pads to its 256 either way, so the length changes only the tokenizers' share).
+static const char *bench_prompt(int i) {
+    static const char *p[] = {
+        "a watercolour painting of a lighthouse on a rocky coast at dusk, warm light in the windows, gulls over the waves",
+        "close-up photograph of a ceramic teapot with a blue glaze on a wooden table, soft window light, shallow depth of field",
+        "an isometric pixel-art city block at night with neon signs, rain on the streets and a tram crossing the bridge",
+        "portrait of an elderly fisherman in a knitted sweater, weathered face, overcast sky, 85mm film photograph"};
+    return p[i % 4];
+}
+
+// Times sd_encode_prompts for --batch-size prompts with the encoders configured as
+// `sd-qzo train` uses them (T5-XXL int8); on a GPU once with the encoder blocks
+// offloaded to the host (train's --low-vram default) and once resident.
+static int bench_text(const bench_args *a, sq_device dev, FILE *json) {
+    if (a->synthetic && !a->encoders[0]) {   // only with --what all (sq_cmd_bench refuses --what text)
+        sq_log_info("text encoders not timed: synthetic weights need --encoders DIR for their tokenizers");
+        return SQ_OK;
+    }
+    sq_dtype dt = dev == SQ_CUDA ? SQ_BF16 : SQ_F32;
+    int B = a->batch_size, n = a->steps, runs = dev == SQ_CUDA ? 2 : 1;
+    const char **prompts = calloc((size_t)B, sizeof *prompts);
+    double *ms = calloc((size_t)n, sizeof(double));
+    if (!prompts || !ms) { free(prompts); free(ms); return sq_errorf("out of host memory"); }
+    for (int i = 0; i < B; i++) prompts[i] = bench_prompt(i);
+    int rc = SQ_OK;
+    if (json) fprintf(json, "  \"text\": [\n");
+    for (int r = 0; r < runs && rc == SQ_OK; r++) {
+        rc = SQ_FAIL;
+        sd_text_options to;
+        sd_text_options_defaults(&to);
+        to.t5_int8 = true;
+        to.offload = dev == SQ_CUDA && r == 0;
+        double base_gib = used_gib(dev), t0 = sq_time_now();
+        sd_text_encoders te;
+        memset(&te, 0, sizeof te);
+        int lr = a->synthetic ? sd_text_encoders_init_synthetic(&te, a->encoders, dev, dt, &to, 77)
+                              : sd_text_encoders_load(&te, a->weights, dev, dt, &to);
+        if (lr != SQ_OK) { free(prompts); free(ms); return sq_error_context("bench: building the text encoders"); }
+        double ready = sq_time_now() - t0, weights_gib = used_gib(dev) - base_gib;
+        sq_arena arena = {0};
+        sq_tensor ctx = {0}, pooled = {0};
+        int64_t T = sd_text_context_tokens(&te), D = sd_text_context_dim(&te), P = sd_text_pooled_dim(&te);
+        if (sq_arena_init(&arena, dev, sd_text_scratch_bytes(&te, B)) != SQ_OK) goto next;
+        if (sq_tensor_alloc(&ctx, dt, dev, 3, (int64_t[]){B, T, D}) || sq_tensor_alloc(&pooled, dt, dev, 2, (int64_t[]){B, P}))
+            goto next;
+        for (int i = 0; i < a->warmup + n; i++) {
+            sq_timer t;
+            sq_device_synchronize(dev);
+            if (sq_timer_start(&t, dev) != SQ_OK) goto next;
+            sq_arena_reset(&arena, 0);
+            int er = sd_encode_prompts(&te, &arena, prompts, B, &ctx, &pooled);
+            double e = sq_timer_stop(&t);
+            if (er != SQ_OK || e < 0) goto next;
+            if (i >= a->warmup) ms[i - a->warmup] = e;
+        }
+        stats st = summarise(ms, n);
+        const char *mode = dev != SQ_CUDA ? "cpu" : to.offload ? "offloaded" : "resident";
+        printf("text encoders %s (CLIP-L + CLIP-G + T5 int8, %lld tokens), %s, batch %d: median %.1f ms (min %.1f) "
+               "-> %.1f prompts/s; ready in %.1f s, weights on the device %.2f GiB, device in use %.2f GiB\n",
+               a->synthetic ? "synthetic" : a->weights, (long long)T, mode, B, st.median, st.min, B / (st.median * 1e-3), ready,
+               weights_gib, used_gib(dev));
+        if (json)
+            fprintf(json, "    {\"mode\": \"%s\", \"batch\": %d, \"tokens\": %lld, \"encode_ms\": %.6g, \"prompts_per_s\": %.6g, "
+                          "\"weights_gib\": %.3f}%s\n", mode, B, (long long)T, st.median, B / (st.median * 1e-3), weights_gib,
+                    r + 1 < runs ? "," : "");
+        rc = SQ_OK;
+    next:
+        sq_tensor_free(&ctx); sq_tensor_free(&pooled);
+        if (arena.base) sq_arena_free(&arena);
+        sd_text_encoders_free(&te);
+    }
+    if (json) fprintf(json, "  ],\n");
+    free(prompts); free(ms);
+    return rc;
+}
+
 // --resolution against the VAE and (when it is timed) the MMDiT, before any model
 // is built (datasets/buckets.h holds the rule).
 static int check_resolution(const bench_args *a) {
@@ -416,6 +502,9 @@ int sq_cmd_bench(int argc, char **argv) {
     a.synthetic = !strcmp(a.weights, "synthetic");
     if (sq_options_given(&bench_table, given, "preset") && !a.synthetic)
         sq_log_warn("--preset %s is ignored: the model's config comes from --weights %s", preset_name(&a), a.weights);
+    if (a.what == BENCH_TEXT && a.synthetic && !a.encoders[0])
+        return sq_errorf("--what text with synthetic weights needs --encoders DIR (a folder with tokenizer/, tokenizer_2/, "
+                         "tokenizer_3/, e.g. an SD3.5 repository without its weights)");
     if (check_resolution(&a) != SQ_OK) return SQ_FAIL;
     sq_device dev;
     if (sq_backend_select(a.device, &dev) != SQ_OK) return SQ_FAIL;
@@ -434,6 +523,7 @@ int sq_cmd_bench(int argc, char **argv) {
     int rc = SQ_OK;
     if (a.what & BENCH_MMDIT) rc = bench_mmdit(&a, dev, json);
     if (rc == SQ_OK && (a.what & BENCH_VAE)) rc = bench_vae(&a, dev, json);
+    if (rc == SQ_OK && (a.what & BENCH_TEXT)) rc = bench_text(&a, dev, json);
     if (json) {
         fprintf(json, "  \"ok\": true\n}\n");
         bool written = fflush(json) == 0 && !ferror(json) && fsync(fileno(json)) == 0;

@@ -14,6 +14,7 @@ typedef struct {
     int dtype;           // an sq_dtype, or -1: the base's own
     float shard_size;    // GB
     bool force;
+    bool ema;            // the checkpoint's EMA of the scales
 } export_args;
 
 static void defaults(void *p) {
@@ -45,13 +46,15 @@ static const sq_option options[] = {
     {"name", NULL, SQ_OPT_STR, SQ_OPT_STRING(S, name), NULL, false, "single file's name without .safetensors (default: OUT's name)"},
     {"shard-size", NULL, SQ_OPT_FLOAT, SQ_OPT_FIELD(S, shard_size), NULL, false, "diffusers shard size in GB"},
     {"force", NULL, SQ_OPT_BOOL, SQ_OPT_FIELD(S, force), NULL, false, "write into a non-empty OUT, replacing an earlier export"},
+    {"ema", NULL, SQ_OPT_BOOL, SQ_OPT_FIELD(S, ema), NULL, false,
+     "export the EMA of the scales the checkpoint holds (trained with --ema) instead of the scales"},
 };
 #undef S
 
 static const sq_option_table export_table = {
     .command = "export",
     .usage = "usage: sd-qzo export --model M --scales CKPT.safetensors --out DIR [--format diffusers|single|both]\n"
-             "                     [--dtype auto|bf16|fp16|fp32] [--name NAME] [--shard-size GB] [--force]\n",
+             "                     [--dtype auto|bf16|fp16|fp32] [--name NAME] [--shard-size GB] [--force] [--ema]\n",
     .options = options,
     .count = (int)(sizeof options / sizeof options[0]),
     .struct_size = sizeof(export_args),
@@ -82,5 +85,6 @@ int sq_cmd_export(int argc, char **argv) {
     o.dtype = a.dtype;
     o.max_shard_bytes = (int64_t)((double)a.shard_size * 1e9);
     o.force = a.force;
+    o.ema = a.ema;
     return sd_export(&o);
 }

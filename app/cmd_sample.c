@@ -41,6 +41,7 @@ typedef struct {
     float cfg;
     uint64_t seed;
     bool t5, t5_int8, low_vram;
+    bool ema;            // the EMA of the scales of --scales
 } sample_args;
 
 static void defaults(void *p) {
@@ -65,6 +66,7 @@ static const sq_option options[] = {
     {"model", NULL, SQ_OPT_STR, STR(model), false, "SD3/SD3.5 diffusers pipeline folder: text encoders, VAE, scheduler, MMDiT (required)"},
     {"transformer", NULL, SQ_OPT_STR, STR(transformer), false, "the MMDiT from elsewhere: a single file or the int4 file of `sd-qzo quantize`"},
     {"scales", NULL, SQ_OPT_STR, STR(scales), false, "QZO checkpoint: sample the fine-tuned model (int4 base + these scales)"},
+    {"ema", NULL, SQ_OPT_BOOL, F(ema), false, "with --scales: sample with the checkpoint's EMA of the scales (trained with --ema)"},
     {"prompt", NULL, SQ_OPT_STR, STR(prompt), false, "one prompt"},
     {"prompts", NULL, SQ_OPT_STR, STR(prompts_file), false, "file of prompts, one per line (empty lines and lines starting with # are skipped)"},
     {"negative-prompt", NULL, SQ_OPT_STR, STR(negative), false, "prompt of the unconditional branch of CFG"},
@@ -135,6 +137,7 @@ static int parse_args(sample_args *a, int argc, char **argv, bool *help) {
     if (a->width < 1 || a->width > 65536 || a->height < 1 || a->height > 65536)
         return sq_errorf("--width and --height must be in [1, 65536]");
     if (a->arena_mb < 0) return sq_errorf("--arena-mb must be >= 0");
+    if (a->ema && !a->scales[0]) return sq_errorf("--ema needs --scales (a checkpoint trained with --ema)");
     // SD3.5 Large Turbo is distilled for few steps without guidance; its files carry no
     // marker, so the folder name is the hint (explicit --steps / --cfg always win).
     char name[512];
@@ -268,6 +271,7 @@ int sq_cmd_sample(int argc, char **argv) {
     if (help) { sq_options_usage(&sample_table, stdout); return SQ_OK; }
     sq_device dev;
     if (sq_backend_select(a.device, &dev) != SQ_OK) return SQ_FAIL;
+    if (a.ema && sd_require_ema(a.scales) != SQ_OK) return SQ_FAIL;   // before the text encoders run
 
     char **prompts = NULL;
     int n = 0, rc = SQ_FAIL;
@@ -325,9 +329,11 @@ int sq_cmd_sample(int argc, char **argv) {
     // 2. the MMDiT: sample every prompt's latents, then free it
     sq_dtype dt = dev == SQ_CUDA ? SQ_BF16 : SQ_F32;
     double t0 = sq_time_now();
-    if (sd_load_finetuned_mmdit(&m, a.transformer[0] ? a.transformer : a.model, a.scales[0] ? a.scales : NULL, dev, dt, a.out) != SQ_OK) goto done;
+    if (sd_load_finetuned_mmdit(&m, a.transformer[0] ? a.transformer : a.model, a.scales[0] ? a.scales : NULL, a.ema, dev, dt,
+                                a.out) != SQ_OK) goto done;
     m_loaded = true;
-    sq_log_info("loaded the MMDiT%s in %.1f s", a.scales[0] ? " and its fine-tuned scales" : "", sq_time_now() - t0);
+    sq_log_info("loaded the MMDiT%s in %.1f s", a.scales[0] ? (a.ema ? " and the EMA of its fine-tuned scales" : " and its fine-tuned scales") : "",
+                sq_time_now() - t0);
     if (m.cfg.joint_attention_dim != D || m.cfg.pooled_projection_dim != P || m.cfg.in_channels != C) {
         sq_errorf("the MMDiT (context %d, pooled %d, %d latent channels) does not fit the text encoders / VAE of %s "
                   "(context %d, pooled %d, %d channels)", m.cfg.joint_attention_dim, m.cfg.pooled_projection_dim,
@@ -388,7 +394,7 @@ int sq_cmd_sample(int argc, char **argv) {
     base_name(a.model, model_name, sizeof model_name);
     if (a.scales[0]) {
         base_name(a.scales, scales_name, sizeof scales_name);
-        snprintf(extra, sizeof extra, "Scales: %s", scales_name);
+        snprintf(extra, sizeof extra, "Scales: %s%s", scales_name, a.ema ? " (EMA)" : "");
     }
     char *first_text = NULL;
     const uint8_t **cells = malloc(sizeof(uint8_t *) * (size_t)total);

@@ -163,6 +163,7 @@ static int open_dataset(sd_dataset **out, const sd_train_options *o, const char 
     sd_dataset_opts_default(&d);
     d.folder.images_dir = images;
     d.folder.captions_file = captions[0] ? captions : NULL;
+    d.folder.caption_ext = o->caption_ext;
     d.folder.recursive = o->recursive;
     d.folder.bad_images = o->skip_bad_images ? SD_BAD_IMAGE_SKIP : SD_BAD_IMAGE_FAIL;
     d.resolution = o->resolution;
@@ -307,6 +308,14 @@ int sq_cmd_train(int argc, char **argv) {
     bool created_out = false;
     int rc = lock_output(t.opt.output, &lock_fd, &created_out);
     if (rc == SQ_OK) remove_stale_temps(t.opt.output);
+    // a resumed run with other --train-blocks / --train-layers / --ema gets that line
+    // rather than check_output's "the settings differ" (they are not in the
+    // fingerprint: the checkpoint records them); an unreadable checkpoint is reported below
+    sq_checkpoint_info resumed;
+    if (rc == SQ_OK && t.opt.resume[0]) {
+        if (sq_checkpoint_read_file(t.opt.resume, &resumed) == SQ_OK) rc = sd_train_check_resume(&t.opt, &resumed);
+        else sq_error_clear();
+    }
     if (rc == SQ_OK) rc = check_output(&t);
     int64_t first_step = 0;
     // --resume: the checkpoint (metadata and scale values) is checked before anything

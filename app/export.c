@@ -28,6 +28,9 @@ void sd_export_options_defaults(sd_export_options *o) {
     o->dtype = -1;
 }
 
+// the metadata of every file written: format, origin, hash, step, group, base, which scales
+#define SD_EXPORT_META 7
+
 typedef struct {
     const sd_export_options *o;
     sd_export_plan plan;
@@ -37,7 +40,7 @@ typedef struct {
     sq_progress prog;
     int64_t done;
     char step[32], group[16];
-    sq_st_kv meta[6];
+    sq_st_kv meta[SD_EXPORT_META];
 } exporter;
 
 static int64_t out_bytes(const exporter *x, const sd_export_tensor *t) {
@@ -121,7 +124,7 @@ static int write_file(exporter *x, const char *path, const out_tensor *ts, int n
         memcpy(desc[i].shape, ts[i].shape, sizeof desc[i].shape);
     }
     sq_st_writer *w;
-    int rc = sq_st_writer_begin(&w, path, desc, n, x->meta, 6);
+    int rc = sq_st_writer_begin(&w, path, desc, n, x->meta, SD_EXPORT_META);
     free(desc);
     if (rc != SQ_OK) return SQ_FAIL;
     for (int i = 0; i < n; i++) {
@@ -142,7 +145,7 @@ static int write_file(exporter *x, const char *path, const out_tensor *ts, int n
 static char *index_json(const exporter *x, const out_tensor *ts, int n, const int *shard_of, int nshards, int64_t total) {
     cJSON *o = cJSON_CreateObject(), *meta = cJSON_AddObjectToObject(o, "metadata"), *map = cJSON_AddObjectToObject(o, "weight_map");
     cJSON_AddNumberToObject(meta, "total_size", (double)total);
-    for (int i = 1; i < 6; i++) cJSON_AddStringToObject(meta, x->meta[i].key, x->meta[i].value);
+    for (int i = 1; i < SD_EXPORT_META; i++) cJSON_AddStringToObject(meta, x->meta[i].key, x->meta[i].value);
     char f[128];
     for (int i = 0; i < n; i++) {
         snprintf(f, sizeof f, DIFFUSERS_WEIGHTS "-%05d-of-%05d.safetensors", shard_of[i] + 1, nshards);
@@ -287,7 +290,7 @@ int sd_export(const sd_export_options *o) {
     memset(&x, 0, sizeof x);
     x.o = o;
     bool progress = false;
-    if (sd_export_plan_open(&x.plan, o->model, o->scales) != SQ_OK) return SQ_FAIL;
+    if (sd_export_plan_open(&x.plan, o->model, o->scales, o->ema) != SQ_OK) return SQ_FAIL;
     const sd_export_plan *p = &x.plan;
     int rc = SQ_FAIL;
     x.dtype = o->dtype == -1 ? p->base_dtype : (sq_dtype)o->dtype;
@@ -298,12 +301,13 @@ int sd_export(const sd_export_options *o) {
     snprintf(x.group, sizeof x.group, "%d", p->group);
     // "format": "pt" as torch's save_file writes it; no sd_qzo.format, so sd-qzo
     // reads the result as ordinary dense weights
-    sq_st_kv meta[6] = {{"format", "pt"},
-                        {"sd_qzo.exported_from", o->scales},
-                        {"sd_qzo.base_sha256", p->base_sha256},
-                        {"sd_qzo.step", x.step},
-                        {"sd_qzo.group_size", x.group},
-                        {"sd_qzo.base_model", o->model}};
+    sq_st_kv meta[SD_EXPORT_META] = {{"format", "pt"},
+                                     {"sd_qzo.exported_from", o->scales},
+                                     {"sd_qzo.base_sha256", p->base_sha256},
+                                     {"sd_qzo.step", x.step},
+                                     {"sd_qzo.group_size", x.group},
+                                     {"sd_qzo.base_model", o->model},
+                                     {"sd_qzo.exported_scales", o->ema ? "ema" : "trained"}};
     memcpy(x.meta, meta, sizeof meta);
     int64_t per_pass = 0;
     for (int i = 0; i < p->n; i++) per_pass += out_bytes(&x, &p->t[i]);
@@ -323,8 +327,9 @@ int sd_export(const sd_export_options *o) {
     if (progress) {
         sq_progress_end(&x.prog);
         progress = false;
-        printf("exported %d tensors (%d int4 layers dequantised with the scales of step %s, group %d) as %s, %.1f MB per copy:\n",
-               p->n, p->n_quantized, x.step, p->group, sq_dtype_name(x.dtype), (double)per_pass / 1e6);
+        printf("exported %d tensors (%d int4 layers dequantised with the %s of step %s, group %d) as %s, %.1f MB per copy:\n",
+               p->n, p->n_quantized, o->ema ? "EMA of the scales" : "scales", x.step, p->group, sq_dtype_name(x.dtype),
+               (double)per_pass / 1e6);
         if (o->formats & SD_EXPORT_DIFFUSERS) printf("  diffusers: %s/transformer\n", o->out_dir);
         if (o->formats & SD_EXPORT_SINGLE) printf("  single file: %s/%s.safetensors\n", o->out_dir, name);
     }

@@ -25,6 +25,7 @@ enum { SD_EXPORT_DIFFUSERS = 1, SD_EXPORT_SINGLE = 2 };
 typedef struct {
     const char *model;        // base: diffusers folder, single file, or `sd-qzo quantize` output
     const char *scales;       // QZO scales checkpoint (qzo/checkpoint.h)
+    bool ema;                 // use the checkpoint's EMA of the scales (--ema) instead of the scales
     const char *out_dir;      // created if missing; must be empty unless force
     int formats;              // SD_EXPORT_DIFFUSERS | SD_EXPORT_SINGLE
     int dtype;                // SQ_BF16, SQ_F16 or SQ_F32; -1: the base's own float dtype

@@ -77,6 +77,12 @@ static int check_scales(sd_export_plan *p, sd_export_tensor *t, const char *scal
     snprintf(key, sizeof key, "%s%s", t->name, SD_Q4_SCALES_SUFFIX);
     const sq_st_entry *s = sq_st_find(p->ckpt, key);
     if (!s) return sq_errorf("%s: no scales '%s' for an int4 layer of %s", scales_path, key, p->base.weights);
+    if (p->ema) {
+        char ema_key[320];
+        snprintf(ema_key, sizeof ema_key, "%s%s", SQ_CHECKPOINT_EMA_PREFIX, key);
+        const sq_st_entry *e = sq_st_find(p->ckpt, ema_key);
+        if (e) s = e;   // the checkpoint's reader checked it has the scales' shape
+    }
     if (s->dtype != SQ_F32 || s->ndim != 2 || t->ndim != 2 || t->shape[1] % p->group || s->shape[0] != t->shape[0] ||
         s->shape[1] != t->shape[1] / p->group)
         return sq_errorf("%s: scales '%s' are not F32 [%lld,%lld] (the layer's %lld x %lld weight at group %d)", scales_path,
@@ -158,14 +164,20 @@ static int by_name(const void *a, const void *b) {
     return strcmp(((const sd_export_tensor *)a)->name, ((const sd_export_tensor *)b)->name);
 }
 
-int sd_export_plan_open(sd_export_plan *p, const char *model, const char *scales) {
+int sd_export_plan_open(sd_export_plan *p, const char *model, const char *scales, bool ema) {
     memset(p, 0, sizeof *p);
+    p->ema = ema;
     if (sd_base_open(model, &p->base, &p->st) != SQ_OK) return SQ_FAIL;
     const sd_base_model *b = &p->base;
     if (read_config(p) != SQ_OK || sq_st_open(&p->ckpt, scales) != SQ_OK ||
         sq_checkpoint_read_info(p->ckpt, scales, NULL, &p->info) != SQ_OK)
         goto fail;
     p->group = p->info.group_size;
+    if (ema && p->info.ema_beta == 0) {
+        sq_errorf("--ema: %s holds no EMA of the scales (it was trained without --ema); export its scales without --ema",
+                  scales);
+        goto fail;
+    }
     if (b->quantized && p->group != b->group) {
         sq_errorf("%s: scales trained at group size %d, but the quantised base %s has group size %d", scales, p->group,
                   b->weights, b->group);
@@ -195,9 +207,9 @@ int sd_export_plan_open(sd_export_plan *p, const char *model, const char *scales
         sq_errorf("%s: no int4 layers at group size %d (is this an SD3 MMDiT?)", b->weights, p->group);
         goto fail;
     }
-    if (sq_st_count(p->ckpt) != p->n_quantized) {
-        sq_errorf("%s: holds %d scale tensors, the base %s has %d int4 layers", scales, sq_st_count(p->ckpt), b->weights,
-                  p->n_quantized);
+    if (sq_st_count(p->ckpt) - p->info.ema_tensors != p->n_quantized) {
+        sq_errorf("%s: holds %d scale tensors, the base %s has %d int4 layers", scales,
+                  sq_st_count(p->ckpt) - p->info.ema_tensors, b->weights, p->n_quantized);
         goto fail;
     }
     if (!p->base_dtype_set) p->base_dtype = SQ_F32;

@@ -40,9 +40,12 @@ typedef struct {
     sq_dtype base_dtype;        // float dtype of the base's unquantised tensors
     bool base_dtype_set;
     int64_t max_numel;          // largest tensor, for scratch buffers
+    bool ema;                   // a layer's scales are its EMA tensor where the checkpoint has one
 } sd_export_plan;
 
-int sd_export_plan_open(sd_export_plan *p, const char *model, const char *scales);
+// ema: take each layer's "ema." tensor where there is one (a frozen layer has none:
+// its scales never moved); SQ_FAIL when the checkpoint has no EMA.
+int sd_export_plan_open(sd_export_plan *p, const char *model, const char *scales, bool ema);
 void sd_export_plan_close(sd_export_plan *p);
 
 typedef struct {

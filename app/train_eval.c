@@ -177,6 +177,18 @@ void sd_train_val_summary(const sd_train_log *log, char *buf, size_t size) {
         snprintf(buf, size, "Validation loss %.6f at step %lld, %.6f at step %lld (%+.2f%%).", first, (long long)s_first,
                  last, (long long)s_last, 100.0 * (last - first) / first);
     else snprintf(buf, size, "No validation set (--val-images).");
+    // --ema: the EMA's last value against the same first value (the EMA starts at the scales)
+    double ema_last = NAN;
+    int64_t s_ema = 0;
+    for (int i = 0; i < log->count; i++)
+        if (!isnan(log->rec[i].val_loss_ema)) {
+            ema_last = log->rec[i].val_loss_ema;
+            s_ema = log->rec[i].step;
+        }
+    size_t n = strlen(buf);
+    if (!isnan(first) && !isnan(ema_last) && n < size)
+        snprintf(buf + n, size - n, " EMA of the scales: %.6f at step %lld (%+.2f%%).", ema_last, (long long)s_ema,
+                 100.0 * (ema_last - first) / first);
 }
 
 // Previews of earlier steps of a resumed run are still on disk: keep them in the report.

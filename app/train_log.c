@@ -25,7 +25,7 @@ static const column columns[] = {
     COL(loss, NAN), COL(loss_plus, NAN), COL(loss_minus, NAN), COL(d_raw, NAN), COL(d_clipped, NAN), COL(lr, NAN),
     COL(seconds, 0), COL(gpu_mem_gib, 0), COL(val_loss, NAN), COL(discarded, 0), COL(clipped_share, NAN),
     COL(zero_share, NAN), RCOL("rel_perturb_attn_qkv", 0), RCOL("rel_perturb_attn_out", 1), RCOL("rel_perturb_mlp_in", 2),
-    RCOL("rel_perturb_mlp_out", 3), RCOL("rel_perturb_adaln", 4),
+    RCOL("rel_perturb_mlp_out", 3), RCOL("rel_perturb_adaln", 4), COL(val_loss_ema, NAN),
 };
 #define N_COLUMNS ((int)(sizeof columns / sizeof columns[0]))
 

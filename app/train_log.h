@@ -25,6 +25,7 @@ typedef struct {
     double zero_share;    // scales the projection holds at 0
     double rel_perturb[5];   // rms(perturbation)/rms(s) per layer type: attention q/k/v, attention out, MLP in,
                              // MLP out, adaLN (mmdit/quantize.h's order)
+    double val_loss_ema;  // validation loss of the EMA of the scales (--ema; NAN when not measured)
 } sd_step_record;
 
 // A record with every measurement unset (NAN) at `step`.

@@ -4,7 +4,10 @@
 // the noise and σ of (seed, step), and hands the flow-matching loss to the QZO
 // optimiser. Around the steps: the fixed-noise validation loss and preview images
 // (app/train_eval.h), atomic checkpoints (also on Ctrl-C), the step log and
-// report.html.
+// report.html. --train-blocks / --train-layers freeze the layers they leave out
+// (qzo/train_selection.h); --ema keeps an fp32 EMA of the trained scales on the
+// scales' device, updated after every accepted step, validated beside them and saved
+// in the checkpoint (docs/QZO.md).
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,13 +31,22 @@
 #include "qzo/checkpoint.h"
 #include "qzo/diagnostics.h"
 #include "qzo/flow_loss.h"
+#include "qzo/train_selection.h"
 #include "qzo/trained_scales.h"
 
 typedef struct {
     sd_trainer *t;
     sd_mmdit m;
     sq_arena scratch;
-    sd_scale_list sl;            // the trained scales, as checkpoints name them
+    sd_scale_list sl;            // every int4 layer's scales, as checkpoints name them
+    sd_scale_list tl;            // the trained ones (all of sl unless --train-blocks / --train-layers)
+    sd_train_selection sel;
+    sd_train_selection_count sel_count;
+    // --ema: one F32 tensor per trained layer (tl's order) on the scales' device
+    sq_tensor *ema;
+    sq_named_scales *ema_named;
+    char (*ema_names)[120];
+    int64_t ema_updates;         // accepted steps averaged in
     sq_qzo_config qc;
     sq_qzo_state qs;
     // batch buffers, sized for the largest bucket
@@ -130,7 +142,69 @@ static int load_mmdit(loop *L) {
                          c->joint_attention_dim, c->pooled_projection_dim, c->in_channels, t->ctx_dim, t->pooled_dim,
                          t->latent_channels);
     if (sd_scale_list_make(&L->m, qpath, &L->sl) != SQ_OK) return sq_error_context("QZO has nothing to train");
+    // which layers train: the others are marked frozen and left out of tl
+    if (sd_train_selection_parse(t->opt.train_blocks, t->opt.train_layers, &L->sel) != SQ_OK ||
+        sd_train_selection_apply(&L->sel, &L->m, &L->sel_count) != SQ_OK || sd_scale_list_make_trained(&L->m, qpath, &L->tl) != SQ_OK)
+        return SQ_FAIL;
+    const sd_train_selection_count *n = &L->sel_count;
+    sq_log_info("trainable scales: %lld of %lld (%.1f%%) in %d of %d int4 layers (--train-blocks %s, --train-layers %s)%s",
+                (long long)n->scales, (long long)n->total_scales, 100.0 * (double)n->scales / (double)n->total_scales,
+                n->layers, n->total_layers, t->opt.train_blocks, t->opt.train_layers,
+                n->layers < n->total_layers ? "; the others stay frozen int4: no perturbation, no update" : "");
     return SQ_OK;
+}
+
+// ---- the EMA of the trained scales (--ema) ----
+
+// One F32 copy of every trained layer's scales, on their device, named for the
+// checkpoint; it starts equal to the scales (resume overwrites it with the saved one).
+static int ema_init(loop *L) {
+    int n = L->tl.count;
+    L->ema = calloc((size_t)n + 1, sizeof *L->ema);
+    L->ema_named = calloc((size_t)n + 1, sizeof *L->ema_named);
+    L->ema_names = calloc((size_t)n + 1, sizeof *L->ema_names);
+    if (!L->ema || !L->ema_named || !L->ema_names) return sq_errorf("out of host memory");
+    for (int i = 0; i < n; i++) {
+        const sq_tensor *s = L->tl.scales[i];
+        if (sq_tensor_alloc(&L->ema[i], SQ_F32, s->device, s->ndim, s->shape) != SQ_OK)
+            return sq_error_context("the EMA of the scales (--ema %g)", (double)L->t->opt.ema);
+        if (sq_tensor_copy(&L->ema[i], s) != SQ_OK) return SQ_FAIL;
+        snprintf(L->ema_names[i], sizeof L->ema_names[i], "%s%s", SQ_CHECKPOINT_EMA_PREFIX, L->tl.names[i]);
+        L->ema_named[i] = (sq_named_scales){L->ema_names[i], &L->ema[i]};
+    }
+    return SQ_OK;
+}
+
+static void ema_free(loop *L) {
+    for (int i = 0; L->ema && i < L->tl.count; i++) sq_tensor_free(&L->ema[i]);
+    free(L->ema);
+    free(L->ema_named);
+    free(L->ema_names);
+    L->ema = NULL;
+    L->ema_named = NULL;
+    L->ema_names = NULL;
+}
+
+static void ema_update(loop *L) {
+    for (int i = 0; i < L->tl.count; i++) sq_ema_update(&L->ema[i], L->tl.scales[i], L->t->opt.ema);
+    L->ema_updates++;
+}
+
+// Exchanges the trained scales with their EMA in the model (tensor handles only, no
+// copy): the model then runs with the EMA; a second call puts the scales back.
+static void ema_swap(loop *L) {
+    for (int i = 0; i < L->tl.count; i++) {
+        sq_tensor tmp = *L->tl.scales[i];
+        *L->tl.scales[i] = L->ema[i];
+        L->ema[i] = tmp;
+    }
+}
+
+static int val_loss_ema(loop *L, double *out) {
+    ema_swap(L);
+    int rc = sd_train_val_loss(&L->eval, &L->m, &L->scratch, out);
+    ema_swap(L);
+    return rc;
 }
 
 // ---- memory ----
@@ -167,8 +241,12 @@ static int alloc_scratch(loop *L) {
     if (sq_arena_init(&L->scratch, t->device, need) != SQ_OK) return sq_error_context("MMDiT scratch");
     char mem[64] = "";
     if (t->device == SQ_CUDA) snprintf(mem, sizeof mem, "; GPU memory in use (all processes) %.2f GiB", device_used_gib(t));
-    sq_log_info("MMDiT: %d int4 layers (group %d); weights on %s, scratch %.2f GiB%s", L->sl.count, t->opt.group_size,
-                t->device == SQ_CUDA ? "the GPU" : "the CPU", gib(need), mem);
+    char ema[160] = "";
+    if (t->opt.ema > 0)   // the EMA is allocated in setup, after the scratch: its cost, said here
+        snprintf(ema, sizeof ema, ", EMA of the %lld trained scales %.3g MiB (fp32, --ema %g)",
+                 (long long)L->sel_count.scales, (double)L->sel_count.scales * sizeof(float) / 1048576.0, (double)t->opt.ema);
+    sq_log_info("MMDiT: %d int4 layers (group %d); weights on %s, scratch %.2f GiB%s%s", L->sl.count, t->opt.group_size,
+                t->device == SQ_CUDA ? "the GPU" : "the CPU", gib(need), ema, mem);
     return SQ_OK;
 }
 
@@ -277,13 +355,20 @@ static int save_checkpoint(loop *L) {
     sd_trainer *t = L->t;
     sq_checkpoint_info info = {.group_size = L->m.cfg.num_layers ? t->opt.group_size : 0, .config = L->qc, .state = L->qs};
     snprintf(info.base_sha256, sizeof info.base_sha256, "%s", L->m.source_sha256);
+    snprintf(info.train_blocks, sizeof info.train_blocks, "%s", t->opt.train_blocks);
+    snprintf(info.train_layers, sizeof info.train_layers, "%s", t->opt.train_layers);
+    info.trained_scales = L->sel_count.scales;
+    if (L->ema) {
+        info.ema_beta = t->opt.ema;
+        info.ema_updates = L->ema_updates;
+    }
     info.loss_history = malloc(((size_t)L->log.count + 1) * sizeof(double));
     if (!info.loss_history) return sq_errorf("out of host memory");
     for (int i = 0; i < L->log.count; i++)
         if (L->log.rec[i].step > 0) info.loss_history[info.loss_count++] = L->log.rec[i].loss;
     char path[1100];
     snprintf(path, sizeof path, "%s/checkpoint.safetensors", t->opt.output);
-    int rc = sq_checkpoint_save(path, L->sl.named, L->sl.count, &info);
+    int rc = sq_checkpoint_save_with_ema(path, L->sl.named, L->sl.count, L->ema_named, L->ema ? L->tl.count : 0, &info);
     free(info.loss_history);
     return rc;
 }
@@ -309,7 +394,17 @@ static int write_report(loop *L) {
             sq_error_clear();
         }
     }
-    sd_report r = {.title = t->opt.output, .settings_json = settings ? settings : "{}", .summary = summary, .log = &L->log,
+    char training[700];
+    const sd_train_selection_count *n = &L->sel_count;
+    int len = snprintf(training, sizeof training, "Trained %lld of %lld scales (%.1f%%) in %d of %d int4 layers: --train-blocks %s, "
+                       "--train-layers %s.", (long long)n->scales, (long long)n->total_scales,
+                       100.0 * (double)n->scales / (double)(n->total_scales ? n->total_scales : 1), n->layers, n->total_layers,
+                       t->opt.train_blocks, t->opt.train_layers);
+    if (t->opt.ema > 0 && len > 0 && (size_t)len < sizeof training)
+        snprintf(training + len, sizeof training - (size_t)len, " EMA of the trained scales: beta %g, %lld accepted steps "
+                 "averaged in (validation loss of both above).", (double)t->opt.ema, (long long)L->ema_updates);
+    sd_report r = {.title = t->opt.output, .settings_json = settings ? settings : "{}", .summary = summary,
+                   .training = training, .log = &L->log,
                    .previews = L->eval.previews, .n_previews = L->eval.n_previews,
                    .lr_auto = L->lr_auto_valid ? &L->lr_auto_result : NULL};
     int rc = sd_train_report_write(path, &r);
@@ -322,7 +417,7 @@ static int write_report(loop *L) {
 static int run_step(loop *L, const sq_qzo_config *qc, sq_qzo_step_info *info) {
     batch bt;
     sd_flow_batch fb;
-    sq_qzo_params params = {L->sl.scales, L->sl.index_base, L->sl.count};
+    sq_qzo_params params = {L->tl.scales, L->tl.index_base, L->tl.count};   // frozen layers: no update
     int64_t step = L->qs.step;
     if (build_batch(L, step, &bt) != SQ_OK) return SQ_FAIL;
     if (sd_flow_batch_init(&fb, &L->m, &L->scratch, &bt.x0, &bt.noise, bt.sigma, &bt.ctx, &bt.pooled) != SQ_OK)
@@ -342,7 +437,7 @@ static int run_step(loop *L, const sq_qzo_config *qc, sq_qzo_step_info *info) {
 // the warning when the perturbation is far from small.
 static int diagnose(loop *L, sd_step_record *r, bool announce) {
     sd_qzo_diagnostics d;
-    if (sd_qzo_diagnose(&L->sl, &L->qc, &d) != SQ_OK) return SQ_FAIL;
+    if (sd_qzo_diagnose(&L->tl, &L->qc, &d) != SQ_OK) return SQ_FAIL;   // the trained scales
     r->zero_share = d.zero_share;
     _Static_assert(SD_QK_COUNT == sizeof r->rel_perturb / sizeof r->rel_perturb[0], "one log column per layer type");
     for (int k = 0; k < SD_QK_COUNT; k++) r->rel_perturb[k] = d.rel_perturb[k];
@@ -438,6 +533,8 @@ static void free_loop(loop *L) {
     sq_tensor_free(&L->mask_buf);
     free(L->mask_host);
     sq_arena_free(&L->scratch);
+    ema_free(L);
+    sd_scale_list_free(&L->tl);
     sd_scale_list_free(&L->sl);
     if (L->m.blocks) sd_mmdit_free(&L->m);
 }
@@ -466,6 +563,7 @@ static int setup(loop *L) {
         L->lr_auto = true;
     }
     sq_qzo_state_init(&L->qs);
+    if (t->opt.ema > 0 && ema_init(L) != SQ_OK) return SQ_FAIL;
     if (t->opt.resume[0]) {
         sq_checkpoint_info info;
         if (sq_checkpoint_load(t->opt.resume, L->sl.named, L->sl.count, L->m.source_sha256, &info) != SQ_OK)
@@ -473,7 +571,26 @@ static int setup(loop *L) {
         free(info.loss_history);
         if (info.group_size != t->opt.group_size)
             return sq_errorf("--resume %s was trained at group size %d, not %d", t->opt.resume, info.group_size, t->opt.group_size);
+        // what trained and the EMA: cmd_train.c checked them before the encode phase
+        // (from the metadata alone); here again, on the checkpoint actually loaded
+        if (sd_train_check_resume(&t->opt, &info) != SQ_OK) return SQ_FAIL;
         L->qs = info.state;
+        // the EMA continues exactly where it was
+        if (L->ema) {
+            int n = L->tl.count, rc = SQ_OK;
+            bool *got = calloc((size_t)n + 1, sizeof *got);
+            sq_named_scales *into = calloc((size_t)n + 1, sizeof *into);   // named like the scales they average
+            if (!got || !into) rc = sq_errorf("out of host memory");
+            for (int i = 0; rc == SQ_OK && i < n; i++) into[i] = (sq_named_scales){L->tl.names[i], &L->ema[i]};
+            if (rc == SQ_OK) rc = sq_checkpoint_load_ema(t->opt.resume, into, n, got);
+            for (int i = 0; rc == SQ_OK && i < n; i++)
+                if (!got[i]) rc = sq_errorf("%s: no EMA tensor '%s%s' for a trained layer", t->opt.resume,
+                                            SQ_CHECKPOINT_EMA_PREFIX, L->tl.names[i]);
+            free(got);
+            free(into);
+            if (rc != SQ_OK) return sq_error_context("--resume");
+            L->ema_updates = info.ema_updates;
+        }
         if (L->lr_auto) {
             L->qc.lr = info.config.lr;   // the rate --lr auto chose before the interruption
             L->lr_auto = false;
@@ -483,6 +600,28 @@ static int setup(loop *L) {
     }
     if (sd_train_log_open(&L->log, t->opt.output, t->opt.resume[0] ? L->qs.step : -1) != SQ_OK) return SQ_FAIL;
     return sd_train_eval_init(&L->eval, t, L->qs.step);
+}
+
+int sd_train_check_resume(const sd_train_options *o, const sq_checkpoint_info *info) {
+    // a checkpoint from before the selection trained every layer
+    const char *blocks = info->train_blocks[0] ? info->train_blocks : "all";
+    const char *layers = info->train_layers[0] ? info->train_layers : "all";
+    sd_train_selection was, now;
+    if (sd_train_selection_parse(blocks, layers, &was) != SQ_OK)
+        return sq_error_context("--resume %s: its sd_qzo.train", o->resume);
+    if (sd_train_selection_parse(o->train_blocks, o->train_layers, &now) != SQ_OK) return SQ_FAIL;
+    if (!sd_train_selection_equal(&was, &now))
+        return sq_errorf("--resume %s trained --train-blocks %s --train-layers %s, this run asks for --train-blocks %s "
+                         "--train-layers %s: a resumed run must train the same scales", o->resume, blocks, layers,
+                         o->train_blocks, o->train_layers);
+    if (info->ema_beta != o->ema) {
+        if (info->ema_beta == 0)
+            return sq_errorf("--resume %s has no EMA of the scales (trained without --ema), this run asks for --ema %g: "
+                             "resume without --ema, or start a new run", o->resume, (double)o->ema);
+        return sq_errorf("--resume %s keeps an EMA with --ema %g, this run asks for --ema %g: resume with --ema %g",
+                         o->resume, (double)info->ema_beta, (double)o->ema, (double)info->ema_beta);
+    }
+    return SQ_OK;
 }
 
 int sd_train_loop(sd_trainer *t) {
@@ -509,6 +648,7 @@ int sd_train_loop(sd_trainer *t) {
             // step 0 of the log: the untrained model's validation loss and diagnostics, no training loss
             r0.gpu_mem_gib = device_used_gib(t);
             r0.val_loss = v0;
+            if (L.ema) r0.val_loss_ema = v0;   // the EMA starts as a bit-exact copy of the scales
             rc = sd_train_log_append(&L.log, &r0);
         }
         sq_progress_begin(&pr, "training", steps);
@@ -518,6 +658,7 @@ int sd_train_loop(sd_trainer *t) {
             sq_qzo_step_info info;
             if ((rc = run_step(&L, &L.qc, &info)) != SQ_OK) break;
             int64_t done = L.qs.step;
+            if (L.ema && !info.discarded) ema_update(&L);   // after each accepted step only
             if (info.discarded)
                 sq_log_warn("step %lld discarded: %s; the previous step is undone and the learning rate halved (x%.3g of "
                             "--lr from now on)", (long long)done, info.why, (double)L.qs.lr_scale);
@@ -532,14 +673,16 @@ int sd_train_loop(sd_trainer *t) {
             r.clipped_share = L.qs.queries_total ? (double)L.qs.clipped_total / (double)L.qs.queries_total : 0;
             if (t->opt.val_every > 0 && L.eval.n_val && (done % t->opt.val_every == 0 || done == steps)) {
                 if ((rc = sd_train_val_loss(&L.eval, &L.m, &L.scratch, &r.val_loss)) != SQ_OK) break;
+                if (L.ema && (rc = val_loss_ema(&L, &r.val_loss_ema)) != SQ_OK) break;
                 if ((rc = diagnose(&L, &r, false)) != SQ_OK) break;
             }
             r.seconds = sq_time_now() - t0;
             r.gpu_mem_gib = device_used_gib(t);
             if ((rc = sd_train_log_append(&L.log, &r)) != SQ_OK) break;
-            char extra[96];
+            char extra[128];
             int n = snprintf(extra, sizeof extra, "loss %.4f |d| %.3g", info.loss_mean, fabs(info.d_raw));
             if (!isnan(r.val_loss)) n += snprintf(extra + n, sizeof extra - (size_t)n, " val %.4f", r.val_loss);
+            if (!isnan(r.val_loss_ema)) n += snprintf(extra + n, sizeof extra - (size_t)n, " ema %.4f", r.val_loss_ema);
             if (t->device == SQ_CUDA) snprintf(extra + n, sizeof extra - (size_t)n, " mem %.1fG", r.gpu_mem_gib);
             sq_progress_update(&pr, done, extra);
             bool stop = *t->stop != 0;

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "datasets/buckets.h"
 #include "qzo/qzo.h"
+#include "qzo/train_selection.h"
 #include "text_encoders/conditioning.h"
 
 #define S sd_train_options
@@ -28,8 +29,9 @@ static const sq_opt_choice masks_missing_modes[] = {{"error", 0}, {"warn", 1}, {
 static const sq_option options[] = {
     {"model", NULL, SQ_OPT_STR, STR(model), false, "SD3.5 diffusers folder, single file, or `sd-qzo quantize` output (required)"},
     {"encoders", NULL, SQ_OPT_STR, STR(encoders), false, "pipeline folder with vae/ and text encoders when --model is a single file"},
-    {"images", NULL, SQ_OPT_STR, STR(images), false, "folder of training images: PNG, JPEG, BMP (required)"},
-    {"captions", NULL, SQ_OPT_STR, STR(captions), false, "captions file (filename<TAB>caption, or one line per image in sorted order); default: a .txt beside each image"},
+    {"images", NULL, SQ_OPT_STR, STR(images), false, "folder of training images: PNG, JPEG, BMP, WebP (required)"},
+    {"captions", NULL, SQ_OPT_STR, STR(captions), false, "captions file (filename<TAB>caption, or one line per image in sorted order); *.jsonl/*.csv: Hugging Face metadata; default: metadata.jsonl or metadata.csv in the images folder, else a .txt beside each image"},
+    {"caption-ext", NULL, SQ_OPT_STR, STR(caption_ext), false, "extension of the caption file beside each image (.txt; kohya's other one: .caption)"},
     {"output", "out", SQ_OPT_STR, STR(output), false, "run folder: checkpoints, logs, previews, report.html (required)"},
     {"resume", NULL, SQ_OPT_STR, STR(resume), false, "continue from a checkpoint (e.g. OUT/checkpoint.safetensors)"},
     {"recursive", NULL, SQ_OPT_BOOL, F(recursive), true, "also read images in sub-folders"},
@@ -71,6 +73,9 @@ static const sq_option options[] = {
     {"logit-std", NULL, SQ_OPT_FLOAT, F(logit_std), true, "std of the logit-normal timestep density"},
     {"mode-scale", NULL, SQ_OPT_FLOAT, F(mode_scale), true, "scale of the 'mode' timestep density"},
     {"shift", NULL, SQ_OPT_FLOAT, F(shift), true, "timestep shift (<= 0: the model scheduler's, 3.0 for SD3.5)"},
+    {"train-blocks", NULL, SQ_OPT_STR, STR(train_blocks), false, "joint blocks whose int4 layers train, e.g. 0-11,20 (all: every block); the others stay frozen: no perturbation, no update"},
+    {"train-layers", NULL, SQ_OPT_STR, STR(train_layers), false, "layer types that train: attn, mlp, adaln (or attn_qkv, attn_out, mlp_in, mlp_out), comma-separated; all: every type"},
+    {"ema", NULL, SQ_OPT_FLOAT, F(ema), false, "keep an EMA of the trained scales with this beta (e.g. 0.999; 0: off): one fp32 copy beside the scales, validated and saved with them; sample/export --ema use it"},
     {"save-every", NULL, SQ_OPT_I64, F(save_every), false, "checkpoint every N steps (and on Ctrl-C)"},
     {"sample-every", NULL, SQ_OPT_I64, F(sample_every), false, "preview images every N steps (0: off)"},
     {"val-every", NULL, SQ_OPT_I64, F(val_every), false, "validation loss every N steps (0: off)"},
@@ -78,7 +83,7 @@ static const sq_option options[] = {
     {"sample-steps", NULL, SQ_OPT_INT, F(sample_steps), false, "sampler steps for previews"},
     {"sample-cfg", NULL, SQ_OPT_FLOAT, F(sample_cfg), false, "guidance scale for previews"},
     {"val-images", NULL, SQ_OPT_STR, STR(val_images), false, "held-out images for the validation loss"},
-    {"val-captions", NULL, SQ_OPT_STR, STR(val_captions), false, "captions of --val-images (default: .txt beside each)"},
+    {"val-captions", NULL, SQ_OPT_STR, STR(val_captions), false, "captions of --val-images (default: its metadata.jsonl/.csv, else a --caption-ext file beside each)"},
     {"device", NULL, SQ_OPT_ENUM, SQ_OPT_ENUM_FIELD(S, device), sq_opt_devices, false, "where to run (auto: CUDA when a GPU is present)"},
     {"threads", NULL, SQ_OPT_INT, F(threads), false, "CPU threads (0: all cores)"},
     {"overwrite", NULL, SQ_OPT_BOOL, F(overwrite), false, "start afresh in an OUT that holds a different run"},
@@ -104,6 +109,7 @@ void sd_train_options_defaults(sd_train_options *o) {
     o->resolution = 1024;
     o->buckets = true;
     o->caption_dropout = 0.05f;   // a little unconditional training keeps CFG intact
+    strcpy(o->caption_ext, ".txt");
     o->cache = true;
     o->t5 = true;
     o->t5_int8 = true;           // T5-XXL in int8: 4.9 GB instead of 9.5 GB while encoding
@@ -132,6 +138,9 @@ void sd_train_options_defaults(sd_train_options *o) {
     o->logit_std = 1.0f;
     o->mode_scale = 1.29f;
     o->shift = 0.0f;
+    snprintf(o->train_blocks, sizeof o->train_blocks, "all");
+    snprintf(o->train_layers, sizeof o->train_layers, "all");
+    o->ema = 0.0f;                // off until the learning benchmark shows it helps (bench/LEARNING.md)
     o->save_every = 250;
     o->sample_every = 250;
     o->val_every = 50;
@@ -162,6 +171,8 @@ int sd_train_options_validate(const sd_train_options *o) {
     if (o->max_bad_steps < 1) return sq_errorf("--max-bad-steps must be at least 1");
     if (!(o->eps > 0)) return sq_errorf("--eps must be > 0");
     if (o->caption_dropout < 0 || o->caption_dropout > 1) return sq_errorf("--caption-dropout must be in [0, 1]");
+    if (!o->caption_ext[o->caption_ext[0] == '.'] || strchr(o->caption_ext, '/'))
+        return sq_errorf("--caption-ext '%s': give a file extension such as .txt or .caption", o->caption_ext);
     if (!(o->logit_std > 0)) return sq_errorf("--logit-std must be > 0");
     if (o->t5_max_length < 1 || o->t5_max_length > SD_T5_MAX_TOKENS)
         return sq_errorf("--t5-max-length must be in 1..%d", SD_T5_MAX_TOKENS);
@@ -169,6 +180,9 @@ int sd_train_options_validate(const sd_train_options *o) {
     if (o->sample_every < 0 || o->val_every < 0) return sq_errorf("--sample-every and --val-every must be >= 0");
     if (o->sample_steps < 1) return sq_errorf("--sample-steps must be at least 1");
     if (o->threads < 0) return sq_errorf("--threads must be >= 0 (0: all cores)");
+    if (!(o->ema >= 0 && o->ema < 1)) return sq_errorf("--ema must be in [0, 1) (0: off; e.g. 0.999)");
+    sd_train_selection sel;
+    if (sd_train_selection_parse(o->train_blocks, o->train_layers, &sel) != SQ_OK) return SQ_FAIL;
     return SQ_OK;
 }
 

@@ -25,7 +25,8 @@ typedef struct {
     char model[1024];          // SD3.5 pipeline folder, or an `sd-qzo quantize` file + --encoders
     char encoders[1024];       // pipeline folder for VAE + text encoders when --model is a single file
     char images[1024];
-    char captions[1024];       // "" = a .txt beside each image
+    char captions[1024];       // "" = metadata.jsonl/.csv in the images folder, else a file beside each image
+    char caption_ext[64];      // extension of the caption file beside each image (".txt")
     char output[1024];
     char resume[1024];         // checkpoint to continue from ("" = fresh run)
     bool recursive;
@@ -64,6 +65,10 @@ typedef struct {
     sd_timestep_sampling timestep_sampling; // logit_normal | uniform | mode
     float logit_mean, logit_std, mode_scale;
     float shift;               // <= 0: the model's scheduler shift (3.0 for SD3.5)
+    // what trains, and the EMA (qzo/train_selection.h, docs/QZO.md)
+    char train_blocks[256];    // "all" or joint blocks "0-11,20"
+    char train_layers[128];    // "all" or layer types "attn,mlp,adaln"
+    float ema;                 // β of the EMA of the trained scales (0: off)
     // monitoring
     int64_t save_every, sample_every, val_every;
     char sample_prompts[1024]; // one prompt per line ("" = the first captions)

@@ -55,6 +55,7 @@ typedef struct {
 typedef double (*field_fn)(const sd_step_record *r, int k);
 static double f_loss(const sd_step_record *r, int k) { (void)k; return r->discarded == 1 ? NAN : r->loss; }
 static double f_val(const sd_step_record *r, int k) { (void)k; return r->val_loss; }
+static double f_val_ema(const sd_step_record *r, int k) { (void)k; return r->val_loss_ema; }
 static double f_absd(const sd_step_record *r, int k) { (void)k; return r->discarded == 1 ? NAN : fabs(r->d_raw); }
 static double f_lr(const sd_step_record *r, int k) { (void)k; return r->lr; }
 static double f_zero(const sd_step_record *r, int k) { (void)k; return r->zero_share; }
@@ -237,6 +238,11 @@ int sd_train_report_write(const char *path, const sd_report *r) {
         html_escape(f, r->summary);
         fputs("</p>\n", f);
     }
+    if (r->training) {
+        fputs("<p class=\"training\">", f);
+        html_escape(f, r->training);
+        fputs("</p>\n", f);
+    }
     const sd_train_log *log = r->log;
     int smooth = log->count >= 50 ? log->count / 25 : 1;
     // the steps the optimiser threw away: red ticks on the step charts, and a count
@@ -251,7 +257,14 @@ int sd_train_report_write(const char *path, const sd_report *r) {
     fputs("<h2>Losses</h2>\n", f);
     log_chart(f, "training loss (mean of L+ and L-; bold: moving average)", log, f_loss, smooth, "#1f77b4", discarded,
               n_discarded);
-    log_chart(f, "validation loss (fixed noise and timesteps)", log, f_val, 1, "#d62728", NULL, 0);
+    {   // with --ema, the EMA of the scales beside the scales themselves
+        chart_series s[2] = {{.name = "trained scales", .colour = "#d62728"}, {.name = "EMA of the scales", .colour = "#1f77b4"}};
+        series_from_log(&s[0], log, f_val, 0);
+        series_from_log(&s[1], log, f_val_ema, 0);
+        if (s[1].n == 0) s[0].name = NULL;
+        chart(f, "validation loss (fixed noise and timesteps)", s, s[1].n ? 2 : 1, NULL, 0);
+        series_free(s, 2);
+    }
     log_chart(f, "|projected gradient| (L+ - L-) / 2 eps", log, f_absd, smooth, "#2ca02c", discarded, n_discarded);
     log_chart(f, "learning rate", log, f_lr, 1, "#9467bd", NULL, 0);
     fputs("<h2>Diagnostics</h2>\n", f);

@@ -1,7 +1,8 @@
 // app/train_report.h: OUT/report.html, one self-contained page (inline SVG charts,
 // previews embedded as base64 PNG data, no external assets) that shows a run: the
-// settings, the training loss (raw and smoothed), the fixed-noise validation loss,
-// the projected-gradient magnitude and learning rate per step, the diagnostics
+// settings, the training loss (raw and smoothed), the fixed-noise validation loss
+// (and that of the EMA of the scales with --ema), which blocks and layer types
+// trained, the projected-gradient magnitude and learning rate per step, the diagnostics
 // (relative perturbation per layer type, share of scales held at 0, share of
 // clipped queries, the steps the optimiser discarded), the --lr auto calibration
 // (each candidate's validation-loss curve and a table) when there was one, and the
@@ -24,6 +25,7 @@ typedef struct {
     const char *title;           // e.g. the output folder name
     const char *settings_json;   // sd_train_options_json
     const char *summary;         // one paragraph of plain text (may be NULL)
+    const char *training;        // what trained and the EMA, one paragraph (may be NULL)
     const sd_train_log *log;
     const sd_report_preview *previews;
     int n_previews;

@@ -11,7 +11,7 @@
 
 struct sd_dataset {
     sd_dataset_opts opts;
-    char *captions_file, *images_dir;   // copies: opts' strings belong to the caller
+    char *captions_file, *images_dir, *caption_ext;   // copies: opts' strings belong to the caller
     sd_image_folder folder;
     sd_bucket_set buckets;
     int *item_bucket;
@@ -43,6 +43,8 @@ int sd_dataset_open(sd_dataset **out, const sd_dataset_opts *opts) {
     ds->captions_file = opts->folder.captions_file ? strdup(opts->folder.captions_file) : NULL;
     ds->opts.folder.images_dir = ds->images_dir;
     ds->opts.folder.captions_file = ds->captions_file;
+    ds->caption_ext = opts->folder.caption_ext ? strdup(opts->folder.caption_ext) : NULL;
+    ds->opts.folder.caption_ext = ds->caption_ext;
     ds->opts.masks.dir = NULL;   // only read by sd_masks_resolve, during this call
     if (sd_buckets_make(&ds->buckets, opts->resolution, opts->buckets) ||
         sd_image_folder_scan(&ds->folder, &ds->opts.folder)) {
@@ -89,6 +91,7 @@ void sd_dataset_close(sd_dataset *ds) {
     free(ds->mask_sha);
     free(ds->images_dir);
     free(ds->captions_file);
+    free(ds->caption_ext);
     free(ds);
 }
 

@@ -1,6 +1,8 @@
 // datasets/image_folder.c: folder scan (readdir, optional recursion), header checks
-// with stbi_info, and the three caption sources (see image_folder.h for the rules
-// and the error cases). Every message names the folder, file or FILE:LINE at fault.
+// (stbi_info; WebPGetFeatures through datasets/webp.h), and the caption sources:
+// --captions, metadata.jsonl/.csv (parsed by datasets/metadata.c), sidecar files (see
+// image_folder.h for the rules, the precedence and the error cases). Every message
+// names the folder, file or FILE:LINE at fault.
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -15,11 +17,10 @@
 #include "core/log.h"
 #include "datasets/captions.h"
 #include "datasets/image_folder.h"
+#include "datasets/metadata.h"
 #include "datasets/transform.h"
+#include "datasets/webp.h"
 
-// Larger sides are refused: a 16k x 16k RGB decode is already 768 MiB, and a
-// corrupt header claiming more would only fail later in an allocation.
-#define MAX_SIDE 16384
 #define MAX_DEPTH 32
 
 typedef enum { KIND_IMAGE, KIND_WEBP } file_kind;
@@ -131,25 +132,30 @@ static int cmp_cand(const void *a, const void *b) {
 
 // Header (and optionally full) check of one image; SQ_FAIL with the reason.
 static int check_image(candidate *c, bool full) {
-    if (c->kind == KIND_WEBP)
-        return sq_errorf("%s: WebP is not supported (stb_image cannot decode it); convert it to PNG or JPEG",
-                         c->path);
-    int n;
-    if (!stbi_info(c->path, &c->w, &c->h, &n)) {
-        const char *why = stbi_failure_reason();
-        return sq_errorf("%s: not a decodable PNG/JPEG/BMP image (%s)", c->path, why ? why : "unknown reason");
+    if (c->kind == KIND_WEBP) {
+        sd_webp_info wi;
+        if (sd_webp_read_info(c->path, &wi) != SQ_OK) return SQ_FAIL;   // also checks size and length
+        c->w = wi.width;
+        c->h = wi.height;
+        if (wi.animated) sq_log_warn("%s: animated WebP; only its first frame is used", c->path);
+    } else {
+        int n;
+        if (!stbi_info(c->path, &c->w, &c->h, &n)) {
+            const char *why = stbi_failure_reason();
+            return sq_errorf("%s: not a decodable PNG/JPEG/BMP image (%s)", c->path, why ? why : "unknown reason");
+        }
+        if (c->w < 1 || c->h < 1 || c->w > SD_IMAGE_MAX_SIDE || c->h > SD_IMAGE_MAX_SIDE)
+            return sq_errorf("%s: image size %dx%d outside 1..%d pixels per side", c->path, c->w, c->h,
+                             SD_IMAGE_MAX_SIDE);
+        if (sd_image_check_complete(c->path) != SQ_OK) return SQ_FAIL;   // stbi_info reads the header only
     }
-    if (c->w < 1 || c->h < 1 || c->w > MAX_SIDE || c->h > MAX_SIDE)
-        return sq_errorf("%s: image size %dx%d outside 1..%d pixels per side", c->path, c->w, c->h, MAX_SIDE);
-    if (sd_image_check_complete(c->path) != SQ_OK) return SQ_FAIL;   // stbi_info reads the header only
     if (full) {
         int w, h;
-        unsigned char *px = stbi_load(c->path, &w, &h, &n, 3);
-        if (!px) {
-            const char *why = stbi_failure_reason();
-            return sq_errorf("%s: cannot decode image (%s)", c->path, why ? why : "unknown reason");
-        }
-        stbi_image_free(px);
+        uint8_t *px;
+        if (sd_image_decode_rgb(c->path, &px, &w, &h) != SQ_OK) return SQ_FAIL;
+        free(px);
+        if (w != c->w || h != c->h)
+            return sq_errorf("%s: decodes to %dx%d but its header says %dx%d", c->path, w, h, c->w, c->h);
     }
     return SQ_OK;
 }
@@ -245,27 +251,40 @@ static candidate *find_rel(cand_list *l, const char *rel) {
     return bsearch(&key, l->v, (size_t)l->n, sizeof(candidate), cmp_cand);
 }
 
-static int captions_tab(cand_list *l, const char *file, char **lines, int n, const char *dir) {
+// The caption of image `name` (relative to dir) from FILE:LINE: unknown names and
+// second captions are errors.
+static int assign_caption(cand_list *l, const char *file, int line, const char *name, const char *cap,
+                          const char *dir, bool recursive) {
+    if (!strncmp(name, "./", 2)) name += 2;
+    candidate *c = find_rel(l, name);
+    if (!c)
+        return sq_errorf("%s:%d: unknown image '%s' (not found in %s%s)", file, line, name, dir,
+                         strchr(name, '/') && !recursive ? "; images in subfolders need --recursive" : "");
+    if (c->caption_line)
+        return sq_errorf("%s:%d: second caption for '%s' (first on line %d)", file, line, name, c->caption_line);
+    c->caption = dup_str(cap);
+    if (!c->caption) return SQ_FAIL;
+    c->caption_line = line;
+    return SQ_OK;
+}
+
+// After named captions: every image that decodes has one.
+static int check_all_captioned(const cand_list *l, const char *file) {
+    for (int i = 0; i < l->n; i++)
+        if (!l->v[i].bad && !l->v[i].caption_line) return sq_errorf("%s: no caption for image '%s'", file, l->v[i].rel);
+    return SQ_OK;
+}
+
+static int captions_tab(cand_list *l, const char *file, char **lines, int n, const char *dir, bool recursive) {
     for (int i = 0; i < n; i++) {
         char *line = lines[i];
         if (is_blank(line)) continue;
         char *tab = strchr(line, '\t');
         if (!tab) return sq_errorf("%s:%d: no TAB between file name and caption (TAB format, as other lines)", file, i + 1);
         *tab = '\0';
-        char *name = trim(line), *cap = trim(tab + 1);
-        if (!strncmp(name, "./", 2)) name += 2;
-        candidate *c = find_rel(l, name);
-        if (!c) return sq_errorf("%s:%d: unknown image '%s' (not found in %s)", file, i + 1, name, dir);
-        if (c->caption_line)
-            return sq_errorf("%s:%d: second caption for '%s' (first on line %d)", file, i + 1, name,
-                             c->caption_line);
-        c->caption = dup_str(cap);
-        if (!c->caption) return SQ_FAIL;
-        c->caption_line = i + 1;
+        if (assign_caption(l, file, i + 1, trim(line), trim(tab + 1), dir, recursive) != SQ_OK) return SQ_FAIL;
     }
-    for (int i = 0; i < l->n; i++)
-        if (!l->v[i].bad && !l->v[i].caption_line) return sq_errorf("%s: no caption for image '%s'", file, l->v[i].rel);
-    return SQ_OK;
+    return check_all_captioned(l, file);
 }
 
 static int captions_plain(cand_list *l, const char *file, char **lines, int n, const char *dir) {
@@ -280,7 +299,7 @@ static int captions_plain(cand_list *l, const char *file, char **lines, int n, c
     return SQ_OK;
 }
 
-static int captions_from_file(cand_list *l, const char *file, const char *dir) {
+static int captions_from_file(cand_list *l, const char *file, const char *dir, bool recursive) {
     char *buf, **lines = NULL;
     size_t len;
     int n;
@@ -291,23 +310,41 @@ static int captions_from_file(cand_list *l, const char *file, const char *dir) {
     }
     bool tab_format = false;
     for (int i = 0; i < n && !tab_format; i++) tab_format = strchr(lines[i], '\t') != NULL;
-    int rc = tab_format ? captions_tab(l, file, lines, n, dir) : captions_plain(l, file, lines, n, dir);
+    int rc = tab_format ? captions_tab(l, file, lines, n, dir, recursive) : captions_plain(l, file, lines, n, dir);
     free(lines);
     free(buf);
     return rc;
 }
 
-// <stem>.txt beside each image: lines joined with a space, trimmed.
-static int captions_from_txt(cand_list *l, sd_missing_caption_mode missing) {
+// metadata.jsonl or metadata.csv in the images folder (Hugging Face imagefolder).
+static int captions_from_metadata(cand_list *l, const char *file, bool csv, const char *dir, bool recursive) {
+    char *buf;
+    size_t len;
+    if (read_text(file, &buf, &len)) return sq_error_context("captions");
+    sd_metadata m;
+    int rc = csv ? sd_metadata_parse_csv(&m, file, buf, len) : sd_metadata_parse_jsonl(&m, file, buf, len);
+    free(buf);
+    if (rc != SQ_OK) return SQ_FAIL;
+    for (int i = 0; i < m.count && rc == SQ_OK; i++)
+        rc = assign_caption(l, file, m.rows[i].line, m.rows[i].file_name, m.rows[i].caption, dir, recursive);
+    if (rc == SQ_OK) rc = check_all_captioned(l, file);
+    if (rc == SQ_OK)
+        sq_log_info("captions: %s (%d entries, caption %s \"%s\")", file, m.count, csv ? "column" : "key", m.caption_key);
+    sd_metadata_free(&m);
+    return rc;
+}
+
+// <stem><ext> beside each image (ext ".txt" by default): lines joined with a space, trimmed.
+static int captions_from_txt(cand_list *l, const char *ext, sd_missing_caption_mode missing) {
     for (int i = 0; i < l->n; i++) {
         candidate *c = &l->v[i];
         if (c->bad) continue;
         const char *dot = strrchr(c->path, '.');
-        size_t stem = (size_t)(dot - c->path);
-        char *txt = sq_malloc(stem + 5);
+        size_t stem = (size_t)(dot - c->path), n_ext = strlen(ext);
+        char *txt = sq_malloc(stem + n_ext + 1);
         if (!txt) return SQ_FAIL;
         memcpy(txt, c->path, stem);
-        memcpy(txt + stem, ".txt", 5);
+        memcpy(txt + stem, ext, n_ext + 1);
         char *buf;
         size_t len;
         errno = 0;
@@ -320,8 +357,8 @@ static int captions_from_txt(cand_list *l, sd_missing_caption_mode missing) {
                     if (!c->caption) return SQ_FAIL;
                     continue;
                 }
-                sq_errorf("%s: missing caption file for image %s (give --captions FILE, or a .txt beside each image)",
-                          txt, c->rel);
+                sq_errorf("%s: missing caption file for image %s (give --captions FILE, a metadata.jsonl or "
+                          "metadata.csv in the folder, or a %s beside each image)", txt, c->rel, ext);
             }
             free(txt);
             return SQ_FAIL;
@@ -334,6 +371,47 @@ static int captions_from_txt(cand_list *l, sd_missing_caption_mode missing) {
         if (!c->caption) return SQ_FAIL;
     }
     return SQ_OK;
+}
+
+// The caption source, in order of precedence (image_folder.h): --captions, then
+// metadata.jsonl or metadata.csv in the folder's top level, then sidecar files.
+static int read_captions(cand_list *l, const sd_image_folder_opts *o, const char *root) {
+    char ext[64] = ".txt";
+    if (o->caption_ext && *o->caption_ext) {
+        const char *e = o->caption_ext + (o->caption_ext[0] == '.');
+        if (!*e || strchr(e, '/') || strlen(e) + 2 > sizeof ext)
+            return sq_errorf("caption extension '%s': give a file extension such as .txt or .caption", o->caption_ext);
+        snprintf(ext, sizeof ext, ".%s", e);
+    }
+    char *jsonl = join_path(root, "metadata.jsonl"), *csv = join_path(root, "metadata.csv");
+    if (!jsonl || !csv) {
+        free(jsonl), free(csv);
+        return SQ_FAIL;
+    }
+    struct stat st;
+    bool has_jsonl = stat(jsonl, &st) == 0 && S_ISREG(st.st_mode), has_csv = stat(csv, &st) == 0 && S_ISREG(st.st_mode);
+    int rc;
+    if (o->captions_file) {
+        if (has_jsonl || has_csv)
+            sq_log_info("%s is not read: the captions come from %s", has_jsonl ? jsonl : csv, o->captions_file);
+        // A .jsonl or .csv given by name is a metadata file (read as a captions file
+        // its JSON or CSV lines would become captions).
+        const char *e = extension(o->captions_file);
+        if (!strcasecmp(e, "jsonl") || !strcasecmp(e, "csv"))
+            rc = captions_from_metadata(l, o->captions_file, !strcasecmp(e, "csv"), root, o->recursive);
+        else
+            rc = captions_from_file(l, o->captions_file, root, o->recursive);
+    } else if (has_jsonl && has_csv) {
+        rc = sq_errorf("%s: holds both metadata.jsonl and metadata.csv; keep one (or name the captions with --captions)",
+                       root);
+    } else if (has_jsonl || has_csv) {
+        rc = captions_from_metadata(l, has_jsonl ? jsonl : csv, has_csv, root, o->recursive);
+    } else {
+        rc = captions_from_txt(l, ext, o->missing_caption);
+    }
+    free(jsonl);
+    free(csv);
+    return rc;
 }
 
 int sd_image_folder_scan(sd_image_folder *out, const sd_image_folder_opts *o) {
@@ -351,7 +429,7 @@ int sd_image_folder_scan(sd_image_folder *out, const sd_image_folder_opts *o) {
     cand_list l = {0};
     int rc = walk(&l, root, "", o->recursive, 0);
     if (rc == SQ_OK && l.n == 0)
-        rc = sq_errorf("%s: no images found (PNG, JPEG or BMP%s)", root,
+        rc = sq_errorf("%s: no images found (PNG, JPEG, BMP or WebP%s)", root,
                        o->recursive ? ", searched recursively" : "; subfolders are not searched without recursion");
     if (rc == SQ_OK) {
         qsort(l.v, (size_t)l.n, sizeof(candidate), cmp_cand);
@@ -369,9 +447,7 @@ int sd_image_folder_scan(sd_image_folder *out, const sd_image_folder_opts *o) {
         if (rc == SQ_OK && n_bad == l.n) rc = sq_errorf("%s: none of its %d images can be decoded", root, l.n);
         out->skipped = n_bad;
     }
-    if (rc == SQ_OK)
-        rc = o->captions_file ? captions_from_file(&l, o->captions_file, root)
-                              : captions_from_txt(&l, o->missing_caption);
+    if (rc == SQ_OK) rc = read_captions(&l, o, root);
     if (rc == SQ_OK) {
         out->entries = sq_calloc((size_t)(l.n - out->skipped), sizeof(sd_image_entry));
         if (!out->entries) rc = SQ_FAIL;

@@ -1,17 +1,24 @@
 // datasets/image_folder.h: finds the training images of a folder and their
-// captions. Scanning only reads image headers (stbi_info), so it is quick and a
-// broken dataset fails before any model is loaded.
+// captions. Scanning only reads image headers (stbi_info; for WebP libwebp's
+// WebPGetFeatures on the file's first KiB), so it is quick and a broken dataset
+// fails before any model is loaded.
 //
-// Images: *.png, *.jpg, *.jpeg, *.bmp (extension case-insensitive) directly in
-// the folder, or in every subfolder with `recursive`. Hidden files/folders (name
-// starting with '.') are ignored, other extensions too. WebP cannot be decoded by
-// stb_image and is NOT supported: a *.webp file is treated as an undecodable image
-// (an error, or a warning with SD_BAD_IMAGE_SKIP) whose message says to convert it.
-// Entries are sorted by their path relative to the folder ('/'-separated, bytewise
+// Images: *.png, *.jpg, *.jpeg, *.bmp, *.webp (extension case-insensitive) directly
+// in the folder, or in every subfolder with `recursive`. Hidden files/folders (name
+// starting with '.') are ignored, other extensions too. WebP may be lossy, lossless,
+// with alpha (dropped, as for PNG) or animated (its first frame is used, with a
+// warning at scan time); see datasets/webp.h. Entries are sorted by their path relative to the folder ('/'-separated, bytewise
 // strcmp), which is the order of everything else (plain caption lines, indices).
 // Not honoured: JPEG EXIF orientation (stb_image ignores it; rotate such files).
 //
-// Captions, one of:
+// Captions come from the first of these that applies (precedence, highest first):
+//  A. captions_file (--captions), in format 1 or 2 below, or format 4 when its name
+//     ends in .jsonl or .csv (file_name then relative to images_dir); a metadata
+//     file in the folder is then not read (an info line says so);
+//  B. metadata.jsonl or metadata.csv in the top level of images_dir (the Hugging
+//     Face imagefolder convention, format 4); both at once is an error;
+//  C. sidecar files (format 3), <stem><caption_ext>.
+// Formats:
 //  1. captions_file with `relative/path.png<TAB>caption` lines, in any order. Every
 //     image needs exactly one line; blank lines are ignored; an unknown file name,
 //     a duplicate, or a line without a TAB is an error naming FILE:LINE; an image
@@ -22,10 +29,16 @@
 //     the end is an empty caption. The number of lines must equal the number of
 //     images, else an error giving both counts.
 //     The format is auto-detected: any line containing a TAB means format 1.
-//  3. no captions_file: `<stem>.txt` beside each image (kohya/SimpleTuner
-//     convention: foo.png -> foo.txt), its lines joined with a space and trimmed.
-//     A missing .txt is an error naming it, or (SD_CAPTION_MISSING_EMPTY) an empty
-//     caption with a warning.
+//  3. `<stem>.txt` beside each image (kohya/SimpleTuner convention: foo.png ->
+//     foo.txt; caption_ext ".caption" gives foo.caption, kohya's other spelling),
+//     its lines joined with a space and trimmed. A missing file is an error naming
+//     it, or (SD_CAPTION_MISSING_EMPTY) an empty caption with a warning.
+//  4. metadata.jsonl / metadata.csv (datasets/metadata.h has the syntax): one entry
+//     per image, file_name relative to images_dir (so "sub/a.png" for an image in a
+//     subfolder, which is only scanned with `recursive`). As in format 1, every
+//     image needs exactly one entry, and an unknown file name or a second entry for
+//     an image is an error naming FILE:LINE; entries for images skipped as
+//     undecodable are allowed.
 // Caption files are UTF-8; a leading BOM and CR of CRLF line ends are dropped.
 #ifndef SD_IMAGE_FOLDER_H
 #define SD_IMAGE_FOLDER_H
@@ -48,7 +61,8 @@ typedef enum {
 
 typedef struct {
     const char *images_dir;        // required
-    const char *captions_file;     // NULL: <stem>.txt beside each image
+    const char *captions_file;     // NULL: metadata.jsonl/.csv in images_dir, else sidecar files
+    const char *caption_ext;       // sidecar extension, ".txt" when NULL or ""; the dot is optional
     bool recursive;                // descend into subfolders
     sd_bad_image_mode bad_images;
     sd_missing_caption_mode missing_caption;

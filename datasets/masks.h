@@ -6,18 +6,20 @@
 // Sources:
 //   - a mask folder: the mask of image <rel>/<stem>.<ext> (its path relative to the
 //     images folder) is, first found of, DIR/<rel>/<stem>.<ext> (the same relative
-//     name), then DIR/<rel>/<stem>.png, .jpg, .jpeg, .bmp (lower-case extensions),
-//     so a.jpg may have the mask a.png. Any image stb_image decodes, read as grey:
-//     RGB -> luma as stb_image computes it, (77 R + 150 G + 29 B) >> 8 (ITU-R 601
-//     weights, as PIL's convert("L") up to rounding; a colour JPEG gives its own Y
-//     channel); a mask's own alpha is ignored. Keep the mask folder outside the
-//     images folder (with --recursive its files would be scanned as training images).
+//     name), then DIR/<rel>/<stem>.png, .jpg, .jpeg, .bmp, .webp (lower-case
+//     extensions), so a.jpg may have the mask a.png. Any image the training images
+//     may be (PNG, JPEG, BMP, WebP), read as grey: the luma of its RGB as stb_image
+//     computes it, (77 R + 150 G + 29 B) >> 8 (ITU-R 601 weights, PIL's
+//     convert("L") up to rounding; a grey image is its own value); a mask's own
+//     alpha is ignored. Keep the mask folder outside the images folder (with
+//     --recursive its files would be scanned as training images).
 //     It must have its image's exact size. A missing mask is an error, or with
 //     SD_MASK_MISSING_WARN the image trains unmasked (weight 1) with a warning.
 //   - the image's alpha channel: images whose header says they have one (RGBA or
 //     grey + alpha; stbi_info's channel count 2 or 4, which includes a PNG palette's
-//     tRNS transparency but not a PNG colour-key tRNS). An image without alpha trains
-//     unmasked (weight 1); one warning counts them and names the first.
+//     tRNS transparency but not a PNG colour-key tRNS; a WebP's alpha flag, an
+//     animation's first frame composited on a transparent canvas). An image without
+//     alpha trains unmasked (weight 1); one warning counts them and names the first.
 //
 // Geometry: the mask goes through exactly the image's transform (datasets/transform.h:
 // the same resize filters, crop window and flip), then is area-averaged onto the

@@ -1,7 +1,7 @@
 // datasets/stb_image_impl.c: the one place stb_image's implementation is compiled
 // (libstb-dev ships the header; its libstb.so is deliberately not linked, so the
 // configuration below is ours). Only the formats sd-qzo documents are decoded:
-// PNG, JPEG, BMP. stb_image cannot decode WebP.
+// PNG, JPEG, BMP. WebP goes through libwebp instead (datasets/webp.c).
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_ONLY_PNG
 #define STBI_ONLY_JPEG

@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "datasets/transform.h"
+#include "datasets/webp.h"
 
 // round(a * b / c) for positive ints without float error.
 static int round_div(long long a, long long b, long long c) { return (int)((a * b + c / 2) / c); }
@@ -81,9 +82,21 @@ int sd_image_check_complete(const char *path) {
     return SQ_OK;
 }
 
+// The first 12 bytes hold a WebP header (an unreadable file is reported by
+// sd_image_check_complete).
+static bool is_webp(const char *path) {
+    unsigned char head[12];
+    FILE *f = fopen(path, "rb");
+    if (!f) return false;
+    size_t n = fread(head, 1, sizeof head, f);
+    fclose(f);
+    return sd_webp_sniff(head, n);
+}
+
 int sd_image_decode_rgb(const char *path, uint8_t **rgb, int *w, int *h) {
     int n = 0;
     *rgb = NULL;
+    if (is_webp(path)) return sd_webp_decode_rgb(path, rgb, w, h);   // checks the RIFF length itself
     if (sd_image_check_complete(path) != SQ_OK) return SQ_FAIL;
     unsigned char *px = stbi_load(path, w, h, &n, 3);
     if (!px) {

@@ -1,6 +1,7 @@
 // datasets/transform.h: image file -> float CHW tensor in [-1, 1], the input the
-// VAE encoder expects. Steps: decode (stb_image, forced to 3 channels: grey is
-// replicated, alpha is dropped), resize so the image covers the target with its
+// VAE encoder expects. Steps: decode (stb_image for PNG/JPEG/BMP, libwebp for WebP
+// through datasets/webp.h; forced to 3 channels: grey is replicated, alpha is
+// dropped; an animated WebP gives its first frame), resize so the image covers the target with its
 // aspect ratio kept, crop to the target (centre or a given offset), optional
 // horizontal flip, then v * 2 - 1 for v = pixel / 255 (float throughout).
 //
@@ -28,6 +29,10 @@
 extern "C" {
 #endif
 
+// Larger sides are refused: a 16k x 16k RGB decode is already 768 MiB, and a
+// corrupt header claiming more would only fail later in an allocation.
+#define SD_IMAGE_MAX_SIDE 16384
+
 typedef enum { SD_CROP_CENTER = 0, SD_CROP_RANDOM } sd_crop_mode;
 
 // Everything needed to produce one training image, computable from the header
@@ -49,11 +54,13 @@ void sd_crop_plan_make(sd_crop_plan *plan, int src_w, int src_h, int out_w, int 
 // grey) and reports success, so the file's end is checked by hand: a PNG must hold
 // its IEND chunk, a JPEG end with the EOI marker FF D9 (trailing 00/FF/CR/LF padding
 // allowed), a BMP be as long as its header says. SQ_FAIL: "PATH: truncated PNG ...;
-// cannot be decoded". Other formats pass.
+// cannot be decoded". Other formats pass (datasets/webp.c checks a WebP's length).
 int sd_image_check_complete(const char *path);
 
 // Decodes an image to 8-bit RGB, HWC, rows top to bottom. *rgb is malloc'ed (free
-// it). SQ_FAIL with a message naming the file and stb's reason (or the truncation).
+// it). The format is told by the file's first bytes (a WebP header goes to libwebp,
+// anything else to stb_image), not by its extension. SQ_FAIL with a message naming
+// the file and the decoder's reason (or the truncation).
 int sd_image_decode_rgb(const char *path, uint8_t **rgb, int *w, int *h);
 
 // Resizes/crops/flips an 8-bit RGB HWC image of plan->src_w x plan->src_h into

@@ -19,6 +19,7 @@ static int forward(sq_tensor *out, const sq_tensor *x, const sq_linear *l, const
     sq_perturb lp = {0};
     if (p) lp = *p;
     lp.index_base = l->index_base;
+    if (l->frozen) lp.sign = 0;
     sq_qlinear(out, x, &l->codes, &l->scales, b, l->group, &lp, &w, gelu);
     sq_arena_reset(scratch, mark);
     return SQ_OK;

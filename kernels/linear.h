@@ -23,12 +23,15 @@ typedef struct {
     sq_tensor scales;     // F32 (Nout, K/group), the trained parameters
     int group;
     uint64_t index_base;  // global index of scales[0] for the perturbation RNG
+    bool frozen;          // not trained (--train-blocks / --train-layers): always evaluated unperturbed
 } sq_linear;
 
 static inline bool sq_linear_quantized(const sq_linear *l) { return l->codes.data != NULL; }
 
 // out (N, Nout) = layer(x (N, K)). p: the current perturbation (NULL or sign 0 for
-// none); its index_base is replaced by the layer's. scratch: arena for the
+// none); its index_base is replaced by the layer's, and a frozen layer ignores it (no
+// z is drawn for it: the perturbation of a forward pass touches trained layers only).
+// scratch: arena for the
 // dequantised weight (rewound before returning). SQ_FAIL when scratch is exhausted.
 int sq_linear_forward(sq_tensor *out, const sq_tensor *x, const sq_linear *l, const sq_perturb *p, sq_arena *scratch);
 

@@ -67,6 +67,12 @@ SQ_QUANT_HD float sq_restored_scale(float s, float z, float coeff, int relative)
     float f = 1.0f - coeff * z;
     return f > 0.0f ? s / f : s;   // f <= 0: the update clamped s to 0, which stays
 }
+// One step of the exponential moving average of a scale (--ema beta):
+// e <- beta·e + (1 - beta)·s, written s + beta·(e - s) in one fmaf, so an EMA equal
+// to its scale stays bit-identical to it (no drift from rounding 1 - beta) and the
+// result lies between e and s. No bias correction: the EMA starts at the scales
+// (docs/QZO.md, "EMA of the scales").
+SQ_QUANT_HD float sq_ema_scale(float e, float s, float beta) { return fmaf(beta, e - s, s); }
 
 // ---- host-side quantiser (runs once per checkpoint, CPU) ----
 // Quantises W (Nout, K) f32 row-major into codes (Nout*K/2 bytes) and scales
@@ -93,6 +99,9 @@ void sq_qlinear(sq_tensor *out, const sq_tensor *x, const sq_tensor *codes, cons
 // by the caller, which calls this once per query). p->eps is ignored; p->sign < 0
 // undoes the update with coeff instead (sq_restored_scale).
 void sq_qzo_update(sq_tensor *scales, const sq_perturb *p, float coeff);
+// ema[j] = sq_ema_scale(ema[j], scales[j], beta) for every scale of one layer: the EMA
+// copy (F32, same shape and device as the scales) after an accepted step.
+void sq_ema_update(sq_tensor *ema, const sq_tensor *scales, float beta);
 
 #ifdef __cplusplus
 }

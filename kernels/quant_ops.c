@@ -78,3 +78,14 @@ void sq_qzo_update(sq_tensor *scales, const sq_perturb *p, float coeff) {
     }
     CUDA_OR_FAIL("qzo_update", cuda_qzo_update(scales->data, sq_tensor_numel(scales), p, coeff));
 }
+
+void sq_ema_update(sq_tensor *ema, const sq_tensor *scales, float beta) {
+    SQ_CHECK(ema->dtype == SQ_F32 && scales->dtype == SQ_F32, "ema_update: EMA and scales must be F32");
+    SQ_CHECK(sq_tensor_numel(ema) == sq_tensor_numel(scales) && ema->device == scales->device,
+             "ema_update: the EMA must match the scales' size and device");
+    if (ema->device == SQ_CPU) {
+        cpu_ema_update(ema->data, scales->data, sq_tensor_numel(ema), beta);
+        return;
+    }
+    CUDA_OR_FAIL("ema_update", cuda_ema_update(ema->data, scales->data, sq_tensor_numel(ema), beta));
+}

@@ -92,33 +92,83 @@ static char *loss_json(const sq_checkpoint_info *info) {
     return s;
 }
 
+// "sd_qzo.train": which scales trained; "sd_qzo.ema": the EMA's settings and state.
+// Numbers as strings, like the optimizer's.
+static char *train_json(const sq_checkpoint_info *info) {
+    cJSON *o = cJSON_CreateObject();
+    char buf[32];
+    cJSON_AddStringToObject(o, "blocks", info->train_blocks);
+    cJSON_AddStringToObject(o, "layers", info->train_layers);
+    snprintf(buf, sizeof buf, "%lld", (long long)info->trained_scales);
+    cJSON_AddStringToObject(o, "trained_scales", buf);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+static char *ema_json(const sq_checkpoint_info *info, int n_ema) {
+    cJSON *o = cJSON_CreateObject();
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.9g", (double)info->ema_beta);
+    cJSON_AddStringToObject(o, "beta", buf);
+    snprintf(buf, sizeof buf, "%lld", (long long)info->ema_updates);
+    cJSON_AddStringToObject(o, "updates", buf);
+    snprintf(buf, sizeof buf, "%d", n_ema);
+    cJSON_AddStringToObject(o, "tensors", buf);
+    cJSON_AddStringToObject(o, "bias_correction", "none");   // it starts at the scales: docs/QZO.md
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
 int sq_checkpoint_save(const char *path, const sq_named_scales *layers, int n, const sq_checkpoint_info *info) {
-    sq_st_tensor_desc *desc = calloc((size_t)n, sizeof *desc);
-    float **host = calloc((size_t)n, sizeof *host);
+    return sq_checkpoint_save_with_ema(path, layers, n, NULL, 0, info);
+}
+
+int sq_checkpoint_save_with_ema(const char *path, const sq_named_scales *layers, int n, const sq_named_scales *ema,
+                                int n_ema, const sq_checkpoint_info *info) {
+    size_t prefix = strlen(SQ_CHECKPOINT_EMA_PREFIX);
+    for (int i = 0; i < n_ema; i++)
+        SQ_CHECK(!strncmp(ema[i].name, SQ_CHECKPOINT_EMA_PREFIX, prefix), "checkpoint: EMA tensor '%s' lacks the '%s' prefix",
+                 ema[i].name, SQ_CHECKPOINT_EMA_PREFIX);
+    SQ_CHECK(n_ema == 0 || info->ema_beta > 0, "checkpoint: EMA tensors without an EMA rate");
+    int total = n + n_ema;
+    sq_st_tensor_desc *desc = calloc((size_t)total + 1, sizeof *desc);
+    float **host = calloc((size_t)total + 1, sizeof *host);
     char *state = state_json(info), *losses = loss_json(info);
+    char *train = info->train_blocks[0] ? train_json(info) : NULL, *emas = info->ema_beta > 0 ? ema_json(info, n_ema) : NULL;
     int rc = SQ_FAIL;
-    if (!desc || !host || !state || !losses) { sq_errorf("out of host memory saving %s", path); goto done; }
-    for (int i = 0; i < n; i++) {
-        const sq_tensor *t = layers[i].scales;
+    if (!desc || !host || !state || !losses || (info->train_blocks[0] && !train) || (info->ema_beta > 0 && !emas)) {
+        sq_errorf("out of host memory saving %s", path);
+        goto done;
+    }
+    for (int i = 0; i < total; i++) {
+        const sq_named_scales *ns = i < n ? &layers[i] : &ema[i - n];
+        const sq_tensor *t = ns->scales;
         host[i] = malloc(sq_tensor_numel(t) * sizeof(float) + 1);
         if (!host[i]) { sq_errorf("out of host memory saving %s", path); goto done; }
         if (sq_tensor_to_host_f32(host[i], t) != SQ_OK) goto done;
-        desc[i] = (sq_st_tensor_desc){.name = layers[i].name, .dtype = SQ_F32, .ndim = t->ndim, .data = host[i]};
+        desc[i] = (sq_st_tensor_desc){.name = ns->name, .dtype = SQ_F32, .ndim = t->ndim, .data = host[i]};
         for (int d = 0; d < t->ndim; d++) desc[i].shape[d] = t->shape[d];
     }
     char group[16], step[32];
     snprintf(group, sizeof group, "%d", info->group_size);
     snprintf(step, sizeof step, "%lld", (long long)info->state.step);
-    sq_st_kv meta[] = {{"sd_qzo.format", "scales-v1"}, {"sd_qzo.base_sha256", info->base_sha256},
-                       {"sd_qzo.group_size", group},  {"sd_qzo.step", step},
-                       {"sd_qzo.optimizer", state},   {"sd_qzo.loss_history", losses}};
-    rc = sq_st_write(path, desc, n, meta, (int)(sizeof meta / sizeof meta[0]));
+    sq_st_kv meta[8] = {{"sd_qzo.format", "scales-v1"}, {"sd_qzo.base_sha256", info->base_sha256},
+                        {"sd_qzo.group_size", group},  {"sd_qzo.step", step},
+                        {"sd_qzo.optimizer", state},   {"sd_qzo.loss_history", losses}};
+    int n_meta = 6;
+    if (train) meta[n_meta++] = (sq_st_kv){"sd_qzo.train", train};
+    if (emas) meta[n_meta++] = (sq_st_kv){"sd_qzo.ema", emas};
+    rc = sq_st_write(path, desc, total, meta, n_meta);
 done:
-    for (int i = 0; host && i < n; i++) free(host[i]);
+    for (int i = 0; host && i < total; i++) free(host[i]);
     free(host);
     free(desc);
     free(state);
     free(losses);
+    free(train);
+    free(emas);
     return rc;
 }
 
@@ -326,6 +376,78 @@ static int check_scale_values(const sq_safetensors *st, const char *path) {
     return SQ_OK;
 }
 
+static bool is_ema_name(const char *name) {
+    return !strncmp(name, SQ_CHECKPOINT_EMA_PREFIX, strlen(SQ_CHECKPOINT_EMA_PREFIX));
+}
+
+// "sd_qzo.train" (optional): the selection as strings; the caller, which knows the
+// model, parses them (qzo/train_selection.h).
+static int parse_train(const sq_safetensors *st, const char *path, sq_checkpoint_info *info) {
+    const char *text = sq_st_metadata(st, "sd_qzo.train");
+    if (!text) return SQ_OK;
+    cJSON *o = cJSON_Parse(text);
+    const char *blocks = "", *layers = "", *count = "";
+    long long n = 0;
+    int rc = SQ_FAIL;
+    if (!cJSON_IsObject(o)) sq_errorf("%s: sd_qzo.train is not a JSON object", path);
+    else if (get_str(o, "blocks", path, &blocks) == SQ_OK && get_str(o, "layers", path, &layers) == SQ_OK &&
+             get_str(o, "trained_scales", path, &count) == SQ_OK &&
+             parse_ll(path, "trained_scales", count, 1, INT64_MAX, &n) == SQ_OK) {
+        if (!blocks[0] || strlen(blocks) >= sizeof info->train_blocks || !layers[0] ||
+            strlen(layers) >= sizeof info->train_layers)
+            sq_errorf("%s: sd_qzo.train has an empty or overlong 'blocks' or 'layers'", path);
+        else {
+            snprintf(info->train_blocks, sizeof info->train_blocks, "%s", blocks);
+            snprintf(info->train_layers, sizeof info->train_layers, "%s", layers);
+            info->trained_scales = n;
+            rc = SQ_OK;
+        }
+    }
+    cJSON_Delete(o);
+    return rc;
+}
+
+// "sd_qzo.ema" (optional) and the "ema.*" tensors: both or neither; each EMA tensor
+// the shape of the scales it averages.
+static int parse_ema(const sq_safetensors *st, const char *path, sq_checkpoint_info *info) {
+    int n_ema = 0;
+    for (int i = 0; i < sq_st_count(st); i++) {
+        const sq_st_entry *e = sq_st_at(st, i);
+        if (!is_ema_name(e->name)) continue;
+        n_ema++;
+        const sq_st_entry *s = sq_st_find(st, e->name + strlen(SQ_CHECKPOINT_EMA_PREFIX));
+        bool same = s && s->ndim == e->ndim;
+        for (int d = 0; same && d < e->ndim; d++) same = s->shape[d] == e->shape[d];
+        if (!same) return sq_errorf("%s: EMA tensor '%s' has no scales of its shape beside it", path, e->name);
+    }
+    const char *text = sq_st_metadata(st, "sd_qzo.ema");
+    if (!text) {
+        if (n_ema) return sq_errorf("%s: holds %d EMA tensors but no sd_qzo.ema metadata", path, n_ema);
+        return SQ_OK;
+    }
+    cJSON *o = cJSON_Parse(text);
+    const char *beta = "", *updates = "", *tensors = "";
+    long long u = 0, t = 0;
+    int rc = SQ_FAIL;
+    if (!cJSON_IsObject(o)) sq_errorf("%s: sd_qzo.ema is not a JSON object", path);
+    else if (get_str(o, "beta", path, &beta) == SQ_OK && get_str(o, "updates", path, &updates) == SQ_OK &&
+             get_str(o, "tensors", path, &tensors) == SQ_OK &&
+             parse_float(path, "beta", beta, true, &info->ema_beta) == SQ_OK &&
+             parse_ll(path, "updates", updates, 0, INT64_MAX, &u) == SQ_OK &&
+             parse_ll(path, "tensors", tensors, 1, INT32_MAX, &t) == SQ_OK) {
+        if (!(info->ema_beta < 1)) bad_field(path, "beta", beta, "a number in (0, 1)");
+        else if (t != n_ema) sq_errorf("%s: sd_qzo.ema counts %lld EMA tensors, the file holds %d", path, t, n_ema);
+        else {
+            info->ema_updates = u;
+            info->ema_tensors = n_ema;
+            rc = SQ_OK;
+        }
+    }
+    if (rc != SQ_OK) info->ema_beta = 0;
+    cJSON_Delete(o);
+    return rc;
+}
+
 int sq_checkpoint_read_info(const sq_safetensors *st, const char *path, const char *expect_sha256,
                             sq_checkpoint_info *info) {
     memset(info, 0, sizeof *info);
@@ -347,6 +469,7 @@ int sq_checkpoint_read_info(const sq_safetensors *st, const char *path, const ch
     long long step_v;
     if (step && parse_ll(path, "sd_qzo.step", step, 0, INT64_MAX, &step_v) != SQ_OK) return SQ_FAIL;
     if (check_scale_values(st, path) != SQ_OK) return SQ_FAIL;
+    if (parse_train(st, path, info) != SQ_OK || parse_ema(st, path, info) != SQ_OK) return SQ_FAIL;
     if (parse_state(state, path, info) != SQ_OK || parse_losses(losses, path, info) != SQ_OK) {
         free(info->loss_history);
         info->loss_history = NULL;
@@ -381,8 +504,9 @@ int sq_checkpoint_load(const char *path, const sq_named_scales *layers, int n, c
     if (sq_st_open(&st, path) != SQ_OK) return SQ_FAIL;
     int rc = SQ_FAIL;
     if (sq_checkpoint_read_info(st, path, expect_sha256, info) != SQ_OK) goto done;
-    if (sq_st_count(st) != n) {
-        sq_errorf("%s: holds %d scale tensors, the model has %d quantised layers", path, sq_st_count(st), n);
+    if (sq_st_count(st) - info->ema_tensors != n) {
+        sq_errorf("%s: holds %d scale tensors, the model has %d quantised layers", path, sq_st_count(st) - info->ema_tensors,
+                  n);
         goto done;
     }
     for (int i = 0; i < n; i++)
@@ -393,6 +517,30 @@ int sq_checkpoint_load(const char *path, const sq_named_scales *layers, int n, c
     rc = SQ_OK;
 done:
     if (rc != SQ_OK) { free(info->loss_history); info->loss_history = NULL; }
+    sq_st_close(st);
+    return rc;
+}
+
+int sq_checkpoint_load_ema(const char *path, const sq_named_scales *layers, int n, bool *loaded) {
+    sq_safetensors *st = NULL;
+    if (sq_st_open(&st, path) != SQ_OK) return SQ_FAIL;
+    int rc = SQ_FAIL;
+    if (!sq_st_metadata(st, "sd_qzo.ema")) {
+        sq_errorf("%s holds no EMA of the scales (it was trained without --ema)", path);
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        char name[300];
+        snprintf(name, sizeof name, "%s%s", SQ_CHECKPOINT_EMA_PREFIX, layers[i].name);
+        bool here = sq_st_find(st, name) != NULL;
+        if (loaded) loaded[i] = here;
+        if (here && sq_st_load(st, name, layers[i].scales) != SQ_OK) {
+            sq_error_context("%s", path);
+            goto done;
+        }
+    }
+    rc = SQ_OK;
+done:
     sq_st_close(st);
     return rc;
 }

@@ -17,7 +17,7 @@
 #include "mmdit/quantize_file.h"
 #include "qzo/checkpoint.h"
 
-int sd_scale_list_make(sd_mmdit *m, const char *origin, sd_scale_list *out) {
+static int make_list(sd_mmdit *m, const char *origin, bool trained_only, sd_scale_list *out) {
     memset(out, 0, sizeof *out);
     int n = sd_mmdit_qlayers(m, NULL, 0);
     sd_mmdit_qlayer *ls = calloc((size_t)n + 1, sizeof *ls);
@@ -33,7 +33,7 @@ int sd_scale_list_make(sd_mmdit *m, const char *origin, sd_scale_list *out) {
     }
     sd_mmdit_qlayers(m, ls, n);
     for (int i = 0; i < n; i++) {
-        if (!sq_linear_quantized(ls[i].linear)) continue;
+        if (!sq_linear_quantized(ls[i].linear) || (trained_only && ls[i].linear->frozen)) continue;
         int k = out->count++;
         snprintf(out->names[k], sizeof out->names[k], "%.96s.weight" SD_Q4_SCALES_SUFFIX, ls[i].name);
         out->named[k] = (sq_named_scales){out->names[k], &ls[i].linear->scales};
@@ -44,9 +44,15 @@ int sd_scale_list_make(sd_mmdit *m, const char *origin, sd_scale_list *out) {
     free(ls);
     if (out->count == 0) {
         sd_scale_list_free(out);
-        return sq_errorf("%s: the model has no int4 layer", origin);
+        return sq_errorf(trained_only ? "%s: no int4 layer of the model trains" : "%s: the model has no int4 layer", origin);
     }
     return SQ_OK;
+}
+
+int sd_scale_list_make(sd_mmdit *m, const char *origin, sd_scale_list *out) { return make_list(m, origin, false, out); }
+
+int sd_scale_list_make_trained(sd_mmdit *m, const char *origin, sd_scale_list *out) {
+    return make_list(m, origin, true, out);
 }
 
 void sd_scale_list_free(sd_scale_list *l) {
@@ -58,27 +64,52 @@ void sd_scale_list_free(sd_scale_list *l) {
     memset(l, 0, sizeof *l);
 }
 
-// Replaces every int4 layer's scales with the checkpoint's (hash checked first).
-static int apply_scales(sd_mmdit *m, const char *scales) {
+static int no_ema(const char *scales) {
+    return sq_errorf("--ema: %s holds no EMA of the scales (it was trained without --ema); leave out --ema to use its "
+                     "scales", scales);
+}
+
+int sd_require_ema(const char *scales) {
+    sq_checkpoint_info info;
+    if (sq_checkpoint_read_file(scales, &info) != SQ_OK) return sq_error_context("--scales");
+    return info.ema_beta > 0 ? SQ_OK : no_ema(scales);
+}
+
+// Replaces every int4 layer's scales with the checkpoint's (hash checked first), and
+// with ema those of the trained layers with their EMA.
+static int apply_scales(sd_mmdit *m, const char *scales, bool ema) {
     sd_scale_list sl;
     if (sd_scale_list_make(m, scales, &sl) != SQ_OK) return SQ_FAIL;
     sq_checkpoint_info info;
     int rc = sq_checkpoint_load(scales, sl.named, sl.count, m->source_sha256[0] ? m->source_sha256 : NULL, &info);
+    bool *loaded = calloc((size_t)sl.count + 1, sizeof *loaded);
+    if (rc == SQ_OK && !loaded) rc = sq_errorf("out of host memory");
+    if (rc == SQ_OK && ema) rc = sq_checkpoint_load_ema(scales, sl.named, sl.count, loaded);
     if (rc == SQ_OK) {
-        free(info.loss_history);
-        sq_log_info("applied the scales of %s (step %lld) to %d int4 layers", scales, (long long)info.state.step, sl.count);
+        int n_ema = 0;
+        for (int i = 0; i < sl.count; i++) n_ema += loaded[i];
+        if (ema)
+            sq_log_info("applied the EMA (beta %g, %lld steps) of %s (step %lld) to %d of %d int4 layers, the scales to the "
+                        "others (frozen in training)", (double)info.ema_beta, (long long)info.ema_updates, scales,
+                        (long long)info.state.step, n_ema, sl.count);
+        else
+            sq_log_info("applied the scales of %s (step %lld) to %d int4 layers", scales, (long long)info.state.step, sl.count);
     }
+    free(info.loss_history);   // sq_checkpoint_load sets it (NULL on failure)
+    free(loaded);
     sd_scale_list_free(&sl);
     return rc;
 }
 
-int sd_load_finetuned_mmdit(sd_mmdit *m, const char *model, const char *scales, sq_device device, sq_dtype dtype,
-                            const char *tmp_dir) {
+int sd_load_finetuned_mmdit(sd_mmdit *m, const char *model, const char *scales, bool ema, sq_device device,
+                            sq_dtype dtype, const char *tmp_dir) {
     memset(m, 0, sizeof *m);
-    if (!scales) return sd_mmdit_load(m, model, device, dtype);
+    if (!scales) return ema ? sq_errorf("--ema needs --scales (a checkpoint trained with --ema)")
+                            : sd_mmdit_load(m, model, device, dtype);
 
     sq_checkpoint_info info;
     if (sq_checkpoint_read_file(scales, &info) != SQ_OK) return sq_error_context("--scales");
+    if (ema && info.ema_beta == 0) return no_ema(scales);
 
     sd_base_model base;
     sq_safetensors *st = NULL;
@@ -104,7 +135,7 @@ int sd_load_finetuned_mmdit(sd_mmdit *m, const char *model, const char *scales, 
     int rc = sd_mmdit_load(m, load_path, device, dtype);
     if (tmp[0]) unlink(tmp);
     if (rc != SQ_OK) return SQ_FAIL;
-    if (apply_scales(m, scales) != SQ_OK) {
+    if (apply_scales(m, scales, ema) != SQ_OK) {
         sd_mmdit_free(m);
         return SQ_FAIL;
     }

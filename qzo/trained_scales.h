@@ -23,6 +23,9 @@ typedef struct {
 
 // SQ_FAIL (message names `origin`) when the model has no int4 layer.
 int sd_scale_list_make(sd_mmdit *m, const char *origin, sd_scale_list *out);
+// The same for the layers that train (not sq_linear.frozen: qzo/train_selection.h),
+// in the same order; SQ_FAIL when none does.
+int sd_scale_list_make_trained(sd_mmdit *m, const char *origin, sd_scale_list *out);
 void sd_scale_list_free(sd_scale_list *l);
 
 // model: a diffusers pipeline or transformer folder, a Stability single file, or
@@ -35,8 +38,13 @@ void sd_scale_list_free(sd_scale_list *l);
 //     /tmp; removed afterwards), so the codes are exactly the ones training used;
 //   - the checkpoint's base hash must equal the model's (source) hash, then every
 //     int4 layer's scales are replaced by the checkpoint's.
+// ema: then every layer the checkpoint holds an EMA for (the trained ones, --ema)
+// takes its EMA instead of its scales; a checkpoint without EMA is refused first.
 // On failure *m is freed and the message names the file and the problem.
-int sd_load_finetuned_mmdit(sd_mmdit *m, const char *model, const char *scales, sq_device device, sq_dtype dtype,
-                            const char *tmp_dir);
+int sd_load_finetuned_mmdit(sd_mmdit *m, const char *model, const char *scales, bool ema, sq_device device,
+                            sq_dtype dtype, const char *tmp_dir);
+// SQ_OK when the checkpoint at `scales` holds an EMA of its scales; else one line
+// saying it was trained without --ema (for `sample --ema` before any model loads).
+int sd_require_ema(const char *scales);
 
 #endif

@@ -10,5 +10,6 @@ double cpu_quantize_q4(const float *w, int64_t nout, int64_t k, int group, uint8
 void cpu_dequant_q4(float *out, const uint8_t *codes, const float *scales, int64_t nout, int64_t k, int group,
                     const sq_perturb *p);
 void cpu_qzo_update(float *scales, int64_t count, const sq_perturb *p, float coeff);
+void cpu_ema_update(float *ema, const float *scales, int64_t count, float beta);
 
 #endif

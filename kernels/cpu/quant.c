@@ -1,5 +1,5 @@
 // kernels/cpu/quant.c: fp32 reference for int4 quantisation, perturbed
-// dequantisation and the QZO scale update. Plain loops: these are the ground truth
+// dequantisation, the QZO scale update and the EMA of the scales. Plain loops: these are the ground truth
 // the CUDA versions are tested against.
 #include <math.h>
 #include <string.h>
@@ -80,4 +80,9 @@ void cpu_qzo_update(float *scales, int64_t count, const sq_perturb *p, float coe
         scales[j] = p->sign < 0 ? sq_restored_scale(scales[j], z, coeff, p->relative)
                                 : sq_updated_scale(scales[j], z, coeff, p->relative);
     }
+}
+
+void cpu_ema_update(float *ema, const float *scales, int64_t count, float beta) {
+#pragma omp parallel for
+    for (int64_t j = 0; j < count; j++) ema[j] = sq_ema_scale(ema[j], scales[j], beta);
 }

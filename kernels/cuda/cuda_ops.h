@@ -101,6 +101,7 @@ void cuda_embedding(sq_dtype dt, void *out, const void *table, const int32_t *id
 void cuda_dequant_q4(void *out_bf16, const uint8_t *codes, const float *scales, int64_t nout, int64_t k, int group,
                      const sq_perturb *p);
 void cuda_qzo_update(float *scales, int64_t count, const sq_perturb *p, float coeff);
+void cuda_ema_update(float *ema, const float *scales, int64_t count, float beta);
 // qgemv.cu: y (rows,Nout) = x (rows,K) · dequant(codes, scales, p)ᵀ + bias straight from
 // the int4 codes, for rows <= SQ_QGEMV_MAX_ROWS; _supported says whether it takes the
 // call (row count, alignment, group size).

@@ -1,5 +1,6 @@
 // kernels/cuda/quant.cu: CUDA versions of kernels/quant.h: the perturbed int4
-// dequantisation (bf16 out, for dequantise-then-cuBLAS) and the QZO scale update.
+// dequantisation (bf16 out, for dequantise-then-cuBLAS), the QZO scale update and
+// the EMA of the scales.
 // Both evaluate exactly the expressions of kernels/cpu/quant.c through the shared
 // kernels/rng.h, so their results are bit-identical to the CPU reference (the
 // dequantised value s·q is exact in fp32, then rounded once to bf16).
@@ -69,6 +70,11 @@ __global__ void qzo_update_kernel(float *scales, int64_t count, sq_perturb p, fl
                            : sq_updated_scale(scales[j], z, coeff, p.relative);
 }
 
+__global__ void ema_update_kernel(float *ema, const float *scales, int64_t count, float beta) {
+    int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j < count) ema[j] = sq_ema_scale(ema[j], scales[j], beta);
+}
+
 __global__ void rng_normal_kernel(float *out, int64_t n, uint64_t seed, uint64_t step, uint64_t index_base) {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) out[i] = sq_rng_normal(seed, step, index_base + (uint64_t)i);
@@ -99,6 +105,12 @@ extern "C" void cuda_dequant_q4(void *out_bf16, const uint8_t *codes, const floa
 extern "C" void cuda_qzo_update(float *scales, int64_t count, const sq_perturb *p, float coeff) {
     if (count == 0) return;
     qzo_update_kernel<<<blocks_for(count, 256), 256>>>(scales, count, *p, coeff);
+    SQ_CUDA_CHECK(cudaGetLastError());
+}
+
+extern "C" void cuda_ema_update(float *ema, const float *scales, int64_t count, float beta) {
+    if (count == 0) return;
+    ema_update_kernel<<<blocks_for(count, 256), 256>>>(ema, scales, count, beta);
     SQ_CUDA_CHECK(cudaGetLastError());
 }
 

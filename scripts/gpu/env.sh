@@ -3,8 +3,8 @@
 #
 # Needs: Linux x86-64 with an NVIDIA GPU (sm_80 or newer) and its driver
 # (nvidia-smi), CUDA 12+ (nvcc, cuBLAS, cuBLASLt; cuDNN 9 is used when found),
-# meson >= 1.0, ninja, pkg-config, libsentencepiece, cJSON and stb (see deps.sh for a
-# machine without the last two), Python 3. compare-pytorch.sh and make-demo.sh also
+# meson >= 1.0, ninja, pkg-config, libsentencepiece, cJSON, stb and libwebp (see deps.sh
+# for a machine without the last three), Python 3. compare-pytorch.sh and make-demo.sh also
 # need PyTorch with CUDA, diffusers, transformers and safetensors; bench-profile.sh
 # needs Nsight Compute (ncu).
 #
@@ -18,7 +18,7 @@ cd "$SQ_ROOT" || return 1
 : "${BUILD_DIR:=build-gpu}"            # the CUDA build (ignored by git)
 : "${OUT:=$SQ_ROOT/out/gpu}"           # results: logs, JSON, CSV (out/ is ignored by git)
 : "${WORK:=${TMPDIR:-/tmp}/sd-qzo-gpu}" # scratch: training runs, unpacked demo
-: "${DEPS_DIR:=$SQ_ROOT/.deps}"        # .deb files of cJSON/stb (deps.sh download; ignored)
+: "${DEPS_DIR:=$SQ_ROOT/.deps}"        # .deb files of cJSON/stb/libwebp (deps.sh download; ignored)
 : "${DEPS_ROOT:=$WORK/deps}"           # where deps.sh unpacks them
 : "${WHEELS_DIR:=$SQ_ROOT/.whl}"       # optional Python wheels (e.g. diffusers) for a machine
                                        # without a package index (ignored)
@@ -31,7 +31,7 @@ mkdir -p "$OUT" "$WORK"
 
 [ -d /usr/local/cuda/bin ] && export PATH=/usr/local/cuda/bin:$PATH
 
-# cJSON/stb unpacked by deps.sh: make meson and the loader find them.
+# cJSON/stb/libwebp unpacked by deps.sh: make meson and the loader find them.
 if [ -d "$DEPS_ROOT/usr" ]; then
     export PKG_CONFIG_SYSROOT_DIR=$DEPS_ROOT
     export PKG_CONFIG_PATH=$DEPS_ROOT/usr/lib/x86_64-linux-gnu/pkgconfig:$DEPS_ROOT/usr/share/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}

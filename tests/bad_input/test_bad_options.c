@@ -5,8 +5,9 @@
 // anything is encoded or written, sizes the model's position table cannot hold:
 // with the tiny fixture (64 pixels a side) a 128 training resolution fails on its
 // 4:1 bucket (256 x 64), and so do a 128-wide sample and a 128 bench. The QZO
-// options (--momentum, --spike-factor, --max-bad-steps, --perturbation, --lr auto
-// and --lr-auto-steps) are refused with a line naming the flag. A failed bench leaves
+// options (--momentum, --spike-factor, --max-bad-steps, --perturbation, --lr auto,
+// --lr-auto-steps, --ema, --train-blocks, --train-layers) are refused with a line
+// naming the flag. A failed bench leaves
 // an existing --json FILE as it was; a --prompts file that is not UTF-8 is refused.
 #include <stdlib.h>
 #include <string.h>
@@ -53,7 +54,7 @@ int main(int argc, char **argv) {
     refused(bin, "quantize", "--model x --out y --group-size 16", "--group-size must be 32, 64 or 128, not '16'", NULL);
     refused(bin, "export", "--format zip", "--format must be diffusers, single or both, not 'zip'", NULL);
     refused(bin, "export", "--dtype fp8", "--dtype must be auto, bf16, fp16 or fp32, not 'fp8'", NULL);
-    refused(bin, "bench", "--what gpu", "--what must be mmdit, vae or all, not 'gpu'", NULL);
+    refused(bin, "bench", "--what gpu", "--what must be mmdit, vae, text or all, not 'gpu'", NULL);
     refused(bin, "bench", "--config huge", "--preset must be large, large-turbo or medium, not 'huge'", NULL);
     // numbers and names
     refused(bin, "train", "--lr fast", "--lr wants a number or auto, not 'fast'", NULL);
@@ -63,6 +64,7 @@ int main(int argc, char **argv) {
     refused(bin, "sample", "--bogus 1", "unknown option '--bogus'", "sd-qzo sample --help");
     refused(bin, "export", "--no-format", "unknown option '--no-format'", NULL);
     refused(bin, "info", "a b", "unexpected argument 'b'", NULL);
+    refused(bin, "sample", "--model x --prompt y --ema", "--ema needs --scales", NULL);
     refused(bin, "quantize", "--model", "--model needs a value", NULL);
 
     // the resolution limit, before any work: nothing encoded, no output written
@@ -92,6 +94,11 @@ int main(int argc, char **argv) {
         {"--lr auto --lr-auto-steps 0 --val-images VAL", "--lr-auto-steps must be at least 1", NULL},
         {"--lr auto", "--lr auto needs --val-images", NULL},
         {"--threads -1", "--threads must be >= 0", NULL},
+        {"--ema 1", "--ema must be in [0, 1)", NULL},
+        {"--ema -0.1", "--ema must be in [0, 1)", NULL},
+        {"--train-blocks 0-", "--train-blocks '0-': '0-' is not a range", NULL},
+        {"--train-blocks 3-1", "--train-blocks '3-1': the range '3-1' runs backwards", NULL},
+        {"--train-layers attn,ffn", "--train-layers 'attn,ffn': 'ffn' is not a layer type", "attn, mlp, adaln"},
     };
     for (size_t i = 0; i < sizeof qzo_opts / sizeof qzo_opts[0]; i++) {
         char extra[256];

@@ -1,6 +1,6 @@
 // tests/e2e/test_bench.c: `sd-qzo bench --weights PATH` on the tiny pipeline fixture
 // (CPU): it must load the real MMDiT (its config, not a preset's, in the JSON), the
-// pipeline's VAE, and report positive times; a bad --weights path is a one-line
+// pipeline's VAE and its text encoders, and report positive times; a bad --weights path is a one-line
 // error naming it, and --config (the old spelling of --preset) beside --weights is
 // reported as ignored.
 #include <stdlib.h>
@@ -70,6 +70,9 @@ int main(int argc, char **argv) {
         TU_CHECK(strstr(js, "\"weights\": \"pipeline\""), "the pipeline's VAE, not a synthetic one");
         TU_CHECK(number_after(js, "\"vae\"", "encode_ms") > 0 && number_after(js, "\"vae\"", "decode_ms") > 0,
                  "positive VAE times");
+        TU_CHECK(number_after(js, "\"text\"", "encode_ms") > 0 && number_after(js, "\"text\"", "prompts_per_s") > 0,
+                 "positive text-encoder times");
+        TU_CHECK(number_after(js, "\"text\"", "tokens") == 333, "77 CLIP + 256 T5 tokens of context");
         TU_CHECK(strstr(js, "\"ok\": true"), "ok: true");
         free(js);
     }
@@ -89,5 +92,11 @@ int main(int argc, char **argv) {
         TU_CHECK(strstr(out, "--preset medium is ignored"), "--config (--preset) beside --weights is reported as ignored");
         free(out);
     }
+    // --what text with synthetic weights has no tokenizers to use
+    snprintf(cmd, sizeof cmd, "'%s' bench --device cpu --what text --steps 1 2>&1", argv[1]);
+    rc = run(cmd, &out);
+    printf("%s", out ? out : "");
+    TU_CHECK(rc != 0 && out && strstr(out, "needs --encoders DIR"), "synthetic --what text without --encoders is refused");
+    free(out);
     return tu_finish("test_bench");
 }

@@ -42,6 +42,13 @@ int main(int argc, char **argv) {
                  "%s --help: floats as written",
                  cases[i].command);
         // the sample defaults agree with train's where the meaning is the same
+        // --ema and the choice of trained blocks / layer types (train), --ema (sample, export)
+        if (!strcmp(cases[i].command, "train"))
+            TU_CHECK(strstr(out, "--train-blocks") && strstr(out, "--train-layers") && strstr(out, "--ema ") &&
+                         strstr(out, "[all]"),
+                     "train --help lists --train-blocks, --train-layers and --ema");
+        if (!strcmp(cases[i].command, "sample") || !strcmp(cases[i].command, "export"))
+            TU_CHECK(strstr(out, "--ema ") && strstr(out, "EMA of the scales"), "%s --help lists --ema", cases[i].command);
         if (!strcmp(cases[i].command, "sample"))
             TU_CHECK(strstr(out, "--no-t5-int8 for bf16) [true]") && strstr(out, "--no-low-vram keeps them on the GPU) [true]"),
                      "sample: T5 int8 and --low-vram on by default, as train");

@@ -5,7 +5,9 @@
 //   tiled kernel (aligned output) and the per-chunk fallback (output 8 bytes off);
 // - the quantised linear (int4 GEMV for <= 8 rows, dequantise + cuBLAS above) against
 //   the CPU's fp32 qlinear on the same bf16 inputs, with bias, poisoned output;
-// - the QZO scale update on CUDA == the CPU update, bit for bit.
+// - the QZO scale update on CUDA == the CPU update, bit for bit;
+// - the EMA of the scales (--ema) on CUDA == the CPU's sq_ema_update, bit for bit, over
+//   several steps of moving scales, on an EMA that starts away from the scales.
 // Skips (exit 77) without a GPU.
 #include <math.h>
 #include <string.h>
@@ -70,6 +72,37 @@ static void check_qlinear(const sq_tensor *hc, const sq_tensor *hs, const sq_ten
     }
     sq_tensor_free(&db);
     sq_tensor_free(&dw);
+}
+
+// sq_ema_update on the device against the CPU's, bit for bit: 20 steps of scales
+// moving by up to 2 %, at two betas, on a size that is not a multiple of the block.
+static void check_ema(void) {
+    enum { N = 70001 };
+    static float s[N], e_cpu[N], e_gpu[N];
+    const float betas[2] = {0.9f, 0.999f};
+    for (int b = 0; b < 2; b++) {
+        uint64_t rs = 41 + (uint64_t)b;
+        tu_fill_uniform(s, N, &rs, 1e-3f, 2e-2f);
+        for (int i = 0; i < N; i++) e_cpu[i] = s[i] * tu_uniform(&rs, 0.5f, 1.5f);
+        sq_tensor hs = sq_tensor_view(s, SQ_F32, SQ_CPU, 1, SQ_SHAPE(N)), he = sq_tensor_view(e_cpu, SQ_F32, SQ_CPU, 1, SQ_SHAPE(N));
+        sq_tensor ds, de;
+        SQ_CHECK(sq_tensor_alloc(&ds, SQ_F32, SQ_CUDA, 1, SQ_SHAPE(N)) == SQ_OK &&
+                     sq_tensor_alloc(&de, SQ_F32, SQ_CUDA, 1, SQ_SHAPE(N)) == SQ_OK,
+                 "%s", sq_error_message());
+        sq_tensor_from_host_f32(&de, e_cpu);
+        for (int k = 0; k < 20; k++) {
+            for (int i = 0; i < N; i++) s[i] *= 1.0f + tu_uniform(&rs, -0.02f, 0.02f);
+            sq_tensor_from_host_f32(&ds, s);
+            sq_ema_update(&he, &hs, betas[b]);
+            sq_ema_update(&de, &ds, betas[b]);
+        }
+        tu_poison(e_gpu, N);
+        sq_tensor_to_host_f32(e_gpu, &de);
+        TU_CHECK(!memcmp(e_cpu, e_gpu, sizeof e_cpu), "EMA beta %g: CUDA != CPU", (double)betas[b]);
+        printf("EMA beta %g: 20 steps of %d scales bit-identical to CPU\n", (double)betas[b], N);
+        sq_tensor_free(&ds);
+        sq_tensor_free(&de);
+    }
 }
 
 int main(void) {
@@ -148,5 +181,6 @@ int main(void) {
         sq_tensor_free(&ds);
         sq_tensor_free(&dout);
     }
+    check_ema();
     return tu_finish("test_gpu_quant");
 }
