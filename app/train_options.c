@@ -36,7 +36,7 @@ static const sq_option options[] = {
     {"resume", NULL, SQ_OPT_STR, STR(resume), false, "continue from a checkpoint (e.g. OUT/checkpoint.safetensors)"},
     {"recursive", NULL, SQ_OPT_BOOL, F(recursive), true, "also read images in sub-folders"},
     {"skip-bad-images", NULL, SQ_OPT_BOOL, F(skip_bad_images), true, "warn and skip images that do not decode instead of stopping"},
-    {"masks", NULL, SQ_OPT_STR, STR(masks), false, "folder of loss masks, one grey image per training image with its relative name or stem (.png/.jpg/.jpeg/.bmp) and its size: white trains, black is ignored, grey weighs value/255"},
+    {"masks", NULL, SQ_OPT_STR, STR(masks), false, "folder of loss masks, one grey image per training image with its relative name or stem (.png/.jpg/.jpeg/.bmp/.webp) and its size: white trains, black is ignored, grey weighs value/255"},
     {"alpha-mask", NULL, SQ_OPT_BOOL, F(alpha_mask), true, "weight the loss by each image's alpha channel (images without alpha train unmasked, with a warning)"},
     {"masks-missing", NULL, SQ_OPT_ENUM, SQ_OPT_ENUM_FIELD(S, masks_missing), masks_missing_modes, false, "--masks: an image without a mask is an error, or (warn) trains unmasked with a warning"},
     {"resolution", NULL, SQ_OPT_INT, F(resolution), true, "training resolution (pixels, multiple of 64)"},

@@ -118,7 +118,7 @@ int sd_masks_resolve(const sd_mask_opts *o, const sd_image_entry *entries, int n
             rc = SQ_FAIL;
         } else if (!paths[i]) {
             if (o->missing == SD_MASK_MISSING_FAIL) {
-                rc = sq_errorf("%s: no mask for image %s (looked for %s/%s, or its stem with .png/.jpg/.jpeg/.bmp); "
+                rc = sq_errorf("%s: no mask for image %s (looked for %s/%s, or its stem with .png/.jpg/.jpeg/.bmp/.webp); "
                                "--masks-missing warn trains such images unmasked",
                                o->dir, e->path, o->dir, e->rel_path);
             } else if (unmasked++ < MAX_NAMED_WARNINGS) {

@@ -869,8 +869,59 @@ static void test_mask_dataset(void) {
     sd_dataset_close(ds);
 }
 
+static uint8_t *read_fixture(const char *name, size_t want) {
+    char path[1100];
+    snprintf(path, sizeof path, "%s/webp/%s", tu_fixtures_dir(), name);
+    FILE *f = fopen(path, "rb");
+    uint8_t *b = malloc(want + 1);
+    size_t n = f ? fread(b, 1, want + 1, f) : 0;
+    if (f) fclose(f);
+    TU_CHECK(n == want, "%s: %zu bytes, want %zu", path, n, want);
+    return b;
+}
+
+// WebP masks and WebP alpha, against Pillow's decode (tools/make_webp_alpha_reference.py,
+// tools/make_webp_fixtures.py): an identity plan and factor 1 leave value / 255.
+static void test_mask_webp(void) {
+    static const struct { const char *name; int w, h; } alpha[] = {{"alpha_lossless", 18, 14}, {"alpha_lossy", 16, 16}};
+    char path[1100], ref[64];
+    for (int k = 0; k < 2; k++) {
+        int w = alpha[k].w, h = alpha[k].h;
+        snprintf(ref, sizeof ref, "%s.alpha", alpha[k].name);
+        uint8_t *a = read_fixture(ref, (size_t)w * h);
+        snprintf(path, sizeof path, "%s/webp/%s.webp", tu_fixtures_dir(), alpha[k].name);
+        sd_crop_plan p;
+        sd_crop_plan_make(&p, w, h, w, h, SD_CROP_CENTER, 0, 0, false);
+        float *got = malloc((size_t)w * h * sizeof(float));
+        tu_poison(got, (int64_t)w * h);
+        TU_CHECK(sd_mask_load(SD_MASK_SRC_ALPHA, path, &p, 1, got) == SQ_OK, "%s", sq_error_message());
+        double err = 0;
+        for (int i = 0; i < w * h; i++) err = fmax(err, fabs(got[i] - a[i] / 255.0));
+        TU_CHECK(err <= 1e-6, "%s: the alpha of the WebP vs Pillow's: max error %g", alpha[k].name, err);
+        free(a);
+        free(got);
+    }
+    // a WebP mask file: the luma of its RGB (Pillow's decode, lossless.rgb)
+    const int w = 20, h = 12;
+    uint8_t *rgb = read_fixture("lossless.rgb", (size_t)w * h * 3);
+    snprintf(path, sizeof path, "%s/webp/lossless.webp", tu_fixtures_dir());
+    sd_crop_plan p;
+    sd_crop_plan_make(&p, w, h, w, h, SD_CROP_CENTER, 0, 0, false);
+    float got[20 * 12];
+    tu_poison(got, w * h);
+    TU_CHECK(sd_mask_load(SD_MASK_SRC_FILE, path, &p, 1, got) == SQ_OK, "%s", sq_error_message());
+    double err = 0;
+    for (int i = 0; i < w * h; i++) {
+        int luma = (77 * rgb[3 * i] + 150 * rgb[3 * i + 1] + 29 * rgb[3 * i + 2]) >> 8;
+        err = fmax(err, fabs(got[i] - luma / 255.0));
+    }
+    TU_CHECK(err <= 1e-6, "a WebP mask is its luma: max error %g", err);
+    free(rgb);
+}
+
 int main(void) {
     test_mask_find();
+    test_mask_webp();
     test_mask_geometry();
     test_mask_dataset();
     test_rng_streams();
