@@ -177,9 +177,14 @@ static int open_dataset(sd_dataset **out, const sd_train_options *o, const char 
         d.captions.shuffle_tags = o->shuffle_tags;
         d.captions.keep_tags = o->keep_tags;
         d.batch_size = o->batch_size;
+        // loss masks weight the training loss only; the validation loss stays unmasked
+        d.masks.mode = o->masks[0] ? SD_MASKS_DIR : o->alpha_mask ? SD_MASKS_ALPHA : SD_MASKS_NONE;
+        d.masks.dir = o->masks;
+        d.masks.missing = o->masks_missing ? SD_MASK_MISSING_WARN : SD_MASK_MISSING_FAIL;
     }
     // validation: centre crops, exact captions, one image per batch, never changing
-    if (sd_dataset_open(out, &d) != SQ_OK) return sq_error_context(train ? "--images" : "--val-images");
+    if (sd_dataset_open(out, &d) != SQ_OK)
+        return sq_error_context(!train ? "--val-images" : d.masks.mode == SD_MASKS_DIR ? "--images/--masks" : "--images");
     return SQ_OK;
 }
 

@@ -64,6 +64,9 @@ typedef struct {
 // The cache keys of one dataset item in one epoch (latent, text).
 int sd_train_item_keys(sd_trainer *t, sd_dataset *ds, int index, int epoch, sd_cache_key *latent,
                        sd_cache_key *text, int *w, int *h);
+// The cache key of a training item's loss mask at latent resolution; *masked = false
+// (and key untouched) when the item has none (weight 1). Needs t->vae_factor.
+int sd_train_mask_key(sd_trainer *t, sd_dataset *ds, int index, int epoch, sd_cache_key *key, bool *masked);
 // Epoch and batch of a step (one batch per step, epochs back to back).
 void sd_train_step_batch(const sd_trainer *t, int64_t step, int *epoch, int *batch);
 

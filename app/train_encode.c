@@ -50,6 +50,16 @@ int sd_train_item_keys(sd_trainer *t, sd_dataset *ds, int index, int epoch, sd_c
     return rc;
 }
 
+int sd_train_mask_key(sd_trainer *t, sd_dataset *ds, int index, int epoch, sd_cache_key *key, bool *masked) {
+    *masked = sd_dataset_mask_source(ds, index) != SD_MASK_SRC_NONE;
+    if (!*masked) return SQ_OK;
+    sd_dataset_item it;
+    if (sd_dataset_describe_item(ds, index, epoch, &it) != SQ_OK) return SQ_FAIL;
+    int rc = sd_dataset_mask_key(ds, &it, t->vae_factor, key);
+    sd_dataset_item_free(&it);
+    return rc;
+}
+
 // ---- the work list: unique keys, each with what is needed to compute it ----
 
 typedef struct {
@@ -80,6 +90,7 @@ static int add_job(job_list *l, const job *j) {
 
 // Sorts, drops duplicates, and keeps only keys the cache does not hold.
 static void keep_misses(job_list *l, const sd_cache *cache) {
+    if (l->count == 0) return;   // an empty list has no array (qsort wants one)
     qsort(l->jobs, (size_t)l->count, sizeof *l->jobs, key_cmp);
     int n = 0;
     for (int i = 0; i < l->count; i++) {
@@ -99,12 +110,19 @@ static void free_jobs(job_list *l) {
     memset(l, 0, sizeof *l);
 }
 
-static int add_item(sd_trainer *t, job_list *lat, job_list *txt, sd_dataset *ds, int index, int epoch) {
+// msk: the item's loss mask, when it has one (training items only; NULL for the
+// validation set, whose loss is unmasked).
+static int add_item(sd_trainer *t, job_list *lat, job_list *txt, job_list *msk, sd_dataset *ds, int index, int epoch) {
     sd_dataset_item it;
     if (sd_dataset_describe_item(ds, index, epoch, &it) != SQ_OK) return SQ_FAIL;
     job jl = {.ds = ds, .index = index, .epoch = epoch};
     job jt = {0};
     int rc = sd_dataset_latent_key(ds, &it, t->vae_hash, &jl.key);
+    if (rc == SQ_OK && msk && sd_dataset_mask_source(ds, index) != SD_MASK_SRC_NONE) {
+        job jm = {.ds = ds, .index = index, .epoch = epoch};
+        rc = sd_dataset_mask_key(ds, &it, t->vae_factor, &jm.key);
+        if (rc == SQ_OK) rc = add_job(msk, &jm);
+    }
     if (rc == SQ_OK) {
         sd_train_text_key(t, it.caption, &jt.key);
         jt.prompt = strdup(it.caption);
@@ -123,7 +141,7 @@ static int add_prompt(sd_trainer *t, job_list *txt, const char *prompt) {
     return add_job(txt, &j);
 }
 
-static int collect(sd_trainer *t, int64_t first_step, job_list *lat, job_list *txt) {
+static int collect(sd_trainer *t, int64_t first_step, job_list *lat, job_list *txt, job_list *msk) {
     int cur_epoch = -1;
     sd_epoch_plan plan = {0};
     for (int64_t s = first_step; s < t->opt.steps; s++) {
@@ -135,14 +153,14 @@ static int collect(sd_trainer *t, int64_t first_step, job_list *lat, job_list *t
             cur_epoch = epoch;
         }
         for (int j = 0; j < plan.batches[b].count; j++)
-            if (add_item(t, lat, txt, t->data, plan.batches[b].items[j], epoch) != SQ_OK) {
+            if (add_item(t, lat, txt, msk, t->data, plan.batches[b].items[j], epoch) != SQ_OK) {
                 sd_epoch_plan_free(&plan);
                 return SQ_FAIL;
             }
     }
     if (cur_epoch >= 0) sd_epoch_plan_free(&plan);
     for (int i = 0; t->val && i < sd_dataset_count(t->val); i++)
-        if (add_item(t, lat, txt, t->val, i, 0) != SQ_OK) return SQ_FAIL;
+        if (add_item(t, lat, txt, NULL, t->val, i, 0) != SQ_OK) return SQ_FAIL;
     if (add_prompt(t, txt, "") != SQ_OK) return SQ_FAIL;   // the unconditional branch
     for (int i = 0; i < t->n_prompts; i++)
         if (add_prompt(t, txt, t->prompts[i]) != SQ_OK) return SQ_FAIL;
@@ -190,6 +208,30 @@ static int encode_latents(sd_trainer *t, const job_list *jobs) {
     return rc;
 }
 
+// Loss masks need no model: decoded, transformed and area-averaged on the host.
+static int encode_masks(sd_trainer *t, const job_list *jobs) {
+    int rc = SQ_OK;
+    sq_progress pr;
+    sq_progress_begin(&pr, "preparing loss masks", jobs->count);
+    for (int i = 0; i < jobs->count && rc == SQ_OK; i++) {
+        if (*t->stop) { rc = sq_errorf("interrupted while preparing loss masks (the ones done are cached)"); break; }
+        const job *j = &jobs->jobs[i];
+        sd_dataset_item it;
+        sq_tensor m = {0};
+        if (sd_dataset_describe_item(j->ds, j->index, j->epoch, &it) != SQ_OK) { rc = SQ_FAIL; break; }
+        rc = sd_dataset_load_mask(j->ds, &it, t->vae_factor, &m);
+        if (rc == SQ_OK) {
+            sd_cache_item ci = {"mask", &m};
+            rc = sd_cache_store(t->cache, &j->key, &ci, 1);
+        }
+        sq_tensor_free(&m);
+        sd_dataset_item_free(&it);
+        sq_progress_update(&pr, i + 1, NULL);
+    }
+    sq_progress_end(&pr);
+    return rc;
+}
+
 static int encode_texts(sd_trainer *t, const job_list *jobs, sd_text_encoders *te) {
     int rc = SQ_OK;
     sq_arena arena;
@@ -233,17 +275,25 @@ int sd_train_encode(sd_trainer *t, int64_t first_step) {
     t->ctx_dim = sd_text_context_dim(&te);
     t->pooled_dim = sd_text_pooled_dim(&te);
 
-    job_list lat = {0}, txt = {0};
-    int rc = collect(t, first_step, &lat, &txt);
+    job_list lat = {0}, txt = {0}, msk = {0};
+    int rc = collect(t, first_step, &lat, &txt, &msk);
     if (rc == SQ_OK) {
         keep_misses(&lat, t->cache);
         keep_misses(&txt, t->cache);
-        sq_log_info("cache %s: %d latents and %d caption embeddings to compute", t->cache_dir, lat.count, txt.count);
-        if (txt.count) rc = encode_texts(t, &txt, &te);
+        keep_misses(&msk, t->cache);
+        if (sd_dataset_mask_mode(t->data) != SD_MASKS_NONE)
+            sq_log_info("cache %s: %d latents, %d caption embeddings and %d loss masks to compute", t->cache_dir, lat.count,
+                        txt.count, msk.count);
+        else
+            sq_log_info("cache %s: %d latents and %d caption embeddings to compute", t->cache_dir, lat.count, txt.count);
+        // the masks first: a bad one (all zero in its crop) stops the run before any encoder works
+        if (msk.count) rc = encode_masks(t, &msk);
+        if (rc == SQ_OK && txt.count) rc = encode_texts(t, &txt, &te);
     }
     sd_text_encoders_free(&te);   // before the VAE: never both on the device
     if (rc == SQ_OK && lat.count) rc = encode_latents(t, &lat);
     free_jobs(&lat);
     free_jobs(&txt);
+    free_jobs(&msk);
     return rc;
 }

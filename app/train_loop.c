@@ -55,6 +55,8 @@ typedef struct {
     // batch buffers, sized for the largest bucket
     sq_tensor x0_buf, ctx_buf, pooled_buf, noise_buf;
     float *noise_host;
+    sq_tensor mask_buf;          // loss weights (B,1,h,w) F32 on the device; empty without masks
+    float *mask_host;
     int cur_epoch;
     sd_epoch_plan plan;
     sd_train_eval eval;          // validation loss and previews
@@ -266,15 +268,44 @@ static int alloc_batch_buffers(loop *L) {
         return SQ_FAIL;
     L->noise_host = malloc((size_t)lat * sizeof(float));
     if (!L->noise_host) return sq_errorf("out of host memory");
+    if (sd_dataset_mask_mode(t->data) != SD_MASKS_NONE) {
+        int64_t px = B * (R / f) * (R / f);
+        if (sq_tensor_alloc(&L->mask_buf, SQ_F32, t->device, 1, &px)) return SQ_FAIL;
+        L->mask_host = malloc((size_t)px * sizeof(float));
+        if (!L->mask_host) return sq_errorf("out of host memory");
+    }
     L->cur_epoch = -1;
     return SQ_OK;
 }
 
 typedef struct {
     sq_tensor x0, noise, ctx, pooled;
+    sq_tensor weights;           // (B,1,h,w) loss weights; data NULL without masks
     float sigma[64];
     int B;
 } batch;
+
+// Item j's loss weights into L->mask_host: its cached mask, or 1 everywhere for an
+// image without one. The encode phase refused all-zero masks; a cache entry that
+// says otherwise was not written by it.
+static int load_weights(loop *L, int index, int epoch, int j, int64_t h, int64_t w, const char *path) {
+    sd_trainer *t = L->t;
+    float *dst = L->mask_host + j * h * w;
+    sd_cache_key km;
+    bool masked;
+    if (sd_train_mask_key(t, t->data, index, epoch, &km, &masked) != SQ_OK) return SQ_FAIL;
+    if (!masked) {
+        for (int64_t k = 0; k < h * w; k++) dst[k] = 1.0f;
+        return SQ_OK;
+    }
+    sq_tensor m = sq_tensor_view(dst, SQ_F32, SQ_CPU, 4, SQ_SHAPE(1, 1, h, w));
+    sd_cache_item mi = {"mask", &m};
+    if (sd_train_load_cached(t, &km, &mi, 1, path) != SQ_OK) return SQ_FAIL;
+    double sum = 0;
+    for (int64_t k = 0; k < h * w; k++) sum += dst[k];
+    if (!(sum > 0)) return sq_errorf("%s: its cached loss mask is 0 everywhere; remove the cache folder %s", path, t->cache_dir);
+    return SQ_OK;
+}
 
 static int build_batch(loop *L, int64_t step, batch *bt) {
     sd_trainer *t = L->t;
@@ -305,6 +336,7 @@ static int build_batch(loop *L, int64_t step, batch *bt) {
         sd_cache_item ti[2] = {{"context", &ctx}, {"pooled", &pooled}};
         if (sd_train_load_cached(t, &kl, &li, 1, path) != SQ_OK || sd_train_load_cached(t, &kt, ti, 2, path) != SQ_OK)
             return SQ_FAIL;
+        if (L->mask_host && load_weights(L, b->items[j], epoch, j, h, w, path) != SQ_OK) return SQ_FAIL;
         uint64_t key_noise = sq_rng_stream_key(t->opt.seed, SQ_RNG_STREAM_NOISE), key_sigma = sq_rng_stream_key(t->opt.seed, SQ_RNG_STREAM_SIGMA);
         sd_draw_noise(L->noise_host + j * per, per, key_noise, (uint64_t)step, j);
         bt->sigma[j] = sd_draw_sigma(&t->sigma, key_sigma, (uint64_t)step, j);
@@ -314,6 +346,11 @@ static int build_batch(loop *L, int64_t step, batch *bt) {
     bt->noise = sd_train_slice(&L->noise_buf, 0, 4, SQ_SHAPE(B, C, h, w));
     bt->ctx = sd_train_slice(&L->ctx_buf, 0, 3, SQ_SHAPE(B, t->ctx_tokens, t->ctx_dim));
     bt->pooled = sd_train_slice(&L->pooled_buf, 0, 2, SQ_SHAPE(B, t->pooled_dim));
+    memset(&bt->weights, 0, sizeof bt->weights);
+    if (L->mask_host) {
+        bt->weights = sd_train_slice(&L->mask_buf, 0, 4, SQ_SHAPE(B, 1, h, w));
+        if (sq_tensor_from_host_f32(&bt->weights, L->mask_host) != SQ_OK) return SQ_FAIL;
+    }
     return sq_tensor_from_host_f32(&bt->noise, L->noise_host);
 }
 
@@ -344,14 +381,20 @@ static int save_checkpoint(loop *L) {
 // timing: the closing summary (NULL: the time so far)
 static int write_report(loop *L, const char *timing) {
     sd_trainer *t = L->t;
-    char path[1100], summary[512], val[256], now[768];
+    char path[1100], summary[2048], val[256], now[768], masks[1200] = "";
     if (!timing) {
         sd_train_timing_summary(&t->timing, L->qs.step, now, sizeof now);
         timing = now;
     }
     snprintf(path, sizeof path, "%s/report.html", t->opt.output);
     sd_train_val_summary(&L->log, val, sizeof val);
-    snprintf(summary, sizeof summary, "%s %lld steps done.", val, L->log.count > 0 ? (long long)L->log.rec[L->log.count - 1].step : 0LL);
+    sd_mask_mode mm = sd_dataset_mask_mode(t->data);
+    if (mm != SD_MASKS_NONE)
+        snprintf(masks, sizeof masks, " Masked loss: %s%s, %d of %d training images masked (the others weigh 1); the "
+                 "validation loss is unmasked.", mm == SD_MASKS_DIR ? "masks from " : "each image's alpha channel",
+                 mm == SD_MASKS_DIR ? t->opt.masks : "", sd_dataset_masked_count(t->data), sd_dataset_count(t->data));
+    snprintf(summary, sizeof summary, "%s %lld steps done.%s", val,
+             L->log.count > 0 ? (long long)L->log.rec[L->log.count - 1].step : 0LL, masks);
     char *settings = sd_train_options_json(&t->opt);
     if (!L->lr_auto_valid && L->lr_auto_resumed) {   // once: the calibration of the interrupted run
         L->lr_auto_resumed = false;
@@ -390,6 +433,10 @@ static int run_step(loop *L, const sq_qzo_config *qc, sq_qzo_step_info *info) {
     L->last_batch = bt.B;
     if (sd_flow_batch_init(&fb, &L->m, &L->scratch, &bt.x0, &bt.noise, bt.sigma, &bt.ctx, &bt.pooled) != SQ_OK)
         return SQ_FAIL;
+    if (sd_flow_batch_set_weights(&fb, bt.weights.data ? &bt.weights : NULL) != SQ_OK) {
+        sd_flow_batch_free(&fb);
+        return SQ_FAIL;
+    }
     int rc = sq_qzo_step(qc, &L->qs, &params, sd_flow_loss, &fb, info);
     sd_flow_batch_free(&fb);
     if (rc != SQ_OK) return sq_error_context("step %lld", (long long)step);
@@ -497,6 +544,8 @@ static void free_loop(loop *L) {
     sq_tensor_free(&L->ctx_buf);
     sq_tensor_free(&L->pooled_buf);
     free(L->noise_host);
+    sq_tensor_free(&L->mask_buf);
+    free(L->mask_host);
     sq_arena_free(&L->scratch);
     ema_free(L);
     sd_scale_list_free(&L->tl);

@@ -24,6 +24,7 @@ static const sq_opt_choice timestep_samplings[] = {
 
 static const sq_opt_choice perturbations[] = {{"absolute", 0}, {"relative", 1}, {NULL, 0}};
 static const sq_opt_choice lr_words[] = {{"auto", 0}, {NULL, 0}};
+static const sq_opt_choice masks_missing_modes[] = {{"error", 0}, {"warn", 1}, {NULL, 0}};
 
 static const sq_option options[] = {
     {"model", NULL, SQ_OPT_STR, STR(model), false, "SD3.5 diffusers folder, single file, `sd-qzo quantize` output, or an SD3.5 GGUF (Q4_0: --group-size 32) (required)"},
@@ -35,6 +36,9 @@ static const sq_option options[] = {
     {"resume", NULL, SQ_OPT_STR, STR(resume), false, "continue from a checkpoint (e.g. OUT/checkpoint.safetensors)"},
     {"recursive", NULL, SQ_OPT_BOOL, F(recursive), true, "also read images in sub-folders"},
     {"skip-bad-images", NULL, SQ_OPT_BOOL, F(skip_bad_images), true, "warn and skip images that do not decode instead of stopping"},
+    {"masks", NULL, SQ_OPT_STR, STR(masks), false, "folder of loss masks, one grey image per training image with its relative name or stem (.png/.jpg/.jpeg/.bmp/.webp) and its size: white trains, black is ignored, grey weighs value/255"},
+    {"alpha-mask", NULL, SQ_OPT_BOOL, F(alpha_mask), true, "weight the loss by each image's alpha channel (images without alpha train unmasked, with a warning)"},
+    {"masks-missing", NULL, SQ_OPT_ENUM, SQ_OPT_ENUM_FIELD(S, masks_missing), masks_missing_modes, false, "--masks: an image without a mask is an error, or (warn) trains unmasked with a warning"},
     {"resolution", NULL, SQ_OPT_INT, F(resolution), true, "training resolution (pixels, multiple of 64)"},
     {"buckets", NULL, SQ_OPT_BOOL, F(buckets), true, "aspect-ratio buckets (false: centre-cropped squares)"},
     {"random-crop", NULL, SQ_OPT_BOOL, F(random_crop), true, "random instead of centre crop (fixed per image, so latents cache)"},
@@ -155,6 +159,7 @@ int sd_train_options_validate(const sd_train_options *o) {
     if (!o->images[0]) return sq_errorf("--images is required (a folder of training images)");
     if (!o->output[0]) return sq_errorf("--output is required (the run folder)");
     if (sd_check_resolution(o->resolution, o->buckets, NULL) != SQ_OK) return SQ_FAIL;   // the model's limits: cmd_train.c
+    if (o->masks[0] && o->alpha_mask) return sq_errorf("--masks and --alpha-mask exclude each other: give one source of loss masks");
     if (o->batch_size < 1) return sq_errorf("--batch-size must be at least 1");
     if (o->steps < 1) return sq_errorf("--steps must be at least 1");
     if (o->queries < 1 || o->queries > 64) return sq_errorf("--queries must be 1..64");

@@ -31,6 +31,9 @@ typedef struct {
     char resume[1024];         // checkpoint to continue from ("" = fresh run)
     bool recursive;
     bool skip_bad_images;      // warn and skip an image that does not decode (else stop)
+    char masks[1024];          // loss masks: a grey image per training image ("" = none)
+    bool alpha_mask;           // loss masks from each image's alpha channel
+    int masks_missing;         // 0 error, 1 warn (the image trains unmasked)
     // image pipeline
     int resolution;
     bool buckets;              // aspect-ratio buckets (else centre-cropped squares)
