@@ -20,6 +20,7 @@
 #include "app/train_report.h"
 #include "core/arena.h"
 #include "datasets/dataset.h"
+#include "dist/exchange.h"
 #include "mmdit/model.h"
 #include "qzo/noise.h"
 #include "qzo/qzo.h"
@@ -56,7 +57,17 @@ typedef struct {
     int n_prompts;
 
     volatile sig_atomic_t *stop; // set by SIGINT/SIGTERM: finish the step, save, exit
+
+    // Several processes (dist/exchange.h; one process: world size 1). Every process
+    // encodes its share of the cache and runs every step on its share of the queries
+    // or of the batch (opt.split); rank 0 alone writes OUT (run.json, log, previews,
+    // checkpoints, report) and holds its lock; the others write only cache entries.
+    sq_dist *dist;
+    bool root;                   // rank 0
 } sd_trainer;
+
+// A share of n items for rank r of w: [*lo, *hi), balanced, in rank order.
+void sd_train_share(int n, int r, int w, int *lo, int *hi);
 
 // The cache keys of one dataset item in one epoch (latent, text).
 int sd_train_item_keys(sd_trainer *t, sd_dataset *ds, int index, int epoch, sd_cache_key *latent,

@@ -5,6 +5,11 @@
 // optimiser. Around the steps: the fixed-noise validation loss and preview images
 // (app/train_eval.h), atomic checkpoints (also on Ctrl-C), the step log and
 // report.html.
+// With several processes (app/train.h) every one runs every step on its share
+// (opt.split) and the step's losses are exchanged inside the step (combine below);
+// rank 0 alone measures the validation loss, draws previews and writes OUT. Every
+// SD_SCALE_CHECK_EVERY steps, at each checkpoint and at the end, the processes
+// compare a hash of their scales: they must hold the same bits.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,7 +54,14 @@ typedef struct {
     bool lr_auto_valid;          // lr_auto_result holds the calibration (ran here, or read back for the report)
     bool lr_auto_resumed;        // a resumed --lr auto run: its calibration is in OUT/lr_auto.json
     float **start_scales;        // --lr auto: the scales before the first candidate (host)
+    // several processes
+    int world, rank;
+    bool stop_all;               // some process was asked to stop (exchanged each step)
+    float *hash_buf;             // host copy of one layer's scales, for the hash
+    size_t hash_cap;
 } loop;
+
+#define SD_SCALE_CHECK_EVERY 100   // steps between the processes' scale-hash comparisons
 
 static double gib(size_t b);
 
@@ -107,8 +119,13 @@ static int load_mmdit(loop *L) {
     if (t->synthetic) {
         if (sd_train_load_mmdit(t, &L->m) != SQ_OK) return SQ_FAIL;
         snprintf(qpath, sizeof qpath, "%s", t->opt.model);
-    } else if (int4_path(t, qpath, sizeof qpath) != SQ_OK) {
-        return SQ_FAIL;
+    } else {
+        // rank 0 quantises a dense --model (once, into the cache) while the others wait,
+        // then they find it there (or, on a host that does not share it, make their own)
+        int rc = L->world > 1 && !t->root ? sq_dist_barrier(t->dist, "int4 model") : SQ_OK;
+        if (rc == SQ_OK) rc = int4_path(t, qpath, sizeof qpath);
+        if (rc == SQ_OK && L->world > 1 && t->root) rc = sq_dist_barrier(t->dist, "int4 model");
+        if (rc != SQ_OK) return SQ_FAIL;
     }
     if (!t->synthetic && t->device == SQ_CUDA) {
         // the int4 file is about what the weights take on the GPU: refuse before
@@ -204,27 +221,32 @@ static int build_batch(loop *L, int64_t step, batch *bt) {
         L->cur_epoch = epoch;
     }
     const sd_batch *b = &L->plan.batches[bi];
-    int B = b->count, C = t->latent_channels, f = t->vae_factor;
-    if (B > 64) return sq_errorf("--batch-size above 64 is not supported");
+    int C = t->latent_channels, f = t->vae_factor;
+    if (b->count > 64) return sq_errorf("--batch-size above 64 is not supported");
+    // split batch: this process's samples [lo, hi) of the step's batch; the noise and
+    // σ of sample j are those of its place in the whole batch, as in one process
+    int lo = 0, hi = b->count;
+    if (t->opt.split == SD_SPLIT_BATCH) sd_train_share(b->count, L->rank, L->world, &lo, &hi);
+    int B = hi - lo;
     int64_t per = 0, h = 0, w = 0;
     for (int j = 0; j < B; j++) {
         sd_cache_key kl, kt;
-        int iw, ih;
-        if (sd_train_item_keys(t, t->data, b->items[j], epoch, &kl, &kt, &iw, &ih) != SQ_OK) return SQ_FAIL;
+        int iw, ih, item = b->items[lo + j];
+        if (sd_train_item_keys(t, t->data, item, epoch, &kl, &kt, &iw, &ih) != SQ_OK) return SQ_FAIL;
         h = ih / f;
         w = iw / f;
         per = C * h * w;
         sq_tensor lat = sd_train_slice(&L->x0_buf, j * per, 4, SQ_SHAPE(1, C, h, w));
         sq_tensor ctx = sd_train_slice(&L->ctx_buf, (int64_t)j * t->ctx_tokens * t->ctx_dim, 3, SQ_SHAPE(1, t->ctx_tokens, t->ctx_dim));
         sq_tensor pooled = sd_train_slice(&L->pooled_buf, (int64_t)j * t->pooled_dim, 2, SQ_SHAPE(1, t->pooled_dim));
-        const char *path = sd_dataset_entry(t->data, b->items[j])->path;
+        const char *path = sd_dataset_entry(t->data, item)->path;
         sd_cache_item li = {"latent", &lat};
         sd_cache_item ti[2] = {{"context", &ctx}, {"pooled", &pooled}};
         if (sd_train_load_cached(t, &kl, &li, 1, path) != SQ_OK || sd_train_load_cached(t, &kt, ti, 2, path) != SQ_OK)
             return SQ_FAIL;
         uint64_t key_noise = sq_rng_stream_key(t->opt.seed, SQ_RNG_STREAM_NOISE), key_sigma = sq_rng_stream_key(t->opt.seed, SQ_RNG_STREAM_SIGMA);
-        sd_draw_noise(L->noise_host + j * per, per, key_noise, (uint64_t)step, j);
-        bt->sigma[j] = sd_draw_sigma(&t->sigma, key_sigma, (uint64_t)step, j);
+        sd_draw_noise(L->noise_host + j * per, per, key_noise, (uint64_t)step, lo + j);
+        bt->sigma[j] = sd_draw_sigma(&t->sigma, key_sigma, (uint64_t)step, lo + j);
     }
     bt->B = B;
     bt->x0 = sd_train_slice(&L->x0_buf, 0, 4, SQ_SHAPE(B, C, h, w));
@@ -276,16 +298,99 @@ static int write_report(loop *L) {
 
 // ---- one step, and what is measured around it ----
 
+// What each process sends in a step's exchange: its share's losses and whether it
+// was asked to stop (so that every process stops after the same step).
+typedef struct {
+    int64_t step;
+    int32_t samples;             // split batch: the shard's size, the weight of its losses
+    int32_t stop;
+    double lp[64], lm[64];
+} step_record;
+
+typedef struct {
+    loop *L;
+    int samples;
+    step_record *all;            // world records
+} combine_ctx;
+
+// sq_qzo_combine_fn: the step's losses from every process's share, summed in rank
+// order so the bits are the same everywhere.
+static int combine_losses(void *ctx, int64_t step, double *lp, double *lm, int queries) {
+    combine_ctx *cc = ctx;
+    loop *L = cc->L;
+    step_record mine;
+    memset(&mine, 0, sizeof mine);
+    mine.step = step;
+    mine.samples = cc->samples;
+    mine.stop = *L->t->stop != 0;
+    for (int j = 0; j < queries; j++) { mine.lp[j] = lp[j]; mine.lm[j] = lm[j]; }
+    char what[48];
+    snprintf(what, sizeof what, "step %lld losses", (long long)step + 1);
+    if (sq_dist_allgather(L->t->dist, &mine, sizeof mine, cc->all, what) != SQ_OK) return SQ_FAIL;
+    int total = 0;
+    for (int r = 0; r < L->world; r++) {
+        const step_record *o = &cc->all[r];
+        if (o->step != step)
+            return sq_errorf("rank %d is at step %lld and rank %d at step %lld: the processes no longer run the same steps",
+                             r, (long long)o->step + 1, L->rank, (long long)step + 1);
+        if (o->stop) L->stop_all = true;
+        total += o->samples;
+    }
+    if (L->t->opt.split == SD_SPLIT_BATCH) {
+        for (int j = 0; j < queries; j++) {
+            double p = 0, m = 0;
+            for (int r = 0; r < L->world; r++) {
+                if (!cc->all[r].samples) continue;   // an idle process's losses are not numbers
+                p += (double)cc->all[r].samples * cc->all[r].lp[j];
+                m += (double)cc->all[r].samples * cc->all[r].lm[j];
+            }
+            lp[j] = p / total;
+            lm[j] = m / total;
+        }
+    } else {
+        for (int r = 0; r < L->world; r++) {
+            int lo, hi;
+            sd_train_share(queries, r, L->world, &lo, &hi);
+            for (int j = lo; j < hi; j++) { lp[j] = cc->all[r].lp[j]; lm[j] = cc->all[r].lm[j]; }
+        }
+    }
+    return SQ_OK;
+}
+
 static int run_step(loop *L, const sq_qzo_config *qc, sq_qzo_step_info *info) {
     batch bt;
     sd_flow_batch fb;
     sq_qzo_params params = {L->sl.scales, L->sl.index_base, L->sl.count};
     int64_t step = L->qs.step;
-    if (build_batch(L, step, &bt) != SQ_OK) return SQ_FAIL;
-    if (sd_flow_batch_init(&fb, &L->m, &L->scratch, &bt.x0, &bt.noise, bt.sigma, &bt.ctx, &bt.pooled) != SQ_OK)
-        return SQ_FAIL;
-    int rc = sq_qzo_step(qc, &L->qs, &params, sd_flow_loss, &fb, info);
-    sd_flow_batch_free(&fb);
+    // a batch smaller than the processes (an epoch's last, or a bucket's) leaves
+    // some without samples: they evaluate nothing and take part in the exchange
+    bool idle = false;
+    if (L->world > 1 && L->t->opt.split == SD_SPLIT_BATCH) {
+        int epoch, bi, lo, hi;
+        sd_train_step_batch(L->t, step, &epoch, &bi);
+        if (epoch != L->cur_epoch && build_batch(L, step, &bt) != SQ_OK) return SQ_FAIL;   // loads the epoch's plan
+        sd_train_share(L->plan.batches[bi].count, L->rank, L->world, &lo, &hi);
+        idle = hi == lo;
+    }
+    memset(&fb, 0, sizeof fb);
+    bt.B = 0;
+    if (!idle) {
+        if (build_batch(L, step, &bt) != SQ_OK) return SQ_FAIL;
+        if (sd_flow_batch_init(&fb, &L->m, &L->scratch, &bt.x0, &bt.noise, bt.sigma, &bt.ctx, &bt.pooled) != SQ_OK)
+            return SQ_FAIL;
+    }
+    int rc;
+    if (L->world > 1) {
+        combine_ctx cc = {L, bt.B, calloc((size_t)L->world, sizeof(step_record))};
+        int q0 = 0, q1 = idle ? 0 : qc->queries;
+        if (L->t->opt.split == SD_SPLIT_QUERIES) sd_train_share(qc->queries, L->rank, L->world, &q0, &q1);
+        sq_qzo_split sp = {q0, q1 - q0, combine_losses, &cc};
+        rc = cc.all ? sq_qzo_step_split(qc, &L->qs, &params, sd_flow_loss, &fb, &sp, info) : sq_errorf("out of host memory");
+        free(cc.all);
+    } else {
+        rc = sq_qzo_step(qc, &L->qs, &params, sd_flow_loss, &fb, info);
+    }
+    if (!idle) sd_flow_batch_free(&fb);
     if (rc != SQ_OK) return sq_error_context("step %lld", (long long)step);
     sq_device_synchronize(L->t->device);
     return SQ_OK;
@@ -389,12 +494,47 @@ static void free_loop(loop *L) {
     sq_tensor_free(&L->pooled_buf);
     free(L->noise_host);
     sq_arena_free(&L->scratch);
+    free(L->hash_buf);
     sd_scale_list_free(&L->sl);
     if (L->m.blocks) sd_mmdit_free(&L->m);
 }
 
+// The processes compare a hash of their scales (after step `step`): a difference
+// means they no longer train the same model, and the run stops naming the ranks.
+static int check_scales_same(loop *L, int64_t step) {
+    if (L->world == 1) return SQ_OK;
+    uint64_t h = SQ_DIST_HASH_INIT;
+    for (int i = 0; i < L->sl.count; i++) {
+        size_t n = (size_t)sq_tensor_numel(L->sl.scales[i]);
+        if (n > L->hash_cap) {
+            free(L->hash_buf);
+            L->hash_cap = 0;
+            if (!(L->hash_buf = malloc(n * sizeof(float)))) return sq_errorf("out of host memory");
+            L->hash_cap = n;
+        }
+        if (sq_tensor_to_host_f32(L->hash_buf, L->sl.scales[i]) != SQ_OK) return SQ_FAIL;
+        h = sq_dist_hash(h, L->hash_buf, n * sizeof(float));
+    }
+    uint64_t *all = calloc((size_t)L->world, sizeof *all);
+    if (!all) return sq_errorf("out of host memory");
+    char what[48];
+    snprintf(what, sizeof what, "step %lld scales", (long long)step);
+    int rc = sq_dist_allgather(L->t->dist, &h, sizeof h, all, what);
+    for (int r = 1; rc == SQ_OK && r < L->world; r++)
+        if (all[r] != all[0])
+            rc = sq_errorf("after step %lld the scales differ between processes: rank 0 holds %016llx, rank %d %016llx "
+                           "(the processes must run the same build on the same kind of device)",
+                           (long long)step, (unsigned long long)all[0], r, (unsigned long long)all[r]);
+    if (rc == SQ_OK) sq_log_info("step %lld: the scales of the %d processes are identical (hash %016llx)", (long long)step,
+                                 L->world, (unsigned long long)all[0]);
+    free(all);
+    return rc;
+}
+
 static int setup(loop *L) {
     sd_trainer *t = L->t;
+    L->world = sq_dist_world(t->dist);
+    L->rank = sq_dist_rank(t->dist);
     if (load_mmdit(L) != SQ_OK || alloc_scratch(L) != SQ_OK || alloc_batch_buffers(L) != SQ_OK) return SQ_FAIL;
     sq_qzo_config_defaults(&L->qc);
     L->qc.lr = t->opt.lr;
@@ -432,6 +572,7 @@ static int setup(loop *L) {
         }
         sq_log_info("resuming at step %lld from %s", (long long)L->qs.step, t->opt.resume);
     }
+    if (!t->root) return SQ_OK;   // the log, validation and previews are rank 0's
     if (sd_train_log_open(&L->log, t->opt.output, t->opt.resume[0] ? L->qs.step : -1) != SQ_OK) return SQ_FAIL;
     return sd_train_eval_init(&L->eval, t, L->qs.step);
 }
@@ -442,21 +583,23 @@ int sd_train_loop(sd_trainer *t) {
     int64_t steps = t->opt.steps;
     sq_progress pr;
     bool interrupted = false;
+    bool root = t->root;
     if (rc == SQ_OK && L.qs.step >= steps) sq_log_info("the checkpoint is already at step %lld of %lld", (long long)L.qs.step, (long long)steps);
+    if (rc == SQ_OK) rc = check_scales_same(&L, L.qs.step);   // the same start (one checkpoint, one base)
     if (rc == SQ_OK && L.qs.step < steps) {
         if (L.lr_auto) rc = calibrate_lr(&L);
         // the "before" reference: validation loss, diagnostics and previews of the untrained scales
         double v0 = NAN;
-        if (rc == SQ_OK && L.qs.step == 0 && L.eval.n_val) {
+        if (rc == SQ_OK && root && L.qs.step == 0 && L.eval.n_val) {
             rc = sd_train_val_loss(&L.eval, &L.m, &L.scratch, &v0);
             if (rc == SQ_OK)
                 sq_log_info("validation loss before training: %.6f (%d images x %d fixed timesteps)", v0, L.eval.n_val,
                             SD_VAL_SIGMAS);
         }
         sd_step_record r0 = sd_step_record_empty(0);
-        if (rc == SQ_OK) rc = diagnose(&L, &r0, true);
-        if (rc == SQ_OK && L.qs.step == 0 && t->opt.sample_every > 0) rc = sd_train_previews(&L.eval, &L.m, &L.scratch, 0);
-        if (rc == SQ_OK && L.qs.step == 0) {
+        if (rc == SQ_OK && root) rc = diagnose(&L, &r0, true);
+        if (rc == SQ_OK && root && L.qs.step == 0 && t->opt.sample_every > 0) rc = sd_train_previews(&L.eval, &L.m, &L.scratch, 0);
+        if (rc == SQ_OK && root && L.qs.step == 0) {
             // step 0 of the log: the untrained model's validation loss and diagnostics, no training loss
             r0.gpu_mem_gib = device_used_gib(t);
             r0.val_loss = v0;
@@ -469,7 +612,7 @@ int sd_train_loop(sd_trainer *t) {
             sq_qzo_step_info info;
             if ((rc = run_step(&L, &L.qc, &info)) != SQ_OK) break;
             int64_t done = L.qs.step;
-            if (info.discarded)
+            if (info.discarded && root)
                 sq_log_warn("step %lld discarded: %s; the previous step is undone and the learning rate halved (x%.3g of "
                             "--lr from now on)", (long long)done, info.why, (double)L.qs.lr_scale);
             sd_step_record r = sd_step_record_empty(done);
@@ -481,6 +624,13 @@ int sd_train_loop(sd_trainer *t) {
             r.lr = info.lr;
             r.discarded = info.discarded ? 1 : 0;
             r.clipped_share = L.qs.queries_total ? (double)L.qs.clipped_total / (double)L.qs.queries_total : 0;
+            bool stop = L.world > 1 ? L.stop_all : *t->stop != 0;   // the same step in every process
+            bool save = done % t->opt.save_every == 0 || done == steps || stop;
+            if ((save || done % SD_SCALE_CHECK_EVERY == 0) && (rc = check_scales_same(&L, done)) != SQ_OK) break;
+            if (!root) {
+                if (stop) { interrupted = true; break; }
+                continue;
+            }
             if (t->opt.val_every > 0 && L.eval.n_val && (done % t->opt.val_every == 0 || done == steps)) {
                 if ((rc = sd_train_val_loss(&L.eval, &L.m, &L.scratch, &r.val_loss)) != SQ_OK) break;
                 if ((rc = diagnose(&L, &r, false)) != SQ_OK) break;
@@ -493,21 +643,22 @@ int sd_train_loop(sd_trainer *t) {
             if (!isnan(r.val_loss)) n += snprintf(extra + n, sizeof extra - (size_t)n, " val %.4f", r.val_loss);
             if (t->device == SQ_CUDA) snprintf(extra + n, sizeof extra - (size_t)n, " mem %.1fG", r.gpu_mem_gib);
             sq_progress_update(&pr, done, extra);
-            bool stop = *t->stop != 0;
             if (t->opt.sample_every > 0 && (done % t->opt.sample_every == 0 || done == steps) && !stop)
                 if ((rc = sd_train_previews(&L.eval, &L.m, &L.scratch, done)) != SQ_OK) break;
-            if (done % t->opt.save_every == 0 || done == steps || stop) {
+            if (save) {
                 if ((rc = save_checkpoint(&L)) != SQ_OK || (rc = write_report(&L)) != SQ_OK) break;
             }
             if (stop) { interrupted = true; break; }
         }
         sq_progress_end(&pr);
-        if (L.qs.bad_total > 0)
+        if (L.qs.bad_total > 0 && root)
             sq_log_warn("%lld of %lld steps were discarded (non-finite or spiking losses); the learning rate ended at "
                         "x%.3g of --lr", (long long)L.qs.bad_total, (long long)L.qs.step, (double)L.qs.lr_scale);
     }
-    if (rc == SQ_OK) rc = write_report(&L);
-    if (rc == SQ_OK) {
+    if (rc == SQ_OK && root) rc = write_report(&L);
+    if (rc == SQ_OK && !root && interrupted)
+        rc = sq_errorf("interrupted: rank 0 saved the checkpoint at step %lld", (long long)L.qs.step);
+    if (rc == SQ_OK && root) {
         char val[256];
         sd_train_val_summary(&L.log, val, sizeof val);
         sq_log_info("%s MMDiT scratch high-water %.3f GiB", val, gib(L.scratch.high_water));

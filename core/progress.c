@@ -19,6 +19,10 @@ void sq_format_duration(double s, char *buf, size_t size) {
     else snprintf(buf, size, "%ldh%02ldm%02lds", t / 3600, (t / 60) % 60, t % 60);
 }
 
+static bool g_quiet;
+
+void sq_progress_set_quiet(bool quiet) { g_quiet = quiet; }
+
 void sq_progress_begin(sq_progress *p, const char *label, int64_t total) {
     memset(p, 0, sizeof *p);
     snprintf(p->label, sizeof p->label, "%s", label);
@@ -29,6 +33,7 @@ void sq_progress_begin(sq_progress *p, const char *label, int64_t total) {
 }
 
 static void draw(sq_progress *p, bool final) {
+    if (g_quiet) return;
     double now = sq_time_now();
     double elapsed = now - p->t_start;
     double rate = elapsed > 0 ? (double)p->done / elapsed : 0;

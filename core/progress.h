@@ -26,6 +26,8 @@ typedef struct {
 } sq_progress;
 
 void sq_progress_begin(sq_progress *p, const char *label, int64_t total);
+// Quiet: progress bars draw nothing (the ranks other than 0 of a multi-process run).
+void sq_progress_set_quiet(bool quiet);
 // Sets work done so far (absolute) and an optional status text (NULL keeps it).
 void sq_progress_update(sq_progress *p, int64_t done, const char *extra);
 void sq_progress_end(sq_progress *p);
