@@ -305,9 +305,24 @@ static void teardown(sd_trainer *t) {
     free(t->prompts);
 }
 
+// What W processes can share out (checked by the launcher, before any starts, and
+// by each process).
+static int check_world(const sd_train_options *o, int W) {
+    if (W == 1) return SQ_OK;
+    if (isnan(o->lr)) return sq_errorf("--lr auto runs in one process: calibrate once without --gpus, then pass the chosen --lr");
+    if (o->split == SD_SPLIT_QUERIES && o->queries < W)
+        return sq_errorf("--split queries shares --queries %d out over %d processes: give at least %d queries, or --split batch",
+                         o->queries, W, W);
+    if (o->split == SD_SPLIT_BATCH && o->batch_size < W)
+        return sq_errorf("--split batch shares --batch-size %d out over %d processes: give at least %d (--batch-size is the "
+                         "step's total), or --split queries", o->batch_size, W, W);
+    return SQ_OK;
+}
+
 // --gpus N / --processes N on this host: checked here, before any rank starts, so
 // a run that cannot work fails with one line rather than N.
 static int check_local_launch(const sd_train_options *o) {
+    if (check_world(o, o->gpus > 1 ? o->gpus : o->processes) != SQ_OK) return SQ_FAIL;
     if (o->gpus > 1) {
         if (!sq_cuda_compiled())
             return sq_errorf("--gpus %d: this build of sd-qzo has no CUDA backend (CPU only); --processes %d runs CPU "
@@ -345,15 +360,7 @@ static int join_run(sd_trainer *t) {
         sq_progress_set_quiet(true);
     }
     sq_cuda_set_ordinal(dc.local_rank);
-    const sd_train_options *o = &t->opt;
-    if (isnan(o->lr)) return sq_errorf("--lr auto runs in one process: calibrate once without --gpus, then pass the chosen --lr");
-    if (o->split == SD_SPLIT_QUERIES && o->queries < W)
-        return sq_errorf("--split queries shares --queries %d out over %d processes: give at least %d queries, or --split batch",
-                         o->queries, W, W);
-    if (o->split == SD_SPLIT_BATCH && o->batch_size < W)
-        return sq_errorf("--split batch shares --batch-size %d out over %d processes: give at least %d (--batch-size is the "
-                         "step's total), or --split queries", o->batch_size, W, W);
-    return SQ_OK;
+    return check_world(&t->opt, W);
 }
 
 // GPU ranks exchange through NCCL (SQ_EXCHANGE=socket keeps the sockets: same
