@@ -115,7 +115,7 @@ static void check_splits(void) {
         if (!run_ok(runs[i].out, 4, runs[i].flags, &log)) { free(log); continue; }
         char agree[96];
         snprintf(agree, sizeof agree, "step 4: the scales of the %d processes are identical", runs[i].world);
-        TU_CHECK(log && strstr(log, agree), "%s: rank 0 reports the ranks' scale hashes agree:\n%s", runs[i].out, log);
+        TU_CHECK(log && strstr(log, agree), "%s: rank 0 reports the ranks' scale hashes agree:\n%s", runs[i].out, log ? log : "");
         TU_CHECK(log && !strstr(log, "sd-qzo[rank 1]: info:"), "%s: ranks other than 0 do not log the run", runs[i].out);
         free(log);
         bool bitwise;
@@ -129,7 +129,7 @@ static void check_splits(void) {
         char *rj = e2e_read_all(path), want[64];
         snprintf(want, sizeof want, "\"world_size\":\t%d", runs[i].world);
         TU_CHECK(rj && strstr(rj, want) && strstr(rj, runs[i].exact ? "\"split\":\t\"queries\"" : "\"split\":\t\"batch\""),
-                 "%s: run.json records the world size and split:\n%s", runs[i].out, rj);
+                 "%s: run.json records the world size and split:\n%s", runs[i].out, rj ? rj : "(none)");
         free(rj);
         snprintf(path, sizeof path, "%s/%s/log.jsonl", tmp, runs[i].out);
         TU_CHECK(count_lines(path) == 5, "%s: one log, written once per step (%d lines)", runs[i].out, count_lines(path));
