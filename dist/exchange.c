@@ -70,7 +70,11 @@ int sq_dist_config_from_env(sq_dist_config *c, bool *present) {
     if (a && *a) snprintf(c->master_addr, sizeof c->master_addr, "%s", a);
     if (c->world_size > 1 && !getenv("MASTER_PORT") && c->listen_fd < 0)
         return sq_errorf("WORLD_SIZE=%d is set but MASTER_PORT is not: rank 0's port is needed to meet", c->world_size);
-    return env_int("MASTER_PORT", 1, 65535, 0, &c->master_port);
+    if (env_int("MASTER_PORT", 1, 65535, 0, &c->master_port) != SQ_OK) return SQ_FAIL;
+    // torchrun's agent on rank 0's host already serves its own store on MASTER_PORT
+    const char *agent = getenv("TORCHELASTIC_USE_AGENT_STORE");
+    if (agent && !strcmp(agent, "True") && c->master_port > 0) c->master_port = c->master_port < 65535 ? c->master_port + 1 : 1024;
+    return env_int("SQ_DIST_PORT", 1, 65535, c->master_port, &c->master_port);
 }
 
 // ---- bytes on a socket, with a deadline ----

@@ -41,7 +41,8 @@ typedef struct {
 
 // The variables launchers set (torchrun, srun wrappers, mpirun -x): RANK,
 // WORLD_SIZE, LOCAL_RANK (default: RANK), MASTER_ADDR (default 127.0.0.1),
-// MASTER_PORT, and SQ_DIST_LISTEN_FD from sd-qzo's own launcher. *present is false
+// MASTER_PORT (under torchrun, whose agent serves its own store there, MASTER_PORT
+// + 1; SQ_DIST_PORT overrides either), and SQ_DIST_LISTEN_FD from sd-qzo's own launcher. *present is false
 // when WORLD_SIZE is not set (the process is not one rank of many). A value that is
 // set but malformed is an error naming the variable.
 int sq_dist_config_from_env(sq_dist_config *c, bool *present);
