@@ -305,10 +305,15 @@ int sq_dist_poll_peers(sq_dist *d) {
         if (d->fds[r] < 0) continue;
         struct pollfd p = {d->fds[r], POLLIN, 0};
         if (poll(&p, 1, 0) <= 0) continue;
-        // nothing is due on the sockets while NCCL carries the step: anything readable
-        // is an abort or a closed connection
+        // While NCCL carries a step, a socket carries an abort, a closed connection, or
+        // the next barrier of a rank already done with this exchange: look without
+        // taking, and leave the barrier's message for the barrier.
         frame f;
         int peer = d->cfg.rank == 0 ? r : 0;
+        ssize_t n = recv(d->fds[r], &f, sizeof f, MSG_PEEK | MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+        if (n > 0 && n < (ssize_t)sizeof f) continue;   // the rest is on its way
+        if (n == (ssize_t)sizeof f && f.magic == MAGIC && f.type == MSG_DATA) continue;
         if (read_frame(d, d->fds[r], peer, &f, "a GPU exchange", now_s() + 2) != SQ_OK) return sq_dist_fail(d);
         sq_errorf("rank %d sent an unexpected message during a GPU exchange", peer);
         return sq_dist_fail(d);

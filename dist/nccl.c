@@ -23,6 +23,8 @@ struct sq_dist_nccl {
     ncclComm_t comm;
     cudaStream_t stream;
     char *dbuf;          // device: the rank's record, then world records
+    char *hbuf;          // pinned host: the same layout (pageable memory would make the
+                         // async copies wait for the stream, out of reach of the timeout)
     size_t cap;
 };
 
@@ -97,25 +99,29 @@ int sq_dist_nccl_allgather(sq_dist *d, const void *mine, size_t bytes, void *all
     size_t need = bytes * (size_t)(d->cfg.world_size + 1);
     if (need > n->cap) {
         if (n->dbuf) CUDA_TRY(cudaFree(n->dbuf));
-        n->dbuf = NULL;
+        if (n->hbuf) CUDA_TRY(cudaFreeHost(n->hbuf));
+        n->dbuf = n->hbuf = NULL;
         n->cap = 0;
         CUDA_TRY(cudaMalloc((void **)&n->dbuf, need));
+        CUDA_TRY(cudaMallocHost((void **)&n->hbuf, need));
         n->cap = need;
     }
     char *send = n->dbuf, *recv = n->dbuf + bytes;
-    CUDA_TRY(cudaMemcpyAsync(send, mine, bytes, cudaMemcpyHostToDevice, n->stream));
+    memcpy(n->hbuf, mine, bytes);
+    CUDA_TRY(cudaMemcpyAsync(send, n->hbuf, bytes, cudaMemcpyHostToDevice, n->stream));
     ncclResult_t r = ncclAllGather(send, recv, bytes, ncclUint8, n->comm, n->stream);
     if (r != ncclSuccess && r != ncclInProgress) {
         sq_errorf("ncclAllGather at '%s': %s", what, ncclGetErrorString(r));
         return sq_dist_fail(d);
     }
     if (wait_nccl(d, NULL, what) != SQ_OK) return sq_dist_fail(d);   // enqueued
-    cudaError_t e = cudaMemcpyAsync(all, recv, bytes * (size_t)d->cfg.world_size, cudaMemcpyDeviceToHost, n->stream);
+    cudaError_t e = cudaMemcpyAsync(n->hbuf + bytes, recv, bytes * (size_t)d->cfg.world_size, cudaMemcpyDeviceToHost, n->stream);
     if (e != cudaSuccess) {
         sq_errorf("CUDA error %s at '%s'", cudaGetErrorString(e), what);
         return sq_dist_fail(d);
     }
     if (wait_nccl(d, n->stream, what) != SQ_OK) return sq_dist_fail(d);   // arrived
+    memcpy(all, n->hbuf + bytes, bytes * (size_t)d->cfg.world_size);
     return SQ_OK;
 }
 
@@ -138,6 +144,7 @@ void sq_dist_nccl_close(sq_dist *d, bool abort) {
     }
     if (n->stream) cudaStreamDestroy(n->stream);
     if (n->dbuf) cudaFree(n->dbuf);
+    if (n->hbuf) cudaFreeHost(n->hbuf);
     free(n);
 }
 

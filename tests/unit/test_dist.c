@@ -7,8 +7,10 @@
 //      exits (its connection closes), a rank that hangs (the timeout), a rank that
 //      aborts with a message, and a rank at another collective; every surviving rank
 //      fails with a message naming the rank at fault;
-//   4. the launcher variables (RANK, WORLD_SIZE, ...) and their errors;
-//   5. the scale hash against an independent FNV-1a over 64-bit words.
+//   4. the watch kept on the sockets while NCCL carries a step (sq_dist_poll_peers):
+//      a rank already at the next barrier is left alone, one that exits is named;
+//   5. the launcher variables (RANK, WORLD_SIZE, ...) and their errors;
+//   6. the scale hash against an independent FNV-1a over 64-bit words.
 #include <errno.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -20,6 +22,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "dist/dist_internal.h"
 #include "dist/exchange.h"
 #include "tests/test_util.h"
 
@@ -39,7 +42,7 @@ static int listen_any(int *port) {
     return fd;
 }
 
-typedef enum { PLAIN, EXITS, HANGS, ABORTS, MISMATCH } scenario;
+typedef enum { PLAIN, EXITS, HANGS, ABORTS, MISMATCH, WATCH } scenario;
 
 typedef struct {
     int32_t rank;
@@ -71,6 +74,34 @@ static int rank_main(int rank, int world, int port, int lfd, scenario sc, int cu
     if (sc == PLAIN) {
         sq_dist_close(d);
         return 0;
+    }
+    if (sc == WATCH) {
+        // the watch kept while NCCL carries a step (dist/nccl.c): a rank already at the
+        // next barrier is not a fault, and its message is left for that barrier; a rank
+        // that exits is named
+        if (rank == 0) {
+            usleep(300000);
+            for (int i = 0; i < 10; i++)
+                if (sq_dist_poll_peers(d) != SQ_OK) { fprintf(stderr, "watch: %s\n", sq_error_message()); return 30; }
+        }
+        if (sq_dist_barrier(d, "ahead") != SQ_OK) return 31;
+        if (rank == culprit) _exit(0);
+        if (rank == 0) {
+            int rc = SQ_OK;
+            for (int i = 0; i < 500 && rc == SQ_OK; i++, usleep(10000)) rc = sq_dist_poll_peers(d);
+            char name[32];
+            snprintf(name, sizeof name, "rank %d closed", culprit);
+            bool ok = rc != SQ_OK && strstr(sq_error_message(), name);
+            if (!ok) fprintf(stderr, "watch: rc %d '%s'\n", rc, sq_error_message());
+            sq_dist_close(d);
+            return ok ? 0 : 32;
+        }
+        record mine = {rank, 0}, all[8];
+        int rc = sq_dist_allgather(d, &mine, sizeof mine, all, "after the exit");
+        bool ok = rc != SQ_OK && strstr(sq_error_message(), "rank 2");
+        if (!ok) fprintf(stderr, "watch rank %d: rc %d '%s'\n", rank, rc, sq_error_message());
+        sq_dist_close(d);
+        return ok ? 0 : 33;
     }
     // the fault, then one more collective: everyone but the culprit must fail naming it
     if (rank == culprit) {
@@ -201,5 +232,6 @@ int main(void) {
     run_world(3, HANGS, 1, "rank 1 hangs");
     run_world(3, ABORTS, 1, "rank 1 aborts");
     run_world(3, MISMATCH, 2, "rank 2 at another collective");
+    run_world(3, WATCH, 2, "the watch beside NCCL");
     return tu_finish("dist");
 }
