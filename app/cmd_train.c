@@ -405,6 +405,9 @@ int sq_cmd_train(int argc, char **argv) {
         if (rc == SQ_OK) remove_stale_temps(t.opt.output);
         if (rc == SQ_OK) rc = check_output(&t);
     }
+    // the others touch nothing (not even the cache, which may live in OUT) before
+    // rank 0 has checked OUT: a refused run then stops them all at once
+    if (rc == SQ_OK && sq_dist_world(t.dist) > 1) rc = sq_dist_barrier(t.dist, "output checked");
     int64_t first_step = 0;
     // --resume: the checkpoint (metadata and scale values) is checked before anything
     // is written into OUT; the encode phase only needs the steps still to run

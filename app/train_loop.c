@@ -210,17 +210,25 @@ typedef struct {
     int B;
 } batch;
 
-static int build_batch(loop *L, int64_t step, batch *bt) {
-    sd_trainer *t = L->t;
-    int epoch, bi;
-    sd_train_step_batch(t, step, &epoch, &bi);
-    if (epoch != L->cur_epoch) {
+// The step's batch in the epoch's plan (loaded when the epoch changes).
+static int step_batch(loop *L, int64_t step, const sd_batch **b, int *epoch) {
+    int bi;
+    sd_train_step_batch(L->t, step, epoch, &bi);
+    if (*epoch != L->cur_epoch) {
         if (L->cur_epoch >= 0) sd_epoch_plan_free(&L->plan);
         L->cur_epoch = -1;
-        if (sd_dataset_epoch(t->data, epoch, &L->plan) != SQ_OK) return SQ_FAIL;
-        L->cur_epoch = epoch;
+        if (sd_dataset_epoch(L->t->data, *epoch, &L->plan) != SQ_OK) return SQ_FAIL;
+        L->cur_epoch = *epoch;
     }
-    const sd_batch *b = &L->plan.batches[bi];
+    *b = &L->plan.batches[bi];
+    return SQ_OK;
+}
+
+static int build_batch(loop *L, int64_t step, batch *bt) {
+    sd_trainer *t = L->t;
+    int epoch;
+    const sd_batch *b;
+    if (step_batch(L, step, &b, &epoch) != SQ_OK) return SQ_FAIL;
     int C = t->latent_channels, f = t->vae_factor;
     if (b->count > 64) return sq_errorf("--batch-size above 64 is not supported");
     // split batch: this process's samples [lo, hi) of the step's batch; the noise and
@@ -366,10 +374,10 @@ static int run_step(loop *L, const sq_qzo_config *qc, sq_qzo_step_info *info) {
     // some without samples: they evaluate nothing and take part in the exchange
     bool idle = false;
     if (L->world > 1 && L->t->opt.split == SD_SPLIT_BATCH) {
-        int epoch, bi, lo, hi;
-        sd_train_step_batch(L->t, step, &epoch, &bi);
-        if (epoch != L->cur_epoch && build_batch(L, step, &bt) != SQ_OK) return SQ_FAIL;   // loads the epoch's plan
-        sd_train_share(L->plan.batches[bi].count, L->rank, L->world, &lo, &hi);
+        int epoch, lo, hi;
+        const sd_batch *b;
+        if (step_batch(L, step, &b, &epoch) != SQ_OK) return SQ_FAIL;
+        sd_train_share(b->count, L->rank, L->world, &lo, &hi);
         idle = hi == lo;
     }
     memset(&fb, 0, sizeof fb);
