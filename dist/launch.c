@@ -19,9 +19,12 @@
 #include "core/error.h"
 #include "core/log.h"
 
-static volatile sig_atomic_t g_signal = 0;
+static volatile sig_atomic_t g_signal = 0, g_count = 0;
 
-static void on_signal(int sig) { g_signal = sig; }
+static void on_signal(int sig) {
+    g_signal = sig;
+    g_count++;
+}
 
 static double now_s(void) {
     struct timespec ts;
@@ -71,7 +74,7 @@ int sq_dist_launch_local(int count, int argc, char **argv, double grace_s) {
     struct sigaction sa, old_int, old_term;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
-    g_signal = 0;
+    g_signal = g_count = 0;
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
     pid_t parent = getpid();
@@ -121,10 +124,13 @@ int sq_dist_launch_local(int count, int argc, char **argv, double grace_s) {
     char first[256] = "";
     int first_rank = -1, failed = 0;
     bool forwarded = false;
+    int seen = 0;
     double t_fail = 0, t_term = 0;
     while (running > 0) {
-        if (g_signal && !forwarded) {
-            sq_log_info("stopping the %d ranks (signal %d): each finishes its step; rank 0 saves", running, (int)g_signal);
+        if (g_count > seen) {   // each signal once to each rank: a second Ctrl-C stops them at once
+            seen = g_count;
+            if (!forwarded)
+                sq_log_info("stopping the %d ranks (signal %d): each finishes its step; rank 0 saves", running, (int)g_signal);
             kill_all(pids, alive, count, g_signal);
             forwarded = true;
         }

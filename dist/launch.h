@@ -4,9 +4,10 @@
 // LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR=127.0.0.1, MASTER_PORT, and
 // SQ_DIST_LAUNCHED=1 so that it does not launch again). Rank 0 inherits the listening socket the others
 // connect to (SQ_DIST_LISTEN_FD): the port is never free for another program to take.
-// The launcher computes nothing and writes no file. It forwards SIGINT and SIGTERM
-// once to every rank (the ranks sit in their own process group, so a Ctrl-C from the
-// terminal reaches them once, through here), and waits: when a rank fails, the others
+// The launcher computes nothing and writes no file. It forwards each SIGINT and
+// SIGTERM to every rank (the ranks sit in their own process groups, so a Ctrl-C
+// from the terminal reaches each once, through here: the first stops them after a
+// step and rank 0 saves, a second stops them at once), and waits: when a rank fails, the others
 // stop on their own (dist/exchange.h names the rank); those still running `grace_s`
 // later get SIGTERM, and SIGKILL 10 s after that. Each rank gets SIGTERM if the
 // launcher itself dies.
