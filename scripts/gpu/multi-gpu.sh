@@ -21,9 +21,15 @@
 #          rank 0's log.jsonl (the exchange's wait included). Runs that use fewer GPUs
 #          than the machine has run side by side on disjoint GPUs (CUDA_VISIBLE_DEVICES)
 #          to fit the time budget (about 8 minutes on 4 H100s).
+#   learn  (not in the default PARTS; needs DATA, the emoji set of bench/LEARNING.md)
+#          which split learns faster per wall-clock second on 2 GPUs, each GPU doing the
+#          same work per step (batch 4, 4 queries): --split queries with 8 queries of
+#          batch 4 against --split batch with 4 queries of batch 8, side by side on GPUs
+#          0,1 and 2,3 for LEARN_SECONDS each; prints the validation loss over time.
 # NVLink multicast (NVLS) is turned off: a few bytes per step need none of it, and
 # some machines' drivers refuse it.
 # Usage: [PARTS="build check scale"] [SCALE_STEPS=5] scripts/gpu/multi-gpu.sh
+#        PARTS=learn DATA=data/emoji64 [TASK=animals] [LEARN_SECONDS=120] scripts/gpu/multi-gpu.sh
 set -uo pipefail
 . "$(dirname "$0")/env.sh"
 export NCCL_NVLS_ENABLE=0
@@ -181,6 +187,47 @@ for res in (1024, 512):
             v = ips(f"g{g}-b{b}-{res}", g, b)
             cells.append("—" if v is None else f"{v:.2f} img/s ({100 * v / (g * base):.1f} %)" if base else f"{v:.2f} img/s")
         print(f"| {res}² | {b} | " + " | ".join(cells) + " |")
+PY
+fi
+if [[ " $PARTS " == *" learn "* ]]; then
+    : "${DATA:=data/emoji64}" "${TASK:=animals}" "${LEARN_SECONDS:=120}"
+    echo "== learn: $DATA/$TASK on 2 GPUs per split, ${LEARN_SECONDS} s each, side by side"
+    L=$WORK/mgpu-learn
+    rm -rf "$L"
+    mkdir -p "$L"
+    common=(--model bench/emoji/model --images "$DATA/$TASK/train" --captions "$DATA/$TASK/train/captions.txt"
+            --val-images "$DATA/$TASK/val" --val-captions "$DATA/$TASK/val/captions.txt" --resolution 64
+            --t5-max-length 32 --cache-dir "$L/cache" --sample-every 0 --val-every 50 --save-every 100000
+            --steps 100000 --device cuda --gpus 2)
+    "$BIN" train "${common[@]}" --gpus 1 --steps 1 --output "$L/encode" > "$L/encode.log" 2>&1 || { tail -3 "$L/encode.log"; exit 1; }
+    learn() {   # name devices [flags]
+        local name=$1 dev=$2
+        shift 2
+        CUDA_VISIBLE_DEVICES=$dev "$BIN" train "${common[@]}" --output "$L/$name" "$@" > "$L/$name.log" 2>&1 &
+        local pid=$!
+        sleep "$LEARN_SECONDS"
+        kill -INT "$pid"   # the launcher: every rank stops after the same step, rank 0 saves
+        wait "$pid"
+    }
+    learn queries 0,1 --split queries --batch-size 4 --queries 8 &
+    learn batch 2,3 --split batch --batch-size 8 --queries 4 &
+    wait
+    python3 - "$L" <<'PY'
+import json, os, sys
+L = sys.argv[1]
+print("| split (per GPU: batch 4, 4 queries) | steps | " + " | ".join(f"val loss at {t} s" for t in (30, 60, 90, 120)) + " |")
+print("| --- | --- | --- | --- | --- | --- |")
+for name, desc in (("queries", "queries: 8 queries, batch 4"), ("batch", "batch: 4 queries, batch 8")):
+    recs = [json.loads(l) for l in open(os.path.join(L, name, "log.jsonl")) if l.strip()]
+    t, pts = 0.0, []
+    for r in recs:
+        t += r["seconds"] or 0
+        if r.get("val_loss") is not None: pts.append((t, r["val_loss"]))
+    cells = []
+    for lim in (30, 60, 90, 120):
+        v = [x for s, x in pts if s <= lim]
+        cells.append(f"{v[-1]:.5f}" if v else "—")
+    print(f"| {desc} | {recs[-1]['step']} | " + " | ".join(cells) + " |")
 PY
 fi
 echo "== $fails failed checks; $(( $(date +%s) - t_start )) s"
