@@ -396,6 +396,7 @@ int sq_cmd_train(int argc, char **argv) {
     }
     stop_requested = 0;
     t.stop = &stop_requested;
+    t.root = true;   // until join_run knows better
     int lock_fd = -1;
     bool created_out = false;
     int rc = join_run(&t);

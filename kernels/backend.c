@@ -55,9 +55,12 @@ int sq_backend_select(sq_device_request request, sq_device *out) {
         *out = SQ_CUDA;
     }
 #ifdef SQ_HAVE_CUDA
-    if (*out == SQ_CUDA && g_ordinal >= sq_cuda_device_count())
-        return sq_errorf("GPU %d was asked for (LOCAL_RANK) but %d are visible", g_ordinal, sq_cuda_device_count());
-    if (*out == SQ_CUDA && sq_cuda_init_impl(g_ordinal) != SQ_OK) return SQ_FAIL;
+    // one visible GPU is this process's whatever its LOCAL_RANK (a launcher that binds
+    // one GPU per task through CUDA_VISIBLE_DEVICES, e.g. srun --gpus-per-task 1)
+    int n = *out == SQ_CUDA ? sq_cuda_device_count() : 0, ordinal = n == 1 ? 0 : g_ordinal;
+    if (*out == SQ_CUDA && ordinal >= n)
+        return sq_errorf("GPU %d was asked for (LOCAL_RANK) but %d are visible", ordinal, n);
+    if (*out == SQ_CUDA && sq_cuda_init_impl(ordinal) != SQ_OK) return SQ_FAIL;
 #endif
     return SQ_OK;
 }
