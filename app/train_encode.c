@@ -261,7 +261,7 @@ int sd_train_encode(sd_trainer *t, int64_t first_step) {
         sq_log_info("cache %s: %d latents and %d caption embeddings to compute%s", t->cache_dir, lat.count, txt.count,
                     W > 1 ? ", shared out among the processes" : "");
         // nobody writes before every process has listed its misses: the lists agree
-        if (W > 1 && (rc = sq_dist_barrier(t->dist, "encode plan")) == SQ_OK) {
+        if (W > 1 && (rc = sq_dist_barrier_within(t->dist, "encode plan", SD_PHASE_TIMEOUT_S)) == SQ_OK) {
             keep_share(&lat, sq_dist_rank(t->dist), W);
             keep_share(&txt, sq_dist_rank(t->dist), W);
         }
@@ -272,7 +272,7 @@ int sd_train_encode(sd_trainer *t, int64_t first_step) {
     free_jobs(&lat);
     free_jobs(&txt);
     if (rc != SQ_OK || W == 1) return rc;
-    if (sq_dist_barrier(t->dist, "encode done") != SQ_OK) return SQ_FAIL;
+    if (sq_dist_barrier_within(t->dist, "encode done", SD_PHASE_TIMEOUT_S) != SQ_OK) return SQ_FAIL;
     // what this process still misses was encoded by another on a cache it cannot see
     if (collect(t, first_step, &lat, &txt) != SQ_OK) { free_jobs(&lat); free_jobs(&txt); return SQ_FAIL; }
     keep_misses(&lat, t->cache);

@@ -122,9 +122,9 @@ static int load_mmdit(loop *L) {
     } else {
         // rank 0 quantises a dense --model (once, into the cache) while the others wait,
         // then they find it there (or, on a host that does not share it, make their own)
-        int rc = L->world > 1 && !t->root ? sq_dist_barrier(t->dist, "int4 model") : SQ_OK;
+        int rc = L->world > 1 && !t->root ? sq_dist_barrier_within(t->dist, "int4 model", SD_PHASE_TIMEOUT_S) : SQ_OK;
         if (rc == SQ_OK) rc = int4_path(t, qpath, sizeof qpath);
-        if (rc == SQ_OK && L->world > 1 && t->root) rc = sq_dist_barrier(t->dist, "int4 model");
+        if (rc == SQ_OK && L->world > 1 && t->root) rc = sq_dist_barrier_within(t->dist, "int4 model", SD_PHASE_TIMEOUT_S);
         if (rc != SQ_OK) return SQ_FAIL;
     }
     if (!t->synthetic && t->device == SQ_CUDA) {

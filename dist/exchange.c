@@ -298,6 +298,15 @@ int sq_dist_barrier(sq_dist *d, const char *what) {
     return rc;
 }
 
+int sq_dist_barrier_within(sq_dist *d, const char *what, double timeout_s) {
+    if (d->cfg.world_size == 1) return SQ_OK;
+    double keep = d->cfg.timeout_s;
+    if (timeout_s > keep) d->cfg.timeout_s = timeout_s;
+    int rc = sq_dist_barrier(d, what);
+    d->cfg.timeout_s = keep;
+    return rc;
+}
+
 int sq_dist_poll_peers(sq_dist *d) {
     if (check_usable(d) != SQ_OK) return SQ_FAIL;
     int peers = d->cfg.rank == 0 ? d->cfg.world_size : 1;

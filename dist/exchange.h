@@ -65,6 +65,10 @@ int sq_dist_allgather(sq_dist *d, const void *mine, size_t bytes, void *all, con
 // buf (bytes, the same size on every rank) takes rank 0's contents.
 int sq_dist_broadcast(sq_dist *d, void *buf, size_t bytes, const char *what);
 int sq_dist_barrier(sq_dist *d, const char *what);
+// A barrier after a phase whose length differs between ranks by more than the
+// timeout may allow (encoding a data set, quantising a model): waits up to
+// timeout_s instead (a rank that dies is still seen at once).
+int sq_dist_barrier_within(sq_dist *d, const char *what, double timeout_s);
 // This rank is stopping with `message`: the others' next (or current) call fails
 // with "rank R stopped: message". Never fails; a no-op for world size 1.
 void sq_dist_abort(sq_dist *d, const char *message);
