@@ -70,6 +70,10 @@ static int wait_nccl(sq_dist *d, cudaStream_t s, const char *what) {
 }
 
 int sq_dist_nccl_open(sq_dist *d) {
+    // NVLink multicast (NVLS) buys nothing for records of a few hundred bytes, costs
+    // GPU memory for its buffers, and some machines' drivers refuse it: off unless the
+    // user says otherwise
+    setenv("NCCL_NVLS_ENABLE", "0", 0);
     ncclUniqueId id;
     memset(&id, 0, sizeof id);
     if (d->cfg.rank == 0) {
