@@ -346,9 +346,12 @@ static int join_run(sd_trainer *t) {
     sq_dist_config dc;
     bool launched;
     if (sq_dist_config_from_env(&dc, &launched) != SQ_OK) return SQ_FAIL;
-    dc.timeout_s = t->opt.rank_timeout;
+    // processes start at different times (another host, a slow file system): joining
+    // waits at least a minute; then --rank-timeout bounds the steps
+    dc.timeout_s = t->opt.rank_timeout > 60 ? t->opt.rank_timeout : 60;
     if (launched && dc.world_size > 1 && t->opt.processes > 1) t->opt.device = SQ_DEVICE_CPU;   // our own CPU ranks
     if (sq_dist_open(&t->dist, &dc) != SQ_OK) return SQ_FAIL;
+    sq_dist_set_timeout(t->dist, t->opt.rank_timeout);
     t->root = sq_dist_is_root(t->dist);
     int W = dc.world_size;
     if (W == 1) return SQ_OK;
@@ -408,7 +411,7 @@ int sq_cmd_train(int argc, char **argv) {
     }
     // the others touch nothing (not even the cache, which may live in OUT) before
     // rank 0 has checked OUT: a refused run then stops them all at once
-    if (rc == SQ_OK && sq_dist_world(t.dist) > 1) rc = sq_dist_barrier(t.dist, "output checked");
+    if (rc == SQ_OK && sq_dist_world(t.dist) > 1) rc = sq_dist_barrier_within(t.dist, "output checked", SD_PHASE_TIMEOUT_S);
     int64_t first_step = 0;
     // --resume: the checkpoint (metadata and scale values) is checked before anything
     // is written into OUT; the encode phase only needs the steps still to run
@@ -417,7 +420,7 @@ int sq_cmd_train(int argc, char **argv) {
     if (rc == SQ_OK) rc = setup(&t);
     if (rc == SQ_OK) rc = start_exchange(&t);
     if (rc == SQ_OK && sq_dist_world(t.dist) > 1) {
-        rc = sq_dist_barrier(t.dist, "start");   // every process is ready before run.json says the run started
+        rc = sq_dist_barrier_within(t.dist, "start", SD_PHASE_TIMEOUT_S);   // every process is ready before run.json says the run started
         if (rc == SQ_OK && t.root)
             sq_log_info("%d processes, split: %s, exchange over %s", sq_dist_world(t.dist),
                         t.opt.split == SD_SPLIT_BATCH ? "batch" : "queries", sq_dist_transport(t.dist));
@@ -433,7 +436,7 @@ int sq_cmd_train(int argc, char **argv) {
     if (rc == SQ_OK) rc = sd_train_loop(&t);
     // the last collective: no process leaves (and rank 0 removes no --no-cache
     // folder) while another still works
-    if (rc == SQ_OK && sq_dist_world(t.dist) > 1) rc = sq_dist_barrier(t.dist, "end");
+    if (rc == SQ_OK && sq_dist_world(t.dist) > 1) rc = sq_dist_barrier_within(t.dist, "end", SD_PHASE_TIMEOUT_S);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     if (rc != SQ_OK) sq_dist_abort(t.dist, sq_error_message());

@@ -67,8 +67,9 @@ typedef struct {
 } sd_trainer;
 
 // How long the processes wait for each other at the end of a phase whose length
-// differs between them (encoding, rank 0 quantising --model): a dead process is
-// still seen at once; --rank-timeout bounds the steps.
+// differs between them (setting up, encoding, rank 0 quantising --model or writing
+// the last report): a dead process is still seen at once; --rank-timeout bounds
+// the steps.
 #define SD_PHASE_TIMEOUT_S (6 * 3600.0)
 
 // A share of n items for rank r of w: [*lo, *hi), balanced, in rank order.

@@ -482,6 +482,10 @@ void sq_dist_close(sq_dist *d) {
     free(d);
 }
 
+void sq_dist_set_timeout(sq_dist *d, double timeout_s) {
+    if (d && timeout_s > 0) d->cfg.timeout_s = timeout_s;
+}
+
 int sq_dist_rank(const sq_dist *d) { return d ? d->cfg.rank : 0; }
 int sq_dist_world(const sq_dist *d) { return d ? d->cfg.world_size : 1; }
 int sq_dist_local_rank(const sq_dist *d) { return d ? d->cfg.local_rank : 0; }

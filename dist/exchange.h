@@ -53,6 +53,9 @@ int sq_dist_config_from_env(sq_dist_config *c, bool *present);
 int sq_dist_open(sq_dist **out, const sq_dist_config *c);
 void sq_dist_close(sq_dist *d);
 
+// The timeout of the calls from now on (sq_dist_open used the config's).
+void sq_dist_set_timeout(sq_dist *d, double timeout_s);
+
 int sq_dist_rank(const sq_dist *d);
 int sq_dist_world(const sq_dist *d);
 int sq_dist_local_rank(const sq_dist *d);
