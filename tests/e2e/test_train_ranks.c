@@ -219,9 +219,9 @@ static void check_fault(int sig, const char *out) {
 
 static void check_interrupt_resume(void) {
     char cmd[4096], path[256], *log = NULL;
-    run_ok("ref12", 12, "", &log);
+    run_ok("ref8", 8, "", &log);
     free(log);
-    cmd_for(cmd, sizeof cmd, "int", 12, "--processes 2 --split queries");
+    cmd_for(cmd, sizeof cmd, "int", 8, "--processes 2 --split queries");
     char outfile[256];
     snprintf(outfile, sizeof outfile, "%s/int.out", tmp);
     pid_t pid = fork();
@@ -254,9 +254,9 @@ static void check_interrupt_resume(void) {
     free(o);
     char extra[512];
     snprintf(extra, sizeof extra, "--processes 4 --split queries --resume %s", path);
-    if (run_ok("int", 12, extra, &log)) {
+    if (run_ok("int", 8, extra, &log)) {
         bool bitwise;
-        double d = ckpt_diff("int", "ref12", &bitwise);
+        double d = ckpt_diff("int", "ref8", &bitwise);
         TU_CHECK(bitwise, "resumed with 4 processes instead of 2: scales equal an uninterrupted one-process run (max rel "
                  "diff %.3g)", d);
         snprintf(path, sizeof path, "%s/int/run.json", tmp);
