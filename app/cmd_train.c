@@ -277,7 +277,7 @@ static int setup(sd_trainer *t) {
     sd_epoch_plan_free(&plan);
     if (t->batches_per_epoch < 1) return sq_errorf("--images: no complete batch of %d images", o->batch_size);
     if (o->val_images[0] && open_dataset(&t->val, o, o->val_images, o->val_captions, false) != SQ_OK) return SQ_FAIL;
-    if (!t->val) sq_log_warn("no --val-images: the run reports training loss only (noisy); a held-out set gives a fixed-noise validation loss");
+    if (!t->val && t->root) sq_log_warn("no --val-images: the run reports training loss only (noisy); a held-out set gives a fixed-noise validation loss");
     if (load_prompts(t) != SQ_OK) return SQ_FAIL;
 
     if (o->cache && o->cache_dir[0]) snprintf(t->cache_dir, sizeof t->cache_dir, "%s", o->cache_dir);
