@@ -4,6 +4,9 @@
 // validation set's and the preview prompts', and runs the VAE encoder and the text
 // encoders only over the keys the cache does not hold yet. After that the encoders
 // are freed: the MMDiT passes never share the device with them.
+// With several processes each encodes its share of the missing keys; after a
+// barrier each encodes whatever it still cannot see (a cache folder that is not
+// shared between hosts), so every process ends with every entry it reads.
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +17,11 @@
 #include "kernels/ops.h"
 #include "text_encoders/conditioning.h"
 #include "vae/model.h"
+
+void sd_train_share(int n, int r, int w, int *lo, int *hi) {
+    *lo = (int)((int64_t)n * r / w);
+    *hi = (int)((int64_t)n * (r + 1) / w);
+}
 
 void sd_train_step_batch(const sd_trainer *t, int64_t step, int *epoch, int *batch) {
     *epoch = (int)(step / t->batches_per_epoch);
@@ -100,6 +108,17 @@ static void keep_misses(job_list *l, const sd_cache *cache) {
             continue;
         }
         l->jobs[n++] = l->jobs[i];
+    }
+    l->count = n;
+}
+
+// Keeps jobs i with i % w == r: interleaved, so each process gets a mix of the
+// sorted keys' images (sizes differ between buckets).
+static void keep_share(job_list *l, int r, int w) {
+    int n = 0;
+    for (int i = 0; i < l->count; i++) {
+        if (i % w == r) l->jobs[n++] = l->jobs[i];
+        else free(l->jobs[i].prompt);
     }
     l->count = n;
 }
@@ -277,20 +296,51 @@ int sd_train_encode(sd_trainer *t, int64_t first_step) {
 
     job_list lat = {0}, txt = {0}, msk = {0};
     int rc = collect(t, first_step, &lat, &txt, &msk);
+    int W = sq_dist_world(t->dist);
     if (rc == SQ_OK) {
         keep_misses(&lat, t->cache);
         keep_misses(&txt, t->cache);
         keep_misses(&msk, t->cache);
+        const char *shared = W > 1 ? ", shared out among the processes" : "";
         if (sd_dataset_mask_mode(t->data) != SD_MASKS_NONE)
-            sq_log_info("cache %s: %d latents, %d caption embeddings and %d loss masks to compute", t->cache_dir, lat.count,
-                        txt.count, msk.count);
+            sq_log_info("cache %s: %d latents, %d caption embeddings and %d loss masks to compute%s", t->cache_dir,
+                        lat.count, txt.count, msk.count, shared);
         else
-            sq_log_info("cache %s: %d latents and %d caption embeddings to compute", t->cache_dir, lat.count, txt.count);
+            sq_log_info("cache %s: %d latents and %d caption embeddings to compute%s", t->cache_dir, lat.count, txt.count,
+                        shared);
+        // nobody writes before every process has listed its misses: the lists agree
+        if (W > 1 && (rc = sq_dist_barrier_within(t->dist, "encode plan", SD_PHASE_TIMEOUT_S)) == SQ_OK) {
+            keep_share(&lat, sq_dist_rank(t->dist), W);
+            keep_share(&txt, sq_dist_rank(t->dist), W);
+            keep_share(&msk, sq_dist_rank(t->dist), W);
+        }
         // the masks first: a bad one (all zero in its crop) stops the run before any encoder works
-        if (msk.count) rc = encode_masks(t, &msk);
+        if (rc == SQ_OK && msk.count) rc = encode_masks(t, &msk);
         if (rc == SQ_OK && txt.count) rc = encode_texts(t, &txt, &te);
     }
     sd_text_encoders_free(&te);   // before the VAE: never both on the device
+    if (rc == SQ_OK && lat.count) rc = encode_latents(t, &lat);
+    free_jobs(&lat);
+    free_jobs(&txt);
+    free_jobs(&msk);
+    if (rc != SQ_OK || W == 1) return rc;
+    if (sq_dist_barrier_within(t->dist, "encode done", SD_PHASE_TIMEOUT_S) != SQ_OK) return SQ_FAIL;
+    // what this process still misses was encoded by another on a cache it cannot see
+    if (collect(t, first_step, &lat, &txt, &msk) != SQ_OK) {
+        free_jobs(&lat); free_jobs(&txt); free_jobs(&msk);
+        return SQ_FAIL;
+    }
+    keep_misses(&lat, t->cache);
+    keep_misses(&txt, t->cache);
+    keep_misses(&msk, t->cache);
+    if (lat.count || txt.count || msk.count)
+        sq_log_warn("%d latents, %d caption embeddings and %d loss masks encoded by other processes are not in %s (a cache "
+                    "folder not shared between hosts?): encoding them here", lat.count, txt.count, msk.count, t->cache_dir);
+    if (msk.count) rc = encode_masks(t, &msk);
+    if (rc == SQ_OK && txt.count && (rc = sd_train_load_text(t, &te)) == SQ_OK) {
+        rc = encode_texts(t, &txt, &te);
+        sd_text_encoders_free(&te);
+    }
     if (rc == SQ_OK && lat.count) rc = encode_latents(t, &lat);
     free_jobs(&lat);
     free_jobs(&txt);

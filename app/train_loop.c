@@ -10,6 +10,11 @@
 // (qzo/train_selection.h); --ema keeps an fp32 EMA of the trained scales on the
 // scales' device, updated after every accepted step, validated beside them and saved
 // in the checkpoint (docs/QZO.md).
+// With several processes (app/train.h) every one runs every step on its share
+// (opt.split) and the step's losses are exchanged inside the step (combine below);
+// rank 0 alone measures the validation loss, draws previews and writes OUT. Every
+// SD_SCALE_CHECK_EVERY steps, at each checkpoint and at the end, the processes
+// compare a hash of their scales: they must hold the same bits.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,7 +73,14 @@ typedef struct {
     bool lr_auto_valid;          // lr_auto_result holds the calibration (ran here, or read back for the report)
     bool lr_auto_resumed;        // a resumed --lr auto run: its calibration is in OUT/lr_auto.json
     float **start_scales;        // --lr auto: the scales before the first candidate (host)
+    // several processes
+    int world, rank;
+    bool stop_all;               // some process was asked to stop (exchanged each step)
+    float *hash_buf;             // host copy of one layer's scales, for the hash
+    size_t hash_cap;
 } loop;
+
+#define SD_SCALE_CHECK_EVERY 100   // steps between the processes' scale-hash comparisons
 
 static double gib(size_t b);
 
@@ -126,8 +138,13 @@ static int load_mmdit(loop *L) {
     if (t->synthetic) {
         if (sd_train_load_mmdit(t, &L->m) != SQ_OK) return SQ_FAIL;
         snprintf(qpath, sizeof qpath, "%s", t->opt.model);
-    } else if (int4_path(t, qpath, sizeof qpath) != SQ_OK) {
-        return SQ_FAIL;
+    } else {
+        // rank 0 quantises a dense --model (once, into the cache) while the others wait,
+        // then they find it there (or, on a host that does not share it, make their own)
+        int rc = L->world > 1 && !t->root ? sq_dist_barrier_within(t->dist, "int4 model", SD_PHASE_TIMEOUT_S) : SQ_OK;
+        if (rc == SQ_OK) rc = int4_path(t, qpath, sizeof qpath);
+        if (rc == SQ_OK && L->world > 1 && t->root) rc = sq_dist_barrier_within(t->dist, "int4 model", SD_PHASE_TIMEOUT_S);
+        if (rc != SQ_OK) return SQ_FAIL;
     }
     if (!t->synthetic && t->device == SQ_CUDA) {
         // the int4 file is about what the weights take on the GPU: refuse before
@@ -307,39 +324,52 @@ static int load_weights(loop *L, int index, int epoch, int j, int64_t h, int64_t
     return SQ_OK;
 }
 
-static int build_batch(loop *L, int64_t step, batch *bt) {
-    sd_trainer *t = L->t;
-    int epoch, bi;
-    sd_train_step_batch(t, step, &epoch, &bi);
-    if (epoch != L->cur_epoch) {
+// The step's batch in the epoch's plan (loaded when the epoch changes).
+static int step_batch(loop *L, int64_t step, const sd_batch **b, int *epoch) {
+    int bi;
+    sd_train_step_batch(L->t, step, epoch, &bi);
+    if (*epoch != L->cur_epoch) {
         if (L->cur_epoch >= 0) sd_epoch_plan_free(&L->plan);
         L->cur_epoch = -1;
-        if (sd_dataset_epoch(t->data, epoch, &L->plan) != SQ_OK) return SQ_FAIL;
-        L->cur_epoch = epoch;
+        if (sd_dataset_epoch(L->t->data, *epoch, &L->plan) != SQ_OK) return SQ_FAIL;
+        L->cur_epoch = *epoch;
     }
-    const sd_batch *b = &L->plan.batches[bi];
-    int B = b->count, C = t->latent_channels, f = t->vae_factor;
-    if (B > 64) return sq_errorf("--batch-size above 64 is not supported");
+    *b = &L->plan.batches[bi];
+    return SQ_OK;
+}
+
+static int build_batch(loop *L, int64_t step, batch *bt) {
+    sd_trainer *t = L->t;
+    int epoch;
+    const sd_batch *b;
+    if (step_batch(L, step, &b, &epoch) != SQ_OK) return SQ_FAIL;
+    int C = t->latent_channels, f = t->vae_factor;
+    if (b->count > 64) return sq_errorf("--batch-size above 64 is not supported");
+    // split batch: this process's samples [lo, hi) of the step's batch; the noise and
+    // σ of sample j are those of its place in the whole batch, as in one process
+    int lo = 0, hi = b->count;
+    if (t->opt.split == SD_SPLIT_BATCH) sd_train_share(b->count, L->rank, L->world, &lo, &hi);
+    int B = hi - lo;
     int64_t per = 0, h = 0, w = 0;
     for (int j = 0; j < B; j++) {
         sd_cache_key kl, kt;
-        int iw, ih;
-        if (sd_train_item_keys(t, t->data, b->items[j], epoch, &kl, &kt, &iw, &ih) != SQ_OK) return SQ_FAIL;
+        int iw, ih, item = b->items[lo + j];
+        if (sd_train_item_keys(t, t->data, item, epoch, &kl, &kt, &iw, &ih) != SQ_OK) return SQ_FAIL;
         h = ih / f;
         w = iw / f;
         per = C * h * w;
         sq_tensor lat = sd_train_slice(&L->x0_buf, j * per, 4, SQ_SHAPE(1, C, h, w));
         sq_tensor ctx = sd_train_slice(&L->ctx_buf, (int64_t)j * t->ctx_tokens * t->ctx_dim, 3, SQ_SHAPE(1, t->ctx_tokens, t->ctx_dim));
         sq_tensor pooled = sd_train_slice(&L->pooled_buf, (int64_t)j * t->pooled_dim, 2, SQ_SHAPE(1, t->pooled_dim));
-        const char *path = sd_dataset_entry(t->data, b->items[j])->path;
+        const char *path = sd_dataset_entry(t->data, item)->path;
         sd_cache_item li = {"latent", &lat};
         sd_cache_item ti[2] = {{"context", &ctx}, {"pooled", &pooled}};
         if (sd_train_load_cached(t, &kl, &li, 1, path) != SQ_OK || sd_train_load_cached(t, &kt, ti, 2, path) != SQ_OK)
             return SQ_FAIL;
-        if (L->mask_host && load_weights(L, b->items[j], epoch, j, h, w, path) != SQ_OK) return SQ_FAIL;
+        if (L->mask_host && load_weights(L, item, epoch, j, h, w, path) != SQ_OK) return SQ_FAIL;
         uint64_t key_noise = sq_rng_stream_key(t->opt.seed, SQ_RNG_STREAM_NOISE), key_sigma = sq_rng_stream_key(t->opt.seed, SQ_RNG_STREAM_SIGMA);
-        sd_draw_noise(L->noise_host + j * per, per, key_noise, (uint64_t)step, j);
-        bt->sigma[j] = sd_draw_sigma(&t->sigma, key_sigma, (uint64_t)step, j);
+        sd_draw_noise(L->noise_host + j * per, per, key_noise, (uint64_t)step, lo + j);
+        bt->sigma[j] = sd_draw_sigma(&t->sigma, key_sigma, (uint64_t)step, lo + j);
     }
     bt->B = B;
     bt->x0 = sd_train_slice(&L->x0_buf, 0, 4, SQ_SHAPE(B, C, h, w));
@@ -424,21 +454,104 @@ static int write_report(loop *L, const char *timing) {
 
 // ---- one step, and what is measured around it ----
 
+// What each process sends in a step's exchange: its share's losses and whether it
+// was asked to stop (so that every process stops after the same step).
+typedef struct {
+    int64_t step;
+    int32_t samples;             // split batch: the shard's size, the weight of its losses
+    int32_t stop;
+    double lp[64], lm[64];
+} step_record;
+
+typedef struct {
+    loop *L;
+    int samples;
+    step_record *all;            // world records
+} combine_ctx;
+
+// sq_qzo_combine_fn: the step's losses from every process's share, summed in rank
+// order so the bits are the same everywhere.
+static int combine_losses(void *ctx, int64_t step, double *lp, double *lm, int queries) {
+    combine_ctx *cc = ctx;
+    loop *L = cc->L;
+    step_record mine;
+    memset(&mine, 0, sizeof mine);
+    mine.step = step;
+    mine.samples = cc->samples;
+    mine.stop = *L->t->stop != 0;
+    for (int j = 0; j < queries; j++) { mine.lp[j] = lp[j]; mine.lm[j] = lm[j]; }
+    char what[48];
+    snprintf(what, sizeof what, "step %lld losses", (long long)step + 1);
+    if (sq_dist_allgather(L->t->dist, &mine, sizeof mine, cc->all, what) != SQ_OK) return SQ_FAIL;
+    int total = 0;
+    for (int r = 0; r < L->world; r++) {
+        const step_record *o = &cc->all[r];
+        if (o->step != step)
+            return sq_errorf("rank %d is at step %lld and rank %d at step %lld: the processes no longer run the same steps",
+                             r, (long long)o->step + 1, L->rank, (long long)step + 1);
+        if (o->stop) L->stop_all = true;
+        total += o->samples;
+    }
+    if (L->t->opt.split == SD_SPLIT_BATCH) {
+        for (int j = 0; j < queries; j++) {
+            double p = 0, m = 0;
+            for (int r = 0; r < L->world; r++) {
+                if (!cc->all[r].samples) continue;   // an idle process's losses are not numbers
+                p += (double)cc->all[r].samples * cc->all[r].lp[j];
+                m += (double)cc->all[r].samples * cc->all[r].lm[j];
+            }
+            lp[j] = p / total;
+            lm[j] = m / total;
+        }
+    } else {
+        for (int r = 0; r < L->world; r++) {
+            int lo, hi;
+            sd_train_share(queries, r, L->world, &lo, &hi);
+            for (int j = lo; j < hi; j++) { lp[j] = cc->all[r].lp[j]; lm[j] = cc->all[r].lm[j]; }
+        }
+    }
+    return SQ_OK;
+}
+
 static int run_step(loop *L, const sq_qzo_config *qc, sq_qzo_step_info *info) {
     batch bt;
     sd_flow_batch fb;
     sq_qzo_params params = {L->tl.scales, L->tl.index_base, L->tl.count};   // frozen layers: no update
     int64_t step = L->qs.step;
-    if (build_batch(L, step, &bt) != SQ_OK) return SQ_FAIL;
-    L->last_batch = bt.B;
-    if (sd_flow_batch_init(&fb, &L->m, &L->scratch, &bt.x0, &bt.noise, bt.sigma, &bt.ctx, &bt.pooled) != SQ_OK)
-        return SQ_FAIL;
-    if (sd_flow_batch_set_weights(&fb, bt.weights.data ? &bt.weights : NULL) != SQ_OK) {
-        sd_flow_batch_free(&fb);
-        return SQ_FAIL;
+    // a batch smaller than the processes (an epoch's last, or a bucket's) leaves
+    // some without samples: they evaluate nothing and take part in the exchange
+    bool idle = false;
+    if (L->world > 1 && L->t->opt.split == SD_SPLIT_BATCH) {
+        int epoch, lo, hi;
+        const sd_batch *b;
+        if (step_batch(L, step, &b, &epoch) != SQ_OK) return SQ_FAIL;
+        sd_train_share(b->count, L->rank, L->world, &lo, &hi);
+        idle = hi == lo;
     }
-    int rc = sq_qzo_step(qc, &L->qs, &params, sd_flow_loss, &fb, info);
-    sd_flow_batch_free(&fb);
+    memset(&fb, 0, sizeof fb);
+    bt.B = 0;
+    if (!idle) {
+        if (build_batch(L, step, &bt) != SQ_OK) return SQ_FAIL;
+        if (sd_flow_batch_init(&fb, &L->m, &L->scratch, &bt.x0, &bt.noise, bt.sigma, &bt.ctx, &bt.pooled) != SQ_OK)
+            return SQ_FAIL;
+        if (sd_flow_batch_set_weights(&fb, bt.weights.data ? &bt.weights : NULL) != SQ_OK) {
+            sd_flow_batch_free(&fb);
+            return SQ_FAIL;
+        }
+    }
+    L->last_batch = bt.B;
+    int rc;
+    if (L->world > 1) {
+        combine_ctx cc = {L, bt.B, calloc((size_t)L->world, sizeof(step_record))};
+        int q0 = 0, q1 = idle ? 0 : qc->queries;
+        if (L->t->opt.split == SD_SPLIT_QUERIES) sd_train_share(qc->queries, L->rank, L->world, &q0, &q1);
+        sq_qzo_split sp = {q0, q1 - q0, combine_losses, &cc};
+        rc = cc.all ? sq_qzo_step_split(qc, &L->qs, &params, sd_flow_loss, &fb, &sp, info) : sq_errorf("out of host memory");
+        free(cc.all);
+    } else {
+        rc = sq_qzo_step(qc, &L->qs, &params, sd_flow_loss, &fb, info);
+    }
+    if (!idle) sd_flow_batch_free(&fb);
     if (rc != SQ_OK) return sq_error_context("step %lld", (long long)step);
     sq_device_synchronize(L->t->device);
     return SQ_OK;
@@ -547,14 +660,49 @@ static void free_loop(loop *L) {
     sq_tensor_free(&L->mask_buf);
     free(L->mask_host);
     sq_arena_free(&L->scratch);
+    free(L->hash_buf);
     ema_free(L);
     sd_scale_list_free(&L->tl);
     sd_scale_list_free(&L->sl);
     if (L->m.blocks) sd_mmdit_free(&L->m);
 }
 
+// The processes compare a hash of their scales (after step `step`): a difference
+// means they no longer train the same model, and the run stops naming the ranks.
+static int check_scales_same(loop *L, int64_t step) {
+    if (L->world == 1) return SQ_OK;
+    uint64_t h = SQ_DIST_HASH_INIT;
+    for (int i = 0; i < L->sl.count; i++) {
+        size_t n = (size_t)sq_tensor_numel(L->sl.scales[i]);
+        if (n > L->hash_cap) {
+            free(L->hash_buf);
+            L->hash_cap = 0;
+            if (!(L->hash_buf = malloc(n * sizeof(float)))) return sq_errorf("out of host memory");
+            L->hash_cap = n;
+        }
+        if (sq_tensor_to_host_f32(L->hash_buf, L->sl.scales[i]) != SQ_OK) return SQ_FAIL;
+        h = sq_dist_hash(h, L->hash_buf, n * sizeof(float));
+    }
+    uint64_t *all = calloc((size_t)L->world, sizeof *all);
+    if (!all) return sq_errorf("out of host memory");
+    char what[48];
+    snprintf(what, sizeof what, "step %lld scales", (long long)step);
+    int rc = sq_dist_allgather(L->t->dist, &h, sizeof h, all, what);
+    for (int r = 1; rc == SQ_OK && r < L->world; r++)
+        if (all[r] != all[0])
+            rc = sq_errorf("after step %lld the scales differ between processes: rank 0 holds %016llx, rank %d %016llx "
+                           "(the processes must run the same build on the same kind of device)",
+                           (long long)step, (unsigned long long)all[0], r, (unsigned long long)all[r]);
+    if (rc == SQ_OK) sq_log_info("step %lld: the scales of the %d processes are identical (hash %016llx)", (long long)step,
+                                 L->world, (unsigned long long)all[0]);
+    free(all);
+    return rc;
+}
+
 static int setup(loop *L) {
     sd_trainer *t = L->t;
+    L->world = sq_dist_world(t->dist);
+    L->rank = sq_dist_rank(t->dist);
     if (load_mmdit(L) != SQ_OK || alloc_scratch(L) != SQ_OK || alloc_batch_buffers(L) != SQ_OK) return SQ_FAIL;
     sq_qzo_config_defaults(&L->qc);
     L->qc.lr = t->opt.lr;
@@ -612,6 +760,7 @@ static int setup(loop *L) {
         }
         sq_log_info("resuming at step %lld from %s", (long long)L->qs.step, t->opt.resume);
     }
+    if (!t->root) return SQ_OK;   // the log, TensorBoard, validation and previews are rank 0's
     if (sd_train_log_open(&L->log, t->opt.output, t->opt.resume[0] ? L->qs.step : -1) != SQ_OK) return SQ_FAIL;
     if (t->opt.tensorboard && L->qs.step < t->opt.steps &&
         sd_train_tb_open(&L->tb, t->opt.output, t->opt.resume[0] ? L->qs.step : -1, t->device == SQ_CUDA) != SQ_OK)
@@ -691,19 +840,21 @@ int sd_train_loop(sd_trainer *t) {
     int64_t steps = t->opt.steps;
     sq_progress pr;
     bool interrupted = false;
+    bool root = t->root;
     bool val_on = t->opt.val_every > 0 && L.eval.n_val > 0, previews_on = t->opt.sample_every > 0 && t->n_prompts > 0;
     sd_train_schedule sched = {steps, val_on ? t->opt.val_every : 0, previews_on ? t->opt.sample_every : 0, t->opt.save_every};
     if (rc == SQ_OK && L.qs.step >= steps) sq_log_info("the checkpoint is already at step %lld of %lld", (long long)L.qs.step, (long long)steps);
+    if (rc == SQ_OK) rc = check_scales_same(&L, L.qs.step);   // the same start (one checkpoint, one base)
     if (rc == SQ_OK && L.qs.step < steps) {
         if (L.lr_auto) rc = calibrate_lr(&L);
         // the "before" reference: validation loss, diagnostics and previews of the untrained scales
         sd_step_record r0 = sd_step_record_empty(0);
-        if (rc == SQ_OK) rc = L.qs.step == 0 ? validate(&L, &r0, true) : diagnose(&L, &r0, true);
-        if (rc == SQ_OK && L.qs.step == 0 && L.eval.n_val)
+        if (rc == SQ_OK && root) rc = L.qs.step == 0 ? validate(&L, &r0, true) : diagnose(&L, &r0, true);
+        if (rc == SQ_OK && root && L.qs.step == 0 && L.eval.n_val)
             sq_log_info("validation loss before training: %.6f (%d images x %d fixed timesteps)", r0.val_loss, L.eval.n_val,
                         SD_VAL_SIGMAS);
-        if (rc == SQ_OK && L.qs.step == 0 && t->opt.sample_every > 0) rc = previews(&L, 0);
-        if (rc == SQ_OK && L.qs.step == 0) {
+        if (rc == SQ_OK && root && L.qs.step == 0 && t->opt.sample_every > 0) rc = previews(&L, 0);
+        if (rc == SQ_OK && root && L.qs.step == 0) {
             // step 0 of the log: the untrained model's validation loss and diagnostics, no training loss
             r0.gpu_mem_gib = device_used_gib(t);
             if (L.ema) r0.val_loss_ema = r0.val_loss;   // the EMA starts as a bit-exact copy of the scales
@@ -720,7 +871,7 @@ int sd_train_loop(sd_trainer *t) {
             sec[0] = sq_time_now() - t0;
             sd_train_timing_add(&t->timing, SD_PHASE_STEPS, sec[0]);
             t->timing.images += L.last_batch;
-            if (info.discarded)
+            if (info.discarded && root)
                 sq_log_warn("step %lld discarded: %s; the previous step is undone and the learning rate halved (x%.3g of "
                             "--lr from now on)", (long long)done, info.why, (double)L.qs.lr_scale);
             sd_step_record r = sd_step_record_empty(done);
@@ -732,6 +883,13 @@ int sd_train_loop(sd_trainer *t) {
             r.lr = info.lr;
             r.discarded = info.discarded ? 1 : 0;
             r.clipped_share = L.qs.queries_total ? (double)L.qs.clipped_total / (double)L.qs.queries_total : 0;
+            bool stop = L.world > 1 ? L.stop_all : *t->stop != 0;   // the same step in every process
+            bool save = done % t->opt.save_every == 0 || done == steps || stop;
+            if ((save || done % SD_SCALE_CHECK_EVERY == 0) && (rc = check_scales_same(&L, done)) != SQ_OK) break;
+            if (!root) {
+                if (stop) { interrupted = true; break; }
+                continue;
+            }
             if (val_on && (done % t->opt.val_every == 0 || done == steps)) {
                 double t1 = sq_time_now();
                 if ((rc = validate(&L, &r, false)) != SQ_OK) break;
@@ -740,13 +898,12 @@ int sd_train_loop(sd_trainer *t) {
             r.seconds = sq_time_now() - t0;
             r.gpu_mem_gib = device_used_gib(t);
             if ((rc = log_record(&L, &r)) != SQ_OK) break;
-            bool stop = *t->stop != 0;
             if (t->opt.sample_every > 0 && (done % t->opt.sample_every == 0 || done == steps) && !stop) {
                 double t1 = sq_time_now();
                 if ((rc = previews(&L, done)) != SQ_OK) break;
                 sec[2] = sq_time_now() - t1;
             }
-            if (done % t->opt.save_every == 0 || done == steps || stop) {
+            if (save) {
                 double t1 = sq_time_now();
                 if ((rc = save_checkpoint(&L)) != SQ_OK || (rc = write_report(&L, NULL)) != SQ_OK) break;
                 sec[3] = sq_time_now() - t1;
@@ -759,14 +916,16 @@ int sd_train_loop(sd_trainer *t) {
             if (stop) { interrupted = true; break; }
         }
         sq_progress_end(&pr);
-        if (L.qs.bad_total > 0)
+        if (L.qs.bad_total > 0 && root)
             sq_log_warn("%lld of %lld steps were discarded (non-finite or spiking losses); the learning rate ended at "
                         "x%.3g of --lr", (long long)L.qs.bad_total, (long long)L.qs.step, (double)L.qs.lr_scale);
     }
     char timing[768];
     sd_train_timing_summary(&t->timing, L.qs.step, timing, sizeof timing);
-    if (rc == SQ_OK) rc = write_report(&L, timing);
-    if (rc == SQ_OK) {
+    if (rc == SQ_OK && root) rc = write_report(&L, timing);
+    if (rc == SQ_OK && !root && interrupted)
+        rc = sq_errorf("interrupted: rank 0 saved the checkpoint at step %lld", (long long)L.qs.step);
+    if (rc == SQ_OK && root) {
         char val[256];
         sd_train_val_summary(&L.log, val, sizeof val);
         sq_log_info("%s MMDiT scratch high-water %.3f GiB", val, gib(L.scratch.high_water));

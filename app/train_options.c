@@ -25,6 +25,7 @@ static const sq_opt_choice timestep_samplings[] = {
 static const sq_opt_choice perturbations[] = {{"absolute", 0}, {"relative", 1}, {NULL, 0}};
 static const sq_opt_choice lr_words[] = {{"auto", 0}, {NULL, 0}};
 static const sq_opt_choice masks_missing_modes[] = {{"error", 0}, {"warn", 1}, {NULL, 0}};
+static const sq_opt_choice splits[] = {{"queries", SD_SPLIT_QUERIES}, {"batch", SD_SPLIT_BATCH}, {NULL, 0}};
 
 static const sq_option options[] = {
     {"model", NULL, SQ_OPT_STR, STR(model), false, "SD3.5 diffusers folder, single file, `sd-qzo quantize` output, or an SD3.5 GGUF (Q4_0: --group-size 32) (required)"},
@@ -88,6 +89,10 @@ static const sq_option options[] = {
     {"device", NULL, SQ_OPT_ENUM, SQ_OPT_ENUM_FIELD(S, device), sq_opt_devices, false, "where to run (auto: CUDA when a GPU is present)"},
     {"threads", NULL, SQ_OPT_INT, F(threads), false, "CPU threads (0: all cores)"},
     {"overwrite", NULL, SQ_OPT_BOOL, F(overwrite), false, "start afresh in an OUT that holds a different run"},
+    {"gpus", NULL, SQ_OPT_INT, F(gpus), false, "train on this many GPUs of this host, one process each (needs NCCL); many hosts: start sd-qzo with torchrun/srun/mpirun instead (README)"},
+    {"processes", NULL, SQ_OPT_INT, F(processes), false, "train in this many CPU processes on this host (the multi-GPU exchange without GPUs)"},
+    {"split", NULL, SQ_OPT_ENUM, SQ_OPT_ENUM_FIELD(S, split), splits, false, "with several processes, what each takes of a step: queries (its share of --queries, whole batch) or batch (its share of --batch-size, every query)"},
+    {"rank-timeout", NULL, SQ_OPT_FLOAT, F(rank_timeout), false, "with several processes: seconds one may keep the others waiting before the run stops naming it"},
 };
 
 static void defaults(void *o) { sd_train_options_defaults(o); }
@@ -148,6 +153,10 @@ void sd_train_options_defaults(sd_train_options *o) {
     o->sample_steps = 28;
     o->sample_cfg = 4.5f;
     o->device = SQ_DEVICE_AUTO;
+    o->gpus = 1;
+    o->processes = 1;
+    o->split = SD_SPLIT_QUERIES;   // the default --batch-size 1 cannot be split; --queries 4 can
+    o->rank_timeout = 600;         // rank 0's validation and previews keep the others waiting
 }
 
 int sd_train_options_parse(sd_train_options *o, int argc, char **argv, bool *help) {
@@ -184,6 +193,9 @@ int sd_train_options_validate(const sd_train_options *o) {
     if (!(o->ema >= 0 && o->ema < 1)) return sq_errorf("--ema must be in [0, 1) (0: off; e.g. 0.999)");
     sd_train_selection sel;
     if (sd_train_selection_parse(o->train_blocks, o->train_layers, &sel) != SQ_OK) return SQ_FAIL;
+    if (o->gpus < 1 || o->processes < 1) return sq_errorf("--gpus and --processes must be at least 1");
+    if (o->gpus > 1 && o->processes > 1) return sq_errorf("--gpus and --processes: give one of them (GPU or CPU processes)");
+    if (!(o->rank_timeout >= 1)) return sq_errorf("--rank-timeout must be at least 1 second");
     return SQ_OK;
 }
 

@@ -20,6 +20,11 @@
 #include "qzo/noise.h"
 #include "kernels/backend.h"
 
+// What the processes of a multi-process run share out in a step (docs/QZO.md):
+// queries: each evaluates its share of the --queries perturbations on the whole batch;
+// batch: each evaluates every perturbation on its share of the batch.
+typedef enum { SD_SPLIT_QUERIES = 0, SD_SPLIT_BATCH } sd_split;
+
 typedef struct {
     // what to train on
     char model[1024];          // SD3.5 pipeline folder, or an `sd-qzo quantize` file + --encoders
@@ -80,6 +85,13 @@ typedef struct {
     // machine
     sq_device_request device;  // auto | cpu | cuda
     int threads;               // CPU threads, 0 = all
+    // several processes (README "Several GPUs"; app/train.h): none is in the
+    // fingerprint, so a run may resume with another count; --batch-size and --queries
+    // stay the totals of a step, shared out among the processes
+    int gpus;                  // > 1: one process per GPU of this host, started by sd-qzo
+    int processes;             // > 1: this many CPU processes (the same exchange without GPUs)
+    int split;                 // sd_split: what the processes share out
+    float rank_timeout;        // seconds any process may keep the others waiting
     bool overwrite;            // allow an OUT that holds a different run
 } sd_train_options;
 

@@ -19,6 +19,10 @@ void sq_format_duration(double s, char *buf, size_t size) {
     else snprintf(buf, size, "%ldh%02ldm%02lds", t / 3600, (t / 60) % 60, t % 60);
 }
 
+static bool g_quiet;
+
+void sq_progress_set_quiet(bool quiet) { g_quiet = quiet; }
+
 void sq_progress_begin(sq_progress *p, const char *label, int64_t total) { sq_progress_begin_at(p, label, total, 0); }
 
 void sq_progress_begin_at(sq_progress *p, const char *label, int64_t total, int64_t done) {
@@ -33,6 +37,7 @@ void sq_progress_begin_at(sq_progress *p, const char *label, int64_t total, int6
 }
 
 static void draw(sq_progress *p, bool final) {
+    if (g_quiet) return;
     double now = sq_time_now();
     double elapsed = now - p->t_start;
     double rate = elapsed > 0 ? (double)(p->done - p->done_start) / elapsed : 0;

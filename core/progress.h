@@ -35,6 +35,8 @@ void sq_progress_begin_at(sq_progress *p, const char *label, int64_t total, int6
 // The caller's estimate of the seconds left, shown from the next line on (< 0: back
 // to done/elapsed).
 void sq_progress_set_eta(sq_progress *p, double seconds);
+// Quiet: progress bars draw nothing (the ranks other than 0 of a multi-process run).
+void sq_progress_set_quiet(bool quiet);
 // Sets work done so far (absolute) and an optional status text (NULL keeps it).
 void sq_progress_update(sq_progress *p, int64_t done, const char *extra);
 void sq_progress_end(sq_progress *p);
