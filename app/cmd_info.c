@@ -12,8 +12,10 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/path.h"
+#include "core/gguf.h"
 #include "core/safetensors.h"
 #include "mmdit/config.h"
+#include "mmdit/gguf_base.h"
 
 typedef struct {
     char path[4096];
@@ -24,7 +26,7 @@ static void defaults(void *p) { memset(p, 0, sizeof(info_args)); }
 static const sq_option options[] = {
     {"path", NULL, SQ_OPT_STR, SQ_OPT_STRING(info_args, path), NULL, false,
      "a .safetensors file, a *.safetensors.index.json, a folder of safetensors (diffusers component such as "
-     "transformer/), or a diffusers pipeline folder (with model_index.json); also the bare PATH argument"},
+     "transformer/), a diffusers pipeline folder (with model_index.json), or a .gguf file; also the bare PATH argument"},
 };
 
 static const sq_option_table info_table = {
@@ -80,6 +82,35 @@ static void print_config(const char *dir) {
         }
     }
     sq_config_free(c);
+}
+
+// A GGUF: its tensors as stored (ggml type, dims in PyTorch order), totals, keys.
+static int list_gguf(const char *path) {
+    sq_gguf *g;
+    if (sq_gguf_open(&g, path) != SQ_OK) return SQ_FAIL;
+    const char *arch = sq_gguf_get_string(g, "general.architecture");
+    printf("%s: GGUF version %u, alignment %u, architecture %s\n", path, sq_gguf_version(g), sq_gguf_alignment(g),
+           arch ? arch : "(none)");
+    double params = 0, bytes = 0;
+    for (int i = 0; i < sq_gguf_tensor_count(g); i++) {
+        const sq_gguf_tensor *t = sq_gguf_tensor_at(g, i);
+        double n = 1;
+        printf("  %-60s %-5s [", t->name, sq_ggml_type_name(t->type));
+        for (int d = t->n_dims - 1; d >= 0; d--) {
+            printf(d < t->n_dims - 1 ? ", %lld" : "%lld", (long long)t->ne[d]);
+            n *= (double)t->ne[d];
+        }
+        printf("]\n");
+        params += n;
+        bytes += (double)t->nbytes;
+    }
+    char pc[64], bc[64];
+    human_count(params, pc, sizeof pc);
+    human_bytes(bytes, bc, sizeof bc);
+    printf("%d tensors, %s parameters, %s\n", sq_gguf_tensor_count(g), pc, bc);
+    for (int i = 0; i < sq_gguf_kv_count(g); i++) printf("  key: %s\n", sq_gguf_kv_key(g, i));
+    sq_gguf_close(g);
+    return SQ_OK;
 }
 
 static int list_one(const char *path, const char *title, int64_t *total_params, double *total_bytes) {
@@ -153,5 +184,6 @@ int sq_cmd_info(int argc, char **argv) {
         printf("pipeline total: %d components, parameters: %lld, bytes: %.0f (%s)\n", listed, (long long)params, bytes, hb);
         return SQ_OK;
     }
+    if (!sq_is_dir(path) && sd_is_gguf_path(path)) return list_gguf(path);
     return list_one(path, NULL, &params, &bytes);
 }

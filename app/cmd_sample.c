@@ -64,7 +64,7 @@ static void defaults(void *p) {
 #define STR(f) SQ_OPT_STRING(S, f), NULL
 static const sq_option options[] = {
     {"model", NULL, SQ_OPT_STR, STR(model), false, "SD3/SD3.5 diffusers pipeline folder: text encoders, VAE, scheduler, MMDiT (required)"},
-    {"transformer", NULL, SQ_OPT_STR, STR(transformer), false, "the MMDiT from elsewhere: a single file or the int4 file of `sd-qzo quantize`"},
+    {"transformer", NULL, SQ_OPT_STR, STR(transformer), false, "the MMDiT from elsewhere: a single file, the int4 file of `sd-qzo quantize`, or an SD3.5 GGUF"},
     {"scales", NULL, SQ_OPT_STR, STR(scales), false, "QZO checkpoint: sample the fine-tuned model (int4 base + these scales)"},
     {"ema", NULL, SQ_OPT_BOOL, F(ema), false, "with --scales: sample with the checkpoint's EMA of the scales (trained with --ema)"},
     {"prompt", NULL, SQ_OPT_STR, STR(prompt), false, "one prompt"},

@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
@@ -24,7 +25,10 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/path.h"
+#include "core/progress.h"
 #include "datasets/buckets.h"
+#include "dist/exchange.h"
+#include "dist/launch.h"
 #include "kernels/backend.h"
 #include "kernels/ops.h"
 #include "qzo/checkpoint.h"
@@ -142,6 +146,22 @@ static int write_run_json(const sd_trainer *t) {
     cJSON *wrap = cJSON_CreateObject();
     cJSON_AddStringToObject(wrap, "fingerprint", fp);
     cJSON_AddItemToObject(wrap, "options", root);
+    // what the processes computed (a resumed run may use another count: it rewrites this)
+    int W = sq_dist_world(t->dist);
+    cJSON *ranks = cJSON_CreateObject();
+    cJSON_AddNumberToObject(ranks, "world_size", W);
+    cJSON_AddStringToObject(ranks, "split", o->split == SD_SPLIT_BATCH ? "batch" : "queries");
+    cJSON_AddStringToObject(ranks, "exchange", sq_dist_transport(t->dist));
+    cJSON_AddStringToObject(ranks, "meaning",
+                            W == 1 ? "one process: batch-size and queries are the step's"
+                            : o->split == SD_SPLIT_BATCH
+                                ? "batch-size and queries are the step's totals; each process evaluates every query on "
+                                  "its share of the batch and the losses are averaged weighted by shard size, so the run "
+                                  "equals a one-process run up to the order of floating-point additions"
+                                : "batch-size and queries are the step's totals; each process evaluates its share of the "
+                                  "queries on the whole batch and every process applies all of them in query order, so "
+                                  "the run is the one-process run bit for bit");
+    cJSON_AddItemToObject(wrap, "processes", ranks);
     char *text = cJSON_Print(wrap);
     cJSON_Delete(wrap);
     char tmp[1200];
@@ -176,9 +196,14 @@ static int open_dataset(sd_dataset **out, const sd_train_options *o, const char 
         d.captions.shuffle_tags = o->shuffle_tags;
         d.captions.keep_tags = o->keep_tags;
         d.batch_size = o->batch_size;
+        // loss masks weight the training loss only; the validation loss stays unmasked
+        d.masks.mode = o->masks[0] ? SD_MASKS_DIR : o->alpha_mask ? SD_MASKS_ALPHA : SD_MASKS_NONE;
+        d.masks.dir = o->masks;
+        d.masks.missing = o->masks_missing ? SD_MASK_MISSING_WARN : SD_MASK_MISSING_FAIL;
     }
     // validation: centre crops, exact captions, one image per batch, never changing
-    if (sd_dataset_open(out, &d) != SQ_OK) return sq_error_context(train ? "--images" : "--val-images");
+    if (sd_dataset_open(out, &d) != SQ_OK)
+        return sq_error_context(!train ? "--val-images" : d.masks.mode == SD_MASKS_DIR ? "--images/--masks" : "--images");
     return SQ_OK;
 }
 
@@ -258,7 +283,7 @@ static int setup(sd_trainer *t) {
     sd_epoch_plan_free(&plan);
     if (t->batches_per_epoch < 1) return sq_errorf("--images: no complete batch of %d images", o->batch_size);
     if (o->val_images[0] && open_dataset(&t->val, o, o->val_images, o->val_captions, false) != SQ_OK) return SQ_FAIL;
-    if (!t->val) sq_log_warn("no --val-images: the run reports training loss only (noisy); a held-out set gives a fixed-noise validation loss");
+    if (!t->val && t->root) sq_log_warn("no --val-images: the run reports training loss only (noisy); a held-out set gives a fixed-noise validation loss");
     if (load_prompts(t) != SQ_OK) return SQ_FAIL;
 
     if (o->cache && o->cache_dir[0]) snprintf(t->cache_dir, sizeof t->cache_dir, "%s", o->cache_dir);
@@ -286,6 +311,79 @@ static void teardown(sd_trainer *t) {
     free(t->prompts);
 }
 
+// What W processes can share out (checked by the launcher, before any starts, and
+// by each process).
+static int check_world(const sd_train_options *o, int W) {
+    if (W == 1) return SQ_OK;
+    if (isnan(o->lr)) return sq_errorf("--lr auto runs in one process: calibrate once without --gpus, then pass the chosen --lr");
+    if (o->split == SD_SPLIT_QUERIES && o->queries < W)
+        return sq_errorf("--split queries shares --queries %d out over %d processes: give at least %d queries, or --split batch",
+                         o->queries, W, W);
+    if (o->split == SD_SPLIT_BATCH && o->batch_size < W)
+        return sq_errorf("--split batch shares --batch-size %d out over %d processes: give at least %d (--batch-size is the "
+                         "step's total), or --split queries", o->batch_size, W, W);
+    return SQ_OK;
+}
+
+// --gpus N / --processes N on this host: checked here, before any rank starts, so
+// a run that cannot work fails with one line rather than N.
+static int check_local_launch(const sd_train_options *o) {
+    if (check_world(o, o->gpus > 1 ? o->gpus : o->processes) != SQ_OK) return SQ_FAIL;
+    if (o->gpus > 1) {
+        if (!sq_cuda_compiled())
+            return sq_errorf("--gpus %d: this build of sd-qzo has no CUDA backend (CPU only); --processes %d runs CPU "
+                             "processes", o->gpus, o->gpus);
+        if (o->device == SQ_DEVICE_CPU) return sq_errorf("--gpus %d with --device cpu: use --processes %d for CPU processes", o->gpus, o->gpus);
+        if (!sq_dist_nccl_compiled())
+            return sq_errorf("--gpus %d: this build of sd-qzo has no NCCL (meson found no nccl.h and libnccl; see README, "
+                             "\"Several GPUs\")", o->gpus);
+        int n = sq_cuda_device_count();
+        if (n < o->gpus) return sq_errorf("--gpus %d: only %d GPU%s visible", o->gpus, n, n == 1 ? " is" : "s are");
+    } else if (o->device == SQ_DEVICE_CUDA) {
+        return sq_errorf("--processes %d runs CPU processes: leave out --device cuda (for GPUs: --gpus %d)", o->processes, o->processes);
+    }
+    return SQ_OK;
+}
+
+// Joins the run as one of several processes (or as the only one): the exchange,
+// this process's GPU, quiet logs on ranks other than 0, and the checks that need
+// the world size.
+static int join_run(sd_trainer *t) {
+    sq_dist_config dc;
+    bool launched;
+    if (sq_dist_config_from_env(&dc, &launched) != SQ_OK) return SQ_FAIL;
+    // processes start at different times (another host, a slow file system): joining
+    // waits at least a minute; then --rank-timeout bounds the steps
+    dc.timeout_s = t->opt.rank_timeout > 60 ? t->opt.rank_timeout : 60;
+    if (launched && dc.world_size > 1 && t->opt.processes > 1) t->opt.device = SQ_DEVICE_CPU;   // our own CPU ranks
+    if (sq_dist_open(&t->dist, &dc) != SQ_OK) return SQ_FAIL;
+    sq_dist_set_timeout(t->dist, t->opt.rank_timeout);
+    t->root = sq_dist_is_root(t->dist);
+    int W = dc.world_size;
+    if (W == 1) return SQ_OK;
+    if (!t->root) {
+        char tag[32];
+        snprintf(tag, sizeof tag, "rank %d", dc.rank);
+        sq_log_set_tag(tag);
+        if (!getenv("SD_QZO_LOG")) sq_log_set_level(SQ_LOG_WARN);   // rank 0 tells the story
+        sq_progress_set_quiet(true);
+    }
+    sq_cuda_set_ordinal(dc.local_rank);
+    return check_world(&t->opt, W);
+}
+
+// GPU ranks exchange through NCCL (SQ_EXCHANGE=socket keeps the sockets: same
+// numbers, for comparison); CPU ranks through the sockets.
+static int start_exchange(sd_trainer *t) {
+    if (sq_dist_world(t->dist) == 1 || t->device != SQ_CUDA) return SQ_OK;
+    const char *ex = getenv("SQ_EXCHANGE");
+    if (ex && !strcmp(ex, "socket")) return SQ_OK;
+    if (!sq_dist_nccl_compiled())
+        return sq_errorf("%d GPU processes need NCCL, and this build of sd-qzo has none (see README, \"Several GPUs\")",
+                         sq_dist_world(t->dist));
+    return sq_dist_use_nccl(t->dist);
+}
+
 int sq_cmd_train(int argc, char **argv) {
     sd_trainer t;
     memset(&t, 0, sizeof t);
@@ -297,40 +395,74 @@ int sq_cmd_train(int argc, char **argv) {
         return SQ_OK;
     }
     if (sd_train_options_validate(&t.opt) != SQ_OK) return SQ_FAIL;
+    int local = t.opt.gpus > 1 ? t.opt.gpus : t.opt.processes;
+    if (local > 1 && !getenv("SQ_DIST_LAUNCHED")) {
+        if (getenv("WORLD_SIZE"))
+            return sq_errorf("WORLD_SIZE is set: this process is one rank of a launcher's run (torchrun, srun, mpirun); "
+                             "leave out --gpus/--processes, the launcher starts the processes");
+        if (check_local_launch(&t.opt) != SQ_OK) return SQ_FAIL;
+        return sq_dist_launch_local(local, argc, argv, t.opt.rank_timeout + 30);
+    }
     stop_requested = 0;
     t.stop = &stop_requested;
+    t.root = true;   // until join_run knows better
     int lock_fd = -1;
     bool created_out = false;
-    int rc = lock_output(t.opt.output, &lock_fd, &created_out);
-    if (rc == SQ_OK) remove_stale_temps(t.opt.output);
-    // a resumed run with other --train-blocks / --train-layers / --ema gets that line
-    // rather than check_output's "the settings differ" (they are not in the
-    // fingerprint: the checkpoint records them); an unreadable checkpoint is reported below
+    int rc = join_run(&t);
+    // rank 0 alone touches OUT
     sq_checkpoint_info resumed;
-    if (rc == SQ_OK && t.opt.resume[0]) {
-        if (sq_checkpoint_read_file(t.opt.resume, &resumed) == SQ_OK) rc = sd_train_check_resume(&t.opt, &resumed);
-        else sq_error_clear();
+    if (rc == SQ_OK && t.root) {
+        rc = lock_output(t.opt.output, &lock_fd, &created_out);
+        if (rc == SQ_OK) remove_stale_temps(t.opt.output);
+        // a resumed run with other --train-blocks / --train-layers / --ema gets that line
+        // rather than check_output's "the settings differ" (they are not in the
+        // fingerprint: the checkpoint records them); an unreadable checkpoint is reported below
+        if (rc == SQ_OK && t.opt.resume[0]) {
+            if (sq_checkpoint_read_file(t.opt.resume, &resumed) == SQ_OK) rc = sd_train_check_resume(&t.opt, &resumed);
+            else sq_error_clear();
+        }
+        if (rc == SQ_OK) rc = check_output(&t);
     }
-    if (rc == SQ_OK) rc = check_output(&t);
+    // the others touch nothing (not even the cache, which may live in OUT) before
+    // rank 0 has checked OUT: a refused run then stops them all at once
+    if (rc == SQ_OK && sq_dist_world(t.dist) > 1) rc = sq_dist_barrier_within(t.dist, "output checked", SD_PHASE_TIMEOUT_S);
     int64_t first_step = 0;
     // --resume: the checkpoint (metadata and scale values) is checked before anything
     // is written into OUT; the encode phase only needs the steps still to run
     if (rc == SQ_OK && t.opt.resume[0] && sq_checkpoint_read_step(t.opt.resume, &first_step) != SQ_OK)
         rc = sq_error_context("--resume");
     if (rc == SQ_OK) rc = setup(&t);
-    if (rc == SQ_OK) rc = write_run_json(&t);
+    if (rc == SQ_OK) rc = start_exchange(&t);
+    if (rc == SQ_OK && sq_dist_world(t.dist) > 1) {
+        rc = sq_dist_barrier_within(t.dist, "start", SD_PHASE_TIMEOUT_S);   // every process is ready before run.json says the run started
+        if (rc == SQ_OK && t.root)
+            sq_log_info("%d processes, split: %s, exchange over %s", sq_dist_world(t.dist),
+                        t.opt.split == SD_SPLIT_BATCH ? "batch" : "queries", sq_dist_transport(t.dist));
+    }
+    if (rc == SQ_OK && t.root) rc = write_run_json(&t);
     bool started = rc == SQ_OK;
     struct sigaction sa, old_int, old_term;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
-    if (rc == SQ_OK) rc = sd_train_encode(&t, first_step);
+    sd_train_timing_start(&t.timing, first_step);
+    if (rc == SQ_OK) {
+        rc = sd_train_encode(&t, first_step);
+        sd_train_timing_add(&t.timing, SD_PHASE_ENCODE, sq_time_now() - t.timing.t_start);
+    }
     if (rc == SQ_OK) rc = sd_train_loop(&t);
+    // the last collective: no process leaves (and rank 0 removes no --no-cache
+    // folder) while another still works
+    if (rc == SQ_OK && sq_dist_world(t.dist) > 1) rc = sq_dist_barrier_within(t.dist, "end", SD_PHASE_TIMEOUT_S);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
-    if (rc == SQ_OK) printf("done: %s/checkpoint.safetensors, report %s/report.html\n", t.opt.output, t.opt.output);
+    if (rc != SQ_OK) sq_dist_abort(t.dist, sq_error_message());
+    if (rc == SQ_OK && t.root) printf("done: %s/checkpoint.safetensors, report %s/report.html\n", t.opt.output, t.opt.output);
+    if (!t.root) t.temp_cache = false;   // rank 0's to remove
     teardown(&t);
-    unlock_output(t.opt.output, lock_fd, created_out, started);
+    if (t.root) unlock_output(t.opt.output, lock_fd, created_out, started);
+    if (rc != SQ_OK && !t.root) sq_error_context("rank %d", sq_dist_rank(t.dist));
+    sq_dist_close(t.dist);
     return rc;
 }

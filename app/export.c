@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "app/export_gguf.h"
 #include "app/export_plan.h"
 #include "core/error.h"
 #include "core/path.h"
@@ -283,7 +284,7 @@ static void single_name(const sd_export_options *o, char *out, size_t size) {
 
 int sd_export(const sd_export_options *o) {
     if (!o->model || !o->scales || !o->out_dir) return sq_errorf("export needs a model, a scales checkpoint and an output folder");
-    if (!(o->formats & (SD_EXPORT_DIFFUSERS | SD_EXPORT_SINGLE))) return sq_errorf("export: no output format chosen");
+    if (!(o->formats & (SD_EXPORT_DIFFUSERS | SD_EXPORT_SINGLE | SD_EXPORT_GGUF))) return sq_errorf("export: no output format chosen");
     if (o->dtype != -1 && o->dtype != SQ_F32 && o->dtype != SQ_BF16 && o->dtype != SQ_F16)
         return sq_errorf("export: the output dtype must be bf16, fp16 or fp32");
     exporter x;
@@ -312,7 +313,7 @@ int sd_export(const sd_export_options *o) {
     int64_t per_pass = 0;
     for (int i = 0; i < p->n; i++) per_pass += out_bytes(&x, &p->t[i]);
     int passes = ((o->formats & SD_EXPORT_DIFFUSERS) != 0) + ((o->formats & SD_EXPORT_SINGLE) != 0);
-    progress = !o->quiet;
+    progress = !o->quiet && passes > 0;
     if (progress) sq_progress_begin(&x.prog, "export", per_pass * passes);
     char path[4400], name[256];
     if (o->formats & SD_EXPORT_DIFFUSERS) {
@@ -327,11 +328,38 @@ int sd_export(const sd_export_options *o) {
     if (progress) {
         sq_progress_end(&x.prog);
         progress = false;
+    }
+    sd_gguf_export_stats gs;
+    if (o->formats & SD_EXPORT_GGUF) {
+        char file[300];
+        snprintf(file, sizeof file, "%s.gguf", name);
+        sq_gguf_kv kv[5] = {{"sd_qzo.exported_from", SQ_GGUF_STRING, o->scales, 0},
+                            {"sd_qzo.exported_scales", SQ_GGUF_STRING, o->ema ? "ema" : "trained", 0},
+                            {"sd_qzo.base_sha256", SQ_GGUF_STRING, p->base_sha256, 0},
+                            {"sd_qzo.step", SQ_GGUF_STRING, x.step, 0},
+                            {"sd_qzo.group_size", SQ_GGUF_U32, NULL, p->group}};
+        if (join_path(path, sizeof path, o->out_dir, file) != SQ_OK ||
+            sd_export_gguf(p, path, o->dtype, kv, 5, o->quiet, &gs) != SQ_OK)
+            goto done;
+    }
+    if (!o->quiet && (o->formats & (SD_EXPORT_DIFFUSERS | SD_EXPORT_SINGLE))) {
         printf("exported %d tensors (%d int4 layers dequantised with the %s of step %s, group %d) as %s, %.1f MB per copy:\n",
                p->n, p->n_quantized, o->ema ? "EMA of the scales" : "scales", x.step, p->group, sq_dtype_name(x.dtype),
                (double)per_pass / 1e6);
         if (o->formats & SD_EXPORT_DIFFUSERS) printf("  diffusers: %s/transformer\n", o->out_dir);
         if (o->formats & SD_EXPORT_SINGLE) printf("  single file: %s/%s.safetensors\n", o->out_dir, name);
+    }
+    if (!o->quiet && (o->formats & SD_EXPORT_GGUF)) {
+        printf("exported %d tensors as GGUF (%d int4 layers as Q4_0 with the scales of step %s; the rest %s), %.1f MB:\n"
+               "  gguf: %s/%s.gguf\n",
+               gs.tensors, p->n_quantized, x.step, o->dtype == SQ_F32 ? "F32" : o->dtype == SQ_BF16 ? "BF16 (F32 if small)" : "F16 (F32 if small)",
+               (double)gs.bytes / 1e6, o->out_dir, name);
+        printf("  Q4_0: all %lld codes carried over exactly (code c is q = c + 8); %lld scales rounded to fp16: max relative "
+               "error %.3g, mean %.3g, max absolute %.3g\n",
+               (long long)gs.codes, (long long)gs.scales, gs.max_rel_err, gs.scales ? gs.sum_rel_err / (double)gs.scales : 0.0,
+               gs.max_abs_err);
+        if (gs.subnormal)
+            printf("  %lld scales are below fp16's normal range (6.1e-5) and keep fewer bits\n", (long long)gs.subnormal);
     }
     rc = SQ_OK;
 done:

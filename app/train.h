@@ -18,8 +18,10 @@
 #include "app/train_log.h"
 #include "app/train_options.h"
 #include "app/train_report.h"
+#include "app/train_timing.h"
 #include "core/arena.h"
 #include "datasets/dataset.h"
+#include "dist/exchange.h"
 #include "mmdit/model.h"
 #include "qzo/checkpoint.h"
 #include "qzo/noise.h"
@@ -57,11 +59,31 @@ typedef struct {
     int n_prompts;
 
     volatile sig_atomic_t *stop; // set by SIGINT/SIGTERM: finish the step, save, exit
+    sd_train_timing timing;      // wall time by phase, from the start of the encode phase
+
+    // Several processes (dist/exchange.h; one process: world size 1). Every process
+    // encodes its share of the cache and runs every step on its share of the queries
+    // or of the batch (opt.split); rank 0 alone writes OUT (run.json, log, previews,
+    // checkpoints, report) and holds its lock; the others write only cache entries.
+    sq_dist *dist;
+    bool root;                   // rank 0
 } sd_trainer;
+
+// How long the processes wait for each other at the end of a phase whose length
+// differs between them (setting up, encoding, rank 0 quantising --model or writing
+// the last report): a dead process is still seen at once; --rank-timeout bounds
+// the steps.
+#define SD_PHASE_TIMEOUT_S (6 * 3600.0)
+
+// A share of n items for rank r of w: [*lo, *hi), balanced, in rank order.
+void sd_train_share(int n, int r, int w, int *lo, int *hi);
 
 // The cache keys of one dataset item in one epoch (latent, text).
 int sd_train_item_keys(sd_trainer *t, sd_dataset *ds, int index, int epoch, sd_cache_key *latent,
                        sd_cache_key *text, int *w, int *h);
+// The cache key of a training item's loss mask at latent resolution; *masked = false
+// (and key untouched) when the item has none (weight 1). Needs t->vae_factor.
+int sd_train_mask_key(sd_trainer *t, sd_dataset *ds, int index, int epoch, sd_cache_key *key, bool *masked);
 // Epoch and batch of a step (one batch per step, epochs back to back).
 void sd_train_step_batch(const sd_trainer *t, int64_t step, int *epoch, int *batch);
 

@@ -4,6 +4,9 @@
 // validation set's and the preview prompts', and runs the VAE encoder and the text
 // encoders only over the keys the cache does not hold yet. After that the encoders
 // are freed: the MMDiT passes never share the device with them.
+// With several processes each encodes its share of the missing keys; after a
+// barrier each encodes whatever it still cannot see (a cache folder that is not
+// shared between hosts), so every process ends with every entry it reads.
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +17,11 @@
 #include "kernels/ops.h"
 #include "text_encoders/conditioning.h"
 #include "vae/model.h"
+
+void sd_train_share(int n, int r, int w, int *lo, int *hi) {
+    *lo = (int)((int64_t)n * r / w);
+    *hi = (int)((int64_t)n * (r + 1) / w);
+}
 
 void sd_train_step_batch(const sd_trainer *t, int64_t step, int *epoch, int *batch) {
     *epoch = (int)(step / t->batches_per_epoch);
@@ -50,6 +58,16 @@ int sd_train_item_keys(sd_trainer *t, sd_dataset *ds, int index, int epoch, sd_c
     return rc;
 }
 
+int sd_train_mask_key(sd_trainer *t, sd_dataset *ds, int index, int epoch, sd_cache_key *key, bool *masked) {
+    *masked = sd_dataset_mask_source(ds, index) != SD_MASK_SRC_NONE;
+    if (!*masked) return SQ_OK;
+    sd_dataset_item it;
+    if (sd_dataset_describe_item(ds, index, epoch, &it) != SQ_OK) return SQ_FAIL;
+    int rc = sd_dataset_mask_key(ds, &it, t->vae_factor, key);
+    sd_dataset_item_free(&it);
+    return rc;
+}
+
 // ---- the work list: unique keys, each with what is needed to compute it ----
 
 typedef struct {
@@ -80,6 +98,7 @@ static int add_job(job_list *l, const job *j) {
 
 // Sorts, drops duplicates, and keeps only keys the cache does not hold.
 static void keep_misses(job_list *l, const sd_cache *cache) {
+    if (l->count == 0) return;   // an empty list has no array (qsort wants one)
     qsort(l->jobs, (size_t)l->count, sizeof *l->jobs, key_cmp);
     int n = 0;
     for (int i = 0; i < l->count; i++) {
@@ -93,18 +112,36 @@ static void keep_misses(job_list *l, const sd_cache *cache) {
     l->count = n;
 }
 
+// Keeps jobs i with i % w == r: interleaved, so each process gets a mix of the
+// sorted keys' images (sizes differ between buckets).
+static void keep_share(job_list *l, int r, int w) {
+    int n = 0;
+    for (int i = 0; i < l->count; i++) {
+        if (i % w == r) l->jobs[n++] = l->jobs[i];
+        else free(l->jobs[i].prompt);
+    }
+    l->count = n;
+}
+
 static void free_jobs(job_list *l) {
     for (int i = 0; i < l->count; i++) free(l->jobs[i].prompt);
     free(l->jobs);
     memset(l, 0, sizeof *l);
 }
 
-static int add_item(sd_trainer *t, job_list *lat, job_list *txt, sd_dataset *ds, int index, int epoch) {
+// msk: the item's loss mask, when it has one (training items only; NULL for the
+// validation set, whose loss is unmasked).
+static int add_item(sd_trainer *t, job_list *lat, job_list *txt, job_list *msk, sd_dataset *ds, int index, int epoch) {
     sd_dataset_item it;
     if (sd_dataset_describe_item(ds, index, epoch, &it) != SQ_OK) return SQ_FAIL;
     job jl = {.ds = ds, .index = index, .epoch = epoch};
     job jt = {0};
     int rc = sd_dataset_latent_key(ds, &it, t->vae_hash, &jl.key);
+    if (rc == SQ_OK && msk && sd_dataset_mask_source(ds, index) != SD_MASK_SRC_NONE) {
+        job jm = {.ds = ds, .index = index, .epoch = epoch};
+        rc = sd_dataset_mask_key(ds, &it, t->vae_factor, &jm.key);
+        if (rc == SQ_OK) rc = add_job(msk, &jm);
+    }
     if (rc == SQ_OK) {
         sd_train_text_key(t, it.caption, &jt.key);
         jt.prompt = strdup(it.caption);
@@ -123,7 +160,7 @@ static int add_prompt(sd_trainer *t, job_list *txt, const char *prompt) {
     return add_job(txt, &j);
 }
 
-static int collect(sd_trainer *t, int64_t first_step, job_list *lat, job_list *txt) {
+static int collect(sd_trainer *t, int64_t first_step, job_list *lat, job_list *txt, job_list *msk) {
     int cur_epoch = -1;
     sd_epoch_plan plan = {0};
     for (int64_t s = first_step; s < t->opt.steps; s++) {
@@ -135,14 +172,14 @@ static int collect(sd_trainer *t, int64_t first_step, job_list *lat, job_list *t
             cur_epoch = epoch;
         }
         for (int j = 0; j < plan.batches[b].count; j++)
-            if (add_item(t, lat, txt, t->data, plan.batches[b].items[j], epoch) != SQ_OK) {
+            if (add_item(t, lat, txt, msk, t->data, plan.batches[b].items[j], epoch) != SQ_OK) {
                 sd_epoch_plan_free(&plan);
                 return SQ_FAIL;
             }
     }
     if (cur_epoch >= 0) sd_epoch_plan_free(&plan);
     for (int i = 0; t->val && i < sd_dataset_count(t->val); i++)
-        if (add_item(t, lat, txt, t->val, i, 0) != SQ_OK) return SQ_FAIL;
+        if (add_item(t, lat, txt, NULL, t->val, i, 0) != SQ_OK) return SQ_FAIL;
     if (add_prompt(t, txt, "") != SQ_OK) return SQ_FAIL;   // the unconditional branch
     for (int i = 0; i < t->n_prompts; i++)
         if (add_prompt(t, txt, t->prompts[i]) != SQ_OK) return SQ_FAIL;
@@ -190,6 +227,30 @@ static int encode_latents(sd_trainer *t, const job_list *jobs) {
     return rc;
 }
 
+// Loss masks need no model: decoded, transformed and area-averaged on the host.
+static int encode_masks(sd_trainer *t, const job_list *jobs) {
+    int rc = SQ_OK;
+    sq_progress pr;
+    sq_progress_begin(&pr, "preparing loss masks", jobs->count);
+    for (int i = 0; i < jobs->count && rc == SQ_OK; i++) {
+        if (*t->stop) { rc = sq_errorf("interrupted while preparing loss masks (the ones done are cached)"); break; }
+        const job *j = &jobs->jobs[i];
+        sd_dataset_item it;
+        sq_tensor m = {0};
+        if (sd_dataset_describe_item(j->ds, j->index, j->epoch, &it) != SQ_OK) { rc = SQ_FAIL; break; }
+        rc = sd_dataset_load_mask(j->ds, &it, t->vae_factor, &m);
+        if (rc == SQ_OK) {
+            sd_cache_item ci = {"mask", &m};
+            rc = sd_cache_store(t->cache, &j->key, &ci, 1);
+        }
+        sq_tensor_free(&m);
+        sd_dataset_item_free(&it);
+        sq_progress_update(&pr, i + 1, NULL);
+    }
+    sq_progress_end(&pr);
+    return rc;
+}
+
 static int encode_texts(sd_trainer *t, const job_list *jobs, sd_text_encoders *te) {
     int rc = SQ_OK;
     sq_arena arena;
@@ -233,17 +294,56 @@ int sd_train_encode(sd_trainer *t, int64_t first_step) {
     t->ctx_dim = sd_text_context_dim(&te);
     t->pooled_dim = sd_text_pooled_dim(&te);
 
-    job_list lat = {0}, txt = {0};
-    int rc = collect(t, first_step, &lat, &txt);
+    job_list lat = {0}, txt = {0}, msk = {0};
+    int rc = collect(t, first_step, &lat, &txt, &msk);
+    int W = sq_dist_world(t->dist);
     if (rc == SQ_OK) {
         keep_misses(&lat, t->cache);
         keep_misses(&txt, t->cache);
-        sq_log_info("cache %s: %d latents and %d caption embeddings to compute", t->cache_dir, lat.count, txt.count);
-        if (txt.count) rc = encode_texts(t, &txt, &te);
+        keep_misses(&msk, t->cache);
+        const char *shared = W > 1 ? ", shared out among the processes" : "";
+        if (sd_dataset_mask_mode(t->data) != SD_MASKS_NONE)
+            sq_log_info("cache %s: %d latents, %d caption embeddings and %d loss masks to compute%s", t->cache_dir,
+                        lat.count, txt.count, msk.count, shared);
+        else
+            sq_log_info("cache %s: %d latents and %d caption embeddings to compute%s", t->cache_dir, lat.count, txt.count,
+                        shared);
+        // nobody writes before every process has listed its misses: the lists agree
+        if (W > 1 && (rc = sq_dist_barrier_within(t->dist, "encode plan", SD_PHASE_TIMEOUT_S)) == SQ_OK) {
+            keep_share(&lat, sq_dist_rank(t->dist), W);
+            keep_share(&txt, sq_dist_rank(t->dist), W);
+            keep_share(&msk, sq_dist_rank(t->dist), W);
+        }
+        // the masks first: a bad one (all zero in its crop) stops the run before any encoder works
+        if (rc == SQ_OK && msk.count) rc = encode_masks(t, &msk);
+        if (rc == SQ_OK && txt.count) rc = encode_texts(t, &txt, &te);
     }
     sd_text_encoders_free(&te);   // before the VAE: never both on the device
     if (rc == SQ_OK && lat.count) rc = encode_latents(t, &lat);
     free_jobs(&lat);
     free_jobs(&txt);
+    free_jobs(&msk);
+    if (rc != SQ_OK || W == 1) return rc;
+    if (sq_dist_barrier_within(t->dist, "encode done", SD_PHASE_TIMEOUT_S) != SQ_OK) return SQ_FAIL;
+    // what this process still misses was encoded by another on a cache it cannot see
+    if (collect(t, first_step, &lat, &txt, &msk) != SQ_OK) {
+        free_jobs(&lat); free_jobs(&txt); free_jobs(&msk);
+        return SQ_FAIL;
+    }
+    keep_misses(&lat, t->cache);
+    keep_misses(&txt, t->cache);
+    keep_misses(&msk, t->cache);
+    if (lat.count || txt.count || msk.count)
+        sq_log_warn("%d latents, %d caption embeddings and %d loss masks encoded by other processes are not in %s (a cache "
+                    "folder not shared between hosts?): encoding them here", lat.count, txt.count, msk.count, t->cache_dir);
+    if (msk.count) rc = encode_masks(t, &msk);
+    if (rc == SQ_OK && txt.count && (rc = sd_train_load_text(t, &te)) == SQ_OK) {
+        rc = encode_texts(t, &txt, &te);
+        sd_text_encoders_free(&te);
+    }
+    if (rc == SQ_OK && lat.count) rc = encode_latents(t, &lat);
+    free_jobs(&lat);
+    free_jobs(&txt);
+    free_jobs(&msk);
     return rc;
 }

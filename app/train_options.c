@@ -24,9 +24,11 @@ static const sq_opt_choice timestep_samplings[] = {
 
 static const sq_opt_choice perturbations[] = {{"absolute", 0}, {"relative", 1}, {NULL, 0}};
 static const sq_opt_choice lr_words[] = {{"auto", 0}, {NULL, 0}};
+static const sq_opt_choice masks_missing_modes[] = {{"error", 0}, {"warn", 1}, {NULL, 0}};
+static const sq_opt_choice splits[] = {{"queries", SD_SPLIT_QUERIES}, {"batch", SD_SPLIT_BATCH}, {NULL, 0}};
 
 static const sq_option options[] = {
-    {"model", NULL, SQ_OPT_STR, STR(model), false, "SD3.5 diffusers folder, single file, or `sd-qzo quantize` output (required)"},
+    {"model", NULL, SQ_OPT_STR, STR(model), false, "SD3.5 diffusers folder, single file, `sd-qzo quantize` output, or an SD3.5 GGUF (Q4_0: --group-size 32) (required)"},
     {"encoders", NULL, SQ_OPT_STR, STR(encoders), false, "pipeline folder with vae/ and text encoders when --model is a single file"},
     {"images", NULL, SQ_OPT_STR, STR(images), false, "folder of training images: PNG, JPEG, BMP, WebP (required)"},
     {"captions", NULL, SQ_OPT_STR, STR(captions), false, "captions file (filename<TAB>caption, or one line per image in sorted order); *.jsonl/*.csv: Hugging Face metadata; default: metadata.jsonl or metadata.csv in the images folder, else a .txt beside each image"},
@@ -35,6 +37,9 @@ static const sq_option options[] = {
     {"resume", NULL, SQ_OPT_STR, STR(resume), false, "continue from a checkpoint (e.g. OUT/checkpoint.safetensors)"},
     {"recursive", NULL, SQ_OPT_BOOL, F(recursive), true, "also read images in sub-folders"},
     {"skip-bad-images", NULL, SQ_OPT_BOOL, F(skip_bad_images), true, "warn and skip images that do not decode instead of stopping"},
+    {"masks", NULL, SQ_OPT_STR, STR(masks), false, "folder of loss masks, one grey image per training image with its relative name or stem (.png/.jpg/.jpeg/.bmp/.webp) and its size: white trains, black is ignored, grey weighs value/255"},
+    {"alpha-mask", NULL, SQ_OPT_BOOL, F(alpha_mask), true, "weight the loss by each image's alpha channel (images without alpha train unmasked, with a warning)"},
+    {"masks-missing", NULL, SQ_OPT_ENUM, SQ_OPT_ENUM_FIELD(S, masks_missing), masks_missing_modes, false, "--masks: an image without a mask is an error, or (warn) trains unmasked with a warning"},
     {"resolution", NULL, SQ_OPT_INT, F(resolution), true, "training resolution (pixels, multiple of 64)"},
     {"buckets", NULL, SQ_OPT_BOOL, F(buckets), true, "aspect-ratio buckets (false: centre-cropped squares)"},
     {"random-crop", NULL, SQ_OPT_BOOL, F(random_crop), true, "random instead of centre crop (fixed per image, so latents cache)"},
@@ -80,9 +85,14 @@ static const sq_option options[] = {
     {"sample-cfg", NULL, SQ_OPT_FLOAT, F(sample_cfg), false, "guidance scale for previews"},
     {"val-images", NULL, SQ_OPT_STR, STR(val_images), false, "held-out images for the validation loss"},
     {"val-captions", NULL, SQ_OPT_STR, STR(val_captions), false, "captions of --val-images (default: its metadata.jsonl/.csv, else a --caption-ext file beside each)"},
+    {"tensorboard", NULL, SQ_OPT_BOOL, F(tensorboard), false, "also log to a TensorBoard event file in OUT (losses, d, lr, validation loss, diagnostics, GPU memory, previews): tensorboard --logdir OUT"},
     {"device", NULL, SQ_OPT_ENUM, SQ_OPT_ENUM_FIELD(S, device), sq_opt_devices, false, "where to run (auto: CUDA when a GPU is present)"},
     {"threads", NULL, SQ_OPT_INT, F(threads), false, "CPU threads (0: all cores)"},
     {"overwrite", NULL, SQ_OPT_BOOL, F(overwrite), false, "start afresh in an OUT that holds a different run"},
+    {"gpus", NULL, SQ_OPT_INT, F(gpus), false, "train on this many GPUs of this host, one process each (needs NCCL); many hosts: start sd-qzo with torchrun/srun/mpirun instead (README)"},
+    {"processes", NULL, SQ_OPT_INT, F(processes), false, "train in this many CPU processes on this host (the multi-GPU exchange without GPUs)"},
+    {"split", NULL, SQ_OPT_ENUM, SQ_OPT_ENUM_FIELD(S, split), splits, false, "with several processes, what each takes of a step: queries (its share of --queries, whole batch) or batch (its share of --batch-size, every query)"},
+    {"rank-timeout", NULL, SQ_OPT_FLOAT, F(rank_timeout), false, "with several processes: seconds one may keep the others waiting before the run stops naming it"},
 };
 
 static void defaults(void *o) { sd_train_options_defaults(o); }
@@ -143,6 +153,10 @@ void sd_train_options_defaults(sd_train_options *o) {
     o->sample_steps = 28;
     o->sample_cfg = 4.5f;
     o->device = SQ_DEVICE_AUTO;
+    o->gpus = 1;
+    o->processes = 1;
+    o->split = SD_SPLIT_QUERIES;   // the default --batch-size 1 cannot be split; --queries 4 can
+    o->rank_timeout = 600;         // rank 0's validation and previews keep the others waiting
 }
 
 int sd_train_options_parse(sd_train_options *o, int argc, char **argv, bool *help) {
@@ -154,6 +168,7 @@ int sd_train_options_validate(const sd_train_options *o) {
     if (!o->images[0]) return sq_errorf("--images is required (a folder of training images)");
     if (!o->output[0]) return sq_errorf("--output is required (the run folder)");
     if (sd_check_resolution(o->resolution, o->buckets, NULL) != SQ_OK) return SQ_FAIL;   // the model's limits: cmd_train.c
+    if (o->masks[0] && o->alpha_mask) return sq_errorf("--masks and --alpha-mask exclude each other: give one source of loss masks");
     if (o->batch_size < 1) return sq_errorf("--batch-size must be at least 1");
     if (o->steps < 1) return sq_errorf("--steps must be at least 1");
     if (o->queries < 1 || o->queries > 64) return sq_errorf("--queries must be 1..64");
@@ -178,6 +193,9 @@ int sd_train_options_validate(const sd_train_options *o) {
     if (!(o->ema >= 0 && o->ema < 1)) return sq_errorf("--ema must be in [0, 1) (0: off; e.g. 0.999)");
     sd_train_selection sel;
     if (sd_train_selection_parse(o->train_blocks, o->train_layers, &sel) != SQ_OK) return SQ_FAIL;
+    if (o->gpus < 1 || o->processes < 1) return sq_errorf("--gpus and --processes must be at least 1");
+    if (o->gpus > 1 && o->processes > 1) return sq_errorf("--gpus and --processes: give one of them (GPU or CPU processes)");
+    if (!(o->rank_timeout >= 1)) return sq_errorf("--rank-timeout must be at least 1 second");
     return SQ_OK;
 }
 

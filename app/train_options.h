@@ -20,6 +20,11 @@
 #include "qzo/noise.h"
 #include "kernels/backend.h"
 
+// What the processes of a multi-process run share out in a step (docs/QZO.md):
+// queries: each evaluates its share of the --queries perturbations on the whole batch;
+// batch: each evaluates every perturbation on its share of the batch.
+typedef enum { SD_SPLIT_QUERIES = 0, SD_SPLIT_BATCH } sd_split;
+
 typedef struct {
     // what to train on
     char model[1024];          // SD3.5 pipeline folder, or an `sd-qzo quantize` file + --encoders
@@ -31,6 +36,9 @@ typedef struct {
     char resume[1024];         // checkpoint to continue from ("" = fresh run)
     bool recursive;
     bool skip_bad_images;      // warn and skip an image that does not decode (else stop)
+    char masks[1024];          // loss masks: a grey image per training image ("" = none)
+    bool alpha_mask;           // loss masks from each image's alpha channel
+    int masks_missing;         // 0 error, 1 warn (the image trains unmasked)
     // image pipeline
     int resolution;
     bool buckets;              // aspect-ratio buckets (else centre-cropped squares)
@@ -73,9 +81,17 @@ typedef struct {
     float sample_cfg;
     char val_images[1024];     // held-out images (captions as for --images)
     char val_captions[1024];
+    bool tensorboard;          // OUT/events.out.tfevents.*: the log's numbers and the previews for TensorBoard
     // machine
     sq_device_request device;  // auto | cpu | cuda
     int threads;               // CPU threads, 0 = all
+    // several processes (README "Several GPUs"; app/train.h): none is in the
+    // fingerprint, so a run may resume with another count; --batch-size and --queries
+    // stay the totals of a step, shared out among the processes
+    int gpus;                  // > 1: one process per GPU of this host, started by sd-qzo
+    int processes;             // > 1: this many CPU processes (the same exchange without GPUs)
+    int split;                 // sd_split: what the processes share out
+    float rank_timeout;        // seconds any process may keep the others waiting
     bool overwrite;            // allow an OUT that holds a different run
 } sd_train_options;
 

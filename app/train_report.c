@@ -243,6 +243,11 @@ int sd_train_report_write(const char *path, const sd_report *r) {
         html_escape(f, r->training);
         fputs("</p>\n", f);
     }
+    if (r->timing) {
+        fputs("<p>", f);
+        html_escape(f, r->timing);
+        fputs("</p>\n", f);
+    }
     const sd_train_log *log = r->log;
     int smooth = log->count >= 50 ? log->count / 25 : 1;
     // the steps the optimiser threw away: red ticks on the step charts, and a count

@@ -6,8 +6,9 @@
 // (relative perturbation per layer type, share of scales held at 0, share of
 // clipped queries, the steps the optimiser discarded), the --lr auto calibration
 // (each candidate's validation-loss curve and a table) when there was one, and the
-// preview grid of every checkpoint. Rewritten atomically at each checkpoint and at
-// the end, so it is always openable while a run is going.
+// preview grid of every checkpoint; and where the run's time went. Rewritten
+// atomically at each checkpoint and at the end, so it is always openable while a
+// run is going.
 #ifndef SD_TRAIN_REPORT_H
 #define SD_TRAIN_REPORT_H
 
@@ -30,6 +31,7 @@ typedef struct {
     const sd_report_preview *previews;
     int n_previews;
     const sd_lr_auto_result *lr_auto;   // --lr auto's calibration (NULL: none, no section)
+    const char *timing;          // where the time went (app/train_timing.h; NULL: none)
 } sd_report;
 
 int sd_train_report_write(const char *path, const sd_report *r);

@@ -10,6 +10,9 @@ extern "C" {
 typedef enum { SQ_LOG_ERROR = 0, SQ_LOG_WARN, SQ_LOG_INFO, SQ_LOG_DEBUG } sq_log_level;
 
 void sq_log_set_level(sq_log_level level);
+// A tag after "sd-qzo" on every line ("sd-qzo[rank 2]: ..."), for the processes of a
+// multi-process run; NULL or "" for none. Copied.
+void sq_log_set_tag(const char *tag);
 sq_log_level sq_log_get_level(void);
 void sq_log(sq_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

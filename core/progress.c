@@ -19,22 +19,32 @@ void sq_format_duration(double s, char *buf, size_t size) {
     else snprintf(buf, size, "%ldh%02ldm%02lds", t / 3600, (t / 60) % 60, t % 60);
 }
 
-void sq_progress_begin(sq_progress *p, const char *label, int64_t total) {
+static bool g_quiet;
+
+void sq_progress_set_quiet(bool quiet) { g_quiet = quiet; }
+
+void sq_progress_begin(sq_progress *p, const char *label, int64_t total) { sq_progress_begin_at(p, label, total, 0); }
+
+void sq_progress_begin_at(sq_progress *p, const char *label, int64_t total, int64_t done) {
     memset(p, 0, sizeof *p);
     snprintf(p->label, sizeof p->label, "%s", label);
     p->total = total;
+    p->done = p->done_start = p->last_plain_done = done;
+    p->eta = -1;
     p->out = stderr;
     p->tty = isatty(fileno(stderr));
     p->t_start = sq_time_now();
 }
 
 static void draw(sq_progress *p, bool final) {
+    if (g_quiet) return;
     double now = sq_time_now();
     double elapsed = now - p->t_start;
-    double rate = elapsed > 0 ? (double)p->done / elapsed : 0;
+    double rate = elapsed > 0 ? (double)(p->done - p->done_start) / elapsed : 0;
     char el[32], eta[32] = "?";
     sq_format_duration(elapsed, el, sizeof el);
-    if (p->total > 0 && rate > 0) sq_format_duration((double)(p->total - p->done) / rate, eta, sizeof eta);
+    if (p->eta >= 0) sq_format_duration(p->eta, eta, sizeof eta);
+    else if (p->total > 0 && rate > 0) sq_format_duration((double)(p->total - p->done) / rate, eta, sizeof eta);
     char rate_s[32];
     if (rate >= 1 || rate == 0) snprintf(rate_s, sizeof rate_s, "%.2f/s", rate);
     else snprintf(rate_s, sizeof rate_s, "%.2fs/it", 1.0 / rate);
@@ -67,5 +77,7 @@ void sq_progress_update(sq_progress *p, int64_t done, const char *extra) {
         if (done - p->last_plain_done >= step || now - p->t_last_draw >= 30) draw(p, false);
     }
 }
+
+void sq_progress_set_eta(sq_progress *p, double seconds) { p->eta = seconds; }
 
 void sq_progress_end(sq_progress *p) { draw(p, true); }

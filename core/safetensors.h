@@ -82,6 +82,14 @@ typedef struct {
     const char *value;
 } sq_st_kv;
 
+// A read-only set of tensors that another reader made in memory (a GGUF base,
+// mmdit/gguf_base.h), so the code that reads safetensors reads it unchanged. The
+// entries' names and the metadata are copied; their data stay the caller's, kept
+// alive by `owner`, which sq_st_close hands to free_owner (either may be NULL).
+// `path` names the set in messages (sq_st_file_path(st, 0)). Duplicate names fail.
+int sq_st_from_entries(sq_safetensors **out, const char *path, const sq_st_entry *entries, int n, const sq_st_kv *meta,
+                       int n_meta, void *owner, void (*free_owner)(void *));
+
 // Writes a whole file atomically (temp + fsync + rename).
 int sq_st_write(const char *path, const sq_st_tensor_desc *tensors, int n_tensors,
                 const sq_st_kv *metadata, int n_metadata);

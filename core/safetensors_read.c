@@ -40,6 +40,8 @@ struct sq_safetensors {
     int n_entries, cap_entries;
     st_meta *meta;
     int n_meta, cap_meta;
+    void *owner;                      // sq_st_from_entries: what keeps the data alive
+    void (*free_owner)(void *);
 };
 
 static bool mul_overflows(uint64_t a, uint64_t b, uint64_t *out) {
@@ -304,7 +306,41 @@ void sq_st_close(sq_safetensors *st) {
     free(st->files);
     free(st->entries);
     free(st->meta);
+    if (st->free_owner) st->free_owner(st->owner);
     free(st);
+}
+
+int sq_st_from_entries(sq_safetensors **out, const char *path, const sq_st_entry *entries, int n, const sq_st_kv *meta,
+                       int n_meta, void *owner, void (*free_owner)(void *)) {
+    *out = NULL;
+    sq_safetensors *st = calloc(1, sizeof *st);
+    if (!st) {
+        if (free_owner) free_owner(owner);
+        return sq_errorf("out of host memory");
+    }
+    st->owner = owner;
+    st->free_owner = free_owner;
+    int rc = add_file(st, path);
+    st->entries = calloc((size_t)n + 1, sizeof *st->entries);
+    if (rc == SQ_OK && !st->entries) rc = sq_errorf("out of host memory");
+    for (int i = 0; i < n && rc == SQ_OK; i++) {
+        st->entries[i] = entries[i];
+        st->entries[i].file = 0;
+        st->entries[i].name = strdup(entries[i].name);
+        if (!st->entries[i].name) rc = sq_errorf("out of host memory");
+        else st->n_entries++;
+    }
+    for (int i = 0; i < n_meta && rc == SQ_OK; i++)
+        if (!sq_st_metadata(st, meta[i].key)) rc = add_meta(st, meta[i].key, meta[i].value);
+    if (rc == SQ_OK) {
+        qsort(st->entries, (size_t)st->n_entries, sizeof *st->entries, cmp_entry_name);
+        for (int i = 1; i < st->n_entries && rc == SQ_OK; i++)
+            if (!strcmp(st->entries[i].name, st->entries[i - 1].name))
+                rc = sq_errorf("%s: tensor '%s' appears twice", base_name(path), st->entries[i].name);
+    }
+    if (rc != SQ_OK) { sq_st_close(st); return SQ_FAIL; }
+    *out = st;
+    return SQ_OK;
 }
 
 int sq_st_open(sq_safetensors **out, const char *path) {

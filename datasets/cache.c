@@ -61,6 +61,25 @@ void sd_cache_key_latent(sd_cache_key *key, const char *image_sha256, const sd_c
     finish(&s, key);
 }
 
+void sd_cache_key_mask(sd_cache_key *key, const char *source_sha256, bool alpha, const sd_crop_plan *p, sd_crop_mode crop,
+                       int factor) {
+    sq_sha256 s;
+    char buf[96];
+    sq_sha256_init(&s);
+    put(&s, "version", KEY_VERSION);
+    put(&s, "kind", "mask");
+    put(&s, alpha ? "alpha-of-image" : "mask-file", source_sha256);
+    snprintf(buf, sizeof(buf), "%dx%d", p->out_w, p->out_h);
+    put(&s, "size", buf);
+    snprintf(buf, sizeof(buf), "%s %dx%d+%d+%d", crop == SD_CROP_RANDOM ? "random" : "center", p->resized_w,
+             p->resized_h, p->crop_x, p->crop_y);
+    put(&s, "crop", buf);
+    put(&s, "flip", p->flip ? "1" : "0");
+    snprintf(buf, sizeof(buf), "%d", factor);
+    put(&s, "factor", buf);
+    finish(&s, key);
+}
+
 void sd_cache_key_text(sd_cache_key *key, const char *caption, const char *encoder_hash) {
     sq_sha256 s;
     sq_sha256_init(&s);

@@ -13,6 +13,10 @@
 //               encoder hash (identify the VAE weights, e.g. sha256 of the file).
 //   text key:   "text", the exact caption text (after dropout/shuffle) and the
 //               encoder hash (identify the text encoders).
+//   mask key:   "mask", where the weights come from (a mask file and sha256 of its
+//               bytes, or an image's alpha channel and sha256 of the image), the
+//               bucket size, crop window, flip and the latent factor: a changed mask
+//               file is a new key. No encoder runs, so no encoder hash.
 // A present entry that cannot be used (truncated, corrupted, not safetensors, a
 // tensor missing or of another shape, a key that does not match) is a miss: a
 // warning names the file, the file is removed, and the caller's next store
@@ -39,6 +43,10 @@ typedef struct {
 void sd_cache_key_latent(sd_cache_key *key, const char *image_sha256, const sd_crop_plan *plan, sd_crop_mode crop,
                          const char *encoder_hash);
 void sd_cache_key_text(sd_cache_key *key, const char *caption, const char *encoder_hash);
+// source_sha256: the mask file's digest, or the image's when alpha is true (the
+// image's alpha channel is the mask).
+void sd_cache_key_mask(sd_cache_key *key, const char *source_sha256, bool alpha, const sd_crop_plan *plan,
+                       sd_crop_mode crop, int factor);
 
 typedef struct sd_cache sd_cache;
 

@@ -16,6 +16,10 @@ struct sd_dataset {
     sd_bucket_set buckets;
     int *item_bucket;
     char (*sha)[65];                    // memoised file hashes ("" until computed)
+    sd_mask_source *mask_src;           // per image (all SD_MASK_SRC_NONE without masks)
+    char **mask_path;                   // per image: its mask file, or NULL
+    char (*mask_sha)[65];               // memoised mask file hashes
+    int masked;                         // images whose source is not SD_MASK_SRC_NONE
 };
 
 void sd_dataset_opts_default(sd_dataset_opts *o) {
@@ -41,6 +45,7 @@ int sd_dataset_open(sd_dataset **out, const sd_dataset_opts *opts) {
     ds->opts.folder.captions_file = ds->captions_file;
     ds->caption_ext = opts->folder.caption_ext ? strdup(opts->folder.caption_ext) : NULL;
     ds->opts.folder.caption_ext = ds->caption_ext;
+    ds->opts.masks.dir = NULL;   // only read by sd_masks_resolve, during this call
     if (sd_buckets_make(&ds->buckets, opts->resolution, opts->buckets) ||
         sd_image_folder_scan(&ds->folder, &ds->opts.folder)) {
         sd_dataset_close(ds);
@@ -49,10 +54,18 @@ int sd_dataset_open(sd_dataset **out, const sd_dataset_opts *opts) {
     int n = ds->folder.count;
     ds->item_bucket = sq_calloc((size_t)n, sizeof(int));
     ds->sha = sq_calloc((size_t)n, sizeof(*ds->sha));
-    if (!ds->item_bucket || !ds->sha) {
+    ds->mask_src = sq_calloc((size_t)n, sizeof(*ds->mask_src));
+    ds->mask_path = sq_calloc((size_t)n, sizeof(*ds->mask_path));
+    ds->mask_sha = sq_calloc((size_t)n, sizeof(*ds->mask_sha));
+    if (!ds->item_bucket || !ds->sha || !ds->mask_src || !ds->mask_path || !ds->mask_sha ||
+        sd_masks_resolve(&opts->masks, ds->folder.entries, n, ds->mask_src, ds->mask_path) != SQ_OK) {
         sd_dataset_close(ds);
         return SQ_FAIL;
     }
+    for (int i = 0; i < n; i++) ds->masked += ds->mask_src[i] != SD_MASK_SRC_NONE;
+    if (opts->masks.mode != SD_MASKS_NONE)
+        sq_log_info("loss masks (%s%s): %d of %d images masked, the others weigh 1", opts->masks.mode == SD_MASKS_DIR ? "" : "alpha channel",
+                    opts->masks.mode == SD_MASKS_DIR ? opts->masks.dir : "", ds->masked, n);
     int used = 0;
     int *per = sq_calloc((size_t)ds->buckets.count, sizeof(int));
     for (int i = 0; i < n; i++) {
@@ -68,10 +81,14 @@ int sd_dataset_open(sd_dataset **out, const sd_dataset_opts *opts) {
 
 void sd_dataset_close(sd_dataset *ds) {
     if (!ds) return;
+    for (int i = 0; ds->mask_path && i < ds->folder.count; i++) free(ds->mask_path[i]);   // before the folder's count goes
     sd_image_folder_free(&ds->folder);
     sd_buckets_free(&ds->buckets);
     free(ds->item_bucket);
     free(ds->sha);
+    free(ds->mask_path);
+    free(ds->mask_src);
+    free(ds->mask_sha);
     free(ds->images_dir);
     free(ds->captions_file);
     free(ds->caption_ext);
@@ -145,5 +162,53 @@ int sd_dataset_latent_key(sd_dataset *ds, const sd_dataset_item *item, const cha
     char sha[65];
     if (sd_dataset_image_sha256(ds, item->index, sha)) return SQ_FAIL;
     sd_cache_key_latent(key, sha, &item->plan, ds->opts.crop, encoder_hash);
+    return SQ_OK;
+}
+
+sd_mask_mode sd_dataset_mask_mode(const sd_dataset *ds) { return ds->opts.masks.mode; }
+int sd_dataset_masked_count(const sd_dataset *ds) { return ds->masked; }
+
+sd_mask_source sd_dataset_mask_source(const sd_dataset *ds, int index) {
+    return index >= 0 && index < ds->folder.count ? ds->mask_src[index] : SD_MASK_SRC_NONE;
+}
+
+int sd_dataset_mask_key(sd_dataset *ds, const sd_dataset_item *item, int factor, sd_cache_key *key) {
+    int i = item->index;
+    sd_mask_source src = sd_dataset_mask_source(ds, i);
+    SQ_CHECK(src != SD_MASK_SRC_NONE, "sd_dataset_mask_key: item %d has no mask", i);
+    char sha[65];
+    if (src == SD_MASK_SRC_ALPHA) {
+        if (sd_dataset_image_sha256(ds, i, sha)) return SQ_FAIL;
+    } else {
+        if (!ds->mask_sha[i][0] && sq_sha256_file(ds->mask_path[i], ds->mask_sha[i])) return SQ_FAIL;
+        memcpy(sha, ds->mask_sha[i], 65);
+    }
+    sd_cache_key_mask(key, sha, src == SD_MASK_SRC_ALPHA, &item->plan, ds->opts.crop, factor);
+    return SQ_OK;
+}
+
+int sd_dataset_load_mask(const sd_dataset *ds, const sd_dataset_item *item, int factor, sq_tensor *out) {
+    int i = item->index;
+    sd_mask_source src = sd_dataset_mask_source(ds, i);
+    SQ_CHECK(src != SD_MASK_SRC_NONE, "sd_dataset_load_mask: item %d has no mask", i);
+    const char *path = src == SD_MASK_SRC_ALPHA ? item->path : ds->mask_path[i];
+    memset(out, 0, sizeof(*out));
+    if (sq_tensor_alloc(out, SQ_F32, SQ_CPU, 4, SQ_SHAPE(1, 1, item->height / factor, item->width / factor)))
+        return sq_error_context("%s", path);
+    if (sd_mask_load(src, path, &item->plan, factor, out->data) != SQ_OK) {
+        sq_tensor_free(out);
+        return SQ_FAIL;
+    }
+    double sum = 0;
+    const float *w = out->data;
+    for (int64_t k = 0; k < sq_tensor_numel(out); k++) sum += w[k];
+    if (!(sum > 0)) {
+        sq_tensor_free(out);
+        return sq_errorf("%s: the %s of %s is 0 over the whole %dx%d crop (window %d,%d of %dx%d%s): nothing to train on; "
+                         "fix the mask or leave the image out",
+                         path, src == SD_MASK_SRC_ALPHA ? "alpha channel" : "mask", item->path, item->width, item->height,
+                         item->plan.crop_x, item->plan.crop_y, item->plan.resized_w, item->plan.resized_h,
+                         item->plan.flip ? ", flipped" : "");
+    }
     return SQ_OK;
 }

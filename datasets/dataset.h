@@ -35,6 +35,7 @@
 #include "datasets/cache.h"
 #include "datasets/captions.h"
 #include "datasets/image_folder.h"
+#include "datasets/masks.h"
 #include "datasets/transform.h"
 
 #ifdef __cplusplus
@@ -51,6 +52,7 @@ typedef struct {
     int batch_size;                // >= 1
     bool drop_last;                // drop each bucket's last partial batch
     uint64_t seed;
+    sd_mask_opts masks;            // loss masks (datasets/masks.h); default none
 } sd_dataset_opts;
 
 // Defaults: resolution 1024, buckets on, centre crop, no flip, no caption dropout
@@ -96,6 +98,22 @@ int sd_dataset_image_sha256(sd_dataset *ds, int index, char out[65]);
 // Cache key of the item's latent (file hash + bucket size + crop + flip + encoder).
 int sd_dataset_latent_key(sd_dataset *ds, const sd_dataset_item *item, const char *encoder_hash,
                           sd_cache_key *key);
+
+// ---- loss masks (datasets/masks.h; all found and checked by sd_dataset_open) ----
+// The mode the dataset was opened with, and how many of its images have a mask
+// (the others train with weight 1).
+sd_mask_mode sd_dataset_mask_mode(const sd_dataset *ds);
+int sd_dataset_masked_count(const sd_dataset *ds);
+// Where item index's weights come from; SD_MASK_SRC_NONE: weight 1 everywhere.
+sd_mask_source sd_dataset_mask_source(const sd_dataset *ds, int index);
+// Cache key of a masked item's mask at latent resolution (`factor`: the VAE's);
+// only for items whose source is not SD_MASK_SRC_NONE. SQ_FAIL naming an unreadable file.
+int sd_dataset_mask_key(sd_dataset *ds, const sd_dataset_item *item, int factor, sd_cache_key *key);
+// The mask of a masked item through the item's crop plan, area-averaged onto the latent
+// grid: a new host f32 {1, 1, height/factor, width/factor} in [0, 1] (owned:
+// sq_tensor_free it). SQ_FAIL naming the file; also when the mask is 0 over the whole
+// crop (nothing left to train on: an error, not a skip).
+int sd_dataset_load_mask(const sd_dataset *ds, const sd_dataset_item *item, int factor, sq_tensor *out);
 
 #ifdef __cplusplus
 }

@@ -115,18 +115,15 @@ int sd_image_decode_rgb(const char *path, uint8_t **rgb, int *w, int *h) {
     return SQ_OK;
 }
 
-int sd_transform_rgb(const uint8_t *rgb, const sd_crop_plan *p, float *out_chw) {
+// The geometry every channel of a training item goes through (image and loss mask
+// alike): src (ch interleaved floats in [0, 1], plan->src_w x plan->src_h; freed
+// here) resized to cover, cropped, flipped, clamped to [0, 1], then v * mul + add
+// into ch planes of out_h x out_w.
+static int resize_crop_flip(float *src, int ch, const sd_crop_plan *p, float mul, float add, float *out) {
     const int sw = p->src_w, sh = p->src_h, rw = p->resized_w, rh = p->resized_h;
-    SQ_CHECK(sw > 0 && sh > 0 && p->out_w > 0 && p->out_h > 0, "bad crop plan");
-    SQ_CHECK(p->crop_x >= 0 && p->crop_y >= 0 && p->crop_x + p->out_w <= rw && p->crop_y + p->out_h <= rh,
-             "crop window outside the resized image");
-    size_t src_n = (size_t)sw * sh * 3;
-    float *src = sq_malloc(src_n * sizeof(float));
-    if (!src) return SQ_FAIL;
-    for (size_t i = 0; i < src_n; i++) src[i] = (float)rgb[i] * (1.0f / 255.0f);
     float *res = src;
     if (rw != sw || rh != sh) {
-        res = sq_malloc((size_t)rw * rh * 3 * sizeof(float));
+        res = sq_malloc((size_t)rw * rh * ch * sizeof(float));
         if (!res) {
             free(src);
             return SQ_FAIL;
@@ -134,8 +131,8 @@ int sd_transform_rgb(const uint8_t *rgb, const sd_crop_plan *p, float *out_chw) 
         // Area (box) when an axis shrinks, bicubic Catmull-Rom when it grows.
         stbir_filter fh = rw < sw ? STBIR_FILTER_BOX : STBIR_FILTER_CATMULLROM;
         stbir_filter fv = rh < sh ? STBIR_FILTER_BOX : STBIR_FILTER_CATMULLROM;
-        int ok = stbir_resize(src, sw, sh, sw * 3 * (int)sizeof(float), res, rw, rh, rw * 3 * (int)sizeof(float),
-                              STBIR_TYPE_FLOAT, 3, STBIR_ALPHA_CHANNEL_NONE, 0, STBIR_EDGE_CLAMP, STBIR_EDGE_CLAMP,
+        int ok = stbir_resize(src, sw, sh, sw * ch * (int)sizeof(float), res, rw, rh, rw * ch * (int)sizeof(float),
+                              STBIR_TYPE_FLOAT, ch, STBIR_ALPHA_CHANNEL_NONE, 0, STBIR_EDGE_CLAMP, STBIR_EDGE_CLAMP,
                               fh, fv, STBIR_COLORSPACE_LINEAR, NULL);
         free(src);
         if (!ok) {
@@ -146,18 +143,42 @@ int sd_transform_rgb(const uint8_t *rgb, const sd_crop_plan *p, float *out_chw) 
     const int ow = p->out_w, oh = p->out_h;
     const size_t plane = (size_t)ow * oh;
     for (int y = 0; y < oh; y++) {
-        const float *row = res + ((size_t)(y + p->crop_y) * rw + p->crop_x) * 3;
+        const float *row = res + ((size_t)(y + p->crop_y) * rw + p->crop_x) * ch;
         for (int x = 0; x < ow; x++) {
             int sx = p->flip ? ow - 1 - x : x;
-            for (int c = 0; c < 3; c++) {
-                float v = row[(size_t)sx * 3 + c];
+            for (int c = 0; c < ch; c++) {
+                float v = row[(size_t)sx * ch + c];
                 v = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);   // Catmull-Rom overshoot
-                out_chw[c * plane + (size_t)y * ow + x] = v * 2.0f - 1.0f;
+                out[c * plane + (size_t)y * ow + x] = v * mul + add;
             }
         }
     }
     free(res);
     return SQ_OK;
+}
+
+static void check_plan(const sd_crop_plan *p) {
+    SQ_CHECK(p->src_w > 0 && p->src_h > 0 && p->out_w > 0 && p->out_h > 0, "bad crop plan");
+    SQ_CHECK(p->crop_x >= 0 && p->crop_y >= 0 && p->crop_x + p->out_w <= p->resized_w && p->crop_y + p->out_h <= p->resized_h,
+             "crop window outside the resized image");
+}
+
+int sd_transform_rgb(const uint8_t *rgb, const sd_crop_plan *p, float *out_chw) {
+    check_plan(p);
+    size_t src_n = (size_t)p->src_w * p->src_h * 3;
+    float *src = sq_malloc(src_n * sizeof(float));
+    if (!src) return SQ_FAIL;
+    for (size_t i = 0; i < src_n; i++) src[i] = (float)rgb[i] * (1.0f / 255.0f);
+    return resize_crop_flip(src, 3, p, 2.0f, -1.0f, out_chw);
+}
+
+int sd_transform_grey(const uint8_t *grey, int stride, const sd_crop_plan *p, float *out_hw) {
+    check_plan(p);
+    size_t src_n = (size_t)p->src_w * p->src_h;
+    float *src = sq_malloc(src_n * sizeof(float));
+    if (!src) return SQ_FAIL;
+    for (size_t i = 0; i < src_n; i++) src[i] = (float)grey[i * (size_t)stride] * (1.0f / 255.0f);
+    return resize_crop_flip(src, 1, p, 1.0f, 0.0f, out_hw);
 }
 
 int sd_transform_load(const char *path, const sd_crop_plan *plan, sq_tensor *out) {

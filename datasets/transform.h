@@ -67,6 +67,12 @@ int sd_image_decode_rgb(const char *path, uint8_t **rgb, int *w, int *h);
 // out_chw, 3 * out_h * out_w floats in [-1, 1] (channel planes R, G, B).
 int sd_transform_rgb(const uint8_t *rgb, const sd_crop_plan *plan, float *out_chw);
 
+// The same geometry (resize with the same filters, crop, flip, clamp) for one 8-bit
+// channel, e.g. a loss mask: grey[i * stride] is pixel i of plan->src_w x plan->src_h
+// (stride 1 for a grey image, 4 for the alpha byte of RGBA). out_hw: out_h * out_w
+// floats in [0, 1] (v = pixel / 255, not mapped to [-1, 1]).
+int sd_transform_grey(const uint8_t *grey, int stride, const sd_crop_plan *plan, float *out_hw);
+
 // decode + check the size matches the plan + transform, into a new host f32 tensor
 // {3, out_h, out_w} (owned: sq_tensor_free it).
 int sd_transform_load(const char *path, const sd_crop_plan *plan, sq_tensor *out);

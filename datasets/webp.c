@@ -110,7 +110,8 @@ int sd_webp_read_info(const char *path, sd_webp_info *info) {
 }
 
 // First frame of an animation, composited onto the canvas, alpha dropped.
-static int decode_first_frame(const char *path, const uint8_t *d, size_t n, uint8_t *rgb, int w, int h) {
+// ch: 3 (RGB) or 4 (RGBA) bytes per pixel into rgb.
+static int decode_first_frame(const char *path, const uint8_t *d, size_t n, uint8_t *rgb, int w, int h, int ch) {
     WebPAnimDecoderOptions opt;
     if (!WebPAnimDecoderOptionsInit(&opt)) return sq_errorf("%s: libwebp version mismatch (demux)", path);
     opt.color_mode = MODE_RGBA;
@@ -129,13 +130,14 @@ static int decode_first_frame(const char *path, const uint8_t *d, size_t n, uint
         rc = sq_errorf("%s: cannot decode the first frame of the animated WebP (corrupt or truncated)", path);
     if (rc == SQ_OK) {
         size_t px = (size_t)w * (size_t)h;
-        for (size_t i = 0; i < px; i++) memcpy(rgb + 3 * i, rgba + 4 * i, 3);
+        for (size_t i = 0; i < px; i++) memcpy(rgb + (size_t)ch * i, rgba + 4 * i, (size_t)ch);
     }
     WebPAnimDecoderDelete(dec);   // owns rgba
     return rc;
 }
 
-int sd_webp_decode_rgb(const char *path, uint8_t **rgb, int *w, int *h) {
+// sd_webp_decode_rgb (ch 3) and sd_webp_decode_rgba (ch 4).
+static int decode(const char *path, int ch, uint8_t **rgb, int *w, int *h) {
     *rgb = NULL;
     uint8_t *d;
     size_t n;
@@ -146,11 +148,11 @@ int sd_webp_decode_rgb(const char *path, uint8_t **rgb, int *w, int *h) {
     if (rc == SQ_OK) rc = features(path, d, n, &ft);
     uint8_t *out = NULL;
     if (rc == SQ_OK) {
-        size_t stride = (size_t)ft.width * 3, bytes = stride * (size_t)ft.height;
+        size_t stride = (size_t)ft.width * (size_t)ch, bytes = stride * (size_t)ft.height;
         out = sq_malloc(bytes);
         if (!out) rc = sq_error_context("%s", path);
-        else if (ft.has_animation) rc = decode_first_frame(path, d, n, out, ft.width, ft.height);
-        else if (!WebPDecodeRGBInto(d, n, out, bytes, (int)stride))
+        else if (ft.has_animation) rc = decode_first_frame(path, d, n, out, ft.width, ft.height, ch);
+        else if (!(ch == 4 ? WebPDecodeRGBAInto(d, n, out, bytes, (int)stride) : WebPDecodeRGBInto(d, n, out, bytes, (int)stride)))
             rc = sq_errorf("%s: cannot decode the WebP image (corrupt or truncated data)", path);
     }
     free(d);
@@ -163,3 +165,6 @@ int sd_webp_decode_rgb(const char *path, uint8_t **rgb, int *w, int *h) {
     *h = ft.height;
     return SQ_OK;
 }
+
+int sd_webp_decode_rgb(const char *path, uint8_t **rgb, int *w, int *h) { return decode(path, 3, rgb, w, h); }
+int sd_webp_decode_rgba(const char *path, uint8_t **rgba, int *w, int *h) { return decode(path, 4, rgba, w, h); }

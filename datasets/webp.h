@@ -36,6 +36,9 @@ int sd_webp_read_info(const char *path, sd_webp_info *info);
 // top to bottom; *rgb is malloc'ed (free it). SQ_FAIL with one line naming the file.
 // No warning is logged here; the folder scan warns once about an animation.
 int sd_webp_decode_rgb(const char *path, uint8_t **rgb, int *w, int *h);
+// The same as 8-bit RGBA (alpha 255 where the file has none): the alpha channel a
+// loss mask reads (`train --alpha-mask`, datasets/masks.h).
+int sd_webp_decode_rgba(const char *path, uint8_t **rgba, int *w, int *h);
 
 #ifdef __cplusplus
 }

@@ -18,7 +18,7 @@ void sq_cuda_host_free_impl(void *ptr);
 void *sq_host_pinned_alloc(size_t bytes) { return sq_cuda_device_count_impl() > 0 ? sq_cuda_host_alloc_impl(bytes) : NULL; }
 void sq_host_pinned_free(void *ptr) { sq_cuda_host_free_impl(ptr); }
 void sq_cuda_describe_impl(char *buf, int size);
-int sq_cuda_init_impl(void);
+int sq_cuda_init_impl(int ordinal);
 bool sq_cuda_compiled(void) { return true; }
 int sq_cuda_device_count(void) { return sq_cuda_device_count_impl(); }
 void sq_cuda_describe(char *buf, int size) { sq_cuda_describe_impl(buf, size); }
@@ -40,6 +40,10 @@ int sq_cuda_device_count(void) { return 0; }
 void sq_cuda_describe(char *buf, int size) { if (size > 0) buf[0] = 0; }
 #endif
 
+static int g_ordinal;
+
+void sq_cuda_set_ordinal(int ordinal) { g_ordinal = ordinal; }
+
 int sq_backend_select(sq_device_request request, sq_device *out) {
     if (request == SQ_DEVICE_AUTO) {
         *out = sq_cuda_device_count() > 0 ? SQ_CUDA : SQ_CPU;
@@ -51,7 +55,12 @@ int sq_backend_select(sq_device_request request, sq_device *out) {
         *out = SQ_CUDA;
     }
 #ifdef SQ_HAVE_CUDA
-    if (*out == SQ_CUDA && sq_cuda_init_impl() != SQ_OK) return SQ_FAIL;
+    // one visible GPU is this process's whatever its LOCAL_RANK (a launcher that binds
+    // one GPU per task through CUDA_VISIBLE_DEVICES, e.g. srun --gpus-per-task 1)
+    int n = *out == SQ_CUDA ? sq_cuda_device_count() : 0, ordinal = n == 1 ? 0 : g_ordinal;
+    if (*out == SQ_CUDA && ordinal >= n)
+        return sq_errorf("GPU %d was asked for (LOCAL_RANK) but %d are visible", ordinal, n);
+    if (*out == SQ_CUDA && sq_cuda_init_impl(ordinal) != SQ_OK) return SQ_FAIL;
 #endif
     return SQ_OK;
 }

@@ -19,6 +19,10 @@ int sq_cuda_device_count(void);  // 0 when not compiled, no driver or no GPU
 void sq_cuda_describe(char *buf, int size);
 // What a command's --device asks for (app/options.h parses the word into it).
 typedef enum { SQ_DEVICE_AUTO = 0, SQ_DEVICE_CPU, SQ_DEVICE_CUDA } sq_device_request;
+// The GPU that starting CUDA selects (default 0): a multi-process run gives each
+// process its LOCAL_RANK; a process that sees one GPU takes it whatever the
+// ordinal. Call before sq_backend_select.
+void sq_cuda_set_ordinal(int ordinal);
 // AUTO (CUDA when a GPU is present, else CPU), CPU or CUDA. Initialises the chosen
 // backend. SQ_FAIL with a message when CUDA is asked for and unavailable.
 int sq_backend_select(sq_device_request request, sq_device *out);

@@ -39,6 +39,7 @@
 // SQ_OPS_H; sd_dataset, SD_MMDIT_MODEL_H).
 #include "kernels/ops.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "core/error.h"
@@ -423,6 +424,26 @@ double sq_mse(const sq_tensor *a, const sq_tensor *b) {
     double sum = 0;
     CUDA_OR_FAIL("mse", sum = cuda_sum_sq_diff(a->data, a->dtype, b->data, b->dtype, n));
     return sum / (double)n;
+}
+
+double sq_weighted_mse(const sq_tensor *a, const sq_tensor *b, const sq_tensor *w) {
+    char b1[96], b2[96], b3[96];
+    int64_t n = sq_tensor_numel(a), P = sq_tensor_numel(w);
+    SQ_CHECK(n == sq_tensor_numel(b) && P > 0 && n % P == 0, "weighted_mse: a %s, b %s, w %s", desc(a, b1), desc(b, b2),
+             desc(w, b3));
+    SQ_CHECK(a->device == b->device && a->device == w->device, "weighted_mse: tensors on different devices");
+    SQ_CHECK(w->dtype == SQ_F32, "weighted_mse: the weights must be F32, got %s", sq_dtype_name(w->dtype));
+    int64_t C = n / P;
+    double wsum = 0, sum = 0;
+    if (a->device == SQ_CPU) {
+        SQ_CHECK(a->dtype == SQ_F32 && b->dtype == SQ_F32, "weighted_mse: CPU tensors must be F32");
+        sum = cpu_weighted_sum_sq_diff(CF(a), CF(b), CF(w), C, P, &wsum);
+    } else {
+        SQ_CHECK((a->dtype == SQ_BF16 || a->dtype == SQ_F32) && b->dtype == a->dtype,
+                 "weighted_mse: CUDA tensors must be BF16 or F32 and alike");
+        CUDA_OR_FAIL("weighted_mse", sum = cuda_weighted_sum_sq_diff(a->data, a->dtype, b->data, b->dtype, CF(w), C, P, &wsum));
+    }
+    return wsum > 0 ? sum / ((double)C * wsum) : NAN;
 }
 
 void sq_set_num_threads(int n) { cpu_set_num_threads(n); }

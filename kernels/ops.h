@@ -120,6 +120,14 @@ void sq_embedding(sq_tensor *out, const sq_tensor *table, const int32_t *ids);
 // two nearby values keeps its digits; synchronises on CUDA) ----
 // mean((a - b)²) over all elements, accumulated in double on the CPU.
 double sq_mse(const sq_tensor *a, const sq_tensor *b);
+// The per-pixel weighted mean squared error of one sample (a loss mask):
+//   sum_c sum_p w[p] (a[c,p] - b[c,p])^2 / (C * sum_p w[p])
+// a and b: equal numel, read as (C, P) with P = numel(w) (numel(a) a multiple of P);
+// w: P F32 weights >= 0 shared by every channel, on a's device (F32 on CUDA too, so
+// the weights and their sum are not rounded to bf16). Accumulated in double in a
+// fixed order (deterministic, as sq_mse). NaN when sum w = 0 (callers refuse
+// all-zero masks before). Equals sq_mse when every w[p] is the same c > 0.
+double sq_weighted_mse(const sq_tensor *a, const sq_tensor *b, const sq_tensor *w);
 
 // ---- threading (CPU backend) ----
 void sq_set_num_threads(int n);   // 0 = all cores

@@ -45,7 +45,14 @@ SQ_QUANT_HD float sq_perturbed_scale(float s, float z, float sign_eps, int relat
     float a = sign_eps * z;
     return fmaf(a, s, s);
 }
-// s <- max(s - coeff·z, 0), or for the relative update max(s·(1 - coeff·z), 0).
+// s <- s - coeff·z, or for the relative update s·(1 - coeff·z), held on its side of 0:
+// a scale never changes sign (it stops at 0). Scales are non-negative except where a
+// base came with negative ones (a Q4_0 GGUF: ggml's quantiser gives about half its
+// blocks a negative scale, carried over exactly; mmdit/gguf_base.h).
+SQ_QUANT_HD float sq_scale_same_side(float r, float s) {
+    if (s < 0.0f) return r < 0.0f ? r : 0.0f;
+    return r > 0.0f ? r : 0.0f;
+}
 SQ_QUANT_HD float sq_updated_scale(float s, float z, float coeff, int relative) {
     float r;
     if (relative) {
@@ -54,16 +61,14 @@ SQ_QUANT_HD float sq_updated_scale(float s, float z, float coeff, int relative) 
     } else {
         r = fmaf(-coeff, z, s);
     }
-    return r > 0.0f ? r : 0.0f;
+    return sq_scale_same_side(r, s);
 }
 // The inverse of sq_updated_scale (a discarded step undoing the step before it):
 // s + coeff·z, or for the relative update s / (1 - coeff·z), since s·(1 - a)·(1 + a)
-// is s·(1 - a²), not s. Exact up to rounding unless the update clamped s to 0.
+// is s·(1 - a²), not s. Exact up to rounding unless the update clamped s to 0 (a
+// scale clamped to 0 from below comes back on the non-negative side).
 SQ_QUANT_HD float sq_restored_scale(float s, float z, float coeff, int relative) {
-    if (!relative) {
-        float r = fmaf(coeff, z, s);
-        return r > 0.0f ? r : 0.0f;
-    }
+    if (!relative) return sq_scale_same_side(fmaf(coeff, z, s), s);
     float f = 1.0f - coeff * z;
     return f > 0.0f ? s / f : s;   // f <= 0: the update clamped s to 0, which stays
 }

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/path.h"
 #include "core/sha256.h"
+#include "mmdit/gguf_base.h"
 
 int sd_base_open(const char *model, sd_base_model *b, sq_safetensors **out) {
     memset(b, 0, sizeof *b);
@@ -27,7 +28,7 @@ int sd_base_open(const char *model, sd_base_model *b, sq_safetensors **out) {
     }
     if (!sq_is_file(model)) return sq_errorf("%s: no such file or directory", model);
     if ((size_t)snprintf(b->weights, sizeof b->weights, "%s", model) >= sizeof b->weights) return sq_errorf("%s: path too long", model);
-    if (sq_st_open(out, model) != SQ_OK) return SQ_FAIL;
+    if (sd_is_gguf_path(model) ? sd_gguf_base_open(model, out, false, NULL) : sq_st_open(out, model)) return SQ_FAIL;
     sd_q4_header h;
     if (sd_q4_header_read(*out, model, &h) != SQ_OK) {
         sq_st_close(*out);
@@ -38,6 +39,11 @@ int sd_base_open(const char *model, sd_base_model *b, sq_safetensors **out) {
     b->quantized = h.quantized;
     b->group = h.group;
     return SQ_OK;
+}
+
+int sd_base_st_open(const char *path, sq_safetensors **st) {
+    if (!sq_is_dir(path) && sd_is_gguf_path(path)) return sd_gguf_base_open(path, st, true, NULL);
+    return sq_st_open(st, path);
 }
 
 int sd_q4_header_read(const sq_safetensors *st, const char *path, sd_q4_header *h) {

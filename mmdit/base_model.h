@@ -51,9 +51,13 @@ typedef struct {
     int group;           // quantized: its group size
 } sd_base_model;
 
-// Resolves `model` (pipeline folder, transformer folder or .safetensors file) and
-// opens its weights; *st is the caller's to close. Reads a quantised file's group.
+// Resolves `model` (pipeline folder, transformer folder, .safetensors file or an
+// SD3.5 GGUF, mmdit/gguf_base.h) and opens its weights; *st is the caller's to
+// close. Reads a quantised file's group.
 int sd_base_open(const char *model, sd_base_model *base, sq_safetensors **st);
+// Opens one model file's tensors: a GGUF through mmdit/gguf_base.h (quietly:
+// sd_base_open says what the conversion did), anything else through sq_st_open.
+int sd_base_st_open(const char *path, sq_safetensors **st);
 // The tensors of a checkpoint that belong to the MMDiT.
 bool sd_base_keep_tensor(const char *name, bool single_file);
 // Source hash (above) of the open dense checkpoint; reads every tensor once.

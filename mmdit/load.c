@@ -327,7 +327,7 @@ int sd_mmdit_config_read(sd_mmdit_config *c, const char *path) {
         return sd_mmdit_config_load(c, cfg_path);
     }
     sq_safetensors *st;
-    if (sq_st_open(&st, path) != SQ_OK) return SQ_FAIL;
+    if (sd_base_st_open(path, &st) != SQ_OK) return SQ_FAIL;
     int rc = file_config(c, st, path);
     sq_st_close(st);
     return rc;
@@ -345,7 +345,7 @@ int sd_mmdit_load(sd_mmdit *m, const char *path, sq_device device, sq_dtype dtyp
         if (sq_st_open(&L.st, dir) != SQ_OK) return SQ_FAIL;
         L.origin = dir;
     } else {
-        if (sq_st_open(&L.st, path) != SQ_OK) return SQ_FAIL;
+        if (sd_base_st_open(path, &L.st) != SQ_OK) return SQ_FAIL;
         sd_q4_header h;
         int rc = sd_q4_header_read(L.st, path, &h);
         L.single = h.single_file;

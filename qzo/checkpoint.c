@@ -356,9 +356,10 @@ static int parse_losses(const char *text, const char *path, sq_checkpoint_info *
     return SQ_OK;
 }
 
-// Every scale a checkpoint holds is finite and >= 0 (the update clamps at 0): a
-// NaN, infinite or negative one is refused, naming the tensor, before anything
-// uses it (sample, export and --resume all read the metadata through here first).
+// Every scale a checkpoint holds is finite (negative ones are valid: a Q4_0 GGUF base
+// brings them, and the update keeps each scale on its side of 0): a NaN or infinite
+// one is refused, naming the tensor, before anything uses it (sample, export and
+// --resume all read the metadata through here first).
 static int check_scale_values(const sq_safetensors *st, const char *path) {
     for (int i = 0; i < sq_st_count(st); i++) {
         const sq_st_entry *e = sq_st_at(st, i);
@@ -368,8 +369,8 @@ static int check_scale_values(const sq_safetensors *st, const char *path) {
         for (int64_t j = 0; j < n; j++) {
             float v;
             memcpy(&v, x + j, sizeof v);
-            if (!(v >= 0.0f) || isinf(v))
-                return sq_errorf("%s: tensor '%s' holds an invalid scale (%g at index %lld; scales are finite and >= 0)",
+            if (!isfinite(v))
+                return sq_errorf("%s: tensor '%s' holds an invalid scale (%g at index %lld; scales are finite)",
                                  path, e->name, (double)v, (long long)j);
         }
     }

@@ -48,11 +48,41 @@ void sd_flow_batch_free(sd_flow_batch *fb) {
     fb->timesteps = NULL;
 }
 
+int sd_flow_batch_set_weights(sd_flow_batch *fb, const sq_tensor *w) {
+    fb->weights = NULL;
+    if (!w) return SQ_OK;
+    const int64_t *s = fb->xt.shape;
+    if (w->ndim != 4 || w->shape[0] != s[0] || w->shape[1] != 1 || w->shape[2] != s[2] || w->shape[3] != s[3])
+        return sq_errorf("flow loss: loss weights of shape (%lld,%lld,%lld,%lld) for latents (%lld,%lld,%lld,%lld)",
+                         (long long)w->shape[0], (long long)(w->ndim > 1 ? w->shape[1] : 0),
+                         (long long)(w->ndim > 2 ? w->shape[2] : 0), (long long)(w->ndim > 3 ? w->shape[3] : 0),
+                         (long long)s[0], (long long)s[1], (long long)s[2], (long long)s[3]);
+    if (w->dtype != SQ_F32 || w->device != fb->xt.device)
+        return sq_errorf("flow loss: loss weights must be F32 on the model's device");
+    fb->weights = w;
+    return SQ_OK;
+}
+
+// The mean over samples of each sample's weighted mean (flow_loss.h).
+static double weighted_loss(const sd_flow_batch *fb) {
+    int64_t B = fb->pred.shape[0], per = sq_tensor_numel(&fb->pred) / B, P = fb->pred.shape[2] * fb->pred.shape[3];
+    size_t es = sq_dtype_bytes(fb->pred.dtype, 1);
+    double sum = 0;
+    for (int64_t b = 0; b < B; b++) {
+        size_t off = (size_t)(b * per) * es;
+        sq_tensor pb = sq_tensor_view((char *)fb->pred.data + off, fb->pred.dtype, fb->pred.device, 1, &per);
+        sq_tensor tb = sq_tensor_view((char *)fb->target.data + off, fb->target.dtype, fb->target.device, 1, &per);
+        sq_tensor wb = sq_tensor_view((float *)fb->weights->data + b * P, SQ_F32, fb->weights->device, 1, &P);
+        sum += sq_weighted_mse(&pb, &tb, &wb);
+    }
+    return sum / (double)B;
+}
+
 int sd_flow_loss(void *ctx, const sq_perturb *p, double *loss) {
     sd_flow_batch *fb = ctx;
     if (sd_mmdit_forward(fb->model, fb->scratch, &fb->xt, fb->timesteps, fb->context, fb->pooled, p, &fb->pred, NULL) != SQ_OK)
         return SQ_FAIL;
     fb->forwards++;
-    *loss = sq_mse(&fb->pred, &fb->target);
+    *loss = fb->weights ? weighted_loss(fb) : sq_mse(&fb->pred, &fb->target);
     return SQ_OK;
 }

@@ -153,6 +153,11 @@ static bool step_is_bad(const sq_qzo_config *c, const sq_qzo_state *s, const dou
 
 int sq_qzo_step(const sq_qzo_config *c, sq_qzo_state *state, const sq_qzo_params *params, sq_qzo_loss_fn loss,
                 void *ctx, sq_qzo_step_info *info) {
+    return sq_qzo_step_split(c, state, params, loss, ctx, NULL, info);
+}
+
+int sq_qzo_step_split(const sq_qzo_config *c, sq_qzo_state *state, const sq_qzo_params *params, sq_qzo_loss_fn loss,
+                      void *ctx, const sq_qzo_split *split, sq_qzo_step_info *info) {
     if (c->queries < 1 || c->queries > 64) return sq_errorf("qzo: queries must be in 1..64, not %d", c->queries);
     if (!(c->eps > 0)) return sq_errorf("qzo: eps must be > 0");
     if (!(c->momentum >= 0 && c->momentum < 1)) return sq_errorf("qzo: momentum must be in [0, 1), not %g", c->momentum);
@@ -164,12 +169,21 @@ int sq_qzo_step(const sq_qzo_config *c, sq_qzo_state *state, const sq_qzo_params
     memset(info, 0, sizeof *info);
     float clip = current_clip(c, state);
     info->clip_used = clip;
+    int j0 = split ? split->first_query : 0, j1 = split ? split->first_query + split->query_count : c->queries;
+    if (j0 < 0 || j1 > c->queries || j1 < j0) return sq_errorf("qzo: queries [%d, %d) are not a share of %d", j0, j1, c->queries);
     for (int j = 0; j < c->queries; j++) {
         counters[j] = (uint64_t)state->step * (uint64_t)c->queries + (uint64_t)j;
+        lp[j] = lm[j] = NAN;   // another process's query until combined
+    }
+    for (int j = j0; j < j1; j++) {
         sq_perturb p = {.seed = c->seed, .step = counters[j], .eps = c->eps, .sign = +1, .relative = c->relative};
         if (loss(ctx, &p, &lp[j]) != SQ_OK) return sq_error_context("qzo step %lld: + pass", (long long)state->step);
         p.sign = -1;
         if (loss(ctx, &p, &lm[j]) != SQ_OK) return sq_error_context("qzo step %lld: - pass", (long long)state->step);
+    }
+    if (split && split->combine(split->ctx, state->step, lp, lm, c->queries) != SQ_OK)
+        return sq_error_context("qzo step %lld: exchanging the losses", (long long)state->step);
+    for (int j = 0; j < c->queries; j++) {
         info->loss_plus = lp[j];
         info->loss_minus = lm[j];
         info->loss_mean += 0.5 * (lp[j] + lm[j]) / c->queries;

@@ -109,4 +109,21 @@ void sq_qzo_state_init(sq_qzo_state *s);
 int sq_qzo_step(const sq_qzo_config *c, sq_qzo_state *state, const sq_qzo_params *params, sq_qzo_loss_fn loss,
                 void *ctx, sq_qzo_step_info *info);
 
+// One step shared by several processes (app/train_loop.c over dist/exchange.h).
+// This process evaluates only queries [first_query, first_query + query_count);
+// then `combine` must leave in lp[0..Q) and lm[0..Q) the step's losses of all Q
+// queries, the same bits in every process: the gathered values for a split of the
+// queries, the shard-weighted means for a split of the batch (every process runs
+// every query on its shard). All that follows (the spike test, d, the update) then
+// runs identically everywhere, so the scales stay bit-identical across processes.
+typedef int (*sq_qzo_combine_fn)(void *ctx, int64_t step, double *lp, double *lm, int queries);
+typedef struct {
+    int first_query, query_count;
+    sq_qzo_combine_fn combine;
+    void *ctx;
+} sq_qzo_split;
+// split NULL: sq_qzo_step.
+int sq_qzo_step_split(const sq_qzo_config *c, sq_qzo_state *state, const sq_qzo_params *params, sq_qzo_loss_fn loss,
+                      void *ctx, const sq_qzo_split *split, sq_qzo_step_info *info);
+
 #endif

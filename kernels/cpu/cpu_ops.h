@@ -56,6 +56,8 @@ void cpu_strided_copy(float *dst, const float *src, const int64_t shape[4], cons
 void cpu_embedding(float *out, const float *table, const int32_t *ids, int64_t N, int64_t C);
 
 double cpu_sum_sq_diff(const float *a, const float *b, int64_t n);
+// sum_c sum_p w[p] (a[c*P+p] - b[c*P+p])^2 for a, b (C,P) and w (P); *wsum = sum_p w[p].
+double cpu_weighted_sum_sq_diff(const float *a, const float *b, const float *w, int64_t C, int64_t P, double *wsum);
 
 void cpu_set_num_threads(int n);
 

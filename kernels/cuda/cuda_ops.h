@@ -120,6 +120,10 @@ void cuda_dequant_i8(sq_dtype dt, void *out, const int8_t *codes, const float *s
 // sq_mse uses cuda_sum_sq_diff; cuda_sum is the same reduction, for tests/ops_ref.h.
 double cuda_sum(const void *x, sq_dtype dtype, int64_t n);
 double cuda_sum_sq_diff(const void *a, sq_dtype adtype, const void *b, sq_dtype bdtype, int64_t n);
+// sq_weighted_mse: sum_c sum_p w[p] (a[c,p] - b[c,p])^2 over a, b (C,P) and w (P) f32,
+// with *wsum = sum_p w[p], both from the same fixed grid as the sums above.
+double cuda_weighted_sum_sq_diff(const void *a, sq_dtype adtype, const void *b, sq_dtype bdtype, const float *w, int64_t C,
+                                 int64_t P, double *wsum);
 
 #ifdef __cplusplus
 }

@@ -45,8 +45,8 @@ extern "C" int cuda_ops_init(void) {
     return SQ_OK;
 }
 
-extern "C" int sq_cuda_init_impl(void) {
-    SQ_CUDA_TRY(cudaSetDevice(0));
+extern "C" int sq_cuda_init_impl(int ordinal) {
+    SQ_CUDA_TRY(cudaSetDevice(ordinal));
     static const sq_device_hooks hooks = {cuda_alloc, cuda_free, cuda_copy};
     sq_set_device_hooks(&hooks);
     return cuda_ops_init();

@@ -7,6 +7,7 @@
 # Results: $OUT/encode_*.json and the log. Usage: scripts/gpu/bench-encode.sh
 set -uo pipefail
 . "$(dirname "$0")/env.sh"
+sq_python_wheels || echo "bench-encode.sh: installing the wheels of $WHEELS_DIR failed" >&2
 for b in 1 4; do
     timeout 120 "$BIN" bench --what vae --resolution 1024 --batch-size $b --steps 3 --warmup 1 \
         --json "$OUT/encode_sdqzo_vae_b$b.json" 2>&1 | tail -2

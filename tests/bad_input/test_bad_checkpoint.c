@@ -4,7 +4,7 @@
 //   1. every number of the metadata is parsed strictly and range-checked
 //      (sd_qzo.group_size "-1" or "64x", a non-numeric sd_qzo.step, the optimiser
 //      JSON's eps <= 0, queries outside 1..64, a non-finite float, ...);
-//   2. a NaN, infinite or negative scale is refused naming the tensor, by
+//   2. a NaN or infinite scale is refused naming the tensor, by
 //      `sd-qzo export`, `sd-qzo sample --scales` and `sd-qzo train --resume`;
 //   3. the int4 file header (mmdit/base_model.c): a group size that is not exactly
 //      32, 64 or 128, or an unknown format;
@@ -138,8 +138,9 @@ static void metadata_cases(const char *good) {
         rewrite(good, p, cases[i].key, cases[i].find, cases[i].value, -1, 0);
         expect_refused(cases[i].what, p, cases[i].want);
     }
-    const float bad[] = {NAN, INFINITY, -0.5f};
-    const char *names[] = {"NaN scale", "infinite scale", "negative scale"};
+    // (a negative scale is valid: a Q4_0 GGUF base brings them, mmdit/gguf_base.h)
+    const float bad[] = {NAN, INFINITY, -INFINITY};
+    const char *names[] = {"NaN scale", "infinite scale", "-infinite scale"};
     for (int i = 0; i < 3; i++) {
         snprintf(p, sizeof p, "%s/scale%d.safetensors", dir, i);
         rewrite(good, p, NULL, NULL, NULL, 1, bad[i]);

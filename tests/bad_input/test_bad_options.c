@@ -52,7 +52,7 @@ int main(int argc, char **argv) {
     refused(bin, "train", "--group-size 48", "--group-size must be 32, 64 or 128, not '48'", NULL);
     refused(bin, "sample", "--device gpu --model x --prompt y", "--device must be auto, cpu or cuda, not 'gpu'", NULL);
     refused(bin, "quantize", "--model x --out y --group-size 16", "--group-size must be 32, 64 or 128, not '16'", NULL);
-    refused(bin, "export", "--format zip", "--format must be diffusers, single or both, not 'zip'", NULL);
+    refused(bin, "export", "--format zip", "--format must be diffusers, single, both or gguf, not 'zip'", NULL);
     refused(bin, "export", "--dtype fp8", "--dtype must be auto, bf16, fp16 or fp32, not 'fp8'", NULL);
     refused(bin, "bench", "--what gpu", "--what must be mmdit, vae, text, all or quantize, not 'gpu'", NULL);
     refused(bin, "quantize", "--model x --out y --device tpu", "--device must be auto, cpu or cuda, not 'tpu'", NULL);

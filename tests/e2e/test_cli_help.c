@@ -20,7 +20,7 @@ int main(int argc, char **argv) {
         {"sample", {"--batch-size, --batch", "--t5-max-length, --max-sequence-length", "[sd-qzo-samples]", "--out, --output",
                     "--t5-int8", "--seed", "--steps", "(auto, cpu or cuda) [auto]"}},
         {"quantize", {"--group-size", "[64]", "--out, --output", "--config FILE", "(auto, cpu or cuda) [auto]"}},
-        {"export", {"(diffusers, single or both) [diffusers]", "(auto, bf16, fp16 or fp32) [auto]", "[5]", "--force"}},
+        {"export", {"(diffusers, single, both or gguf) [diffusers]", "(auto, bf16, fp16 or fp32) [auto]", "[5]", "--verify"}},
         {"bench", {"--preset, --config", "(large, large-turbo or medium) [large]", "--batch-size, --batch", "--group-size",
                    "(mmdit, vae, text, all or quantize) [all]", "--quantize-blocks", "(auto, cpu or cuda) [auto]", "--steps"}},
         {"info", {"--path"}},

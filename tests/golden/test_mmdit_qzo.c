@@ -5,7 +5,10 @@
 // 2. the int4 model stays close to the dense one (quantisation error reported);
 // 3. QZO on the rectified-flow loss of a fixed batch lowers the loss over 150 steps
 //    (curve printed), and a run checkpointed at step 75 (scales + optimiser state
-//    through qzo/checkpoint) and resumed equals the uninterrupted run bit for bit.
+//    through qzo/checkpoint) and resumed equals the uninterrupted run bit for bit;
+// 4. the masked flow loss of a batch of two (loss weights per latent pixel) equals the
+//    weighted loss written out here from the same prediction, per sample normalised by
+//    its weight sum (docs/QZO.md), and the weights change nothing but the reduction.
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -239,12 +242,91 @@ static void test_qzo_on_mmdit(const inputs *in, const char *tmpdir) {
     trainer_free(&a);
 }
 
+// Two samples along the batch: b0 = t (1,...), b1 = t scaled by k1 (the second sample
+// differs from the first, and both share one context).
+static sq_tensor batch2(const sq_tensor *t, float k1) {
+    int64_t shape[4] = {2, 1, 1, 1}, n = sq_tensor_numel(t);
+    for (int d = 1; d < t->ndim; d++) shape[d] = t->shape[d];
+    sq_tensor o;
+    SQ_CHECK(sq_tensor_alloc(&o, SQ_F32, SQ_CPU, t->ndim, shape) == SQ_OK, "alloc");
+    float *dst = o.data;
+    const float *src = t->data;
+    for (int64_t i = 0; i < n; i++) dst[i] = src[i], dst[n + i] = k1 * src[i];
+    return o;
+}
+
+static void test_masked_loss(const inputs *in) {
+    sd_mmdit m;
+    char src[1024];
+    snprintf(src, sizeof src, "%s/mmdit/large_like/transformer", tu_fixtures_dir());
+    SQ_CHECK(sd_mmdit_load(&m, src, SQ_CPU, SQ_F32) == SQ_OK && sd_mmdit_quantize(&m, GROUP, NULL) == SQ_OK, "%s",
+             sq_error_message());
+    sq_arena a;
+    sq_arena_init(&a, SQ_CPU, 32 << 20);
+    sq_tensor x = batch2(&in->x, 0.5f), ctx = batch2(&in->ctx, 1.0f), pooled = batch2(&in->pooled, 1.0f), noise, w;
+    const int64_t B = 2, C = x.shape[1], H = x.shape[2], W = x.shape[3], P = H * W;
+    sq_tensor_alloc(&noise, SQ_F32, SQ_CPU, 4, x.shape);
+    sq_tensor_alloc(&w, SQ_F32, SQ_CPU, 4, SQ_SHAPE(B, 1, H, W));
+    uint64_t rs = 5;
+    tu_fill_uniform(noise.data, sq_tensor_numel(&noise), &rs, -1.5f, 1.5f);
+    float *wf = w.data;
+    for (int64_t p = 0; p < P; p++) {
+        wf[p] = (p % W) < W / 2 ? 1.0f : 0.0f;                       // sample 0: the left half
+        wf[P + p] = p % 5 == 0 ? 0.0f : tu_uniform(&rs, 0.0f, 1.0f);   // sample 1: grey, some 0
+    }
+    float sigmas[2] = {0.3f, 0.8f};
+    sd_flow_batch fb;
+    SQ_CHECK(sd_flow_batch_init(&fb, &m, &a, &x, &noise, sigmas, &ctx, &pooled) == SQ_OK, "%s", sq_error_message());
+    sq_perturb p = {.seed = 11, .step = 2, .eps = 1e-3f, .sign = -1};
+    double plain, masked;
+    TU_CHECK(sd_flow_loss(&fb, &p, &plain) == SQ_OK, "%s", sq_error_message());
+    float *pred0 = malloc((size_t)sq_tensor_numel(&fb.pred) * sizeof(float));
+    memcpy(pred0, fb.pred.data, (size_t)sq_tensor_numel(&fb.pred) * sizeof(float));
+    TU_CHECK(plain == sq_mse(&fb.pred, &fb.target), "unweighted loss is the batch mse");
+    sq_tensor bad;
+    sq_tensor_alloc(&bad, SQ_F32, SQ_CPU, 4, SQ_SHAPE(B, 1, H, W + 1));
+    TU_CHECK(sd_flow_batch_set_weights(&fb, &bad) == SQ_FAIL, "weights of another shape are refused");
+    sq_error_clear();
+    sq_tensor_free(&bad);
+    TU_CHECK(sd_flow_batch_set_weights(&fb, &w) == SQ_OK, "%s", sq_error_message());
+    tu_poison(fb.pred.data, sq_tensor_numel(&fb.pred));
+    TU_CHECK(sd_flow_loss(&fb, &p, &masked) == SQ_OK, "%s", sq_error_message());
+    TU_CHECK(!memcmp(pred0, fb.pred.data, (size_t)sq_tensor_numel(&fb.pred) * sizeof(float)),
+             "the weights do not change the prediction");
+    // the reference: per sample sum w (pred - target)^2 / (C sum w), then the batch mean
+    const float *pr = fb.pred.data, *tg = fb.target.data;
+    double ref = 0;
+    for (int64_t b = 0; b < B; b++) {
+        double num = 0, den = 0;
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t q = 0; q < P; q++) {
+                double d = (double)pr[(b * C + c) * P + q] - (double)tg[(b * C + c) * P + q];
+                num += wf[b * P + q] * d * d;
+            }
+        for (int64_t q = 0; q < P; q++) den += wf[b * P + q];
+        ref += num / ((double)C * den) / (double)B;
+    }
+    printf("masked flow loss (batch of 2, half and grey masks): %.12f, reference %.12f, unmasked %.12f\n", masked, ref, plain);
+    TU_CHECK(fabs(masked - ref) <= 1e-12 * ref, "masked loss %.17g vs reference %.17g", masked, ref);
+    TU_CHECK(fabs(masked - plain) > 1e-6 * plain, "the masks change the loss");
+    // all weights 1: exactly the unmasked loss's value (up to the summation order)
+    for (int64_t i = 0; i < B * P; i++) wf[i] = 1.0f;
+    TU_CHECK(sd_flow_loss(&fb, &p, &masked) == SQ_OK && fabs(masked - plain) <= 1e-12 * plain,
+             "weights of 1 give the unmasked loss: %.17g vs %.17g", masked, plain);
+    free(pred0);
+    sd_flow_batch_free(&fb);
+    sq_tensor_free(&x); sq_tensor_free(&ctx); sq_tensor_free(&pooled); sq_tensor_free(&noise); sq_tensor_free(&w);
+    sq_arena_free(&a);
+    sd_mmdit_free(&m);
+}
+
 int main(void) {
     char tmpdir[64] = "/tmp/sq-mmdit-qzo-XXXXXX";
     if (!mkdtemp(tmpdir)) return 1;
     inputs in;
     load_inputs(&in);
     test_quantized_files(&in, tmpdir);
+    test_masked_loss(&in);
     test_qzo_on_mmdit(&in, tmpdir);
     sq_tensor_free(&in.x);
     sq_tensor_free(&in.ctx);

@@ -2,7 +2,10 @@
 // activations) against the diffusers golden fixtures, relative error ≤ 2e-2, for
 // every fixture configuration; plus the quantised model's + and - passes: the same
 // inputs and perturbation give bit-identical losses on repeat (no atomics or
-// algorithm changes between passes). Skips (exit 77) without a GPU.
+// algorithm changes between passes), and so do their masked losses (sq_weighted_mse
+// with the left half of the latent weighted 1, the right half 0.25). Skips (exit 77)
+// without a GPU.
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
@@ -69,7 +72,7 @@ static void test_quantized_passes(void) {
     snprintf(io_path, sizeof io_path, "%s/mmdit/large_like/io.safetensors", tu_fixtures_dir());
     sq_safetensors *io;
     SQ_CHECK(sq_st_open(&io, io_path) == SQ_OK, "%s", sq_error_message());
-    double losses[2][2];
+    double losses[2][2], masked[2][2];
     for (int dev = 0; dev < 2; dev++) {
         sq_device d = dev ? SQ_CUDA : SQ_CPU;
         sq_dtype dt = dev ? SQ_BF16 : SQ_F32;
@@ -86,28 +89,46 @@ static void test_quantized_passes(void) {
         sq_tensor_alloc(&out, dt, d, 4, t[0].shape);
         sq_tensor_alloc(&target, dt, d, 4, t[0].shape);
         sq_scale(&target, &t[0], -0.5f, 0.25f);
+        int64_t H = t[0].shape[2], W = t[0].shape[3], P = H * W;
+        sq_tensor w;
+        float *wh = malloc((size_t)P * sizeof(float));
+        for (int64_t q = 0; q < P; q++) wh[q] = (q % W) < W / 2 ? 1.0f : 0.25f;
+        SQ_CHECK(sq_tensor_alloc(&w, SQ_F32, d, 2, SQ_SHAPE(H, W)) == SQ_OK && sq_tensor_from_host_f32(&w, wh) == SQ_OK, "%s",
+                 sq_error_message());
+        free(wh);
+        sq_tensor out1 = sq_tensor_view(out.data, dt, d, 3, &t[0].shape[1]), target1 = sq_tensor_view(target.data, dt, d, 3, &t[0].shape[1]);
         sq_arena a;
         SQ_CHECK(sq_arena_init(&a, d, 16 << 20) == SQ_OK, "%s", sq_error_message());
         for (int s = 0; s < 2; s++) {
             sq_perturb p = {.seed = 5, .step = 9, .eps = 1e-3f, .sign = s ? -1 : +1};
-            double l[2];
+            double l[2], lm[2];
             for (int rep = 0; rep < 2; rep++) {
                 TU_CHECK(sd_mmdit_forward(&m, &a, &t[0], ts, &t[1], &t[2], &p, &out, NULL) == SQ_OK, "%s", sq_error_message());
                 l[rep] = sq_mse(&out, &target);
+                lm[rep] = sq_weighted_mse(&out1, &target1, &w);   // the batch is one sample
             }
             TU_CHECK(l[0] == l[1], "%s %c pass not reproducible: %.17g vs %.17g", dev ? "CUDA" : "CPU", s ? '-' : '+', l[0], l[1]);
+            TU_CHECK(lm[0] == lm[1] && fabs(lm[0] - l[0]) > 1e-6 * l[0], "%s %c masked loss: %.17g, repeat %.17g, unmasked %.17g",
+                     dev ? "CUDA" : "CPU", s ? '-' : '+', lm[0], lm[1], l[0]);
             losses[dev][s] = l[0];
+            masked[dev][s] = lm[0];
         }
         sq_arena_free(&a);
         for (int i = 0; i < 3; i++) sq_tensor_free(&t[i]);
         sq_tensor_free(&out);
         sq_tensor_free(&target);
+        sq_tensor_free(&w);
         sd_mmdit_free(&m);
     }
     printf("int4 QZO passes: CPU L+ %.6f L- %.6f | CUDA L+ %.6f L- %.6f (each bit-identical on repeat)\n", losses[0][0],
            losses[0][1], losses[1][0], losses[1][1]);
-    for (int s = 0; s < 2; s++)
+    printf("masked: CPU L+ %.6f L- %.6f | CUDA L+ %.6f L- %.6f (each bit-identical on repeat)\n", masked[0][0], masked[0][1],
+           masked[1][0], masked[1][1]);
+    for (int s = 0; s < 2; s++) {
         TU_CHECK(fabs(losses[1][s] - losses[0][s]) <= 2e-2 * losses[0][s], "CUDA loss %g vs CPU %g", losses[1][s], losses[0][s]);
+        TU_CHECK(fabs(masked[1][s] - masked[0][s]) <= 2e-2 * masked[0][s], "CUDA masked loss %g vs CPU %g", masked[1][s],
+                 masked[0][s]);
+    }
     sq_st_close(io);
 }
 

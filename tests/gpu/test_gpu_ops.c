@@ -416,6 +416,42 @@ static void test_elementwise_layout(void) {
     drop(&cat); drop(&sl);
 }
 
+// sq_weighted_mse (the loss-mask reduction): CUDA vs CPU on the same (bf16-rounded)
+// inputs, with weights in [0, 1] (a third exactly 0). The device weights are a view of
+// a longer NaN-poisoned buffer and a, b views into poisoned ones too, so a read past
+// (C, P) or P shows as NaN. Both sums are in double, so only the order differs.
+static void weighted_mse_case(int64_t C, int64_t H, int64_t W) {
+    int64_t P = H * W, n = C * P, pad = 1000, np = n + pad, wp = P + pad;
+    pair a = rnd(1, &np, -2, 2), b = rnd(1, &np, -1, 3);
+    tu_poison((float *)a.h.data + n, pad);
+    tu_poison((float *)b.h.data + n, pad);
+    SQ_CHECK(sq_tensor_from_host_f32(&a.d, a.h.data) == SQ_OK && sq_tensor_from_host_f32(&b.d, b.h.data) == SQ_OK, "%s",
+             sq_error_message());
+    sq_tensor wh, wd;
+    SQ_CHECK(sq_tensor_alloc(&wh, SQ_F32, SQ_CPU, 1, &wp) == SQ_OK && sq_tensor_alloc(&wd, SQ_F32, SQ_CUDA, 1, &wp) == SQ_OK,
+             "%s", sq_error_message());
+    float *w = wh.data;
+    for (int64_t p = 0; p < P; p++) w[p] = p % 3 == 0 ? 0.0f : tu_uniform(&rs, 0, 1);
+    tu_poison(w + P, pad);
+    SQ_CHECK(sq_tensor_from_host_f32(&wd, w) == SQ_OK, "%s", sq_error_message());
+    sq_tensor ah = sq_tensor_view(a.h.data, SQ_F32, SQ_CPU, 3, SQ_SHAPE(C, H, W));
+    sq_tensor bh = sq_tensor_view(b.h.data, SQ_F32, SQ_CPU, 3, SQ_SHAPE(C, H, W));
+    sq_tensor ad = sq_tensor_view(a.d.data, g_dt, SQ_CUDA, 3, SQ_SHAPE(C, H, W));
+    sq_tensor bd = sq_tensor_view(b.d.data, g_dt, SQ_CUDA, 3, SQ_SHAPE(C, H, W));
+    sq_tensor whv = sq_tensor_view(w, SQ_F32, SQ_CPU, 2, SQ_SHAPE(H, W));
+    sq_tensor wdv = sq_tensor_view(wd.data, SQ_F32, SQ_CUDA, 2, SQ_SHAPE(H, W));
+    double h = sq_weighted_mse(&ah, &bh, &whv), d = sq_weighted_mse(&ad, &bd, &wdv), d2 = sq_weighted_mse(&ad, &bd, &wdv);
+    double plain = sq_mse(&ah, &bh);
+    printf("  weighted mse (%lld,%lldx%lld): CUDA %.15g, CPU %.15g, unweighted %.7g, repeat bit-identical: %s\n",
+           (long long)C, (long long)H, (long long)W, d, h, plain, d == d2 ? "yes" : "NO");
+    TU_CHECK(isfinite(d) && fabs(d - h) <= 1e-9 * h && d == d2, "weighted mse (%lld,%lld,%lld): CUDA %.17g vs CPU %.17g (repeat %.17g)",
+             (long long)C, (long long)H, (long long)W, d, h, d2);
+    TU_CHECK(fabs(h - plain) > 1e-4 * plain, "the weights change the value (%g vs %g)", h, plain);
+    sq_tensor_free(&wh);
+    sq_tensor_free(&wd);
+    drop(&a); drop(&b);
+}
+
 int main(void) {
     if (sq_cuda_device_count() <= 0) {
         printf("SKIP: no CUDA GPU found (gpu suite runs on a machine with an NVIDIA GPU)\n");
@@ -433,6 +469,10 @@ int main(void) {
         test_matmul();
         test_norms_acts();
         test_fast_paths();
+        weighted_mse_case(1, 1, 2);
+        weighted_mse_case(16, 17, 23);
+        weighted_mse_case(16, 128, 128);   // SD3.5 at 1024²: 16 channels, 128x128 latent pixels
+        weighted_mse_case(3, 300, 301);    // more pixels than the grid has threads
         attention_case(1, 1, 1, 1, 16, false, false, false);
         attention_case(2, 77, 77, 3, 64, false, false, false);
         attention_case(1, 333, 333, 2, 64, false, false, false);

@@ -3,7 +3,9 @@
 // and crop values against a hand-written exact area-average reference, flips,
 // bucket sets and assignment, determinism of the epoch order and of caption
 // dropout/tag shuffle, the data stream's own RNG key, the dataset iteration API,
-// and the latent/text cache (store, load, miss, corrupted and truncated entries).
+// the latent/text cache (store, load, miss, corrupted and truncated entries), and
+// loss masks (finding, checking, the image's geometry, area averaging onto the latent
+// grid, alpha and luma, cache keys, the dataset API).
 #include <math.h>
 #include <stdbool.h>
 #include <sys/stat.h>
@@ -698,7 +700,230 @@ static void test_rng_streams(void) {
         for (int j = 0; j < i; j++) TU_CHECK(keys[i] != keys[j], "streams %d and %d share a key", i, j);
 }
 
+// ---- loss masks ---------------------------------------------------------------
+
+static void write_px(const char *rel, int w, int h, int comp, const uint8_t *px) {
+    TU_CHECK(stbi_write_png(dt_path(rel), w, h, comp, px, w * comp) != 0, "cannot write %s", rel);
+}
+
+static void test_mask_find(void) {
+    dt_make_root("maskfind");
+    dt_mkdir("m");
+    dt_mkdir("m/sub");
+    dt_write_image("m/a.jpg", 4, 4, 1, 1);      // same name as its image
+    dt_write_image("m/a.png", 4, 4, 1, 1);      // the exact name wins over the stem
+    dt_write_image("m/b.png", 4, 4, 1, 1);      // image b.jpg: the stem with .png
+    dt_write_image("m/sub/c.bmp", 4, 4, 1, 1);  // image sub/c.png: the stem with .bmp
+    char *got, dir[300];
+    snprintf(dir, sizeof dir, "%s/m", dt_root);
+    const char *cases[][2] = {{"a.jpg", "m/a.jpg"}, {"b.jpg", "m/b.png"}, {"sub/c.png", "m/sub/c.bmp"}, {"d.png", NULL},
+                              {"sub/a.jpg", NULL}};
+    for (int i = 0; i < 5; i++) {
+        TU_CHECK(sd_mask_find(dir, cases[i][0], &got) == SQ_OK, "find");
+        const char *want = cases[i][1] ? dt_path(cases[i][1]) : NULL;
+        TU_CHECK(want ? got && !strcmp(got, want) : !got, "mask of %s: got %s, want %s", cases[i][0], got ? got : "(none)",
+                 want ? want : "(none)");
+        free(got);
+    }
+}
+
+// The geometry against a hand-written reference: a 128x128 source to a 64x48 bucket
+// is an exact 2x box down-scale to 64x64 (each pixel the mean of a 2x2 block), a
+// centre crop 8 rows down, a flip, then 8x8 blocks onto the 8x6 latent grid.
+static void test_mask_geometry(void) {
+    dt_make_root("maskgeo");
+    const int S = 128, ow = 64, oh = 48, f = 8;
+    uint8_t *grey = malloc((size_t)S * S), *rgba = malloc((size_t)S * S * 4), *rgb = malloc((size_t)S * S * 3);
+    uint8_t *luma = malloc((size_t)S * S);
+    for (int y = 0; y < S; y++)
+        for (int x = 0; x < S; x++) {
+            int i = y * S + x;
+            grey[i] = dt_pattern(x, y, 0, 3);
+            for (int c = 0; c < 3; c++) rgba[i * 4 + c] = dt_pattern(x, y, c, 9), rgb[i * 3 + c] = dt_pattern(x, y, c, 5);
+            rgba[i * 4 + 3] = grey[i];
+            luma[i] = (uint8_t)((77 * rgb[i * 3] + 150 * rgb[i * 3 + 1] + 29 * rgb[i * 3 + 2]) >> 8);
+        }
+    write_px("grey.png", S, S, 1, grey);
+    write_px("rgba.png", S, S, 4, rgba);
+    write_px("rgb.png", S, S, 3, rgb);
+    write_px("luma.png", S, S, 1, luma);
+    sd_crop_plan p;
+    sd_crop_plan_make(&p, S, S, ow, oh, SD_CROP_CENTER, 0, 0, true);
+    TU_CHECK(p.resized_w == 64 && p.resized_h == 64 && p.crop_x == 0 && p.crop_y == 8, "plan %dx%d+%d+%d", p.resized_w,
+             p.resized_h, p.crop_x, p.crop_y);
+    const int lw = ow / f, lh = oh / f;
+    double ref[6 * 8];
+    for (int ly = 0; ly < lh; ly++)
+        for (int lx = 0; lx < lw; lx++) {
+            double s = 0;
+            for (int y = ly * f; y < ly * f + f; y++)
+                for (int x = lx * f; x < lx * f + f; x++) {
+                    int sx = 2 * (ow - 1 - x), sy = 2 * (y + 8);   // flip, then the crop's offset, then 2x2
+                    s += (grey[sy * S + sx] + grey[sy * S + sx + 1] + grey[(sy + 1) * S + sx] + grey[(sy + 1) * S + sx + 1]) /
+                         (4.0 * 255.0);
+                }
+            ref[ly * lw + lx] = s / (f * f);
+        }
+    float got[6 * 8], alpha[6 * 8], a[6 * 8], b[6 * 8];
+    for (int i = 0; i < lw * lh; i++) got[i] = alpha[i] = a[i] = b[i] = NAN;
+    TU_CHECK(sd_mask_load(SD_MASK_SRC_FILE, dt_path("grey.png"), &p, f, got) == SQ_OK, "%s", sq_error_message());
+    double err = 0;
+    for (int i = 0; i < lw * lh; i++) err = fmax(err, fabs(got[i] - ref[i]));
+    TU_CHECK(err <= 1e-5, "mask through crop + flip + area: max error %g", err);
+    // the alpha channel of an RGBA image is read as the same grey
+    TU_CHECK(sd_mask_load(SD_MASK_SRC_ALPHA, dt_path("rgba.png"), &p, f, alpha) == SQ_OK, "%s", sq_error_message());
+    TU_CHECK(!memcmp(alpha, got, sizeof got), "alpha mask equals the grey mask of the same values");
+    // an RGB mask is read as its luma
+    TU_CHECK(sd_mask_load(SD_MASK_SRC_FILE, dt_path("rgb.png"), &p, f, a) == SQ_OK &&
+                 sd_mask_load(SD_MASK_SRC_FILE, dt_path("luma.png"), &p, f, b) == SQ_OK, "%s", sq_error_message());
+    TU_CHECK(!memcmp(a, b, sizeof a), "an RGB mask is its luma (77 R + 150 G + 29 B) >> 8");
+    // a mask of another size than the plan's source
+    sd_crop_plan small;
+    sd_crop_plan_make(&small, 64, 64, 64, 48, SD_CROP_CENTER, 0, 0, false);
+    TU_CHECK(sd_mask_load(SD_MASK_SRC_FILE, dt_path("grey.png"), &small, f, a) == SQ_FAIL &&
+                 strstr(sq_error_message(), "grey.png") && strstr(sq_error_message(), "128x128"),
+             "a changed mask size is an error naming it: %s", sq_error_message());
+    sq_error_clear();
+    free(grey); free(rgba); free(rgb); free(luma);
+}
+
+static void test_mask_dataset(void) {
+    dt_make_root("maskds");
+    dt_mkdir("img");
+    dt_mkdir("m");
+    dt_write_image("img/a.png", 64, 64, 3, 1);
+    dt_write_image("img/b.jpg", 64, 64, 3, 2);
+    dt_write_image("img/c.png", 64, 64, 4, 3);   // has alpha
+    dt_write_text("img/a.txt", "a");
+    dt_write_text("img/b.txt", "b");
+    dt_write_text("img/c.txt", "c");
+    // a: left half white, right half black; b: mask b.png (stem); c: no mask yet
+    uint8_t half[64 * 64];
+    for (int i = 0; i < 64 * 64; i++) half[i] = (i % 64) < 32 ? 255 : 0;
+    write_px("m/a.png", 64, 64, 1, half);
+    dt_write_image("m/b.png", 64, 64, 1, 4);
+    sd_dataset_opts o;
+    sd_dataset_opts_default(&o);
+    char img[300], m[300];
+    snprintf(img, sizeof img, "%s/img", dt_root);
+    snprintf(m, sizeof m, "%s/m", dt_root);
+    o.folder.images_dir = img;
+    o.resolution = 64;
+    o.masks.mode = SD_MASKS_DIR;
+    o.masks.dir = m;
+    sd_dataset *ds = NULL;
+    TU_CHECK(sd_dataset_open(&ds, &o) == SQ_FAIL && strstr(sq_error_message(), "c.png") && strstr(sq_error_message(), "no mask"),
+             "a missing mask is an error naming the image: %s", sq_error_message());
+    sq_error_clear();
+    o.masks.missing = SD_MASK_MISSING_WARN;
+    TU_CHECK(sd_dataset_open(&ds, &o) == SQ_OK, "missing masks with warn: %s", sq_error_message());
+    TU_CHECK(ds && sd_dataset_masked_count(ds) == 2 && sd_dataset_mask_source(ds, 0) == SD_MASK_SRC_FILE &&
+                 sd_dataset_mask_source(ds, 2) == SD_MASK_SRC_NONE, "2 of 3 images masked");
+    sd_dataset_item it;
+    sq_tensor t;
+    sd_cache_key k1, k2;
+    TU_CHECK(sd_dataset_describe_item(ds, 0, 0, &it) == SQ_OK && sd_dataset_load_mask(ds, &it, 8, &t) == SQ_OK, "%s",
+             sq_error_message());
+    TU_CHECK(t.ndim == 4 && t.shape[2] == 8 && t.shape[3] == 8, "mask at latent resolution (1,1,8,8)");
+    const float *w = t.data;
+    bool ok = true;
+    for (int i = 0; i < 64; i++) ok &= w[i] == ((i % 8) < 4 ? 1.0f : 0.0f);
+    TU_CHECK(ok, "the left half weighs 1, the right 0");
+    sq_tensor_free(&t);
+    TU_CHECK(sd_dataset_mask_key(ds, &it, 8, &k1) == SQ_OK, "%s", sq_error_message());
+    sd_dataset_item_free(&it);
+    sd_dataset_close(ds);
+    // a changed mask file changes the key
+    for (int i = 0; i < 64 * 64; i++) half[i] = (i % 64) < 32 ? 0 : 255;
+    write_px("m/a.png", 64, 64, 1, half);
+    TU_CHECK(sd_dataset_open(&ds, &o) == SQ_OK && sd_dataset_describe_item(ds, 0, 0, &it) == SQ_OK &&
+                 sd_dataset_mask_key(ds, &it, 8, &k2) == SQ_OK, "%s", sq_error_message());
+    TU_CHECK(strcmp(k1.hex, k2.hex) != 0, "a changed mask file is a new cache key");
+    sd_cache_key kf;
+    TU_CHECK(sd_dataset_mask_key(ds, &it, 2, &kf) == SQ_OK && strcmp(kf.hex, k2.hex) != 0, "the latent factor is in the key");
+    sd_dataset_item_free(&it);
+    sd_dataset_close(ds);
+    // all black: an error naming the mask and the image
+    memset(half, 0, sizeof half);
+    write_px("m/a.png", 64, 64, 1, half);
+    TU_CHECK(sd_dataset_open(&ds, &o) == SQ_OK && sd_dataset_describe_item(ds, 0, 0, &it) == SQ_OK, "%s", sq_error_message());
+    TU_CHECK(sd_dataset_load_mask(ds, &it, 8, &t) == SQ_FAIL && strstr(sq_error_message(), "m/a.png") &&
+                 strstr(sq_error_message(), "img/a.png") && strstr(sq_error_message(), "0 over the whole"),
+             "all-zero mask: %s", sq_error_message());
+    sq_error_clear();
+    sd_dataset_item_free(&it);
+    sd_dataset_close(ds);
+    // a mask of the wrong size: an error naming both files and both sizes
+    dt_write_image("m/c.png", 32, 64, 1, 5);
+    o.masks.missing = SD_MASK_MISSING_FAIL;
+    TU_CHECK(sd_dataset_open(&ds, &o) == SQ_FAIL && strstr(sq_error_message(), "m/c.png") &&
+                 strstr(sq_error_message(), "img/c.png") && strstr(sq_error_message(), "32x64") &&
+                 strstr(sq_error_message(), "64x64"), "wrong-size mask: %s", sq_error_message());
+    sq_error_clear();
+    // alpha: only c.png has an alpha channel
+    o.masks.mode = SD_MASKS_ALPHA;
+    o.masks.dir = NULL;
+    TU_CHECK(sd_dataset_open(&ds, &o) == SQ_OK, "alpha: %s", sq_error_message());
+    TU_CHECK(ds && sd_dataset_masked_count(ds) == 1 && sd_dataset_mask_source(ds, 2) == SD_MASK_SRC_ALPHA &&
+                 sd_dataset_mask_source(ds, 0) == SD_MASK_SRC_NONE, "alpha masks only where there is alpha");
+    sd_dataset_close(ds);
+}
+
+static uint8_t *read_fixture(const char *name, size_t want) {
+    char path[1100];
+    snprintf(path, sizeof path, "%s/webp/%s", tu_fixtures_dir(), name);
+    FILE *f = fopen(path, "rb");
+    uint8_t *b = malloc(want + 1);
+    size_t n = f ? fread(b, 1, want + 1, f) : 0;
+    if (f) fclose(f);
+    TU_CHECK(n == want, "%s: %zu bytes, want %zu", path, n, want);
+    return b;
+}
+
+// WebP masks and WebP alpha, against Pillow's decode (tools/make_webp_alpha_reference.py,
+// tools/make_webp_fixtures.py): an identity plan and factor 1 leave value / 255.
+static void test_mask_webp(void) {
+    static const struct { const char *name; int w, h; } alpha[] = {{"alpha_lossless", 18, 14}, {"alpha_lossy", 16, 16}};
+    char path[1100], ref[64];
+    for (int k = 0; k < 2; k++) {
+        int w = alpha[k].w, h = alpha[k].h;
+        snprintf(ref, sizeof ref, "%s.alpha", alpha[k].name);
+        uint8_t *a = read_fixture(ref, (size_t)w * h);
+        snprintf(path, sizeof path, "%s/webp/%s.webp", tu_fixtures_dir(), alpha[k].name);
+        sd_crop_plan p;
+        sd_crop_plan_make(&p, w, h, w, h, SD_CROP_CENTER, 0, 0, false);
+        float *got = malloc((size_t)w * h * sizeof(float));
+        tu_poison(got, (int64_t)w * h);
+        TU_CHECK(sd_mask_load(SD_MASK_SRC_ALPHA, path, &p, 1, got) == SQ_OK, "%s", sq_error_message());
+        double err = 0;
+        for (int i = 0; i < w * h; i++) err = fmax(err, fabs(got[i] - a[i] / 255.0));
+        TU_CHECK(err <= 1e-6, "%s: the alpha of the WebP vs Pillow's: max error %g", alpha[k].name, err);
+        free(a);
+        free(got);
+    }
+    // a WebP mask file: the luma of its RGB (Pillow's decode, lossless.rgb)
+    const int w = 20, h = 12;
+    uint8_t *rgb = read_fixture("lossless.rgb", (size_t)w * h * 3);
+    snprintf(path, sizeof path, "%s/webp/lossless.webp", tu_fixtures_dir());
+    sd_crop_plan p;
+    sd_crop_plan_make(&p, w, h, w, h, SD_CROP_CENTER, 0, 0, false);
+    float got[20 * 12];
+    tu_poison(got, w * h);
+    TU_CHECK(sd_mask_load(SD_MASK_SRC_FILE, path, &p, 1, got) == SQ_OK, "%s", sq_error_message());
+    double err = 0;
+    for (int i = 0; i < w * h; i++) {
+        int luma = (77 * rgb[3 * i] + 150 * rgb[3 * i + 1] + 29 * rgb[3 * i + 2]) >> 8;
+        err = fmax(err, fabs(got[i] - luma / 255.0));
+    }
+    TU_CHECK(err <= 1e-6, "a WebP mask is its luma: max error %g", err);
+    free(rgb);
+}
+
 int main(void) {
+    test_mask_find();
+    test_mask_webp();
+    test_mask_geometry();
+    test_mask_dataset();
     test_rng_streams();
     test_scan();
     test_transforms();

@@ -1,6 +1,6 @@
 // tests/unit/test_ops_layout.c: elementwise ops, adaLN modulate / gated residual,
 // copy with dtype conversion, concat / slice / permute / transpose on every dim,
-// and the mean / MSE reductions, against plain double loops.
+// and the mean / MSE / weighted-MSE reductions, against plain double loops.
 #include <math.h>
 #include <string.h>
 
@@ -158,10 +158,63 @@ static void test_reductions(void) {
     sq_tensor_free(&a); sq_tensor_free(&b);
 }
 
+// The loss-mask reduction: sum_c sum_p w[p] (a - b)^2 / (C sum_p w), written out
+// here as the formula reads (channel-major, unlike the op's pixel-major order).
+static double ref_weighted_mse(const float *a, const float *b, const float *w, int64_t C, int64_t P) {
+    double num = 0, den = 0;
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t p = 0; p < P; p++) {
+            double d = (double)a[c * P + p] - (double)b[c * P + p];
+            num += (double)w[p] * d * d;
+        }
+    for (int64_t p = 0; p < P; p++) den += w[p];
+    return num / ((double)C * den);
+}
+
+static void test_weighted_mse(void) {
+    const int64_t C = 16, H = 9, W = 13, P = H * W;
+    sq_tensor a = ot_rand(3, SQ_SHAPE(C, H, W), -2, 2), b = ot_rand(3, SQ_SHAPE(C, H, W), -1, 3);
+    sq_tensor w = ot_rand(2, SQ_SHAPE(H, W), 0, 1);
+    float *wf = w.data;
+    for (int64_t p = 0; p < P; p += 3) wf[p] = 0.0f;   // a mask's black pixels
+    double ref = ref_weighted_mse(a.data, b.data, wf, C, P), got = sq_weighted_mse(&a, &b, &w);
+    TU_CHECK(fabs(got - ref) <= 1e-12 * ref, "weighted mse %.17g vs reference %.17g", got, ref);
+    TU_CHECK(sq_weighted_mse(&a, &b, &w) == got, "weighted mse deterministic");
+    double plain = sq_mse(&a, &b);
+    TU_CHECK(fabs(got - plain) > 1e-3 * plain, "the weights matter: %g vs unweighted %g", got, plain);
+    // a flat view of a and b reads the same (C, P) layout
+    int64_t n = C * P;
+    sq_tensor af = sq_tensor_view(a.data, SQ_F32, SQ_CPU, 1, &n), bf = sq_tensor_view(b.data, SQ_F32, SQ_CPU, 1, &n);
+    TU_CHECK(sq_weighted_mse(&af, &bf, &w) == got, "flat views give the same bits");
+    // half the pixels at 1, half at 0: the mean over the kept half only
+    for (int64_t p = 0; p < P; p++) wf[p] = (p % W) < W / 2 ? 1.0f : 0.0f;
+    double half = 0;
+    int64_t kept = 0;
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t p = 0; p < P; p++)
+            if ((p % W) < W / 2) {
+                double d = (double)F32(a)[c * P + p] - F32(b)[c * P + p];
+                half += d * d;
+                kept++;
+            }
+    half /= (double)kept;
+    got = sq_weighted_mse(&a, &b, &w);
+    TU_CHECK(fabs(got - half) <= 1e-12 * half, "half mask: %.17g vs the mean over the kept half %.17g", got, half);
+    // a constant weight c > 0 is the plain mean squared error
+    for (int64_t p = 0; p < P; p++) wf[p] = 0.37f;
+    got = sq_weighted_mse(&a, &b, &w);
+    TU_CHECK(fabs(got - plain) <= 1e-12 * plain, "constant weights %.17g vs mse %.17g", got, plain);
+    // all zero: NaN, never a silent 0
+    for (int64_t p = 0; p < P; p++) wf[p] = 0.0f;
+    TU_CHECK(isnan(sq_weighted_mse(&a, &b, &w)), "all-zero weights give NaN");
+    sq_tensor_free(&a); sq_tensor_free(&b); sq_tensor_free(&w);
+}
+
 int main(void) {
     test_elementwise();
     test_adaln();
     test_layout();
     test_reductions();
+    test_weighted_mse();
     return tu_finish("test_ops_layout");
 }

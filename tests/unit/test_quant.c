@@ -190,6 +190,31 @@ int main(void) {
         int bada = 0;
         for (int64_t j = 0; j < nout * ng; j++) bada += !(fabsf(after[j] - before[j]) <= 1e-7f);
         TU_CHECK(bada == 0, "absolute undo restores the scales: %d mismatches", bada);
+
+        // negative scales (a Q4_0 GGUF base's) stay on their side of 0 in both modes:
+        // the same arithmetic, mirrored, clamped at 0 from above
+        for (int rel = 0; rel <= 1; rel++) {
+            float neg[7 * 192 / 32];
+            for (int64_t j = 0; j < nout * ng; j++) neg[j] = after[j] = -before[j];
+            sq_perturb pn = {.seed = 6, .step = 3, .index_base = 11, .relative = rel};
+            float c = rel ? 0.9f : 0.01f;
+            sq_qzo_update(&ta, &pn, c);
+            int badn = 0, clampn = 0, crossed = 0;
+            for (int64_t j = 0; j < nout * ng; j++) {
+                double z = sq_rng_normal(6, 3, 11 + (uint64_t)j);
+                double want = rel ? neg[j] * (1.0 - c * z) : neg[j] - c * z;
+                if (neg[j] == 0) {   // a scale at 0 counts as non-negative and may leave 0 upwards
+                    if (!(fabs(after[j] - fmax(want, 0)) <= 1e-7)) badn++;
+                    continue;
+                }
+                if (want > 0) { want = 0; clampn++; }
+                crossed += after[j] > 0;
+                if (!(fabs(after[j] - want) <= 1e-6 * fabs(neg[j]) + 1e-7)) badn++;
+            }
+            TU_CHECK(badn == 0 && crossed == 0, "%s update of negative scales: %d mismatches, %d turned positive",
+                     rel ? "relative" : "absolute", badn, crossed);
+            TU_CHECK(clampn > 0, "%s update: the clamp at 0 from above is exercised", rel ? "relative" : "absolute");
+        }
     }
     return tu_finish("test_quant");
 }

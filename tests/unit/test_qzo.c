@@ -754,6 +754,76 @@ static void test_checkpoint_state(void) {
     sq_st_close(sf);
 }
 
+// sq_qzo_step_split (the seam of a multi-process step): a process evaluates only its
+// share of the queries; its combine fills the others' losses, here evaluated on a
+// copy of the model at the same scales (what the other processes hold). After 4
+// relative steps with momentum every "process" of 3 holds the scales of the plain
+// step bit for bit, having called its own loss for its share only.
+typedef struct {
+    quad *other;        // the model the other processes evaluate (same scales)
+    int lo, hi;         // this process's queries
+    uint64_t seed;
+    float eps;
+    int relative;
+} split_sim;
+
+static int split_combine(void *ctx, int64_t step, double *lp, double *lm, int queries) {
+    split_sim *sim = ctx;
+    for (int j = 0; j < queries; j++) {
+        if (j >= sim->lo && j < sim->hi) continue;
+        if (!isnan(lp[j]) || !isnan(lm[j])) return sq_errorf("query %d of another process is not blank", j);
+        sq_perturb p = {.seed = sim->seed, .step = (uint64_t)step * (uint64_t)queries + (uint64_t)j, .eps = sim->eps,
+                        .sign = +1, .relative = sim->relative};
+        quad_loss(sim->other, &p, &lp[j]);
+        p.sign = -1;
+        quad_loss(sim->other, &p, &lm[j]);
+    }
+    return SQ_OK;
+}
+
+static void test_split_queries(void) {
+    sq_qzo_config c;
+    sq_qzo_config_defaults(&c);
+    c.queries = 4;
+    c.momentum = 0.5f;
+    c.seed = 11;
+    c.spike_factor = 0;
+    static quad ref;
+    make_quad(&ref, 31);
+    sq_tensor rt[2];
+    sq_tensor *rp[2];
+    sq_qzo_params rparams = quad_params(&ref, rt, rp);
+    sq_qzo_state rs;
+    sq_qzo_state_init(&rs);
+    for (int k = 0; k < 4; k++) sq_qzo_step(&c, &rs, &rparams, quad_loss, &ref, NULL);
+    const int W = 3, lo[3] = {0, 1, 2}, hi[3] = {1, 2, 4};
+    for (int r = 0; r < W; r++) {
+        static quad mine, other;
+        make_quad(&mine, 31);
+        sq_tensor mt[2];
+        sq_tensor *mp[2];
+        sq_qzo_params params = quad_params(&mine, mt, mp);
+        sq_qzo_state st;
+        sq_qzo_state_init(&st);
+        split_sim sim = {&other, lo[r], hi[r], c.seed, c.eps, c.relative};
+        sq_qzo_split sp = {lo[r], hi[r] - lo[r], split_combine, &sim};
+        bool ok = true;
+        for (int k = 0; k < 4 && ok; k++) {
+            other = mine;   // the others hold the same scales
+            ok = sq_qzo_step_split(&c, &st, &params, quad_loss, &mine, &sp, NULL) == SQ_OK;
+        }
+        TU_CHECK(ok, "process %d of %d: %s", r, W, sq_error_message());
+        TU_CHECK(mine.calls == 2 * 4 * (hi[r] - lo[r]), "process %d evaluates its share only (%d loss calls)", r, mine.calls);
+        TU_CHECK(!memcmp(mine.s, ref.s, sizeof ref.s) && st.step == rs.step && !memcmp(st.terms, rs.terms, sizeof rs.terms),
+                 "process %d of %d: scales and state equal the plain step's bit for bit (max rel diff %.3g)", r, W,
+                 max_rel_diff_f(mine.s, ref.s, QN));
+    }
+    // the reference moved: equal scales above are not untouched ones
+    static quad start;
+    make_quad(&start, 31);
+    TU_CHECK(max_rel_diff_f(ref.s, start.s, QN) > 1e-4, "the 4 steps change the scales");
+}
+
 int main(void) {
     test_estimate();
     test_update_exact();
@@ -764,5 +834,6 @@ int main(void) {
     test_nan_recovery();
     test_spike_and_give_up();
     test_checkpoint_state();
+    test_split_queries();
     return tu_finish("test_qzo");
 }
