@@ -60,8 +60,10 @@ const char *sq_st_metadata_key(const sq_safetensors *st, int i);
 // entry's bytes ahead (MADV_WILLNEED); release drops the entry's whole pages from
 // this process's memory (MADV_DONTNEED: they stay in the page cache and are read
 // again on the next access), so the mapped file does not grow the resident set.
-void sq_st_entry_prefetch(const sq_st_entry *e);
-void sq_st_entry_release(const sq_st_entry *e);
+// Both act only on entries in a file that st mapped (sq_st_open), and do nothing
+// for a set made by sq_st_from_entries (a GGUF base: its data may be heap memory).
+void sq_st_entry_prefetch(const sq_safetensors *st, const sq_st_entry *e);
+void sq_st_entry_release(const sq_safetensors *st, const sq_st_entry *e);
 // Entry as a borrowed host tensor (fails if ndim > SQ_MAX_DIMS).
 int sq_st_entry_tensor(const sq_st_entry *e, sq_tensor *out);
 // Loads an entry into dst (any device, f32/bf16/f16), converting dtype, after

@@ -390,27 +390,33 @@ const char *sq_st_metadata(const sq_safetensors *st, const char *key) {
 int sq_st_metadata_count(const sq_safetensors *st) { return st->n_meta; }
 const char *sq_st_metadata_key(const sq_safetensors *st, int i) { return i >= 0 && i < st->n_meta ? st->meta[i].key : NULL; }
 
-// The whole pages inside [data, data + nbytes) (advice on a page that another entry
-// shares would touch that entry too; for release it would only cost a re-read).
-static bool entry_pages(const sq_st_entry *e, uintptr_t *start, size_t *len) {
+// The whole pages inside [data, data + nbytes), when the entry lies in a file this
+// set mapped itself (advice on a page that another entry shares would touch that
+// entry too; for release it would only cost a re-read). Never for a set made by
+// sq_st_from_entries: its data may be heap memory, which MADV_DONTNEED would zero.
+static bool entry_pages(const sq_safetensors *st, const sq_st_entry *e, uintptr_t *start, size_t *len) {
+    if (e->file < 0 || e->file >= st->n_files) return false;
+    const st_file *f = &st->files[e->file];
+    uintptr_t m0 = (uintptr_t)f->map, d = (uintptr_t)e->data;
+    if (!f->map || d < m0 || d + e->nbytes > m0 + f->size) return false;
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t a = ((uintptr_t)e->data + page - 1) / page * page, b = ((uintptr_t)e->data + e->nbytes) / page * page;
+    uintptr_t a = (d + page - 1) / page * page, b = (d + e->nbytes) / page * page;
     if (b <= a) return false;
     *start = a;
     *len = b - a;
     return true;
 }
 
-void sq_st_entry_prefetch(const sq_st_entry *e) {
+void sq_st_entry_prefetch(const sq_safetensors *st, const sq_st_entry *e) {
     uintptr_t a;
     size_t n;
-    if (entry_pages(e, &a, &n)) (void)madvise((void *)a, n, MADV_WILLNEED);   // advice only: errors are moot
+    if (entry_pages(st, e, &a, &n)) (void)madvise((void *)a, n, MADV_WILLNEED);   // advice only: errors are moot
 }
 
-void sq_st_entry_release(const sq_st_entry *e) {
+void sq_st_entry_release(const sq_safetensors *st, const sq_st_entry *e) {
     uintptr_t a;
     size_t n;
-    if (entry_pages(e, &a, &n)) (void)madvise((void *)a, n, MADV_DONTNEED);
+    if (entry_pages(st, e, &a, &n)) (void)madvise((void *)a, n, MADV_DONTNEED);
 }
 
 int sq_st_entry_tensor(const sq_st_entry *e, sq_tensor *out) {

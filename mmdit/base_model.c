@@ -89,7 +89,7 @@ void sd_base_source_sha256(const sq_safetensors *st, bool single_file, char hex[
         const sq_st_entry *e = sq_st_at(st, i);
         if (!sd_base_keep_tensor(e->name, single_file)) continue;
         hash_entry(&hash, e);
-        sq_st_entry_release(e);   // a 16 GB checkpoint must not stay resident (re-read on use)
+        sq_st_entry_release(st, e);   // a 16 GB checkpoint must not stay resident (re-read on use)
     }
     uint8_t digest[32];
     sq_sha256_final(&hash, digest);

@@ -167,7 +167,7 @@ int sd_quantize_checkpoint_ex(const char *model, const char *out_path, int group
         const sq_st_entry *e = sq_st_at(st, i);
         if (!sd_base_keep_tensor(e->name, single_file)) continue;
         for (int j = i + 1; j < n; j++)   // the next kept tensor is read ahead meanwhile
-            if (sd_base_keep_tensor(sq_st_at(st, j)->name, single_file)) { sq_st_entry_prefetch(sq_st_at(st, j)); break; }
+            if (sd_base_keep_tensor(sq_st_at(st, j)->name, single_file)) { sq_st_entry_prefetch(st, sq_st_at(st, j)); break; }
         sd_qlayer_kind kind;
         if ((e->dtype == SQ_F32 || e->dtype == SQ_BF16 || e->dtype == SQ_F16) &&
             sd_mmdit_should_quantize(e->name, e->ndim, e->shape, group, &kind)) {
@@ -195,12 +195,12 @@ int sd_quantize_checkpoint_ex(const char *model, const char *out_path, int group
             goto done;
         }
         // the previous tensor's pages go (the hasher may still be on this one)
-        if (prev) sq_st_entry_release(prev);
+        if (prev) sq_st_entry_release(st, prev);
         prev = e;
         done_bytes += (int64_t)e->nbytes;
         if (!quiet) sq_progress_update(&prog, done_bytes / 1000000, where);
     }
-    if (prev) sq_st_entry_release(prev);
+    if (prev) sq_st_entry_release(st, prev);
     if (!quiet) sq_progress_end(&prog);
     pthread_join(hasher, NULL);
     hashing = false;
