@@ -131,6 +131,7 @@ if [[ " $PARTS " == *" check "* ]]; then
     took=$(python3 -c "print(round($t1 - $t0, 1))")
     grep -q "rank 1 (pid $victim) was killed by signal 9" "$C/killed.log" && python3 -c "import sys; sys.exit(not $took < 30)"
     verdict "killed rank" $? "launcher ended ${took} s after rank 1 (pid $victim) was killed: $(grep -m1 'closed its connection\|NCCL\|timed out' "$C/killed.log" | cut -c1-160)"
+    cp "$C/killed.log" "$OUT/killed.log" 2>/dev/null; tail -4 "$C/killed.log" | cut -c1-300
     stamp
 fi
 
