@@ -156,12 +156,19 @@ if [[ " $PARTS " == *" scale "* ]]; then
     # the encode phase once per resolution, into the shared caches (not timed)
     big warm-1024 1 1 1024 0 & big warm-512 1 1 512 1 & wait
     stamp
-    # 1 GPU: four runs side by side
-    big g1-b1-1024 1 1 1024 0 & big g1-b4-1024 1 4 1024 1 & big g1-b1-512 1 1 512 2 & big g1-b4-512 1 4 512 3 & wait
-    stamp
-    # 2 GPUs: two at a time
-    big g2-b1-1024 2 1 1024 0,1 & big g2-b4-1024 2 4 1024 2,3 & wait
-    big g2-b1-512 2 1 512 0,1 & big g2-b4-512 2 4 512 2,3 & wait
+    if [ "$ngpu" -ge 4 ]; then
+        # 1 GPU: four runs side by side; 2 GPUs: two at a time
+        big g1-b1-1024 1 1 1024 0 & big g1-b4-1024 1 4 1024 1 & big g1-b1-512 1 1 512 2 & big g1-b4-512 1 4 512 3 & wait
+        stamp
+        big g2-b1-1024 2 1 1024 0,1 & big g2-b4-1024 2 4 1024 2,3 & wait
+        big g2-b1-512 2 1 512 0,1 & big g2-b4-512 2 4 512 2,3 & wait
+    else
+        # 2 GPUs: the 1-GPU runs two at a time, the 2-GPU runs one after another
+        big g1-b1-1024 1 1 1024 0 & big g1-b4-1024 1 4 1024 1 & wait
+        big g1-b1-512 1 1 512 0 & big g1-b4-512 1 4 512 1 & wait
+        stamp
+        for res in 1024 512; do for b in 1 4; do big g2-b$b-$res 2 $b "$res" 0,1; done; done
+    fi
     stamp
     if [ "$ngpu" -ge 4 ]; then
         for res in 1024 512; do for b in 1 4; do big g4-b$b-$res 4 $b "$res" 0,1,2,3; done; done
