@@ -20,7 +20,7 @@ some Chinese, Japanese and Korean so that the vocabulary has merges across the
 UTF-8 bytes of CJK words.
 
 Run: /work/venv-rel/bin/python tools/make_tokenizer_fixtures.py [--out tests/fixtures/tokenizer]
-(needs transformers 5 and tokenizers, see tools/requirements.txt.)
+(needs transformers 5 and tokenizers, see tools/requirements-tokenizer.txt.)
 """
 import argparse
 import collections

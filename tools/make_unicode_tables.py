@@ -13,7 +13,7 @@ tokenizer (text_encoders/unicode.c), from the reference itself where it can:
     the script fail).
 
 Run: /work/venv-rel/bin/python tools/make_unicode_tables.py [--out text_encoders/unicode_tables.h]
-(needs tokenizers, from transformers 5's requirements; sd-qzo never needs Python.)
+(see tools/requirements-tokenizer.txt; sd-qzo never needs Python.)
 """
 import argparse
 import sys
