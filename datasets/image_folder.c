@@ -19,7 +19,6 @@
 
 // Larger sides are refused: a 16k x 16k RGB decode is already 768 MiB, and a
 // corrupt header claiming more would only fail later in an allocation.
-#define MAX_SIDE 16384
 #define MAX_DEPTH 32
 
 typedef enum { KIND_IMAGE, KIND_WEBP } file_kind;
@@ -139,8 +138,7 @@ static int check_image(candidate *c, bool full) {
         const char *why = stbi_failure_reason();
         return sq_errorf("%s: not a decodable PNG/JPEG/BMP image (%s)", c->path, why ? why : "unknown reason");
     }
-    if (c->w < 1 || c->h < 1 || c->w > MAX_SIDE || c->h > MAX_SIDE)
-        return sq_errorf("%s: image size %dx%d outside 1..%d pixels per side", c->path, c->w, c->h, MAX_SIDE);
+    if (sd_image_check_size(c->path, c->w, c->h) != SQ_OK) return SQ_FAIL;
     if (sd_image_check_complete(c->path) != SQ_OK) return SQ_FAIL;   // stbi_info reads the header only
     if (full) {
         int w, h;

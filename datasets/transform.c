@@ -81,9 +81,23 @@ int sd_image_check_complete(const char *path) {
     return SQ_OK;
 }
 
+int sd_image_check_size(const char *path, int w, int h) {
+    if (w < 1 || h < 1 || w > SD_IMAGE_MAX_SIDE || h > SD_IMAGE_MAX_SIDE)
+        return sq_errorf("%s: image size %dx%d outside 1..%d pixels per side", path, w, h, SD_IMAGE_MAX_SIDE);
+    if ((long long)w * h > SD_IMAGE_MAX_PIXELS)
+        return sq_errorf("%s: image size %dx%d is over the %lld-megapixel limit", path, w, h,
+                         SD_IMAGE_MAX_PIXELS / (1024 * 1024));
+    return SQ_OK;
+}
+
 int sd_image_decode_rgb(const char *path, uint8_t **rgb, int *w, int *h) {
     int n = 0;
     *rgb = NULL;
+    if (!stbi_info(path, w, h, &n)) {
+        const char *why = stbi_failure_reason();
+        return sq_errorf("%s: cannot decode image (%s)", path, why ? why : "unknown reason");
+    }
+    if (sd_image_check_size(path, *w, *h) != SQ_OK) return SQ_FAIL;
     if (sd_image_check_complete(path) != SQ_OK) return SQ_FAIL;
     unsigned char *px = stbi_load(path, w, h, &n, 3);
     if (!px) {

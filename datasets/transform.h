@@ -52,8 +52,18 @@ void sd_crop_plan_make(sd_crop_plan *plan, int src_w, int src_h, int out_w, int 
 // cannot be decoded". Other formats pass.
 int sd_image_check_complete(const char *path);
 
+// The largest image sd-qzo decodes, checked from the header before any pixel is
+// decoded, so a forged header (20000 x 20000) cannot make it allocate gigabytes:
+// at most SD_IMAGE_MAX_SIDE pixels per side and SD_IMAGE_MAX_PIXELS (64 MP, 8192 x
+// 8192; 192 MiB as 8-bit RGB) in all, far above any SD training picture.
+#define SD_IMAGE_MAX_SIDE 16384
+#define SD_IMAGE_MAX_PIXELS (64ll * 1024 * 1024)
+// SQ_OK, or SQ_FAIL: "PATH: image size WxH is over ...".
+int sd_image_check_size(const char *path, int w, int h);
+
 // Decodes an image to 8-bit RGB, HWC, rows top to bottom. *rgb is malloc'ed (free
-// it). SQ_FAIL with a message naming the file and stb's reason (or the truncation).
+// it). SQ_FAIL with a message naming the file and stb's reason (or the truncation,
+// or a size over the limits above, read from the header before decoding).
 int sd_image_decode_rgb(const char *path, uint8_t **rgb, int *w, int *h);
 
 // Resizes/crops/flips an 8-bit RGB HWC image of plan->src_w x plan->src_h into
