@@ -68,19 +68,20 @@ int main(int argc, char **argv) {
     // the resolution limit, before any work: nothing encoded, no output written
     snprintf(args, sizeof args, "--model '%s' --images %s/no-images --output %s/run --resolution 128 --device cpu", tiny, tmp,
              tmp);
-    refused(bin, "train", args, "--resolution 128 with buckets: the 4:1 bucket is 256 pixels long", "--resolution 64 or less");
+    refused(bin, "train", args, "--resolution 128 with buckets: the 4:1 bucket is 256 pixels long",
+            "transformer/config.json has pos_embed_max_size 16");
     snprintf(args, sizeof args, "--model '%s' --images %s/no-images --output %s/run --resolution 128 --no-buckets --device cpu",
              tiny, tmp, tmp);
-    refused(bin, "train", args, "--resolution 128 is too large for this transformer", "position table has 16");
+    refused(bin, "train", args, "--resolution 128 is too large for", "transformer/config.json: 32 patches per side, its pos_embed_max_size is 16");
     snprintf(path, sizeof path, "%s/run", tmp);
     struct stat st;
     TU_CHECK(stat(path, &st) != 0, "a refused run wrote nothing into its output folder");
     snprintf(args, sizeof args, "--model '%s' --prompt x --width 128 --height 64 --device cpu --out %s/samples", tiny, tmp);
-    refused(bin, "sample", args, "--width 128 / --height 64", "position table has 16 patches a side");
+    refused(bin, "sample", args, "--width 128 / --height 64", "transformer/config.json has pos_embed_max_size 16");
     snprintf(path, sizeof path, "%s/samples", tmp);
     TU_CHECK(stat(path, &st) != 0, "a refused sample run created no output folder");
     snprintf(args, sizeof args, "--weights '%s' --resolution 128 --device cpu --steps 1", tiny);
-    refused(bin, "bench", args, "--resolution 128 is too large for this transformer", NULL);
+    refused(bin, "bench", args, "--resolution 128 is too large for", "transformer/config.json");
 
     // the QZO options of `train`, checked before anything is read or written
     static const struct { const char *args, *want, *want2; } qzo_opts[] = {
