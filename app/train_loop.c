@@ -6,9 +6,11 @@
 // (app/train_eval.h), atomic checkpoints (also on Ctrl-C), the step log and
 // report.html.
 #include <math.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include "app/train.h"
@@ -120,7 +122,19 @@ static int load_mmdit(loop *L) {
                              "free the GPU (other programs), or use a smaller model", gib((size_t)st.st_size + ((size_t)512 << 20)),
                              gib(fr));
     }
-    if (!t->synthetic && sd_mmdit_load(&L->m, qpath, t->device, t->dtype) != SQ_OK) return sq_error_context("loading the MMDiT");
+    if (!t->synthetic && sd_mmdit_load(&L->m, qpath, t->device, t->dtype) != SQ_OK) {
+        if (strcmp(qpath, t->opt.model) == 0) return sq_error_context("loading the MMDiT");
+        // The cached int4 copy holds what --model holds: its faults (a missing tensor, a
+        // shape that contradicts the config) are --model's, so the message names the
+        // user's file, and the copy goes, lest a fixed model meet a stale cache entry.
+        char msg[2048], *at;
+        snprintf(msg, sizeof msg, "%s", sq_error_message());
+        size_t ql = strlen(qpath);
+        if ((at = strstr(msg, qpath)) != NULL) memmove(at, at + ql, strlen(at + ql) + 1);
+        if (unlink(qpath) != 0 && errno != ENOENT) sq_log_warn("could not remove %s", qpath);
+        return sq_errorf("--model %s: its transformer does not load (found in its int4 copy%s%s)", t->opt.model,
+                         msg[0] == ':' ? "" : ": ", msg);
+    }
     const sd_mmdit_config *c = &L->m.cfg;
     if (c->joint_attention_dim != t->ctx_dim || c->pooled_projection_dim != t->pooled_dim || c->in_channels != t->latent_channels)
         return sq_errorf("the transformer (context %d, pooled %d, %d latent channels) does not fit the text encoders / VAE "
