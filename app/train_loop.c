@@ -450,6 +450,34 @@ static int setup(loop *L) {
     return sd_train_eval_init(&L->eval, t, L->qs.step);
 }
 
+// Test hook, read here only (README "Fault injection"): SD_QZO_FAULT=alloc@step:N makes
+// step N fail as a device allocation does, to test the out-of-memory path on the CPU.
+static bool fault_alloc_at(int64_t step) {
+    const char *f = getenv("SD_QZO_FAULT");
+    long long n;
+    return f && sscanf(f, "alloc@step:%lld", &n) == 1 && n == step;
+}
+
+// An allocation failure (cudaErrorMemoryAllocation reads "out of memory", the arena
+// and slab allocator say "out of GPU memory" / "out of host memory").
+static bool is_out_of_memory(const char *msg) {
+    return strstr(msg, "out of memory") || strstr(msg, "out of GPU memory") || strstr(msg, "out of host memory");
+}
+
+// Out of memory mid-run: the failed step changed no scale (they change only after its
+// forward passes), so the last finished step is saved, and the message says how to
+// need less memory.
+static int out_of_memory(loop *L) {
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", sq_error_message());
+    int64_t step = L->qs.step;
+    if (save_checkpoint(L) != SQ_OK)
+        return sq_error_context("out of memory at step %lld (%s), and the checkpoint could not be saved", (long long)step + 1, msg);
+    return sq_errorf("out of memory at step %lld (%s); checkpoint saved at step %lld: continue with --resume "
+                     "%s/checkpoint.safetensors and less memory: a smaller --batch-size or --resolution, or --low-vram",
+                     (long long)step + 1, msg, (long long)step, L->t->opt.output);
+}
+
 int sd_train_loop(sd_trainer *t) {
     loop L = {.t = t, .cur_epoch = -1};
     int rc = setup(&L);
@@ -481,7 +509,14 @@ int sd_train_loop(sd_trainer *t) {
         while (rc == SQ_OK && L.qs.step < steps) {
             double t0 = sq_time_now();
             sq_qzo_step_info info;
-            if ((rc = run_step(&L, &L.qc, &info)) != SQ_OK) break;
+            if (fault_alloc_at(L.qs.step + 1))
+                rc = sq_errorf("out of GPU memory (injected by SD_QZO_FAULT=alloc@step:%lld)", (long long)L.qs.step + 1);
+            else
+                rc = run_step(&L, &L.qc, &info);
+            if (rc != SQ_OK) {
+                if (is_out_of_memory(sq_error_message())) rc = out_of_memory(&L);
+                break;
+            }
             int64_t done = L.qs.step;
             if (info.discarded)
                 sq_log_warn("step %lld discarded: %s; the previous step is undone and the learning rate halved (x%.3g of "
