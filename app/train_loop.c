@@ -262,6 +262,9 @@ static int save_checkpoint(loop *L) {
     snprintf(path, sizeof path, "%s/checkpoint.safetensors", t->opt.output);
     int rc = sq_checkpoint_save(path, L->sl.named, L->sl.count, &info);
     free(info.loss_history);
+    if (rc != SQ_OK)  // the write is atomic (temporary file, then rename): the old file stands
+        return sq_error_context("saving the checkpoint of step %lld to %s (the previous one is kept)", (long long)L->qs.step,
+                                path);
     return rc;
 }
 
