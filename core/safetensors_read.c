@@ -315,7 +315,7 @@ int sq_st_open(sq_safetensors **out, const char *path) {
     else if (S_ISDIR(sb.st_mode)) rc = open_dir(st, path);
     else if (ends_with(path, ".json")) rc = open_index(st, path);
     else rc = open_one(st, path);
-    if (rc == SQ_OK) {
+    if (rc == SQ_OK && st->n_entries > 1) {  // none: entries may be NULL, which qsort must not get
         qsort(st->entries, (size_t)st->n_entries, sizeof *st->entries, cmp_entry_name);
         for (int i = 1; i < st->n_entries; i++)
             if (!strcmp(st->entries[i].name, st->entries[i - 1].name)) {

@@ -134,12 +134,12 @@ static int check_image(candidate *c, bool full) {
         return sq_errorf("%s: WebP is not supported (stb_image cannot decode it); convert it to PNG or JPEG",
                          c->path);
     int n;
+    if (sd_image_check_complete(c->path) != SQ_OK) return SQ_FAIL;   // before stb_image parses anything
     if (!stbi_info(c->path, &c->w, &c->h, &n)) {
         const char *why = stbi_failure_reason();
         return sq_errorf("%s: not a decodable PNG/JPEG/BMP image (%s)", c->path, why ? why : "unknown reason");
     }
     if (sd_image_check_size(c->path, c->w, c->h) != SQ_OK) return SQ_FAIL;
-    if (sd_image_check_complete(c->path) != SQ_OK) return SQ_FAIL;   // stbi_info reads the header only
     if (full) {
         int w, h;
         unsigned char *px = stbi_load(c->path, &w, &h, &n, 3);

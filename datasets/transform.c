@@ -46,6 +46,45 @@ void sd_crop_plan_make(sd_crop_plan *plan, int src_w, int src_h, int out_w, int 
     plan->flip = flip;
 }
 
+// stb_image 2.27 (Debian's libstb) builds a Huffman table from a DHT segment whose 16
+// code counts may sum past the 256 symbols the table holds, writing past its end
+// (fixed upstream in 2.28). So every DHT segment of a JPEG is checked first, the
+// segments found by their lengths and, after a scan's header, by the markers that
+// end the entropy-coded data (FF followed by neither 00 nor a restart marker).
+static int check_jpeg_tables(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return sq_error_errno("%s: cannot open", path);
+    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    unsigned char *d = size > 0 ? malloc((size_t)size) : NULL;
+    int ok = d && fseek(f, 0, SEEK_SET) == 0 && fread(d, 1, (size_t)size, f) == (size_t)size;
+    fclose(f);
+    if (!ok) { free(d); return sq_errorf("%s: read error", path); }
+    int rc = SQ_OK;
+    for (size_t i = 2, n = (size_t)size; i + 4 <= n;) {
+        if (d[i] != 0xFF || d[i + 1] == 0xFF) { i++; continue; }   // entropy-coded data, fill bytes
+        unsigned m = d[i + 1];
+        if (m == 0x00 || (m >= 0xD0 && m <= 0xD7)) { i += 2; continue; }   // stuffed byte, restart marker
+        if (m == 0xD9) break;                                               // end of image
+        size_t len = (size_t)d[i + 2] << 8 | d[i + 3], end = i + 2 + len;
+        if (len < 2 || end > n) break;   // stb_image reports what it makes of that
+        for (size_t p = i + 4; m == 0xC4 && p < end;) {
+            if (p + 17 > end) break;
+            unsigned symbols = 0;
+            for (int k = 1; k <= 16; k++) symbols += d[p + k];
+            if (symbols > 256) {
+                rc = sq_errorf("%s: corrupt JPEG (a Huffman table of %u codes, at most 256); cannot be decoded", path,
+                               symbols);
+                break;
+            }
+            p += 17 + symbols;
+        }
+        if (rc != SQ_OK) break;
+        i = end;
+    }
+    free(d);
+    return rc;
+}
+
 int sd_image_check_complete(const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) return sq_error_errno("%s: cannot open", path);
@@ -70,7 +109,7 @@ int sd_image_check_complete(const char *path) {
     if (nh >= 2 && head[0] == 0xFF && head[1] == 0xD8) {
         size_t e = nt;
         while (e > 0 && (tail[e - 1] == 0x00 || tail[e - 1] == 0xFF || tail[e - 1] == '\r' || tail[e - 1] == '\n')) e--;
-        if (e >= 2 && tail[e - 2] == 0xFF && tail[e - 1] == 0xD9) return SQ_OK;
+        if (e >= 2 && tail[e - 2] == 0xFF && tail[e - 1] == 0xD9) return check_jpeg_tables(path);
         return sq_errorf("%s: truncated JPEG (no end-of-image marker FF D9 at its end); cannot be decoded", path);
     }
     if (nh >= 6 && head[0] == 'B' && head[1] == 'M') {
@@ -93,12 +132,12 @@ int sd_image_check_size(const char *path, int w, int h) {
 int sd_image_decode_rgb(const char *path, uint8_t **rgb, int *w, int *h) {
     int n = 0;
     *rgb = NULL;
+    if (sd_image_check_complete(path) != SQ_OK) return SQ_FAIL;   // before stb_image parses anything
     if (!stbi_info(path, w, h, &n)) {
         const char *why = stbi_failure_reason();
         return sq_errorf("%s: cannot decode image (%s)", path, why ? why : "unknown reason");
     }
     if (sd_image_check_size(path, *w, *h) != SQ_OK) return SQ_FAIL;
-    if (sd_image_check_complete(path) != SQ_OK) return SQ_FAIL;
     unsigned char *px = stbi_load(path, w, h, &n, 3);
     if (!px) {
         const char *why = stbi_failure_reason();
