@@ -140,14 +140,11 @@ static int check_image(candidate *c, bool full) {
         return sq_errorf("%s: not a decodable PNG/JPEG/BMP image (%s)", c->path, why ? why : "unknown reason");
     }
     if (sd_image_check_size(c->path, c->w, c->h) != SQ_OK) return SQ_FAIL;
-    if (full) {
+    if (full) {   // the loader's own decode, with all of its checks
         int w, h;
-        unsigned char *px = stbi_load(c->path, &w, &h, &n, 3);
-        if (!px) {
-            const char *why = stbi_failure_reason();
-            return sq_errorf("%s: cannot decode image (%s)", c->path, why ? why : "unknown reason");
-        }
-        stbi_image_free(px);
+        uint8_t *px;
+        if (sd_image_decode_rgb(c->path, &px, &w, &h) != SQ_OK) return SQ_FAIL;
+        free(px);
     }
     return SQ_OK;
 }

@@ -51,6 +51,79 @@ void sd_crop_plan_make(sd_crop_plan *plan, int src_w, int src_h, int out_w, int 
 // (fixed upstream in 2.28). So every DHT segment of a JPEG is checked first, the
 // segments found by their lengths and, after a scan's header, by the markers that
 // end the entropy-coded data (FF followed by neither 00 nor a restart marker).
+static bool is_jpeg_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    unsigned char h[2] = {0};
+    bool yes = f && fread(h, 1, 2, f) == 2 && h[0] == 0xFF && h[1] == 0xD8;
+    if (f) fclose(f);
+    return yes;
+}
+
+// stb_image allocates a PNG chunk's declared length before reading it, so a chunk
+// claiming a gigabyte in a small file is refused here: every chunk must lie inside
+// the file, up to IEND (which also finds a truncated file). Only the 8-byte chunk
+// heads are read.
+static int check_png_chunks(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return sq_error_errno("%s: cannot open", path);
+    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    int rc = sq_errorf("%s: truncated PNG (no IEND chunk at its end); cannot be decoded", path);
+    unsigned char h[8];
+    for (long i = 8; size > 0 && i + 12 <= size;) {
+        if (fseek(f, i, SEEK_SET) != 0 || fread(h, 1, 8, f) != 8) { rc = sq_errorf("%s: read error", path); break; }
+        long len = (long)((unsigned long)h[0] << 24 | (unsigned long)h[1] << 16 | (unsigned long)h[2] << 8 | h[3]);
+        if (len > size - i - 12) {
+            rc = sq_errorf("%s: corrupt or truncated PNG (chunk '%.4s' of %ld bytes runs past the end of the %ld-byte "
+                           "file); cannot be decoded", path, (const char *)h + 4, len, size);
+            break;
+        }
+        if (!memcmp(h + 4, "IEND", 4)) { rc = SQ_OK; break; }
+        i += 12 + len;
+    }
+    fclose(f);
+    return rc;
+}
+
+// One DHT segment's tables, d[0..len): SQ_OK, or SQ_FAIL naming the file.
+static int check_dht(const char *path, const unsigned char *d, size_t len) {
+    for (size_t p = 0; p + 17 <= len;) {
+        unsigned symbols = 0;
+        for (int k = 1; k <= 16; k++) symbols += d[p + k];
+        if (symbols > 256)
+            return sq_errorf("%s: corrupt JPEG (a Huffman table of %u codes, at most 256); cannot be decoded", path,
+                             symbols);
+        p += 17 + symbols;
+    }
+    return SQ_OK;
+}
+
+// The DHT segments before the first scan (all that stbi_info parses), read segment by
+// segment.
+static int check_jpeg_header_tables(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return sq_error_errno("%s: cannot open", path);
+    int rc = SQ_OK;
+    unsigned char h[4], seg[65536];
+    for (long i = 2; rc == SQ_OK && fseek(f, i, SEEK_SET) == 0 && fread(h, 1, 4, f) == 4;) {
+        if (h[0] != 0xFF) break;
+        if (h[1] == 0xFF) { i++; continue; }   // fill byte
+        if (h[1] == 0xDA || h[1] == 0xD9) break;   // start of scan, end of image
+        size_t len = (size_t)h[2] << 8 | h[3];
+        if (len < 2) break;
+        if (h[1] == 0xC4) {
+            if (fread(seg, 1, len - 2, f) != len - 2) break;   // truncated: stb_image reports it
+            rc = check_dht(path, seg, len - 2);
+        }
+        i += 2 + (long)len;
+    }
+    fclose(f);
+    return rc;
+}
+
+// Every DHT segment of the file, also those between the scans of a progressive JPEG:
+// the segments found by their lengths and, after a scan's header, by the markers that
+// end the entropy-coded data (FF followed by neither 00 nor a restart marker). Run
+// before a full decode, which reads the whole file anyway.
 static int check_jpeg_tables(const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) return sq_error_errno("%s: cannot open", path);
@@ -67,17 +140,7 @@ static int check_jpeg_tables(const char *path) {
         if (m == 0xD9) break;                                               // end of image
         size_t len = (size_t)d[i + 2] << 8 | d[i + 3], end = i + 2 + len;
         if (len < 2 || end > n) break;   // stb_image reports what it makes of that
-        for (size_t p = i + 4; m == 0xC4 && p < end;) {
-            if (p + 17 > end) break;
-            unsigned symbols = 0;
-            for (int k = 1; k <= 16; k++) symbols += d[p + k];
-            if (symbols > 256) {
-                rc = sq_errorf("%s: corrupt JPEG (a Huffman table of %u codes, at most 256); cannot be decoded", path,
-                               symbols);
-                break;
-            }
-            p += 17 + symbols;
-        }
+        if (m == 0xC4) rc = check_dht(path, d + i + 4, len - 2);
         if (rc != SQ_OK) break;
         i = end;
     }
@@ -101,15 +164,12 @@ int sd_image_check_complete(const char *path) {
     if (err || size < 0) return sq_errorf("%s: read error", path);
     static const unsigned char png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     if (nh == 8 && !memcmp(head, png_sig, 8)) {
-        static const unsigned char iend[8] = {0, 0, 0, 0, 'I', 'E', 'N', 'D'};
-        for (size_t i = 0; i + 8 <= nt; i++)
-            if (!memcmp(tail + i, iend, 8)) return SQ_OK;
-        return sq_errorf("%s: truncated PNG (no IEND chunk at its end); cannot be decoded", path);
+        return check_png_chunks(path);
     }
     if (nh >= 2 && head[0] == 0xFF && head[1] == 0xD8) {
         size_t e = nt;
         while (e > 0 && (tail[e - 1] == 0x00 || tail[e - 1] == 0xFF || tail[e - 1] == '\r' || tail[e - 1] == '\n')) e--;
-        if (e >= 2 && tail[e - 2] == 0xFF && tail[e - 1] == 0xD9) return check_jpeg_tables(path);
+        if (e >= 2 && tail[e - 2] == 0xFF && tail[e - 1] == 0xD9) return check_jpeg_header_tables(path);
         return sq_errorf("%s: truncated JPEG (no end-of-image marker FF D9 at its end); cannot be decoded", path);
     }
     if (nh >= 6 && head[0] == 'B' && head[1] == 'M') {
@@ -138,6 +198,7 @@ int sd_image_decode_rgb(const char *path, uint8_t **rgb, int *w, int *h) {
         return sq_errorf("%s: cannot decode image (%s)", path, why ? why : "unknown reason");
     }
     if (sd_image_check_size(path, *w, *h) != SQ_OK) return SQ_FAIL;
+    if (is_jpeg_file(path) && check_jpeg_tables(path) != SQ_OK) return SQ_FAIL;
     unsigned char *px = stbi_load(path, w, h, &n, 3);
     if (!px) {
         const char *why = stbi_failure_reason();
