@@ -105,8 +105,7 @@ static int check_jpeg_header_tables(const char *path) {
     int rc = SQ_OK;
     unsigned char h[4], seg[65536];
     for (long i = 2; rc == SQ_OK && fseek(f, i, SEEK_SET) == 0 && fread(h, 1, 4, f) == 4;) {
-        if (h[0] != 0xFF) break;
-        if (h[1] == 0xFF) { i++; continue; }   // fill byte
+        if (h[0] != 0xFF || h[1] == 0xFF) { i++; continue; }   // stb_image skips to the next marker, and fill bytes
         if (h[1] == 0xDA || h[1] == 0xD9) break;   // start of scan, end of image
         size_t len = (size_t)h[2] << 8 | h[3];
         if (len < 2) break;
