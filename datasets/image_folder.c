@@ -9,7 +9,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-#include <stb_image.h>
+#include "datasets/third_party/stb_image.h"
 
 #include "core/error.h"
 #include "core/log.h"

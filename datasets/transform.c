@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <stb_image.h>
+#include "datasets/third_party/stb_image.h"
 #include <stb_image_resize.h>
 
 #include "core/error.h"
@@ -46,19 +46,6 @@ void sd_crop_plan_make(sd_crop_plan *plan, int src_w, int src_h, int out_w, int 
     plan->flip = flip;
 }
 
-// stb_image 2.27 (Debian's libstb) builds a Huffman table from a DHT segment whose 16
-// code counts may sum past the 256 symbols the table holds, writing past its end
-// (fixed upstream in 2.28). So every DHT segment of a JPEG is checked first, the
-// segments found by their lengths and, after a scan's header, by the markers that
-// end the entropy-coded data (FF followed by neither 00 nor a restart marker).
-static bool is_jpeg_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    unsigned char h[2] = {0};
-    bool yes = f && fread(h, 1, 2, f) == 2 && h[0] == 0xFF && h[1] == 0xD8;
-    if (f) fclose(f);
-    return yes;
-}
-
 // stb_image allocates a PNG chunk's declared length before reading it, so a chunk
 // claiming a gigabyte in a small file is refused here: every chunk must lie inside
 // the file, up to IEND (which also finds a truncated file). Only the 8-byte chunk
@@ -84,69 +71,6 @@ static int check_png_chunks(const char *path) {
     return rc;
 }
 
-// One DHT segment's tables, d[0..len): SQ_OK, or SQ_FAIL naming the file.
-static int check_dht(const char *path, const unsigned char *d, size_t len) {
-    for (size_t p = 0; p + 17 <= len;) {
-        unsigned symbols = 0;
-        for (int k = 1; k <= 16; k++) symbols += d[p + k];
-        if (symbols > 256)
-            return sq_errorf("%s: corrupt JPEG (a Huffman table of %u codes, at most 256); cannot be decoded", path,
-                             symbols);
-        p += 17 + symbols;
-    }
-    return SQ_OK;
-}
-
-// The DHT segments before the first scan (all that stbi_info parses), read segment by
-// segment.
-static int check_jpeg_header_tables(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return sq_error_errno("%s: cannot open", path);
-    int rc = SQ_OK;
-    unsigned char h[4], seg[65536];
-    for (long i = 2; rc == SQ_OK && fseek(f, i, SEEK_SET) == 0 && fread(h, 1, 4, f) == 4;) {
-        if (h[0] != 0xFF || h[1] == 0xFF) { i++; continue; }   // stb_image skips to the next marker, and fill bytes
-        if (h[1] == 0xDA || h[1] == 0xD9) break;   // start of scan, end of image
-        size_t len = (size_t)h[2] << 8 | h[3];
-        if (len < 2) break;
-        if (h[1] == 0xC4) {
-            if (fread(seg, 1, len - 2, f) != len - 2) break;   // truncated: stb_image reports it
-            rc = check_dht(path, seg, len - 2);
-        }
-        i += 2 + (long)len;
-    }
-    fclose(f);
-    return rc;
-}
-
-// Every DHT segment of the file, also those between the scans of a progressive JPEG:
-// the segments found by their lengths and, after a scan's header, by the markers that
-// end the entropy-coded data (FF followed by neither 00 nor a restart marker). Run
-// before a full decode, which reads the whole file anyway.
-static int check_jpeg_tables(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return sq_error_errno("%s: cannot open", path);
-    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
-    unsigned char *d = size > 0 ? malloc((size_t)size) : NULL;
-    int ok = d && fseek(f, 0, SEEK_SET) == 0 && fread(d, 1, (size_t)size, f) == (size_t)size;
-    fclose(f);
-    if (!ok) { free(d); return sq_errorf("%s: read error", path); }
-    int rc = SQ_OK;
-    for (size_t i = 2, n = (size_t)size; i + 4 <= n;) {
-        if (d[i] != 0xFF || d[i + 1] == 0xFF) { i++; continue; }   // entropy-coded data, fill bytes
-        unsigned m = d[i + 1];
-        if (m == 0x00 || (m >= 0xD0 && m <= 0xD7)) { i += 2; continue; }   // stuffed byte, restart marker
-        if (m == 0xD9) break;                                               // end of image
-        size_t len = (size_t)d[i + 2] << 8 | d[i + 3], end = i + 2 + len;
-        if (len < 2 || end > n) break;   // stb_image reports what it makes of that
-        if (m == 0xC4) rc = check_dht(path, d + i + 4, len - 2);
-        if (rc != SQ_OK) break;
-        i = end;
-    }
-    free(d);
-    return rc;
-}
-
 int sd_image_check_complete(const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) return sq_error_errno("%s: cannot open", path);
@@ -168,7 +92,7 @@ int sd_image_check_complete(const char *path) {
     if (nh >= 2 && head[0] == 0xFF && head[1] == 0xD8) {
         size_t e = nt;
         while (e > 0 && (tail[e - 1] == 0x00 || tail[e - 1] == 0xFF || tail[e - 1] == '\r' || tail[e - 1] == '\n')) e--;
-        if (e >= 2 && tail[e - 2] == 0xFF && tail[e - 1] == 0xD9) return check_jpeg_header_tables(path);
+        if (e >= 2 && tail[e - 2] == 0xFF && tail[e - 1] == 0xD9) return SQ_OK;
         return sq_errorf("%s: truncated JPEG (no end-of-image marker FF D9 at its end); cannot be decoded", path);
     }
     if (nh >= 6 && head[0] == 'B' && head[1] == 'M') {
@@ -197,7 +121,6 @@ int sd_image_decode_rgb(const char *path, uint8_t **rgb, int *w, int *h) {
         return sq_errorf("%s: cannot decode image (%s)", path, why ? why : "unknown reason");
     }
     if (sd_image_check_size(path, *w, *h) != SQ_OK) return SQ_FAIL;
-    if (is_jpeg_file(path) && check_jpeg_tables(path) != SQ_OK) return SQ_FAIL;
     unsigned char *px = stbi_load(path, w, h, &n, 3);
     if (!px) {
         const char *why = stbi_failure_reason();

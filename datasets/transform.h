@@ -49,9 +49,8 @@ void sd_crop_plan_make(sd_crop_plan *plan, int src_w, int src_h, int out_w, int 
 // grey) and reports success, so the file's end is checked by hand: a PNG must hold
 // its IEND chunk, a JPEG end with the EOI marker FF D9 (trailing 00/FF/CR/LF padding
 // allowed), a BMP be as long as its header says. SQ_FAIL: "PATH: truncated PNG ...;
-// cannot be decoded". A PNG's chunks must all lie inside the file and a JPEG's Huffman
-// tables be valid, as stb_image would otherwise over-allocate or write past a table
-// (see transform.c). Other formats pass.
+// cannot be decoded". A PNG's chunks must also all lie inside the file, as stb_image
+// allocates a chunk's declared length before reading it. Other formats pass.
 int sd_image_check_complete(const char *path);
 
 // The largest image sd-qzo decodes, checked from the header before any pixel is
