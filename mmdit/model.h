@@ -49,6 +49,9 @@ int sd_mmdit_load(sd_mmdit *m, const char *path, sq_device device, sq_dtype dtyp
 // Only the config of what sd_mmdit_load(path) would load (no weights read): for
 // checking settings against the model before any work.
 int sd_mmdit_config_read(sd_mmdit_config *c, const char *path);
+// The file that config comes from, for messages: the folder's transformer/config.json
+// (or config.json), else path itself (a file carries or implies its config).
+void sd_mmdit_config_origin(const char *path, char *out, size_t size);
 void sd_mmdit_free(sd_mmdit *m);
 // A model of the given shape with random weights, no checkpoint needed (benchmarks
 // of the real SD3.5 shapes). group > 0: joint-block linears are int4 with random

@@ -110,6 +110,12 @@ int sd_quantize_checkpoint(const char *model, const char *out_path, int group, b
             sd_mmdit_should_quantize(e->name, e->ndim, e->shape, group, &kind)) {
             int64_t numel = e->shape[0] * e->shape[1];
             sq_convert_to_f32(wbuf, e->data, e->dtype, numel);
+            for (int64_t j = 0; j < numel; j++)
+                if (!isfinite(wbuf[j])) {  // a NaN would become a NaN scale, trained on silently
+                    sq_errorf("%s: tensor '%s' holds a non-finite value (%g at element %lld): the model file is damaged",
+                              weights, e->name, (double)wbuf[j], (long long)j);
+                    goto done;
+                }
             double err = sq_quantize_q4(wbuf, e->shape[0], e->shape[1], group, codes, scales);
             double ref = 0;
             for (int64_t j = 0; j < numel; j++) ref += (double)wbuf[j] * wbuf[j];
