@@ -477,7 +477,8 @@ static int bench_text(const bench_args *a, sq_device dev, FILE *json) {
 // --resolution against the VAE and (when it is timed) the MMDiT, before any model
 // is built (datasets/buckets.h holds the rule).
 static int check_resolution(const bench_args *a) {
-    sd_size_limits lim = {8, 2, 0};   // SD3's VAE factor and patch size
+    sd_size_limits lim = {8, 2, 0, NULL};   // SD3's VAE factor and patch size
+    char origin[4300];
     char vdir[4200];
     vae_dir(a, vdir, sizeof vdir);
     if (vdir[0]) {
@@ -493,6 +494,10 @@ static int check_resolution(const bench_args *a) {
         else if (sd_mmdit_config_read(&mc, a->weights) != SQ_OK) return sq_error_context("--weights");
         lim.patch_size = mc.patch_size;
         lim.pos_embed_max_size = mc.pos_embed_max_size;
+        if (!a->synthetic) {
+            sd_mmdit_config_origin(a->weights, origin, sizeof origin);
+            lim.origin = origin;
+        }
     }
     return sd_check_resolution(a->resolution, false, &lim);
 }

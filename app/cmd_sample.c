@@ -313,7 +313,9 @@ int sq_cmd_sample(int argc, char **argv) {
         sq_error_context("%s", a.transformer[0] ? "--transformer" : "--model");
         goto done;
     }
-    sd_size_limits lim = {f, mc.patch_size, mc.pos_embed_max_size};
+    char origin[4300];
+    sd_mmdit_config_origin(mmdit_path, origin, sizeof origin);
+    sd_size_limits lim = {f, mc.patch_size, mc.pos_embed_max_size, origin};
     if (sd_check_image_size(a.width, a.height, &lim) != SQ_OK) goto done;
     const int C = vc.latent_channels, h = a.height / f, w = a.width / f;
     const int64_t n_lat = (int64_t)C * h * w, n_img = (int64_t)3 * a.height * a.width;

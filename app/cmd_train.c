@@ -243,7 +243,9 @@ static int check_resolution(const sd_trainer *t) {
     if (sd_train_vae_config(t, &vc) != SQ_OK) return SQ_FAIL;
     if (t->synthetic) sd_mmdit_config_preset(&mc, t->preset);
     else if (sd_mmdit_config_read(&mc, t->opt.model) != SQ_OK) return sq_error_context("--model");
-    sd_size_limits lim = {sd_vae_factor(&vc), mc.patch_size, mc.pos_embed_max_size};
+    char origin[4300] = "";
+    if (!t->synthetic) sd_mmdit_config_origin(t->opt.model, origin, sizeof origin);
+    sd_size_limits lim = {sd_vae_factor(&vc), mc.patch_size, mc.pos_embed_max_size, origin[0] ? origin : NULL};
     return sd_check_resolution(t->opt.resolution, t->opt.buckets, &lim);
 }
 

@@ -158,11 +158,16 @@ static char *read_text(const char *path) {
 
 // seen: per option row, whether this file already set it (a key given twice, or a
 // key and its alias or its _/- spelling, is an error rather than the last one winning).
-static int set_from_file(const sq_option_table *t, void *obj, const char *key, const char *value, bool *given,
-                         bool *seen) {
+// literal_bool: the value was written as a boolean (TOML bare true/false, JSON
+// true/false). A file states a switch that way only: "yes", 1 or "true" in quotes are
+// type errors there, though the command line takes --flag yes.
+static int set_from_file(const sq_option_table *t, void *obj, const char *key, const char *value, bool literal_bool,
+                         bool *given, bool *seen) {
     const sq_option *d = sq_options_find(t, key);
     if (!d) return sq_errorf("unknown option '%s' (sd-qzo %s --help lists them)", key, t->command);
     if (seen[d - t->options]) return sq_errorf("duplicate key '%s' (option --%s is already set in this file)", key, d->name);
+    if (d->type == SQ_OPT_BOOL && !literal_bool)
+        return sq_errorf("'%s' wants a boolean, true or false (unquoted), not '%s'", key, value);
     seen[d - t->options] = true;
     if (set_row(d, obj, value) != SQ_OK) return SQ_FAIL;
     mark_given(t, d, given);
@@ -190,7 +195,7 @@ static int load_json(const sq_option_table *t, void *obj, const char *path, cons
             rc = sq_errorf("%s: value of '%s' must be a string, number or boolean", path, it->string);
             break;
         }
-        if (set_from_file(t, obj, it->string, buf, given, seen) != SQ_OK) {
+        if (set_from_file(t, obj, it->string, buf, cJSON_IsBool(it), given, seen) != SQ_OK) {
             rc = sq_error_context("%s", path);
             break;
         }
@@ -221,7 +226,8 @@ static int load_toml(const sq_option_table *t, void *obj, const char *path, char
         if (!eq) return sq_errorf("%s:%d: expected key = value", path, line_no);
         *eq = 0;
         char *key = trim(l), *val = trim(eq + 1);
-        if (*val == '"' || *val == '\'') {
+        bool quoted = *val == '"' || *val == '\'';
+        if (quoted) {
             char q = *val++;
             char *close = strchr(val, q);
             if (!close) return sq_errorf("%s:%d: unterminated string", path, line_no);
@@ -232,7 +238,9 @@ static int load_toml(const sq_option_table *t, void *obj, const char *path, char
             val = trim(val);
             if (*val == '[') return sq_errorf("%s:%d: arrays are not used by sd-qzo options", path, line_no);
         }
-        if (set_from_file(t, obj, key, val, given, seen) != SQ_OK) return sq_error_context("%s:%d", path, line_no);
+        bool literal_bool = !quoted && (!strcmp(val, "true") || !strcmp(val, "false"));
+        if (set_from_file(t, obj, key, val, literal_bool, given, seen) != SQ_OK)
+            return sq_error_context("%s:%d", path, line_no);
     }
     return SQ_OK;
 }

@@ -16,9 +16,11 @@
 // SD_SCALE_CHECK_EVERY steps, at each checkpoint and at the end, the processes
 // compare a hash of their scales: they must hold the same bits.
 #include <math.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include "app/train.h"
@@ -159,7 +161,19 @@ static int load_mmdit(loop *L) {
                              "free the GPU (other programs), or use a smaller model", gib((size_t)st.st_size + ((size_t)512 << 20)),
                              gib(fr));
     }
-    if (!t->synthetic && sd_mmdit_load(&L->m, qpath, t->device, t->dtype) != SQ_OK) return sq_error_context("loading the MMDiT");
+    if (!t->synthetic && sd_mmdit_load(&L->m, qpath, t->device, t->dtype) != SQ_OK) {
+        if (strcmp(qpath, t->opt.model) == 0) return sq_error_context("loading the MMDiT");
+        // The cached int4 copy holds what --model holds: its faults (a missing tensor, a
+        // shape that contradicts the config) are --model's, so the message names the
+        // user's file, and the copy goes, lest a fixed model meet a stale cache entry.
+        char msg[2048], *at;
+        snprintf(msg, sizeof msg, "%s", sq_error_message());
+        size_t ql = strlen(qpath);
+        if ((at = strstr(msg, qpath)) != NULL) memmove(at, at + ql, strlen(at + ql) + 1);
+        if (unlink(qpath) != 0 && errno != ENOENT) sq_log_warn("could not remove %s", qpath);
+        return sq_errorf("--model %s: its transformer does not load (found in its int4 copy%s%s)", t->opt.model,
+                         msg[0] == ':' ? "" : ": ", msg);
+    }
     const sd_mmdit_config *c = &L->m.cfg;
     if (c->joint_attention_dim != t->ctx_dim || c->pooled_projection_dim != t->pooled_dim || c->in_channels != t->latent_channels)
         return sq_errorf("the transformer (context %d, pooled %d, %d latent channels) does not fit the text encoders / VAE "
@@ -408,6 +422,9 @@ static int save_checkpoint(loop *L) {
     snprintf(path, sizeof path, "%s/checkpoint.safetensors", t->opt.output);
     int rc = sq_checkpoint_save_with_ema(path, L->sl.named, L->sl.count, L->ema_named, L->ema ? L->tl.count : 0, &info);
     free(info.loss_history);
+    if (rc != SQ_OK)  // the write is atomic (temporary file, then rename): the old file stands
+        return sq_error_context("saving the checkpoint of step %lld to %s (the previous one is kept)", (long long)L->qs.step,
+                                path);
     return rc;
 }
 
@@ -837,6 +854,34 @@ static void step_status(const loop *L, const sq_qzo_step_info *info, const sd_st
     if ((size_t)n < size && (sec[1] > 0 || sec[2] > 0 || sec[3] > 0)) snprintf(buf + n, size - (size_t)n, ")");
 }
 
+// Test hook, read here only (README "Fault injection"): SD_QZO_FAULT=alloc@step:N makes
+// step N fail as a device allocation does, to test the out-of-memory path on the CPU.
+static bool fault_alloc_at(int64_t step) {
+    const char *f = getenv("SD_QZO_FAULT");
+    long long n;
+    return f && sscanf(f, "alloc@step:%lld", &n) == 1 && n == step;
+}
+
+// An allocation failure (cudaErrorMemoryAllocation reads "out of memory", the arena
+// and slab allocator say "out of GPU memory" / "out of host memory").
+static bool is_out_of_memory(const char *msg) {
+    return strstr(msg, "out of memory") || strstr(msg, "out of GPU memory") || strstr(msg, "out of host memory");
+}
+
+// Out of memory mid-run: the failed step changed no scale (they change only after its
+// forward passes), so the last finished step is saved, and the message says how to
+// need less memory.
+static int out_of_memory(loop *L) {
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", sq_error_message());
+    int64_t step = L->qs.step;
+    if (save_checkpoint(L) != SQ_OK)
+        return sq_error_context("out of memory at step %lld (%s), and the checkpoint could not be saved", (long long)step + 1, msg);
+    return sq_errorf("out of memory at step %lld (%s); checkpoint saved at step %lld: continue with --resume "
+                     "%s/checkpoint.safetensors and less memory: a smaller --batch-size or --resolution, or --low-vram",
+                     (long long)step + 1, msg, (long long)step, L->t->opt.output);
+}
+
 int sd_train_loop(sd_trainer *t) {
     loop L = {.t = t, .cur_epoch = -1};
     int rc = setup(&L);
@@ -868,7 +913,14 @@ int sd_train_loop(sd_trainer *t) {
             double t0 = sq_time_now();
             double sec[4] = {0, 0, 0, 0};   // this step's time: the step, validation, previews, checkpoint
             sq_qzo_step_info info;
-            if ((rc = run_step(&L, &L.qc, &info)) != SQ_OK) break;
+            if (fault_alloc_at(L.qs.step + 1))
+                rc = sq_errorf("out of GPU memory (injected by SD_QZO_FAULT=alloc@step:%lld)", (long long)L.qs.step + 1);
+            else
+                rc = run_step(&L, &L.qc, &info);
+            if (rc != SQ_OK) {
+                if (is_out_of_memory(sq_error_message()) && root) rc = out_of_memory(&L);   // rank 0 writes OUT
+                break;
+            }
             int64_t done = L.qs.step;
             if (L.ema && !info.discarded) ema_update(&L);   // after each accepted step only
             sec[0] = sq_time_now() - t0;

@@ -101,7 +101,9 @@ int sd_lr_auto_read(const char *dir, sd_lr_auto_result *res) {
         res->seconds = cJSON_IsNumber(secs) ? secs->valuedouble : 0;
         for (int p = 0; ok && p <= SD_LR_AUTO_POINTS; p++) {
             const cJSON *v = cJSON_GetArrayItem(at, p);
-            ok = cJSON_IsNumber(v);
+            // a step count: an exact non-negative integer (a cast of anything else is undefined)
+            ok = cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 9007199254740992.0 &&
+                 v->valuedouble == floor(v->valuedouble);
             if (ok) res->at_step[p] = (int64_t)v->valuedouble;
         }
         for (int c = 0; ok && c < SD_LR_AUTO_CANDIDATES; c++) {

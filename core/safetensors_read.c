@@ -117,8 +117,9 @@ static int parse_entry(sq_safetensors *st, int fi, const cJSON *item) {
     }
     if (cJSON_GetArraySize(offs) != 2) return sq_errorf("%s: tensor '%s': data_offsets must be [begin, end]", fname, name);
     double ob = cJSON_GetArrayItem(offs, 0)->valuedouble, oe = cJSON_GetArrayItem(offs, 1)->valuedouble;
+    // the range first: converting a double beyond uint64_t's range is undefined
     if (!cJSON_IsNumber(cJSON_GetArrayItem(offs, 0)) || !cJSON_IsNumber(cJSON_GetArrayItem(offs, 1)) || ob < 0 ||
-        oe < 0 || ob != (double)(uint64_t)ob || oe != (double)(uint64_t)oe || ob > 1.8e19 || oe > 1.8e19)
+        oe < 0 || ob > 1.8e19 || oe > 1.8e19 || ob != (double)(uint64_t)ob || oe != (double)(uint64_t)oe)
         return sq_errorf("%s: tensor '%s': data_offsets are not non-negative integers", fname, name);
     uint64_t begin = (uint64_t)ob, end = (uint64_t)oe;
     if (begin > end) return sq_errorf("%s: tensor '%s': data_offsets [%llu, %llu] run backwards", fname, name,
@@ -353,7 +354,7 @@ int sq_st_open(sq_safetensors **out, const char *path) {
     else if (S_ISDIR(sb.st_mode)) rc = open_dir(st, path);
     else if (ends_with(path, ".json")) rc = open_index(st, path);
     else rc = open_one(st, path);
-    if (rc == SQ_OK) {
+    if (rc == SQ_OK && st->n_entries > 1) {  // none: entries may be NULL, which qsort must not get
         qsort(st->entries, (size_t)st->n_entries, sizeof *st->entries, cmp_entry_name);
         for (int i = 1; i < st->n_entries; i++)
             if (!strcmp(st->entries[i].name, st->entries[i - 1].name)) {

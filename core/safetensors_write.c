@@ -7,6 +7,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,6 +140,16 @@ int sq_st_writer_begin(sq_st_writer **out, const char *path, const sq_st_tensor_
     return SQ_OK;
 }
 
+// Test hook (README "Fault injection"): SD_QZO_FAULT=kill@write:NAME kills the process
+// with SIGKILL after the first data chunk of a file whose name ends in NAME is written:
+// a real death halfway through a write, which must leave the previous file intact.
+static void fault_kill_midway(const char *path) {
+    const char *f = getenv("SD_QZO_FAULT");
+    if (!f || strncmp(f, "kill@write:", 11) != 0) return;
+    size_t n = strlen(path), k = strlen(f + 11);
+    if (k && n >= k && strcmp(path + n - k, f + 11) == 0) raise(SIGKILL);
+}
+
 int sq_st_writer_append(sq_st_writer *w, const void *data, size_t nbytes) {
     while (w->cur < w->n && w->sizes[w->cur] == w->cur_written) { w->cur++; w->cur_written = 0; }
     if (w->cur >= w->n || nbytes > w->sizes[w->cur] - w->cur_written) {
@@ -147,6 +158,7 @@ int sq_st_writer_append(sq_st_writer *w, const void *data, size_t nbytes) {
         return SQ_FAIL;
     }
     if (write_all(w->fd, data, nbytes, w->tmp) != SQ_OK) { writer_free(w); return SQ_FAIL; }
+    fault_kill_midway(w->path);
     w->cur_written += nbytes;
     return SQ_OK;
 }

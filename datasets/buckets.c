@@ -86,12 +86,13 @@ int sd_check_resolution(int resolution, bool buckets, const sd_size_limits *lim)
     // the largest resolution whose buckets all fit, to say what to use instead
     int best = 0;
     for (int r = 64; r <= 8192 && max_bucket_side(r, buckets) <= limit; r += 64) best = r;
+    const char *who = lim->origin ? lim->origin : "this transformer";
     if (buckets && side > resolution)
-        return sq_errorf("--resolution %d with buckets: the 4:1 bucket is %d pixels long, %d patches, and this "
-                         "transformer's position table has %d (images up to %d pixels a side); use --resolution %d or "
-                         "less, or --no-buckets", resolution, side, side / step, lim->pos_embed_max_size, limit, best);
-    return sq_errorf("--resolution %d is too large for this transformer: %d patches per side, its position table has %d "
-                     "(use --resolution %d or less)", resolution, side / step, lim->pos_embed_max_size, best);
+        return sq_errorf("--resolution %d with buckets: the 4:1 bucket is %d pixels long, %d patches, and %s has "
+                         "pos_embed_max_size %d (images up to %d pixels a side); use --resolution %d or less, or "
+                         "--no-buckets", resolution, side, side / step, who, lim->pos_embed_max_size, limit, best);
+    return sq_errorf("--resolution %d is too large for %s: %d patches per side, its pos_embed_max_size is %d "
+                     "(use --resolution %d or less)", resolution, who, side / step, lim->pos_embed_max_size, best);
 }
 
 int sd_check_image_size(int width, int height, const sd_size_limits *lim) {
@@ -100,8 +101,9 @@ int sd_check_image_size(int width, int height, const sd_size_limits *lim) {
         return sq_errorf("--width %d / --height %d must be multiples of %d (VAE factor %d x patch size %d)", width, height,
                          step, lim->vae_factor, lim->patch_size);
     if (limit && (width > limit || height > limit))
-        return sq_errorf("--width %d / --height %d: this transformer's position table has %d patches a side, so images "
-                         "up to %d pixels a side", width, height, lim->pos_embed_max_size, limit);
+        return sq_errorf("--width %d / --height %d: %s has pos_embed_max_size %d (patches a side), so images up to %d "
+                         "pixels a side", width, height, lim->origin ? lim->origin : "this transformer",
+                         lim->pos_embed_max_size, limit);
     return SQ_OK;
 }
 

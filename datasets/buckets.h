@@ -44,6 +44,7 @@ int sd_buckets_make(sd_bucket_set *out, int resolution, bool enabled);
 // images up to 3072 pixels a side.
 typedef struct {
     int vae_factor, patch_size, pos_embed_max_size;
+    const char *origin;  // the transformer config these come from, named in messages (may be NULL)
 } sd_size_limits;
 
 // The one check of a training resolution, made by every command before any work:

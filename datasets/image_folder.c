@@ -11,7 +11,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-#include <stb_image.h>
+#include "datasets/third_party/stb_image.h"
 
 #include "core/error.h"
 #include "core/log.h"
@@ -140,16 +140,14 @@ static int check_image(candidate *c, bool full) {
         if (wi.animated) sq_log_warn("%s: animated WebP; only its first frame is used", c->path);
     } else {
         int n;
+        if (sd_image_check_complete(c->path) != SQ_OK) return SQ_FAIL;   // before stb_image parses anything
         if (!stbi_info(c->path, &c->w, &c->h, &n)) {
             const char *why = stbi_failure_reason();
             return sq_errorf("%s: not a decodable PNG/JPEG/BMP image (%s)", c->path, why ? why : "unknown reason");
         }
-        if (c->w < 1 || c->h < 1 || c->w > SD_IMAGE_MAX_SIDE || c->h > SD_IMAGE_MAX_SIDE)
-            return sq_errorf("%s: image size %dx%d outside 1..%d pixels per side", c->path, c->w, c->h,
-                             SD_IMAGE_MAX_SIDE);
-        if (sd_image_check_complete(c->path) != SQ_OK) return SQ_FAIL;   // stbi_info reads the header only
+        if (sd_image_check_size(c->path, c->w, c->h) != SQ_OK) return SQ_FAIL;
     }
-    if (full) {
+    if (full) {   // the loader's own decode, with all of its checks
         int w, h;
         uint8_t *px;
         if (sd_image_decode_rgb(c->path, &px, &w, &h) != SQ_OK) return SQ_FAIL;

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <stb_image.h>
+#include "datasets/third_party/stb_image.h"
 #include <stb_image_resize.h>
 
 #include "core/error.h"
@@ -47,6 +47,31 @@ void sd_crop_plan_make(sd_crop_plan *plan, int src_w, int src_h, int out_w, int 
     plan->flip = flip;
 }
 
+// stb_image allocates a PNG chunk's declared length before reading it, so a chunk
+// claiming a gigabyte in a small file is refused here: every chunk must lie inside
+// the file, up to IEND (which also finds a truncated file). Only the 8-byte chunk
+// heads are read.
+static int check_png_chunks(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return sq_error_errno("%s: cannot open", path);
+    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    int rc = sq_errorf("%s: truncated PNG (no IEND chunk at its end); cannot be decoded", path);
+    unsigned char h[8];
+    for (long i = 8; size > 0 && i + 12 <= size;) {
+        if (fseek(f, i, SEEK_SET) != 0 || fread(h, 1, 8, f) != 8) { rc = sq_errorf("%s: read error", path); break; }
+        long len = (long)((unsigned long)h[0] << 24 | (unsigned long)h[1] << 16 | (unsigned long)h[2] << 8 | h[3]);
+        if (len > size - i - 12) {
+            rc = sq_errorf("%s: corrupt or truncated PNG (chunk '%.4s' of %ld bytes runs past the end of the %ld-byte "
+                           "file); cannot be decoded", path, (const char *)h + 4, len, size);
+            break;
+        }
+        if (!memcmp(h + 4, "IEND", 4)) { rc = SQ_OK; break; }
+        i += 12 + len;
+    }
+    fclose(f);
+    return rc;
+}
+
 int sd_image_check_complete(const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) return sq_error_errno("%s: cannot open", path);
@@ -63,10 +88,7 @@ int sd_image_check_complete(const char *path) {
     if (err || size < 0) return sq_errorf("%s: read error", path);
     static const unsigned char png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     if (nh == 8 && !memcmp(head, png_sig, 8)) {
-        static const unsigned char iend[8] = {0, 0, 0, 0, 'I', 'E', 'N', 'D'};
-        for (size_t i = 0; i + 8 <= nt; i++)
-            if (!memcmp(tail + i, iend, 8)) return SQ_OK;
-        return sq_errorf("%s: truncated PNG (no IEND chunk at its end); cannot be decoded", path);
+        return check_png_chunks(path);
     }
     if (nh >= 2 && head[0] == 0xFF && head[1] == 0xD8) {
         size_t e = nt;
@@ -93,11 +115,25 @@ static bool is_webp(const char *path) {
     return sd_webp_sniff(head, n);
 }
 
+int sd_image_check_size(const char *path, int w, int h) {
+    if (w < 1 || h < 1 || w > SD_IMAGE_MAX_SIDE || h > SD_IMAGE_MAX_SIDE)
+        return sq_errorf("%s: image size %dx%d outside 1..%d pixels per side", path, w, h, SD_IMAGE_MAX_SIDE);
+    if ((long long)w * h > SD_IMAGE_MAX_PIXELS)
+        return sq_errorf("%s: image size %dx%d is over the %lld-megapixel limit", path, w, h,
+                         SD_IMAGE_MAX_PIXELS / (1024 * 1024));
+    return SQ_OK;
+}
+
 int sd_image_decode_rgb(const char *path, uint8_t **rgb, int *w, int *h) {
     int n = 0;
     *rgb = NULL;
-    if (is_webp(path)) return sd_webp_decode_rgb(path, rgb, w, h);   // checks the RIFF length itself
-    if (sd_image_check_complete(path) != SQ_OK) return SQ_FAIL;
+    if (is_webp(path)) return sd_webp_decode_rgb(path, rgb, w, h);   // checks the RIFF length and the size itself
+    if (sd_image_check_complete(path) != SQ_OK) return SQ_FAIL;   // before stb_image parses anything
+    if (!stbi_info(path, w, h, &n)) {
+        const char *why = stbi_failure_reason();
+        return sq_errorf("%s: cannot decode image (%s)", path, why ? why : "unknown reason");
+    }
+    if (sd_image_check_size(path, *w, *h) != SQ_OK) return SQ_FAIL;
     unsigned char *px = stbi_load(path, w, h, &n, 3);
     if (!px) {
         const char *why = stbi_failure_reason();

@@ -29,10 +29,6 @@
 extern "C" {
 #endif
 
-// Larger sides are refused: a 16k x 16k RGB decode is already 768 MiB, and a
-// corrupt header claiming more would only fail later in an allocation.
-#define SD_IMAGE_MAX_SIDE 16384
-
 typedef enum { SD_CROP_CENTER = 0, SD_CROP_RANDOM } sd_crop_mode;
 
 // Everything needed to produce one training image, computable from the header
@@ -54,13 +50,25 @@ void sd_crop_plan_make(sd_crop_plan *plan, int src_w, int src_h, int out_w, int 
 // grey) and reports success, so the file's end is checked by hand: a PNG must hold
 // its IEND chunk, a JPEG end with the EOI marker FF D9 (trailing 00/FF/CR/LF padding
 // allowed), a BMP be as long as its header says. SQ_FAIL: "PATH: truncated PNG ...;
-// cannot be decoded". Other formats pass (datasets/webp.c checks a WebP's length).
+// cannot be decoded". A PNG's chunks must also all lie inside the file, as stb_image
+// allocates a chunk's declared length before reading it. Other formats pass
+// (datasets/webp.c checks a WebP's length).
 int sd_image_check_complete(const char *path);
+
+// The largest image sd-qzo decodes, checked from the header before any pixel is
+// decoded, so a forged header (20000 x 20000) cannot make it allocate gigabytes:
+// at most SD_IMAGE_MAX_SIDE pixels per side and SD_IMAGE_MAX_PIXELS (64 MP, 8192 x
+// 8192; 192 MiB as 8-bit RGB) in all, far above any SD training picture.
+#define SD_IMAGE_MAX_SIDE 16384
+#define SD_IMAGE_MAX_PIXELS (64ll * 1024 * 1024)
+// SQ_OK, or SQ_FAIL: "PATH: image size WxH is over ...".
+int sd_image_check_size(const char *path, int w, int h);
 
 // Decodes an image to 8-bit RGB, HWC, rows top to bottom. *rgb is malloc'ed (free
 // it). The format is told by the file's first bytes (a WebP header goes to libwebp,
 // anything else to stb_image), not by its extension. SQ_FAIL with a message naming
-// the file and the decoder's reason (or the truncation).
+// the file and the decoder's reason (or the truncation, or a size over the limits
+// above, read from the header before decoding).
 int sd_image_decode_rgb(const char *path, uint8_t **rgb, int *w, int *h);
 
 // Resizes/crops/flips an 8-bit RGB HWC image of plan->src_w x plan->src_h into

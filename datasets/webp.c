@@ -80,10 +80,7 @@ static int check_riff(const char *path, const uint8_t *d, size_t n, long size) {
 static int features(const char *path, const uint8_t *d, size_t n, WebPBitstreamFeatures *ft) {
     VP8StatusCode s = WebPGetFeatures(d, n, ft);
     if (s != VP8_STATUS_OK) return sq_errorf("%s: cannot read the WebP header (%s)", path, status_text(s));
-    if (ft->width < 1 || ft->height < 1 || ft->width > SD_IMAGE_MAX_SIDE || ft->height > SD_IMAGE_MAX_SIDE)
-        return sq_errorf("%s: image size %dx%d outside 1..%d pixels per side", path, ft->width, ft->height,
-                         SD_IMAGE_MAX_SIDE);
-    return SQ_OK;
+    return sd_image_check_size(path, ft->width, ft->height);
 }
 
 int sd_webp_read_info(const char *path, sd_webp_info *info) {

@@ -139,6 +139,10 @@ int sq_dist_fail(sq_dist *d) {
     if (d->broken) return SQ_FAIL;
     d->broken = true;
     snprintf(d->broken_msg, sizeof d->broken_msg, "%s", sq_error_message());
+    // abort NCCL at once: its kernel of an exchange a dead peer never joins spins on
+    // the GPU, and any later device synchronisation (a cudaFree while the run is torn
+    // down) would wait for it forever
+    if (d->nccl) sq_dist_nccl_close(d, true);
     uint32_t n = (uint32_t)strlen(d->broken_msg) + 1;
     double deadline = now_s() + 2;   // best effort: a peer that does not read within 2 s learns it from the closed socket
     int peers = d->cfg.rank == 0 ? d->cfg.world_size : 1;

@@ -320,6 +320,12 @@ static int folder_config_path(const char *path, char *dir, size_t dsize, char *c
     return SQ_OK;
 }
 
+void sd_mmdit_config_origin(const char *path, char *out, size_t size) {
+    char dir[4096];
+    if (sq_is_dir(path) && folder_config_path(path, dir, sizeof dir, out, size) == SQ_OK) return;
+    snprintf(out, size, "%s", path);
+}
+
 int sd_mmdit_config_read(sd_mmdit_config *c, const char *path) {
     char dir[4096], cfg_path[4200];
     if (sq_is_dir(path)) {

@@ -49,6 +49,9 @@ int sd_mmdit_load(sd_mmdit *m, const char *path, sq_device device, sq_dtype dtyp
 // Only the config of what sd_mmdit_load(path) would load (no weights read): for
 // checking settings against the model before any work.
 int sd_mmdit_config_read(sd_mmdit_config *c, const char *path);
+// The file that config comes from, for messages: the folder's transformer/config.json
+// (or config.json), else path itself (a file carries or implies its config).
+void sd_mmdit_config_origin(const char *path, char *out, size_t size);
 void sd_mmdit_free(sd_mmdit *m);
 // A model of the given shape with random weights, no checkpoint needed (benchmarks
 // of the real SD3.5 shapes). group > 0: joint-block linears are int4 with random
@@ -63,7 +66,9 @@ int sd_mmdit_init_synthetic(sd_mmdit *m, const sd_mmdit_config *cfg, sq_device d
 // copies, 11 in all), one int4 weight dequantised for its GEMM (only one is live at
 // a time: the MLP's 4D x D, or with more than SQ_QGEMV_MAX_ROWS samples the adaLN's
 // up to 9D x D, which the int4 GEMV takes for fewer), and a 64 MiB margin.
-// H100, B = 1: SD3.5 Large 1024² high-water 0.314 GiB against 0.34 estimated.
+// H100, B = 1: SD3.5 Large 1024² high-water 0.314 GiB against 0.34 estimated. With
+// B > 1 sixteen activations are counted: on an H200, Large 1024² at batch 4 needed
+// 1.25 GiB where twelve gave 1.07 (the run stopped with the arena exhausted).
 // Sizing an arena from it keeps a run from dying mid-forward.
 size_t sd_mmdit_scratch_estimate(const sd_mmdit_config *c, int B, int N, int T, int elem_bytes);
 // Optional copies of intermediate activations (host f32, malloc'ed by the forward,

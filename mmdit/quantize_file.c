@@ -48,6 +48,36 @@ static void *hash_thread(void *p) {
     return NULL;
 }
 
+// The first element of n (F32, BF16 or F16) that is inf or NaN (all exponent bits
+// set), or -1; on all threads. Read through memcpy: the data need not be aligned.
+static int64_t first_nonfinite(const void *data, sq_dtype dt, int64_t n) {
+    const char *p = data;
+    int64_t first = n;
+    if (dt == SQ_F32) {
+#pragma omp parallel for reduction(min : first) schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            uint32_t u;
+            memcpy(&u, p + 4 * i, 4);
+            if ((u & 0x7f800000u) == 0x7f800000u && i < first) first = i;
+        }
+    } else {
+        uint16_t mask = dt == SQ_BF16 ? 0x7f80u : 0x7c00u;
+#pragma omp parallel for reduction(min : first) schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t u;
+            memcpy(&u, p + 2 * i, 2);
+            if ((u & mask) == mask && i < first) first = i;
+        }
+    }
+    return first < n ? first : -1;
+}
+
+static float value_at(const void *data, sq_dtype dt, int64_t i) {
+    float v;
+    sq_convert_to_f32(&v, (const char *)data + i * (dt == SQ_F32 ? 4 : 2), dt, 1);
+    return v;
+}
+
 // CPU seconds (user + system) the process has used, all threads.
 static double cpu_seconds(void) {
     struct rusage ru;
@@ -172,6 +202,12 @@ int sd_quantize_checkpoint_ex(const char *model, const char *out_path, int group
         if ((e->dtype == SQ_F32 || e->dtype == SQ_BF16 || e->dtype == SQ_F16) &&
             sd_mmdit_should_quantize(e->name, e->ndim, e->shape, group, &kind)) {
             int64_t numel = e->shape[0] * e->shape[1];
+            int64_t bad = first_nonfinite(e->data, e->dtype, numel);
+            if (bad >= 0) {   // a NaN would become a NaN scale, trained on silently
+                sq_errorf("%s: tensor '%s' holds a non-finite value (%g at element %lld): the model file is damaged",
+                          weights, e->name, (double)value_at(e->data, e->dtype, bad), (long long)bad);
+                goto done;
+            }
             double err = 0, ref = 0;
             if (gpu) {
                 if (sq_quantize_q4_cuda(e->data, e->dtype, e->shape[0], e->shape[1], group, codes, scales, &err, &ref) !=

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/run.sh: the README's test command. Builds sd-qzo (CUDA too when nvcc is
 # found), runs every suite, then rebuilds CPU-only under ASan+UBSan and runs the
-# unit, bad-input and golden suites again. Prints the skipped count, then ends with
+# unit, bad-input, golden and e2e suites again, then the fuzz targets (tests/fuzz/run.sh,
+# clang's libFuzzer, ~20 s each; SQ_SKIP_FUZZ=1 leaves them out). Prints the skipped count, then ends with
 # one line "N passed, N failed" summed over both builds, and exits non-zero if
 # anything failed. GPU tests report "skipped" on a machine without a GPU.
 set -uo pipefail
@@ -42,8 +43,20 @@ if [ "${SQ_SKIP_SANITIZE:-0}" != 1 ]; then
     fi
 fi
 
+# The libFuzzer targets (tests/fuzz): each fuzzes ~20 s and counts as one test;
+# skipped with a message when clang's libFuzzer is absent.
+if [ "${SQ_SKIP_FUZZ:-0}" != 1 ]; then
+    tests/fuzz/run.sh
+    rc=$?
+    if [ $rc = 77 ]; then
+        rm -f build-fuzz/meson-logs/testlog.json   # no stale results counted
+    elif [ $rc != 0 ]; then
+        status=1
+    fi
+fi
+
 # Count results from meson's JSON logs (one object per test).
-python3 - build/meson-logs/testlog.json build-sanitize/meson-logs/testlog.json <<'PY' || status=1
+python3 - build/meson-logs/testlog.json build-sanitize/meson-logs/testlog.json build-fuzz/meson-logs/testlog.json <<'PY' || status=1
 import json, os, sys
 passed = failed = skipped = 0
 for path in sys.argv[1:]:

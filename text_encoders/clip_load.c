@@ -2,6 +2,7 @@
 // folder (config.json + safetensors) or a single file whose config is inferred
 // from the tensor shapes (see clip_encoder.h for the rules). Both layouts use the
 // same keys ("text_model.*", "text_projection.weight"), so one loader reads both.
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,7 +75,15 @@ static int config_from_shapes(sd_clip_config *c, const sq_safetensors *st, const
         if (!sq_st_find(st, k)) break;
     }
     const char *h = sq_st_metadata(st, "num_attention_heads");
-    c->heads = h ? atoi(h) : c->hidden / 64;
+    c->heads = c->hidden / 64;
+    if (h) {  // the whole string an integer in [1, width] (atoi would take "12abc" and overflow silently)
+        char *end;
+        errno = 0;
+        long v = strtol(h, &end, 10);
+        if (end == h || *end || errno || v < 1 || v > c->hidden)
+            return sq_errorf("%s: metadata num_attention_heads is '%.40s', not an integer in [1, %d]", path, h, c->hidden);
+        c->heads = (int)v;
+    }
     if (c->heads <= 0 || c->hidden % c->heads)
         return sq_errorf("%s: cannot infer the head count of width %d (not a multiple of 64, no "
                          "num_attention_heads metadata)", path, c->hidden);

@@ -1,6 +1,6 @@
 // text_encoders/clip_tokenizer.h: CLIP's byte-level BPE tokenizer (SD3.5's
 // tokenizer/ for CLIP-L and tokenizer_2/ for CLIP-G), matching transformers'
-// slow CLIPTokenizer without ftfy. See clip_tokenizer.c for the known limits.
+// fast CLIPTokenizer (tokenizers), as diffusers uses it. See clip_tokenizer.c.
 #ifndef SD_CLIP_TOKENIZER_H
 #define SD_CLIP_TOKENIZER_H
 

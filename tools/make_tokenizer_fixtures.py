@@ -9,14 +9,18 @@ merges learnt by a plain BPE pass over the tiny corpus below, then
   tests/fixtures/tokenizer/clip_l/  pad <|endoftext|>       (text_encoder's tokenizer/)
   tests/fixtures/tokenizer/clip_g/  pad "!" (id 0, an added  (tokenizer_2/)
                                     special token, as in SD3's tokenizer_config)
+  tests/fixtures/tokenizer/clip_cjk/  like clip_l, with merges learnt on a corpus
+                                    that adds Chinese, Japanese and Korean
 
-expected.json holds, for each prompt, the input_ids that transformers' slow
-CLIPTokenizer (the reference; ftfy must not be installed) gives with
-padding="max_length", max_length=77, truncation=True, and the attention-mask
-length. The fast tokenizer's disagreements are printed, not stored.
+expected.json holds, for each prompt, the input_ids that transformers 5's
+CLIPTokenizer (the fast one, backed by the tokenizers library: what diffusers uses,
+and what agrees with OpenAI's CLIP on CJK text) gives with padding="max_length",
+max_length=77, truncation=True, and the attention-mask length. The corpus holds
+some Chinese, Japanese and Korean so that the vocabulary has merges across the
+UTF-8 bytes of CJK words.
 
-Run: venv/bin/python tools/make_tokenizer_fixtures.py [--out tests/fixtures/tokenizer]
-(needs transformers<5, see tools/requirements-tokenizer.txt: version 5 dropped the slow CLIPTokenizer.)
+Run: /work/venv-rel/bin/python tools/make_tokenizer_fixtures.py [--out tests/fixtures/tokenizer]
+(needs transformers 5 and tokenizers, see tools/requirements-tokenizer.txt.)
 """
 import argparse
 import collections
@@ -26,9 +30,10 @@ import os
 import regex as re
 
 import transformers
-from transformers import CLIPTokenizer, CLIPTokenizerFast
+from transformers import CLIPTokenizer
 
 N_MERGES = 300
+N_MERGES_CJK = 600
 MAX_LEN = 77
 
 CORPUS = """
@@ -43,6 +48,13 @@ they've been walking for hours and we'll arrive in the city before the night
 a bowl of fresh fruit on a wooden table, still life, natural light, the café
 a naïve drawing of a street with people, cars and trees, children's book illustration
 close up of the eyes of a tiger, national geographic, wildlife photography
+"""
+
+# clip_cjk's corpus adds CJK text, so its vocabulary has merges across the UTF-8
+# bytes of CJK words (clip_l and clip_g stay as the pipeline fixtures copy them).
+CJK_CORPUS = CORPUS + """
+東京タワーの夜景 東京 東京 北京 北京の猫 上海 可愛い猫 猫 猫の写真 서울 서울의 밤 夜景
+一只可爱的猫坐在红色的椅子上 富士山 富士山と桜 桜 桜 ときめき さくら サクラ
 """
 
 
@@ -139,6 +151,48 @@ PROMPTS = [
     "fullwidth ＡＢＣ１２３ and ℃ ™ © … — “quotes”",
     " ".join(["a painting of a beautiful landscape with mountains, rivers and trees"] * 8),
     "!" * 100,
+    # CJK: a run of ideographs or kana is one word, like Latin letters
+    "東京",
+    "東京タワー",
+    "北京の猫",
+    "一只可爱的猫坐在红色的椅子上",
+    "富士山と桜, sakura 桜 in spring",
+    "서울의 밤 and 東京 at night",
+    "a cat 猫 ねこ ネコ nekö",
+    "中文，标点。还有“引号”！",
+    "漢字かな交じり文、カタカナ・ひらがな",
+    "ｶﾀｶﾅ半角 and 全角ＡＢＣ",
+    "一二三 ４５６ 七八九 〇 百",
+    "CJK compatibility 豈 更 and extension 𠀀𠀁",
+    "ハングル 한국어 조합: \u1100\u1161\u11a8 ᄀ ᅡ",
+    "mixed東京2024年12月photo",
+    "東京's tower, 東京-tokyo, (東京)",
+    # accents and normalisation
+    "Crème Brûlée à la française",
+    "decomposed e\u0301 vs composed é, o\u0308 vs ö, A\u030a vs Å",
+    "marks out of order: a\u0323\u0302 a\u0302\u0323 q\u0307\u0323",
+    "ΣΊΣΥΦΟΣ ΟΔΥΣΣΕΥΣ σοφός",
+    "İSTANBUL ıstanbul Iİıi",
+    "Ǆ ǅ ǆ Ⅻ ⅻ Ⓐ ⓐ",
+    "ﬁ ligature ﬀ ﬃ, ℌ ℍ Ω K Å",
+    "Tiếng Việt có dấu: Nguyễn, phở, đường",
+    # emoji and symbols
+    "emoji 😀😃😄 🐶🐱 🇯🇵 🏳️‍🌈 👩🏽‍💻 #️⃣ 1️⃣",
+    "✨ sparkle ✨ ★☆ ♪♫ →←↑↓",
+    "\ufffd replacement and \U0001f600 at end😀",
+    # whitespace and control edges
+    "\u3000ideographic\u3000space\u3000",
+    "tab\there\vvertical\fform\x1cfile\x1dgroup\x85next",
+    "zero\u200bwidth\u200cnon\u200djoiner\u2060word\ufeffbom",
+    "\u2028line\u2029para\u00a0nbsp\u202fnarrow\u205fmath",
+    " ",
+    "\t\n\r",
+    "x",
+    "control\x01\x02\x7f\x80\x9f chars",
+    "trailing combining \u0301 and leading\u0301",
+    "<|endoftext|>! and !<|endoftext|> and <|STARTOFTEXT|>x",
+    "a" * 300,
+    "東" * 100,
 ]
 
 
@@ -146,27 +200,19 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="tests/fixtures/tokenizer")
     args = ap.parse_args()
-    try:
-        import ftfy  # noqa: F401
-        raise SystemExit("ftfy is installed: the reference must be CLIPTokenizer's ftfy-less path")
-    except ImportError:
-        pass
     merges = learn_merges(CORPUS, N_MERGES)
-    folders = {"clip_l": "<|endoftext|>", "clip_g": "!"}
+    cjk_merges = learn_merges(CJK_CORPUS, N_MERGES_CJK)
+    folders = {"clip_l": "<|endoftext|>", "clip_g": "!", "clip_cjk": "<|endoftext|>"}
     for name, pad in folders.items():
-        write_tokenizer(os.path.join(args.out, name), merges, pad)
+        write_tokenizer(os.path.join(args.out, name), cjk_merges if name == "clip_cjk" else merges, pad)
     cases = []
     for p in PROMPTS:
         case = {"prompt": p}
         for name in folders:
-            slow = CLIPTokenizer.from_pretrained(os.path.join(args.out, name))
-            enc = slow(p, padding="max_length", max_length=MAX_LEN, truncation=True)
+            tok = CLIPTokenizer.from_pretrained(os.path.join(args.out, name))
+            enc = tok(p, padding="max_length", max_length=MAX_LEN, truncation=True)
             case[name] = enc["input_ids"]
             case[name + "_n_real"] = sum(enc["attention_mask"])
-            fast = CLIPTokenizerFast.from_pretrained(os.path.join(args.out, name), from_slow=True)
-            fids = fast(p, padding="max_length", max_length=MAX_LEN, truncation=True)["input_ids"]
-            if fids != enc["input_ids"]:
-                print(f"note: fast != slow for {name} on {p[:40]!r}")
         cases.append(case)
     out = {"transformers": transformers.__version__, "max_length": MAX_LEN, "n_merges": len(merges), "cases": cases}
     with open(os.path.join(args.out, "expected.json"), "w", encoding="utf-8") as f:

@@ -5,8 +5,9 @@
 // v, so loads coalesce). Correct for any Tq/Tk/HS, masks and bias; O(T²) work with
 // no tiling. cuda_attention sends bf16 calls without bias or causal mask first to
 // cuDNN's fused SDPA (attention_cudnn.cu; no key mask either), then to the tiled
-// tensor-core kernel of attention_flash.cu (head size 64/128), and only the rest
-// here; SQ_ATTENTION=flash skips cuDNN, SQ_ATTENTION=reference or
+// tensor-core kernel of attention_flash.cu (head size 64/128); fp32 single-head
+// calls over 256 keys or more (the VAE's) to the GEMMs of attention_gemm.cu; and only
+// the rest here; SQ_ATTENTION=flash skips cuDNN, SQ_ATTENTION=reference or
 // SQ_ATTENTION_REFERENCE=1 forces this kernel; cuda_attention_reference always
 // runs this one.
 #include <stdio.h>
@@ -123,6 +124,11 @@ extern "C" void cuda_attention(sq_dtype dt, void *out, const void *q, const void
     }
     if (fast && cuda_attention_flash(out, q, k, v, key_mask, scale, B, Tq, Tk, NH, HS)) {
         g_last = CUDA_ATTN_FLASH;
+        return;
+    }
+    if (g_path != CUDA_ATTN_REFERENCE && dt == SQ_F32 && NH == 1 && !bias && !key_mask && !causal && Tk >= 256) {
+        cuda_attention_gemm_f32((float *)out, (const float *)q, (const float *)k, (const float *)v, scale, B, Tq, Tk, HS);
+        g_last = CUDA_ATTN_GEMM;
         return;
     }
     g_last = CUDA_ATTN_REFERENCE;

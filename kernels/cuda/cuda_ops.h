@@ -45,11 +45,15 @@ void cuda_attention_reference(sq_dtype dt, void *out, const void *q, const void 
 // flash, then to the reference kernel, for calls it does not handle; measured faster
 // than flash on an H100), SQ_ATTENTION=flash (our own kernel), or
 // SQ_ATTENTION=reference; SQ_ATTENTION_REFERENCE=1 still forces the reference kernel.
-typedef enum { CUDA_ATTN_FLASH = 0, CUDA_ATTN_CUDNN = 1, CUDA_ATTN_REFERENCE = 2 } cuda_attention_path;
+typedef enum { CUDA_ATTN_FLASH = 0, CUDA_ATTN_CUDNN = 1, CUDA_ATTN_REFERENCE = 2, CUDA_ATTN_GEMM = 3 } cuda_attention_path;
 // Overrides the environment's choice (tests, benchmarks).
 void cuda_attention_set_path(cuda_attention_path path);
 // The kernel that ran the last cuda_attention call (after any fallback).
 cuda_attention_path cuda_attention_last_path(void);
+// attention_gemm.cu: fp32 attention of one head (out, q (B,Tq,HS), k, v (B,Tk,HS)), no
+// bias, mask or causality, as chunked fp32 GEMMs with a row softmax (the VAE's).
+void cuda_attention_gemm_f32(float *out, const float *q, const float *k, const float *v, float scale, int64_t B,
+                             int64_t Tq, int64_t Tk, int64_t HS);
 // attention_cudnn.cu: cuDNN's fused flash SDPA for bf16 q,k,v,out in the layout above,
 // no bias, no mask, not causal. True when cuDNN ran it; false when not handled (no cuDNN
 // in the build, another case, or cuDNN could not build a plan for the shape: that is

@@ -131,6 +131,7 @@ if [[ " $PARTS " == *" check "* ]]; then
     took=$(python3 -c "print(round($t1 - $t0, 1))")
     grep -q "rank 1 (pid $victim) was killed by signal 9" "$C/killed.log" && python3 -c "import sys; sys.exit(not $took < 30)"
     verdict "killed rank" $? "launcher ended ${took} s after rank 1 (pid $victim) was killed: $(grep -m1 'closed its connection\|NCCL\|timed out' "$C/killed.log" | cut -c1-160)"
+    cp "$C/killed.log" "$OUT/killed.log" 2>/dev/null; tail -4 "$C/killed.log" | cut -c1-300
     stamp
 fi
 
@@ -155,12 +156,19 @@ if [[ " $PARTS " == *" scale "* ]]; then
     # the encode phase once per resolution, into the shared caches (not timed)
     big warm-1024 1 1 1024 0 & big warm-512 1 1 512 1 & wait
     stamp
-    # 1 GPU: four runs side by side
-    big g1-b1-1024 1 1 1024 0 & big g1-b4-1024 1 4 1024 1 & big g1-b1-512 1 1 512 2 & big g1-b4-512 1 4 512 3 & wait
-    stamp
-    # 2 GPUs: two at a time
-    big g2-b1-1024 2 1 1024 0,1 & big g2-b4-1024 2 4 1024 2,3 & wait
-    big g2-b1-512 2 1 512 0,1 & big g2-b4-512 2 4 512 2,3 & wait
+    if [ "$ngpu" -ge 4 ]; then
+        # 1 GPU: four runs side by side; 2 GPUs: two at a time
+        big g1-b1-1024 1 1 1024 0 & big g1-b4-1024 1 4 1024 1 & big g1-b1-512 1 1 512 2 & big g1-b4-512 1 4 512 3 & wait
+        stamp
+        big g2-b1-1024 2 1 1024 0,1 & big g2-b4-1024 2 4 1024 2,3 & wait
+        big g2-b1-512 2 1 512 0,1 & big g2-b4-512 2 4 512 2,3 & wait
+    else
+        # 2 GPUs: the 1-GPU runs two at a time, the 2-GPU runs one after another
+        big g1-b1-1024 1 1 1024 0 & big g1-b4-1024 1 4 1024 1 & wait
+        big g1-b1-512 1 1 512 0 & big g1-b4-512 1 4 512 1 & wait
+        stamp
+        for res in 1024 512; do for b in 1 4; do big g2-b$b-$res 2 $b "$res" 0,1; done; done
+    fi
     stamp
     if [ "$ngpu" -ge 4 ]; then
         for res in 1024 512; do for b in 1 4; do big g4-b$b-$res 4 $b "$res" 0,1,2,3; done; done

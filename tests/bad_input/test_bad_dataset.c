@@ -119,6 +119,31 @@ int main(void) {
     if (rc == SQ_OK) sd_image_folder_free(&f);
     sq_log_set_level(SQ_LOG_INFO);
 
+    // Forged headers: a PNG whose IHDR claims 20000 x 20000 (over the side limit) or
+    // 9000 x 9000 (81 MP, over the pixel limit) is refused from its header, before
+    // any decoding allocates (the file holds no pixel data at all).
+    dt_mkdir("huge");
+    static const int dims[2][2] = {{20000, 20000}, {9000, 9000}};
+    for (int k = 0; k < 2; k++) {
+        unsigned char png[8 + 25 + 12] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R'};
+        for (int b = 0; b < 4; b++) {
+            png[16 + b] = (unsigned char)(dims[k][0] >> (24 - 8 * b));
+            png[20 + b] = (unsigned char)(dims[k][1] >> (24 - 8 * b));
+        }
+        png[24] = 8, png[25] = 2;  // 8-bit RGB; the CRC is left 0 (stb does not check it)
+        memcpy(png + 33, "\0\0\0\0IEND\xae\x42\x60\x82", 12);
+        FILE *hf = fopen(dt_path("huge/h.png"), "wb");
+        TU_CHECK(hf && fwrite(png, 1, sizeof png, hf) == sizeof png && fclose(hf) == 0, "write huge/h.png");
+        dt_write_text("huge/h.txt", "h");
+        const char *why = k == 0 ? "image" : "megapixel limit";  // 20000: stb itself finds it too large
+        expect_fail(k == 0 ? "20000x20000 PNG header" : "9000x9000 PNG header",
+                    scan(dt_path("huge"), NULL, SD_BAD_IMAGE_FAIL, false, &f), "h.png", why);
+        uint8_t *rgb = (uint8_t *)1;
+        int w, h;
+        expect_fail("huge PNG header at decode", sd_image_decode_rgb(dt_path("huge/h.png"), &rgb, &w, &h), "h.png", why);
+        TU_CHECK(rgb == NULL, "no pixels handed out for a refused image");
+    }
+
     // A WebP whose RIFF header claims more bytes than the file has (more broken WebP
     // files: tests/bad_input/test_bad_formats.c).
     dt_mkdir("webp");

@@ -63,6 +63,8 @@ int main(int argc, char **argv) {
     refused(bin, "sample", "--model x --prompt y --steps many", "--steps wants an integer, not 'many'", NULL);
     refused(bin, "sample", "--model x --prompt y --batch 0", "--batch-size must be in [1, 1024]", NULL);
     refused(bin, "bench", "--batch-size two", "--batch-size wants an integer, not 'two'", NULL);
+    refused(bin, "bench", "--warmup abc", "--warmup wants an integer, not 'abc'", NULL);
+    refused(bin, "bench", "--what bogus", "--what must be mmdit, vae or all, not 'bogus'", NULL);
     refused(bin, "sample", "--bogus 1", "unknown option '--bogus'", "sd-qzo sample --help");
     refused(bin, "export", "--no-format", "unknown option '--no-format'", NULL);
     refused(bin, "info", "a b", "unexpected argument 'b'", NULL);
@@ -72,19 +74,20 @@ int main(int argc, char **argv) {
     // the resolution limit, before any work: nothing encoded, no output written
     snprintf(args, sizeof args, "--model '%s' --images %s/no-images --output %s/run --resolution 128 --device cpu", tiny, tmp,
              tmp);
-    refused(bin, "train", args, "--resolution 128 with buckets: the 4:1 bucket is 256 pixels long", "--resolution 64 or less");
+    refused(bin, "train", args, "--resolution 128 with buckets: the 4:1 bucket is 256 pixels long",
+            "transformer/config.json has pos_embed_max_size 16");
     snprintf(args, sizeof args, "--model '%s' --images %s/no-images --output %s/run --resolution 128 --no-buckets --device cpu",
              tiny, tmp, tmp);
-    refused(bin, "train", args, "--resolution 128 is too large for this transformer", "position table has 16");
+    refused(bin, "train", args, "--resolution 128 is too large for", "transformer/config.json: 32 patches per side, its pos_embed_max_size is 16");
     snprintf(path, sizeof path, "%s/run", tmp);
     struct stat st;
     TU_CHECK(stat(path, &st) != 0, "a refused run wrote nothing into its output folder");
     snprintf(args, sizeof args, "--model '%s' --prompt x --width 128 --height 64 --device cpu --out %s/samples", tiny, tmp);
-    refused(bin, "sample", args, "--width 128 / --height 64", "position table has 16 patches a side");
+    refused(bin, "sample", args, "--width 128 / --height 64", "transformer/config.json has pos_embed_max_size 16");
     snprintf(path, sizeof path, "%s/samples", tmp);
     TU_CHECK(stat(path, &st) != 0, "a refused sample run created no output folder");
     snprintf(args, sizeof args, "--weights '%s' --resolution 128 --device cpu --steps 1", tiny);
-    refused(bin, "bench", args, "--resolution 128 is too large for this transformer", NULL);
+    refused(bin, "bench", args, "--resolution 128 is too large for", "transformer/config.json");
 
     // the QZO options of `train`, checked before anything is read or written
     static const struct { const char *args, *want, *want2; } qzo_opts[] = {

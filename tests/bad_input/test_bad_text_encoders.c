@@ -222,6 +222,30 @@ int main(void) {
     TU_CHECK(sd_clip_load(&m, p, SD_CLIP_AUTO, SQ_CPU, SQ_F32) == SQ_FAIL && strstr(sq_error_message(), "say which"),
              "unknown width refused: %s", sq_error_message());
     printf("%-38s -> %s\n", "tiny single file, kind AUTO", sq_error_message());
+    // num_attention_heads metadata that is not a whole integer in [1, width]
+    static const char *const heads[] = {"12abc", "99999999999", "0", ""};
+    for (int h = 0; h < 4; h++) {
+        sq_safetensors *cs;
+        SQ_CHECK(sq_st_open(&cs, p) == SQ_OK, "%s", sq_error_message());
+        int n = sq_st_count(cs);
+        sq_st_tensor_desc *d = calloc((size_t)n, sizeof *d);
+        for (int i = 0; i < n; i++) {
+            const sq_st_entry *e = sq_st_at(cs, i);
+            d[i] = (sq_st_tensor_desc){.name = e->name, .dtype = e->dtype, .ndim = e->ndim, .data = e->data};
+            memcpy(d[i].shape, e->shape, sizeof e->shape);
+        }
+        char hp[1400];
+        path_of(hp, sizeof hp, "clip_heads.safetensors");
+        sq_st_kv kv[1] = {{"num_attention_heads", heads[h]}};
+        SQ_CHECK(sq_st_write(hp, d, n, kv, 1) == SQ_OK, "%s", sq_error_message());
+        free(d);
+        sq_st_close(cs);
+        TU_CHECK(sd_clip_load(&m, hp, SD_CLIP_L, SQ_CPU, SQ_F32) == SQ_FAIL &&
+                     strstr(sq_error_message(), "clip_heads.safetensors") && strstr(sq_error_message(), "num_attention_heads"),
+                 "num_attention_heads '%s' refused naming the file and key: %s", heads[h], sq_error_message());
+        printf("%-38s -> %s\n", "num_attention_heads metadata", sq_error_message());
+        unlink(hp);
+    }
     TU_CHECK(sd_text_encoders_load_files(&te, p, "/nonexistent/clip_g.safetensors", NULL, src, SQ_CPU, SQ_F32, NULL) ==
                  SQ_FAIL && strstr(sq_error_message(), "/nonexistent/clip_g.safetensors"),
              "missing clip_g refused: %s", sq_error_message());

@@ -1,7 +1,9 @@
-// tests/golden/test_clip_tokenizer.c: the CLIP BPE tokenizer against transformers'
-// slow CLIPTokenizer on the fixtures of tools/make_tokenizer_fixtures.py: for every
-// prompt, the 77 padded ids and the real-token count must match exactly, for the
-// CLIP-L folder (pad <|endoftext|>) and the CLIP-G one (pad "!", an added token).
+// tests/golden/test_clip_tokenizer.c: the CLIP BPE tokenizer against transformers 5's
+// (fast) CLIPTokenizer on the fixtures of tools/make_tokenizer_fixtures.py: for every
+// prompt (CJK, mixed scripts, accents in both normal forms, emoji, whitespace and
+// control characters), the 77 padded ids and the real-token count must match
+// exactly, for the CLIP-L folder (pad <|endoftext|>), the CLIP-G one (pad "!", an
+// added token) and clip_cjk (merges across the bytes of CJK words).
 // Also: a folder without merges.txt and one with a corrupt vocab.json are refused
 // with errors naming the file.
 #include <cjson/cJSON.h>
@@ -76,8 +78,8 @@ int main(void) {
     snprintf(path, sizeof path, "%s/tokenizer/expected.json", tu_fixtures_dir());
     cJSON *root = tk_load_expected(path);
     const cJSON *cases = cJSON_GetObjectItemCaseSensitive(root, "cases");
-    static const char *names[2] = {"clip_l", "clip_g"};
-    for (int k = 0; k < 2; k++) {
+    static const char *names[3] = {"clip_l", "clip_g", "clip_cjk"};
+    for (int k = 0; k < 3; k++) {
         snprintf(path, sizeof path, "%s/tokenizer/%s", tu_fixtures_dir(), names[k]);
         sd_clip_tokenizer *t;
         if (sd_clip_tokenizer_load(&t, path) != SQ_OK) { TU_CHECK(0, "load: %s", sq_error_message()); continue; }

@@ -480,6 +480,16 @@ int main(void) {
         attention_case(3, 13, 23, 2, 32, false, true, false);
         attention_case(2, 19, 19, 4, 16, false, false, true);
         attention_case(1, 64, 64, 1, 512, false, false, false);   // the VAE's single-head attention
+        // fp32, one head, 256 keys or more: the chunked GEMM path (attention_gemm.cu), with
+        // a last chunk shorter than the others (rows of 64 MiB: 16384 x 1024 keys)
+        attention_case(2, 300, 257, 1, 64, false, false, false);
+        if (g_dt == SQ_F32) {
+#ifdef SQ_HAVE_CUDA
+            TU_CHECK(cuda_attention_last_path() == CUDA_ATTN_GEMM, "fp32 single-head attention ran the GEMM path");
+#endif
+            attention_case(1, 17000, 1024, 1, 16, false, false, false);
+            attention_case(1, 1024, 1024, 1, 512, false, false, false);   // the VAE's at 256² (32² latent pixels)
+        }
         if (g_dt == SQ_BF16) {
             attention_flash_case(2, 200, 200, 3, 64, false);
             attention_flash_case(2, 77, 77, 2, 64, true);

@@ -393,7 +393,7 @@ static void test_buckets(void) {
 // first: 1536 fits (its 3072x768 bucket just does), 2048 does not (4096x1024); the
 // largest that fits with buckets is 1600 (3072x832).
 static void test_size_limits(void) {
-    const sd_size_limits large = {8, 2, 192}, tiny = {2, 2, 16};
+    const sd_size_limits large = {8, 2, 192, NULL}, tiny = {2, 2, 16, "tiny/config.json"};
     TU_CHECK(sd_check_resolution(1024, true, &large) == SQ_OK, "1024 with buckets fits: %s", sq_error_message());
     TU_CHECK(sd_check_resolution(1536, true, &large) == SQ_OK, "1536 with buckets fits: %s", sq_error_message());
     TU_CHECK(sd_check_resolution(2048, false, &large) == SQ_OK, "2048 square fits: %s", sq_error_message());

@@ -178,6 +178,23 @@ static void test_config_files(void) {
         {"{\"lr\": 1e-4, \"seed\": 2, \"lr\": 2e-4}", "bad.toml: ", "duplicate key 'lr'"},
         {"{\"batch-size\": 1, \"batch_size\": 2}", "bad.toml: ", "duplicate key 'batch_size'"},
     };
+    // a switch in a file is a boolean literal: "yes", yes, 1 or "true" are type errors (issue 21: flip = "yes")
+    const struct { const char *text, *want1, *want2; } bools[] = {
+        {"steps = 3\nflag = \"yes\"\n", "bad.toml:2", "'flag' wants a boolean, true or false (unquoted), not 'yes'"},
+        {"flag = yes\n", "bad.toml:1", "not 'yes'"},
+        {"flag = \"true\"\n", "bad.toml:1", "not 'true'"},
+        {"flag = 1\n", "bad.toml:1", "not '1'"},
+        {"{\"flag\": \"yes\"}", "bad.toml: ", "'flag' wants a boolean"},
+        {"{\"flag\": 1}", "bad.toml: ", "'flag' wants a boolean"},
+    };
+    for (size_t i = 0; i < sizeof bools / sizeof bools[0]; i++) {
+        f = fopen(bad, "w");
+        fputs(bools[i].text, f);
+        fclose(f);
+        TU_CHECK(parse(&t, NULL, c, 2) == SQ_FAIL, "boolean %zu accepted: %s", i, bools[i].text);
+        m = sq_error_message();
+        TU_CHECK(one_line(m) && strstr(m, bools[i].want1) && strstr(m, bools[i].want2), "boolean %zu: %s", i, m);
+    }
     for (size_t i = 0; i < sizeof dups / sizeof dups[0]; i++) {
         f = fopen(bad, "w");
         fputs(dups[i].text, f);
