@@ -64,7 +64,7 @@ int main(int argc, char **argv) {
     refused(bin, "sample", "--model x --prompt y --batch 0", "--batch-size must be in [1, 1024]", NULL);
     refused(bin, "bench", "--batch-size two", "--batch-size wants an integer, not 'two'", NULL);
     refused(bin, "bench", "--warmup abc", "--warmup wants an integer, not 'abc'", NULL);
-    refused(bin, "bench", "--what bogus", "--what must be mmdit, vae or all, not 'bogus'", NULL);
+    refused(bin, "bench", "--what bogus", "--what must be mmdit, vae, text, all or quantize, not 'bogus'", NULL);
     refused(bin, "sample", "--bogus 1", "unknown option '--bogus'", "sd-qzo sample --help");
     refused(bin, "export", "--no-format", "unknown option '--no-format'", NULL);
     refused(bin, "info", "a b", "unexpected argument 'b'", NULL);
