@@ -201,7 +201,7 @@ PY
 fi
 if [[ " $PARTS " == *" learn "* ]]; then
     : "${DATA:=data/emoji64}" "${TASK:=animals}" "${LEARN_SECONDS:=120}"
-    echo "== learn: $DATA/$TASK on 2 GPUs per split, ${LEARN_SECONDS} s each, side by side"
+    echo "== learn: $DATA/$TASK on 2 GPUs per split, ${LEARN_SECONDS} s each"
     L=$WORK/mgpu-learn
     rm -rf "$L"
     mkdir -p "$L"
@@ -219,13 +219,19 @@ if [[ " $PARTS " == *" learn "* ]]; then
         kill -INT "$pid"   # the launcher: every rank stops after the same step, rank 0 saves
         wait "$pid"
     }
-    learn queries 0,1 --split queries --batch-size 4 --queries 8 &
-    learn batch 2,3 --split batch --batch-size 8 --queries 4 &
-    wait
-    python3 - "$L" <<'PY'
+    if [ "$ngpu" -ge 4 ]; then   # side by side
+        learn queries 0,1 --split queries --batch-size 4 --queries 8 &
+        learn batch 2,3 --split batch --batch-size 8 --queries 4 &
+        wait
+    else                         # one after the other on GPUs 0 and 1
+        learn queries 0,1 --split queries --batch-size 4 --queries 8
+        learn batch 0,1 --split batch --batch-size 8 --queries 4
+    fi
+    python3 - "$L" "$LEARN_SECONDS" <<'PY'
 import json, os, sys
-L = sys.argv[1]
-print("| split (per GPU: batch 4, 4 queries) | steps | " + " | ".join(f"val loss at {t} s" for t in (30, 60, 90, 120)) + " |")
+L, secs = sys.argv[1], float(sys.argv[2])
+marks = [round(secs * k / 4) for k in (1, 2, 3, 4)]
+print("| split (per GPU: batch 4, 4 queries) | steps | " + " | ".join(f"val loss at {t} s" for t in marks) + " |")
 print("| --- | --- | --- | --- | --- | --- |")
 for name, desc in (("queries", "queries: 8 queries, batch 4"), ("batch", "batch: 4 queries, batch 8")):
     recs = [json.loads(l) for l in open(os.path.join(L, name, "log.jsonl")) if l.strip()]
@@ -234,7 +240,7 @@ for name, desc in (("queries", "queries: 8 queries, batch 4"), ("batch", "batch:
         t += r["seconds"] or 0
         if r.get("val_loss") is not None: pts.append((t, r["val_loss"]))
     cells = []
-    for lim in (30, 60, 90, 120):
+    for lim in marks:
         v = [x for s, x in pts if s <= lim]
         cells.append(f"{v[-1]:.5f}" if v else "—")
     print(f"| {desc} | {recs[-1]['step']} | " + " | ".join(cells) + " |")
