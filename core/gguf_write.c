@@ -1,21 +1,19 @@
 // core/gguf_write.c: the streaming, atomic GGUF writer (core/gguf.h). The header
 // (key/values and tensor infos, whose offsets follow from the declared sizes) is
-// written first to "<path>.tmp.<pid>", then each tensor's bytes, each padded to the
-// alignment; commit fsyncs and renames over <path>. Any failure removes the temp
-// file and leaves an existing destination untouched.
-#include <errno.h>
-#include <fcntl.h>
+// written first, then each tensor's bytes, each padded to the alignment, through
+// core/atomic_file.h: commit replaces <path> only when everything was written, and
+// any failure leaves an existing destination untouched.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/gguf.h"
 
 struct sq_gguf_writer {
-    char *path, *tmp;
-    int fd;
+    sq_atomic_file file;
     int n;
     size_t *sizes;      // bytes each tensor must receive
     int cur;
@@ -76,33 +74,16 @@ static size_t padded(uint64_t n) {
     return (size_t)((n + SQ_GGUF_DEFAULT_ALIGNMENT - 1) / SQ_GGUF_DEFAULT_ALIGNMENT * SQ_GGUF_DEFAULT_ALIGNMENT);
 }
 
-static int write_all(int fd, const void *data, size_t n, const char *path) {
-    const char *p = data;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n > (1u << 30) ? (1u << 30) : n);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return sq_error_errno("%s: write failed", path);
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return SQ_OK;
-}
-
 static void writer_free(sq_gguf_writer *w) {
     if (!w) return;
-    if (w->fd >= 0) close(w->fd);
-    if (w->tmp) unlink(w->tmp);
-    free(w->path);
-    free(w->tmp);
+    sq_atomic_file_abort(&w->file);
     free(w->sizes);
     free(w);
 }
 
 static int write_zeros(sq_gguf_writer *w, size_t n) {
     static const uint8_t zeros[SQ_GGUF_DEFAULT_ALIGNMENT];
-    if (n && write_all(w->fd, zeros, n, w->tmp) != SQ_OK) return SQ_FAIL;
+    if (n && sq_atomic_file_write(&w->file, zeros, n) != SQ_OK) return SQ_FAIL;
     w->pos += n;
     return SQ_OK;
 }
@@ -112,11 +93,10 @@ int sq_gguf_writer_begin(sq_gguf_writer **out, const char *path, const sq_gguf_t
     *out = NULL;
     sq_gguf_writer *w = calloc(1, sizeof *w);
     if (!w) return sq_errorf("out of host memory");
-    w->fd = -1;
+    w->file.fd = -1;
     w->n = n;
     w->sizes = calloc((size_t)n + 1, sizeof *w->sizes);
-    w->path = strdup(path);
-    if (!w->sizes || !w->path) { writer_free(w); return sq_errorf("out of host memory"); }
+    if (!w->sizes) { writer_free(w); return sq_errorf("out of host memory"); }
     buf b = {0};
     put(&b, "GGUF", 4);
     put_u32(&b, 3);
@@ -150,20 +130,8 @@ int sq_gguf_writer_begin(sq_gguf_writer **out, const char *path, const sq_gguf_t
         put(&b, zeros, padded(hl) - hl);   // the data block starts aligned
         if (b.failed) rc = sq_errorf("out of host memory");
     }
-    if (rc == SQ_OK) {
-        w->tmp = malloc(strlen(path) + 32);
-        if (!w->tmp) rc = sq_errorf("out of host memory");
-        else sprintf(w->tmp, "%s.tmp.%ld", path, (long)getpid());
-    }
-    if (rc == SQ_OK) {
-        w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (w->fd < 0) {
-            rc = sq_error_errno("%s: cannot create", w->tmp);
-            free(w->tmp);
-            w->tmp = NULL;
-        }
-    }
-    if (rc == SQ_OK) rc = write_all(w->fd, b.p, b.n, w->tmp);
+    if (rc == SQ_OK) rc = sq_atomic_file_open(&w->file, path);
+    if (rc == SQ_OK) rc = sq_atomic_file_write(&w->file, b.p, b.n);
     free(b.p);
     if (rc != SQ_OK) { writer_free(w); return SQ_FAIL; }
     w->pos = 0;   // counted from the data block's start from here on
@@ -184,11 +152,11 @@ static int advance(sq_gguf_writer *w) {
 int sq_gguf_writer_append(sq_gguf_writer *w, const void *data, size_t nbytes) {
     if (advance(w) != SQ_OK) { writer_free(w); return SQ_FAIL; }
     if (w->cur >= w->n || nbytes > w->sizes[w->cur] - w->cur_written) {
-        sq_errorf("%s: more bytes appended than the declared tensors hold", w->path);
+        sq_errorf("%s: more bytes appended than the declared tensors hold", w->file.path);
         writer_free(w);
         return SQ_FAIL;
     }
-    if (write_all(w->fd, data, nbytes, w->tmp) != SQ_OK) { writer_free(w); return SQ_FAIL; }
+    if (sq_atomic_file_write(&w->file, data, nbytes) != SQ_OK) { writer_free(w); return SQ_FAIL; }
     w->cur_written += nbytes;
     w->pos += nbytes;
     return SQ_OK;
@@ -197,19 +165,13 @@ int sq_gguf_writer_append(sq_gguf_writer *w, const void *data, size_t nbytes) {
 int sq_gguf_writer_commit(sq_gguf_writer *w) {
     if (advance(w) != SQ_OK) { writer_free(w); return SQ_FAIL; }
     if (w->cur < w->n) {
-        sq_errorf("%s: only %d of %d tensors were written; nothing saved", w->path, w->cur, w->n);
+        sq_errorf("%s: only %d of %d tensors were written; nothing saved", w->file.path, w->cur, w->n);
         writer_free(w);
         return SQ_FAIL;
     }
-    if (fsync(w->fd) != 0) { sq_error_errno("%s: fsync failed", w->tmp); writer_free(w); return SQ_FAIL; }
-    int fd = w->fd;
-    w->fd = -1;
-    if (close(fd) != 0) { sq_error_errno("%s: close failed", w->tmp); writer_free(w); return SQ_FAIL; }
-    if (rename(w->tmp, w->path) != 0) { sq_error_errno("%s: cannot rename into place", w->path); writer_free(w); return SQ_FAIL; }
-    free(w->tmp);
-    w->tmp = NULL;
+    int rc = sq_atomic_file_commit(&w->file);
     writer_free(w);
-    return SQ_OK;
+    return rc;
 }
 
 void sq_gguf_writer_abort(sq_gguf_writer *w) { writer_free(w); }

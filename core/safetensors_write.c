@@ -1,12 +1,9 @@
 // core/safetensors_write.c: atomic safetensors writing. The header is built with
 // cJSON (tensors in the order given, contiguous data_offsets), padded with spaces
-// to a multiple of 8 bytes so the data block is aligned; the bytes go to
-// "<path>.tmp.<pid>" in the same directory, which is fsync'ed and renamed over the
-// destination only when everything was written. Any failure removes the temp file
-// and leaves an existing destination untouched.
+// to a multiple of 8 bytes so the data block is aligned; the bytes go through
+// core/atomic_file.h, so the destination is replaced only when everything was
+// written and any failure leaves an existing one untouched.
 #include <cjson/cJSON.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -14,12 +11,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/safetensors.h"
 
 struct sq_st_writer {
-    char *path, *tmp;
-    int fd;
+    sq_atomic_file file;
     int n;                 // tensors declared
     size_t *sizes;         // bytes each tensor must receive
     int cur;               // tensor being appended
@@ -72,26 +69,9 @@ static char *build_header(const sq_st_tensor_desc *t, int n, const sq_st_kv *met
     return out;
 }
 
-static int write_all(int fd, const void *buf, size_t n, const char *path) {
-    const char *p = buf;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n > (1u << 30) ? (1u << 30) : n);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return sq_error_errno("%s: write failed", path);
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return SQ_OK;
-}
-
 static void writer_free(sq_st_writer *w) {
     if (!w) return;
-    if (w->fd >= 0) close(w->fd);
-    if (w->tmp) unlink(w->tmp);
-    free(w->path);
-    free(w->tmp);
+    sq_atomic_file_abort(&w->file);
     free(w->sizes);
     free(w->header);
     free(w);
@@ -108,33 +88,21 @@ int sq_st_writer_begin(sq_st_writer **out, const char *path, const sq_st_tensor_
     }
     sq_st_writer *w = calloc(1, sizeof *w);
     if (!w) return sq_errorf("out of host memory");
-    w->fd = -1;
+    w->file.fd = -1;
     w->n = n_tensors;
-    w->path = strdup(path);
-    w->tmp = malloc(strlen(path) + 32);
     w->sizes = calloc((size_t)n_tensors + 1, sizeof *w->sizes);
-    if (!w->path || !w->tmp || !w->sizes) { free(w->tmp); w->tmp = NULL; writer_free(w); return sq_errorf("out of host memory"); }
-    sprintf(w->tmp, "%s.tmp.%ld", path, (long)getpid());
+    if (!w->sizes) { writer_free(w); return sq_errorf("out of host memory"); }
     for (int i = 0; i < n_tensors; i++) w->sizes[i] = desc_bytes(&tensors[i]);
     size_t hlen = 0;
     char *header = build_header(tensors, n_tensors, metadata, n_metadata, &hlen);
-    if (!header) { char *t = w->tmp; w->tmp = NULL; free(t); writer_free(w); return sq_errorf("%s: cannot build header", path); }
-    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (w->fd < 0) {
-        int rc = sq_error_errno("%s: cannot create", w->tmp);
-        char *t = w->tmp;
-        w->tmp = NULL;
-        free(t);
-        free(header);
-        writer_free(w);
-        return rc;
-    }
-    uint8_t len8[8];
-    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
-    int rc = write_all(w->fd, len8, 8, w->tmp);
-    if (rc == SQ_OK) rc = write_all(w->fd, header, hlen, w->tmp);
+    if (!header) { writer_free(w); return sq_errorf("%s: cannot build header", path); }
     w->header = header;
     w->header_len = hlen;
+    if (sq_atomic_file_open(&w->file, path) != SQ_OK) { writer_free(w); return SQ_FAIL; }
+    uint8_t len8[8];
+    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
+    int rc = sq_atomic_file_write(&w->file, len8, 8);
+    if (rc == SQ_OK) rc = sq_atomic_file_write(&w->file, header, hlen);
     if (rc != SQ_OK) { writer_free(w); return SQ_FAIL; }
     *out = w;
     return SQ_OK;
@@ -153,12 +121,12 @@ static void fault_kill_midway(const char *path) {
 int sq_st_writer_append(sq_st_writer *w, const void *data, size_t nbytes) {
     while (w->cur < w->n && w->sizes[w->cur] == w->cur_written) { w->cur++; w->cur_written = 0; }
     if (w->cur >= w->n || nbytes > w->sizes[w->cur] - w->cur_written) {
-        sq_errorf("%s: more bytes appended than the declared tensors hold", w->path);
+        sq_errorf("%s: more bytes appended than the declared tensors hold", w->file.path);
         writer_free(w);
         return SQ_FAIL;
     }
-    if (write_all(w->fd, data, nbytes, w->tmp) != SQ_OK) { writer_free(w); return SQ_FAIL; }
-    fault_kill_midway(w->path);
+    if (sq_atomic_file_write(&w->file, data, nbytes) != SQ_OK) { writer_free(w); return SQ_FAIL; }
+    fault_kill_midway(w->file.path);
     w->cur_written += nbytes;
     return SQ_OK;
 }
@@ -172,14 +140,13 @@ int sq_st_writer_patch_metadata(sq_st_writer *w, const char *key, const char *va
     char *end = v ? strchr(v, '"') : NULL;
     bool plain = strcspn(value, "\"\\") == vlen;
     if (!end || (size_t)(end - v) != vlen || !plain) {
-        sq_errorf("%s: metadata %s cannot be patched in place", w->path, key);
+        sq_errorf("%s: metadata %s cannot be patched in place", w->file.path, key);
         writer_free(w);
         return SQ_FAIL;
     }
     memcpy(v, value, vlen);
     off_t pos = (off_t)(8 + (v - w->header));
-    if (pwrite(w->fd, value, vlen, pos) != (ssize_t)vlen) {
-        sq_error_errno("%s: cannot write", w->tmp);
+    if (sq_atomic_file_pwrite(&w->file, value, vlen, pos) != SQ_OK) {
         writer_free(w);
         return SQ_FAIL;
     }
@@ -189,19 +156,13 @@ int sq_st_writer_patch_metadata(sq_st_writer *w, const char *key, const char *va
 int sq_st_writer_commit(sq_st_writer *w) {
     while (w->cur < w->n && w->sizes[w->cur] == w->cur_written) { w->cur++; w->cur_written = 0; }
     if (w->cur < w->n) {
-        sq_errorf("%s: only %d of %d tensors were written; nothing saved", w->path, w->cur, w->n);
+        sq_errorf("%s: only %d of %d tensors were written; nothing saved", w->file.path, w->cur, w->n);
         writer_free(w);
         return SQ_FAIL;
     }
-    if (fsync(w->fd) != 0) { sq_error_errno("%s: fsync failed", w->tmp); writer_free(w); return SQ_FAIL; }
-    int fd = w->fd;
-    w->fd = -1;
-    if (close(fd) != 0) { sq_error_errno("%s: close failed", w->tmp); writer_free(w); return SQ_FAIL; }
-    if (rename(w->tmp, w->path) != 0) { sq_error_errno("%s: cannot rename into place", w->path); writer_free(w); return SQ_FAIL; }
-    free(w->tmp);
-    w->tmp = NULL;   // renamed: nothing to unlink
+    int rc = sq_atomic_file_commit(&w->file);
     writer_free(w);
-    return SQ_OK;
+    return rc;
 }
 
 void sq_st_writer_abort(sq_st_writer *w) { writer_free(w); }
