@@ -41,22 +41,27 @@ static void finish(sq_sha256 *s, sd_cache_key *key) {
     sq_sha256_hex(d, key->hex);
 }
 
+// The output size, the crop window and the flip of an image (or of its mask). The
+// window is part of the key in both modes: a centre crop of the same file and size is
+// always the same window, a random one only hits when it repeats.
+static void put_geometry(sq_sha256 *s, const sd_crop_plan *p, sd_crop_mode crop) {
+    char buf[96];
+    snprintf(buf, sizeof(buf), "%dx%d", p->out_w, p->out_h);
+    put(s, "size", buf);
+    snprintf(buf, sizeof(buf), "%s %dx%d+%d+%d", crop == SD_CROP_RANDOM ? "random" : "center", p->resized_w,
+             p->resized_h, p->crop_x, p->crop_y);
+    put(s, "crop", buf);
+    put(s, "flip", p->flip ? "1" : "0");
+}
+
 void sd_cache_key_latent(sd_cache_key *key, const char *image_sha256, const sd_crop_plan *p, sd_crop_mode crop,
                          const char *encoder_hash) {
     sq_sha256 s;
-    char buf[96];
     sq_sha256_init(&s);
     put(&s, "version", KEY_VERSION);
     put(&s, "kind", "latent");
     put(&s, "image", image_sha256);
-    snprintf(buf, sizeof(buf), "%dx%d", p->out_w, p->out_h);
-    put(&s, "size", buf);
-    // The window is part of the key in both modes: a centre crop of the same file
-    // and size is always the same window, a random one only hits when it repeats.
-    snprintf(buf, sizeof(buf), "%s %dx%d+%d+%d", crop == SD_CROP_RANDOM ? "random" : "center", p->resized_w,
-             p->resized_h, p->crop_x, p->crop_y);
-    put(&s, "crop", buf);
-    put(&s, "flip", p->flip ? "1" : "0");
+    put_geometry(&s, p, crop);
     put(&s, "encoder", encoder_hash ? encoder_hash : "");
     finish(&s, key);
 }
@@ -69,12 +74,7 @@ void sd_cache_key_mask(sd_cache_key *key, const char *source_sha256, bool alpha,
     put(&s, "version", KEY_VERSION);
     put(&s, "kind", "mask");
     put(&s, alpha ? "alpha-of-image" : "mask-file", source_sha256);
-    snprintf(buf, sizeof(buf), "%dx%d", p->out_w, p->out_h);
-    put(&s, "size", buf);
-    snprintf(buf, sizeof(buf), "%s %dx%d+%d+%d", crop == SD_CROP_RANDOM ? "random" : "center", p->resized_w,
-             p->resized_h, p->crop_x, p->crop_y);
-    put(&s, "crop", buf);
-    put(&s, "flip", p->flip ? "1" : "0");
+    put_geometry(&s, p, crop);
     snprintf(buf, sizeof(buf), "%d", factor);
     put(&s, "factor", buf);
     finish(&s, key);
