@@ -115,15 +115,6 @@ static bool is_webp(const char *path) {
     return sd_webp_sniff(head, n);
 }
 
-int sd_image_check_size(const char *path, int w, int h) {
-    if (w < 1 || h < 1 || w > SD_IMAGE_MAX_SIDE || h > SD_IMAGE_MAX_SIDE)
-        return sq_errorf("%s: image size %dx%d outside 1..%d pixels per side", path, w, h, SD_IMAGE_MAX_SIDE);
-    if ((long long)w * h > SD_IMAGE_MAX_PIXELS)
-        return sq_errorf("%s: image size %dx%d is over the %lld-megapixel limit", path, w, h,
-                         SD_IMAGE_MAX_PIXELS / (1024 * 1024));
-    return SQ_OK;
-}
-
 int sd_image_decode_rgb(const char *path, uint8_t **rgb, int *w, int *h) {
     int n = 0;
     *rgb = NULL;

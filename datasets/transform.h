@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "core/tensor.h"
+#include "datasets/image_size.h"   // the size limit, checked before decoding
 
 #ifdef __cplusplus
 extern "C" {
@@ -55,14 +56,6 @@ void sd_crop_plan_make(sd_crop_plan *plan, int src_w, int src_h, int out_w, int 
 // (datasets/webp.c checks a WebP's length).
 int sd_image_check_complete(const char *path);
 
-// The largest image sd-qzo decodes, checked from the header before any pixel is
-// decoded, so a forged header (20000 x 20000) cannot make it allocate gigabytes:
-// at most SD_IMAGE_MAX_SIDE pixels per side and SD_IMAGE_MAX_PIXELS (64 MP, 8192 x
-// 8192; 192 MiB as 8-bit RGB) in all, far above any SD training picture.
-#define SD_IMAGE_MAX_SIDE 16384
-#define SD_IMAGE_MAX_PIXELS (64ll * 1024 * 1024)
-// SQ_OK, or SQ_FAIL: "PATH: image size WxH is over ...".
-int sd_image_check_size(const char *path, int w, int h);
 
 // Decodes an image to 8-bit RGB, HWC, rows top to bottom. *rgb is malloc'ed (free
 // it). The format is told by the file's first bytes (a WebP header goes to libwebp,

@@ -10,7 +10,7 @@
 #include <webp/demux.h>
 
 #include "core/error.h"
-#include "datasets/transform.h"
+#include "datasets/image_size.h"
 #include "datasets/webp.h"
 
 // The head read at scan time: the RIFF header, VP8X and the first image chunk's
