@@ -21,7 +21,7 @@
 #include "app/train_timing.h"
 #include "core/arena.h"
 #include "datasets/dataset.h"
-#include "dist/exchange.h"
+#include "distributed/exchange.h"
 #include "mmdit/model.h"
 #include "qzo/checkpoint.h"
 #include "qzo/noise.h"
@@ -61,7 +61,7 @@ typedef struct {
     volatile sig_atomic_t *stop; // set by SIGINT/SIGTERM: finish the step, save, exit
     sd_train_timing timing;      // wall time by phase, from the start of the encode phase
 
-    // Several processes (dist/exchange.h; one process: world size 1). Every process
+    // Several processes (distributed/exchange.h; one process: world size 1). Every process
     // encodes its share of the cache and runs every step on its share of the queries
     // or of the batch (opt.split); rank 0 alone writes OUT (run.json, log, previews,
     // checkpoints, report) and holds its lock; the others write only cache entries.

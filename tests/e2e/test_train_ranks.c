@@ -1,5 +1,5 @@
 // tests/e2e/test_train_ranks.c: `sd-qzo train` in several CPU processes, the
-// multi-GPU code path without GPUs (the socket exchange of dist/exchange.h), on the
+// multi-GPU code path without GPUs (the socket exchange of distributed/exchange.h), on the
 // tiny pipeline and data set of train_fixture.h (batch 4, 4 queries):
 //   1. --processes 2 and 4 with --split queries end with scales bit-identical to one
 //      process's (the same queries, evaluated elsewhere, applied in the same order);
@@ -31,7 +31,7 @@
 #include "core/error.h"
 #include "core/path.h"
 #include "core/safetensors.h"
-#include "dist/exchange.h"
+#include "distributed/exchange.h"
 #include "kernels/backend.h"
 #include "qzo/checkpoint.h"
 #include "tests/e2e/train_fixture.h"

@@ -1,4 +1,4 @@
-// tests/unit/test_dist.c: dist/exchange.h over its socket transport, with real
+// tests/unit/test_dist.c: distributed/exchange.h over its socket transport, with real
 // processes (fork) on 127.0.0.1:
 //   1. one process: every collective is a copy;
 //   2. three ranks: all-gather in rank order, broadcast from rank 0, barrier, many
@@ -22,8 +22,8 @@
 #include <unistd.h>
 
 #include "core/error.h"
-#include "dist/dist_internal.h"
-#include "dist/exchange.h"
+#include "distributed/dist_internal.h"
+#include "distributed/exchange.h"
 #include "tests/test_util.h"
 
 static double now_s(void) {
@@ -76,7 +76,7 @@ static int rank_main(int rank, int world, int port, int lfd, scenario sc, int cu
         return 0;
     }
     if (sc == WATCH) {
-        // the watch kept while NCCL carries a step (dist/nccl.c): a rank already at the
+        // the watch kept while NCCL carries a step (distributed/nccl.c): a rank already at the
         // next barrier is not a fault, and its message is left for that barrier; a rank
         // that exits is named
         if (rank == 0) {

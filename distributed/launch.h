@@ -1,4 +1,4 @@
-// dist/launch.h: sd-qzo's own launcher for the ranks of one host (`train --gpus N`,
+// distributed/launch.h: sd-qzo's own launcher for the ranks of one host (`train --gpus N`,
 // `--processes N`): it starts N copies of this very program (/proc/self/exe, the
 // same arguments) with the variables other launchers set (RANK, WORLD_SIZE,
 // LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR=127.0.0.1, MASTER_PORT, and
@@ -8,7 +8,7 @@
 // SIGTERM to every rank (the ranks sit in their own process groups, so a Ctrl-C
 // from the terminal reaches each once, through here: the first stops them after a
 // step and rank 0 saves, a second stops them at once), and waits: when a rank fails, the others
-// stop on their own (dist/exchange.h names the rank); those still running `grace_s`
+// stop on their own (distributed/exchange.h names the rank); those still running `grace_s`
 // later get SIGTERM, and SIGKILL 10 s after that. Each rank gets SIGTERM if the
 // launcher itself dies.
 #ifndef SQ_DIST_LAUNCH_H

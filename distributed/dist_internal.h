@@ -1,8 +1,8 @@
-// dist/dist_internal.h: what exchange.c (sockets) and nccl.c share. Not for other folders.
+// distributed/dist_internal.h: what exchange.c (sockets) and nccl.c share. Not for other folders.
 #ifndef SQ_DIST_INTERNAL_H
 #define SQ_DIST_INTERNAL_H
 
-#include "dist/exchange.h"
+#include "distributed/exchange.h"
 
 struct sq_dist_nccl;
 
@@ -22,7 +22,7 @@ int sq_dist_poll_peers(sq_dist *d);
 // (rank 0 relays it), and returns SQ_FAIL.
 int sq_dist_fail(sq_dist *d);
 
-// dist/nccl.c
+// distributed/nccl.c
 int sq_dist_nccl_open(sq_dist *d);
 int sq_dist_nccl_allgather(sq_dist *d, const void *mine, size_t bytes, void *all, const char *what);
 void sq_dist_nccl_close(sq_dist *d, bool abort);

@@ -1,4 +1,4 @@
-// dist/exchange.h: what the processes of a multi-process run say to each other.
+// distributed/exchange.h: what the processes of a multi-process run say to each other.
 // QZO needs only a few numbers from each process per step (docs/QZO.md, "Several
 // GPUs"), so the whole interface is small collectives over small buffers:
 //   - all-gather of one fixed-size record per rank (rank order),
@@ -18,7 +18,7 @@
 //   - NCCL (GPU runs, builds with SQ_HAVE_NCCL): the all-gathers of the steps go
 //     through an NCCL communicator on the GPUs; its unique id travels from rank 0
 //     over the socket rendezvous, and while an NCCL call is waiting the socket is
-//     watched, so a rank that dies is still named at once (dist/nccl.c).
+//     watched, so a rank that dies is still named at once (distributed/nccl.c).
 // All-reduces are all-gathers summed by the caller in rank order: the sum is then
 // the same bits on every rank and for every transport.
 #ifndef SQ_DIST_EXCHANGE_H

@@ -1,6 +1,6 @@
-// dist/launch.c: the ranks of one host as child processes (see dist/launch.h).
+// distributed/launch.c: the ranks of one host as child processes (see distributed/launch.h).
 #define _GNU_SOURCE
-#include "dist/launch.h"
+#include "distributed/launch.h"
 
 #include <errno.h>
 #include <fcntl.h>

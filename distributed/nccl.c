@@ -1,11 +1,11 @@
-// dist/nccl.c: the all-gathers of dist/exchange.h on an NCCL communicator (GPU runs).
+// distributed/nccl.c: the all-gathers of distributed/exchange.h on an NCCL communicator (GPU runs).
 // The communicator is non-blocking (ncclConfig_t.blocking = 0), so no NCCL call can
 // hang the process: every wait is a loop that polls the stream, NCCL's own error
-// state, the deadline, and the socket of dist/exchange.c (a rank that died closed
+// state, the deadline, and the socket of distributed/exchange.c (a rank that died closed
 // it, or sent why it stopped), and a communicator that timed out is aborted.
 // The records are a few hundred bytes: they go host → device, ncclAllGather, device
 // → host on one stream of their own; the model's kernels stay on the default stream.
-#include "dist/dist_internal.h"
+#include "distributed/dist_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>

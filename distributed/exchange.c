@@ -1,10 +1,10 @@
-// dist/exchange.c: the exchange of dist/exchange.h over TCP, rank 0 as the hub:
+// distributed/exchange.c: the exchange of distributed/exchange.h over TCP, rank 0 as the hub:
 // each rank holds one connection to rank 0; an all-gather is every rank sending its
 // record to rank 0, which answers each with all of them. Every wait is a poll() with
 // a deadline, so a closed connection (a dead rank) is seen at once and a silent one
 // after the timeout, and the error names the rank either way.
 #define _GNU_SOURCE
-#include "dist/dist_internal.h"
+#include "distributed/dist_internal.h"
 
 #include <errno.h>
 #include <netdb.h>
