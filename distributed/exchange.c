@@ -268,7 +268,7 @@ int sq_dist_allgather(sq_dist *d, const void *mine, size_t bytes, void *all, con
     if (d->cfg.world_size == 1) { memcpy(all, mine, bytes); return SQ_OK; }
     if (check_usable(d) != SQ_OK) return SQ_FAIL;
     if (bytes > (1u << 20)) return sq_errorf("exchange '%s': %zu bytes per rank is not a small record", what, bytes);
-    if (d->nccl) return sq_dist_nccl_allgather(d, mine, bytes, all, what);
+    if (d->nccl) return sq_dist_nccl_allgather(d, mine, bytes, all, what) == SQ_OK ? SQ_OK : sq_dist_fail(d);
     d->seq++;
     if (d->cfg.rank == 0) return hub_gather(d, mine, bytes, all, what);
     int e = send_frame(d->fds[0], MSG_DATA, d->seq, what, mine, (uint32_t)bytes, member_deadline(d));
@@ -450,6 +450,7 @@ int sq_dist_open(sq_dist **out, const sq_dist_config *c) {
     sq_dist *d = calloc(1, sizeof *d);
     if (!d) return sq_errorf("out of host memory");
     d->cfg = *c;
+    d->poll_peers = sq_dist_poll_peers;
     d->fds = malloc((size_t)c->world_size * sizeof *d->fds);
     if (!d->fds) { free(d); return sq_errorf("out of host memory"); }
     for (int r = 0; r < c->world_size; r++) d->fds[r] = -1;
@@ -512,4 +513,18 @@ uint64_t sq_dist_hash(uint64_t h, const void *data, size_t bytes) {
     }
     for (; i < bytes; i++) h = (h ^ p[i]) * 0x100000001b3ull;
     return h;
+}
+
+int sq_dist_use_nccl(sq_dist *d) {
+    if (d->cfg.world_size == 1 || d->nccl) return SQ_OK;
+    // rank 0's id to the others over the socket rendezvous, then every rank joins
+    unsigned char id[SQ_DIST_NCCL_ID_BYTES] = {0};
+    if (d->cfg.rank == 0 && sq_dist_nccl_unique_id(id, sizeof id) != SQ_OK) return sq_dist_fail(d);
+    if (sq_dist_broadcast(d, id, sizeof id, "NCCL id") != SQ_OK) return SQ_FAIL;
+    if (sq_dist_nccl_open(d, id) != SQ_OK) {
+        sq_error_context("starting NCCL");
+        sq_dist_nccl_close(d, true);
+        return sq_dist_fail(d);
+    }
+    return SQ_OK;
 }

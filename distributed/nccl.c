@@ -1,8 +1,10 @@
 // distributed/nccl.c: the all-gathers of distributed/exchange.h on an NCCL communicator (GPU runs).
 // The communicator is non-blocking (ncclConfig_t.blocking = 0), so no NCCL call can
 // hang the process: every wait is a loop that polls the stream, NCCL's own error
-// state, the deadline, and the socket of distributed/exchange.c (a rank that died closed
-// it, or sent why it stopped), and a communicator that timed out is aborted.
+// state, the deadline, and the sockets of distributed/exchange.c through d->poll_peers
+// (a rank that died closed its socket, or sent why it stopped), and a communicator
+// that timed out is aborted. exchange.c drives this file (the id's broadcast, marking
+// the exchange broken on a failure); this file calls nothing of exchange.c by name.
 // The records are a few hundred bytes: they go host → device, ncclAllGather, device
 // → host on one stream of their own; the model's kernels stay on the default stream.
 #include "distributed/dist_internal.h"
@@ -18,6 +20,8 @@
 #ifdef SQ_HAVE_NCCL
 #include <cuda_runtime.h>
 #include <nccl.h>
+
+_Static_assert(sizeof(ncclUniqueId) == SQ_DIST_NCCL_ID_BYTES, "dist_internal.h's NCCL id size");
 
 struct sq_dist_nccl {
     ncclComm_t comm;
@@ -61,7 +65,7 @@ static int wait_nccl(sq_dist *d, cudaStream_t s, const char *what) {
             done = e == cudaSuccess;
         }
         if (done) return SQ_OK;
-        if (sq_dist_poll_peers(d) != SQ_OK) return SQ_FAIL;
+        if (d->poll_peers(d) != SQ_OK) return SQ_FAIL;
         if (now_s() > deadline)
             return sq_errorf("timed out after %.0f s in the NCCL exchange at '%s': a rank hangs, or died without its "
                              "connection closing (--rank-timeout)", d->cfg.timeout_s, what);
@@ -69,19 +73,22 @@ static int wait_nccl(sq_dist *d, cudaStream_t s, const char *what) {
     }
 }
 
-int sq_dist_nccl_open(sq_dist *d) {
+int sq_dist_nccl_unique_id(void *id, size_t size) {
+    if (size < sizeof(ncclUniqueId)) return sq_errorf("NCCL id: %zu bytes, needs %zu", size, sizeof(ncclUniqueId));
+    ncclUniqueId u;
+    ncclResult_t r = ncclGetUniqueId(&u);
+    if (r != ncclSuccess) return sq_errorf("ncclGetUniqueId: %s", ncclGetErrorString(r));
+    memcpy(id, &u, sizeof u);
+    return SQ_OK;
+}
+
+int sq_dist_nccl_open(sq_dist *d, const void *id_bytes) {
     // NVLink multicast (NVLS) buys nothing for records of a few hundred bytes, costs
     // GPU memory for its buffers, and some machines' drivers refuse it: off unless the
     // user says otherwise
     setenv("NCCL_NVLS_ENABLE", "0", 0);
     ncclUniqueId id;
-    memset(&id, 0, sizeof id);
-    if (d->cfg.rank == 0) {
-        ncclResult_t r = ncclGetUniqueId(&id);
-        if (r != ncclSuccess) return sq_errorf("ncclGetUniqueId: %s", ncclGetErrorString(r));
-    }
-    // rank 0's id to the others over the socket rendezvous
-    if (sq_dist_broadcast(d, &id, sizeof id, "NCCL id") != SQ_OK) return SQ_FAIL;
+    memcpy(&id, id_bytes, sizeof id);
     struct sq_dist_nccl *n = calloc(1, sizeof *n);
     if (!n) return sq_errorf("out of host memory");
     d->nccl = n;
@@ -114,17 +121,11 @@ int sq_dist_nccl_allgather(sq_dist *d, const void *mine, size_t bytes, void *all
     memcpy(n->hbuf, mine, bytes);
     CUDA_TRY(cudaMemcpyAsync(send, n->hbuf, bytes, cudaMemcpyHostToDevice, n->stream));
     ncclResult_t r = ncclAllGather(send, recv, bytes, ncclUint8, n->comm, n->stream);
-    if (r != ncclSuccess && r != ncclInProgress) {
-        sq_errorf("ncclAllGather at '%s': %s", what, ncclGetErrorString(r));
-        return sq_dist_fail(d);
-    }
-    if (wait_nccl(d, NULL, what) != SQ_OK) return sq_dist_fail(d);   // enqueued
+    if (r != ncclSuccess && r != ncclInProgress) return sq_errorf("ncclAllGather at '%s': %s", what, ncclGetErrorString(r));
+    if (wait_nccl(d, NULL, what) != SQ_OK) return SQ_FAIL;   // enqueued
     cudaError_t e = cudaMemcpyAsync(n->hbuf + bytes, recv, bytes * (size_t)d->cfg.world_size, cudaMemcpyDeviceToHost, n->stream);
-    if (e != cudaSuccess) {
-        sq_errorf("CUDA error %s at '%s'", cudaGetErrorString(e), what);
-        return sq_dist_fail(d);
-    }
-    if (wait_nccl(d, n->stream, what) != SQ_OK) return sq_dist_fail(d);   // arrived
+    if (e != cudaSuccess) return sq_errorf("CUDA error %s at '%s'", cudaGetErrorString(e), what);
+    if (wait_nccl(d, n->stream, what) != SQ_OK) return SQ_FAIL;   // arrived
     memcpy(all, n->hbuf + bytes, bytes * (size_t)d->cfg.world_size);
     return SQ_OK;
 }
@@ -152,26 +153,19 @@ void sq_dist_nccl_close(sq_dist *d, bool abort) {
     free(n);
 }
 
-int sq_dist_use_nccl(sq_dist *d) {
-    if (d->cfg.world_size == 1 || d->nccl) return SQ_OK;
-    if (sq_dist_nccl_open(d) != SQ_OK) {
-        sq_error_context("starting NCCL");
-        sq_dist_nccl_close(d, true);
-        return sq_dist_fail(d);
-    }
-    return SQ_OK;
-}
-
 #else
 
 bool sq_dist_nccl_compiled(void) { return false; }
 
-int sq_dist_use_nccl(sq_dist *d) {
-    (void)d;
+int sq_dist_nccl_unique_id(void *id, size_t size) {
+    (void)id; (void)size;
     return sq_errorf("this build of sd-qzo has no NCCL (meson found no nccl.h and libnccl; see README, \"Several GPUs\")");
 }
 
-int sq_dist_nccl_open(sq_dist *d) { return sq_dist_use_nccl(d); }
+int sq_dist_nccl_open(sq_dist *d, const void *id) {
+    (void)d; (void)id;
+    return sq_dist_nccl_unique_id(NULL, 0);
+}
 
 int sq_dist_nccl_allgather(sq_dist *d, const void *mine, size_t bytes, void *all, const char *what) {
     (void)d; (void)mine; (void)bytes; (void)all;
