@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages="gcc g++ meson ninja-build pkg-config libcjson-dev libstb-dev libsentencepiece-dev"
+packages="gcc g++ meson ninja-build pkg-config libcjson-dev libstb-dev libsentencepiece-dev libwebp-dev"
 missing=""
 for p in $packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
