@@ -32,14 +32,6 @@ static bool exists(const char *path) {
     return stat(path, &st) == 0;
 }
 
-static int count_lines(const char *path) {
-    char *s = e2e_read_all(path);
-    int n = 0;
-    for (char *p = s; p && *p; p++) n += *p == '\n';
-    free(s);
-    return n;
-}
-
 static void train_cmd(char *cmd, size_t size, const char *out, int steps, const char *extra) {
     char flags[3000];
     snprintf(flags, sizeof flags,
@@ -63,7 +55,7 @@ static void check_full_run(void) {
         TU_CHECK(exists(path), "run writes %s", files[i]);
     }
     snprintf(path, sizeof path, "%s/run1/log.jsonl", tmp);
-    TU_CHECK(count_lines(path) == 9, "log.jsonl: step 0 (validation only) + 8 steps, got %d lines", count_lines(path));
+    TU_CHECK(e2e_count_lines(path) == 9, "log.jsonl: step 0 (validation only) + 8 steps, got %d lines", e2e_count_lines(path));
     char *log = e2e_read_all(path);
     TU_CHECK(log && strstr(log, "{\"step\": 0,") && strstr(log, "\"val_loss\": null"), "step 0 and unmeasured values as null");
     int vals = 0;
@@ -123,7 +115,7 @@ static void check_interrupt_resume(void) {
     snprintf(path, sizeof path, "%s/run2/log.jsonl", tmp);
     int st = 0;
     bool exited = false;
-    for (int i = 0; i < 6000 && count_lines(path) < 3; i++) {   // steps 0..2 logged
+    for (int i = 0; i < 6000 && e2e_count_lines(path) < 3; i++) {   // steps 0..2 logged
         if (waitpid(pid, &st, WNOHANG) == pid) { exited = true; break; }
         usleep(10000);
     }
@@ -134,7 +126,7 @@ static void check_interrupt_resume(void) {
     char op[256];
     snprintf(op, sizeof op, "%s/run2.out", tmp);
     out = e2e_read_all(op);
-    int lines = count_lines(path);
+    int lines = e2e_count_lines(path);
     bool finished = WIFEXITED(st) && WEXITSTATUS(st) == 0;
     if (!finished)
         TU_CHECK(out && strstr(out, "interrupted: checkpoint saved at step"), "SIGINT saves and says how to resume:\n%s", out);
@@ -220,7 +212,7 @@ static void check_demo(const char *source_root) {
     TU_CHECK(rc == 0 && out && strstr(out, "Validation loss"), "the demo config trains:\n%s", out);
     free(out);
     snprintf(path, sizeof path, "%s/demo/log.jsonl", tmp);
-    TU_CHECK(count_lines(path) == 5, "demo log: step 0 + 4 steps, got %d lines", count_lines(path));
+    TU_CHECK(e2e_count_lines(path) == 5, "demo log: step 0 + 4 steps, got %d lines", e2e_count_lines(path));
 }
 
 int main(int argc, char **argv) {

@@ -46,14 +46,6 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static int count_lines(const char *path) {
-    char *s = e2e_read_all(path);
-    int n = 0;
-    for (char *p = s; p && *p; p++) n += *p == '\n';
-    free(s);
-    return n;
-}
-
 static void cmd_for(char *cmd, size_t size, const char *out, int steps, const char *extra) {
     char flags[2000];
     snprintf(flags, sizeof flags, "--batch-size 4 --queries 4 --cache-dir %s/cache --sample-every 0 --val-every 0 "
@@ -134,7 +126,7 @@ static void check_splits(void) {
                  "%s: run.json records the world size and split:\n%s", runs[i].out, rj ? rj : "(none)");
         free(rj);
         snprintf(path, sizeof path, "%s/%s/log.jsonl", tmp, runs[i].out);
-        TU_CHECK(count_lines(path) == 5, "%s: one log, written once per step (%d lines)", runs[i].out, count_lines(path));
+        TU_CHECK(e2e_count_lines(path) == 5, "%s: one log, written once per step (%d lines)", runs[i].out, e2e_count_lines(path));
     }
     bool bitwise;
     printf("batch split vs one process: max rel diff %.3g (queries split: bit-identical)\n", ckpt_diff("b4", "ref", &bitwise));
@@ -193,7 +185,7 @@ static void check_fault(int sig, const char *out) {
     snprintf(path, sizeof path, "%s/%s/log.jsonl", tmp, out);
     int st0 = 0, st1 = 0;
     bool early = false;
-    for (int i = 0; i < 12000 && count_lines(path) < 4; i++) {   // steps 0..3 logged: a checkpoint at 2
+    for (int i = 0; i < 12000 && e2e_count_lines(path) < 4; i++) {   // steps 0..3 logged: a checkpoint at 2
         if (waitpid(p[0], &st0, WNOHANG) == p[0]) { early = true; break; }
         usleep(10000);
     }
@@ -234,7 +226,7 @@ static void check_interrupt_resume(void) {
     snprintf(path, sizeof path, "%s/int/log.jsonl", tmp);
     int st = 0;
     bool finished = false;
-    for (int i = 0; i < 12000 && count_lines(path) < 3; i++) {
+    for (int i = 0; i < 12000 && e2e_count_lines(path) < 3; i++) {
         if (waitpid(pid, &st, WNOHANG) == pid) { finished = true; break; }
         usleep(10000);
     }
@@ -245,7 +237,7 @@ static void check_interrupt_resume(void) {
     char *o = e2e_read_all(outfile);
     TU_CHECK(finished || (o && strstr(o, "interrupted: checkpoint saved at step") && strstr(o, "rank 1")),
              "SIGINT: rank 0 saves, rank 1 stops after the same step:\n%s", o);
-    int lines = count_lines(path);
+    int lines = e2e_count_lines(path);
     snprintf(path, sizeof path, "%s/int/checkpoint.safetensors", tmp);
     int64_t step = -1;
     TU_CHECK(sq_checkpoint_read_step(path, &step) == SQ_OK && step == lines - 1,

@@ -28,6 +28,15 @@ static inline char *e2e_read_all(const char *path) {
     return s;
 }
 
+// Lines in the file at path (0 when it cannot be read).
+static inline int e2e_count_lines(const char *path) {
+    char *s = e2e_read_all(path);
+    int n = 0;
+    for (char *p = s; p && *p; p++) n += *p == '\n';
+    free(s);
+    return n;
+}
+
 // A red square of side 24 at (x, y) on a light background: the "concept".
 static inline void e2e_write_image(const char *dir, const char *name, int x, int y, uint8_t shade) {
     static uint8_t rgb[64 * 64 * 3];
