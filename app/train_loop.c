@@ -281,7 +281,7 @@ static int alloc_scratch(loop *L) {
     char mem[64] = "";
     if (t->device == SQ_CUDA) snprintf(mem, sizeof mem, "; GPU memory in use (all processes) %.2f GiB", device_used_gib(t));
     char ema[160] = "";
-    if (t->opt.ema > 0)   // the EMA is allocated in setup, after the scratch: its cost, said here
+    if (t->opt.ema > 0 && t->root)   // the EMA is allocated in setup, after the scratch: its cost, said here
         snprintf(ema, sizeof ema, ", EMA of the %lld trained scales %.3g MiB (fp32, --ema %g)",
                  (long long)L->sel_count.scales, (double)L->sel_count.scales * sizeof(float) / 1048576.0, (double)t->opt.ema);
     sq_log_info("MMDiT: %d int4 layers (group %d); weights on %s, scratch %.2f GiB%s%s", L->sl.count, t->opt.group_size,
@@ -745,7 +745,8 @@ static int setup(loop *L) {
         L->lr_auto = true;
     }
     sq_qzo_state_init(&L->qs);
-    if (t->opt.ema > 0 && ema_init(L) != SQ_OK) return SQ_FAIL;
+    // the EMA only where it is validated and saved: rank 0 (app/train.h)
+    if (t->opt.ema > 0 && t->root && ema_init(L) != SQ_OK) return SQ_FAIL;
     if (t->opt.resume[0]) {
         sq_checkpoint_info info;
         if (sq_checkpoint_load(t->opt.resume, L->sl.named, L->sl.count, L->m.source_sha256, &info) != SQ_OK)
