@@ -108,8 +108,5 @@ int sd_train_load_mmdit(const sd_trainer *t, sd_mmdit *m);   // synthetic only
 
 // The QZO run from the checkpoint (or step 0) to opt.steps.
 int sd_train_loop(sd_trainer *t);
-// --resume: the checkpoint's trained blocks and layer types (qzo/train_selection.h)
-// and its EMA (--ema) must be the options'; else one line saying which differs.
-int sd_train_check_resume(const sd_train_options *o, const sq_checkpoint_info *info);
 
 #endif

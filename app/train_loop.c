@@ -789,29 +789,6 @@ static int setup(loop *L) {
     return sd_train_eval_init(&L->eval, t, L->qs.step);
 }
 
-int sd_train_check_resume(const sd_train_options *o, const sq_checkpoint_info *info) {
-    // a checkpoint from before the selection trained every layer
-    const char *blocks = info->train_blocks[0] ? info->train_blocks : "all";
-    const char *layers = info->train_layers[0] ? info->train_layers : "all";
-    sd_train_selection was, now;
-    if (sd_train_selection_parse(blocks, layers, &was) != SQ_OK)
-        return sq_error_context("--resume %s: its sd_qzo.train", o->resume);
-    if (sd_train_selection_parse(o->train_blocks, o->train_layers, &now) != SQ_OK) return SQ_FAIL;
-    if (!sd_train_selection_equal(&was, &now))
-        return sq_errorf("--resume %s trained --train-blocks %s --train-layers %s, this run asks for --train-blocks %s "
-                         "--train-layers %s: a resumed run must train the same scales", o->resume, blocks, layers,
-                         o->train_blocks, o->train_layers);
-    if (info->ema_beta != o->ema) {
-        if (info->ema_beta == 0)
-            return sq_errorf("--resume %s has no EMA of the scales (trained without --ema), this run asks for --ema %g: "
-                             "resume without --ema, or start a new run", o->resume, (double)o->ema);
-        return sq_errorf("--resume %s keeps an EMA with --ema %g, this run asks for --ema %g: resume with --ema %g",
-                         o->resume, (double)info->ema_beta, (double)o->ema, (double)info->ema_beta);
-    }
-    return SQ_OK;
-}
-
-
 // A step record, to log.jsonl / log.csv and TensorBoard.
 static int log_record(loop *L, const sd_step_record *r) {
     if (sd_train_log_append(&L->log, r) != SQ_OK) return SQ_FAIL;

@@ -206,3 +206,25 @@ char *sd_train_options_json(const sd_train_options *o) { return sq_options_json(
 void sd_train_options_fingerprint(const sd_train_options *o, char hex[65]) {
     sq_options_fingerprint(&sd_train_option_table, o, hex);
 }
+
+int sd_train_check_resume(const sd_train_options *o, const sq_checkpoint_info *info) {
+    // a checkpoint from before the selection trained every layer
+    const char *blocks = info->train_blocks[0] ? info->train_blocks : "all";
+    const char *layers = info->train_layers[0] ? info->train_layers : "all";
+    sd_train_selection was, now;
+    if (sd_train_selection_parse(blocks, layers, &was) != SQ_OK)
+        return sq_error_context("--resume %s: its sd_qzo.train", o->resume);
+    if (sd_train_selection_parse(o->train_blocks, o->train_layers, &now) != SQ_OK) return SQ_FAIL;
+    if (!sd_train_selection_equal(&was, &now))
+        return sq_errorf("--resume %s trained --train-blocks %s --train-layers %s, this run asks for --train-blocks %s "
+                         "--train-layers %s: a resumed run must train the same scales", o->resume, blocks, layers,
+                         o->train_blocks, o->train_layers);
+    if (info->ema_beta != o->ema) {
+        if (info->ema_beta == 0)
+            return sq_errorf("--resume %s has no EMA of the scales (trained without --ema), this run asks for --ema %g: "
+                             "resume without --ema, or start a new run", o->resume, (double)o->ema);
+        return sq_errorf("--resume %s keeps an EMA with --ema %g, this run asks for --ema %g: resume with --ema %g",
+                         o->resume, (double)info->ema_beta, (double)o->ema, (double)info->ema_beta);
+    }
+    return SQ_OK;
+}

@@ -16,6 +16,7 @@
 #include <stdio.h>
 
 #include "app/options.h"
+#include "qzo/checkpoint.h"
 #include "qzo/qzo.h"
 #include "qzo/noise.h"
 #include "kernels/backend.h"
@@ -109,5 +110,9 @@ char *sd_train_options_json(const sd_train_options *o);   // malloc'ed
 // The options that change what is computed (everything but monitoring/machine
 // settings and paths that may move), hashed: a resumed run must match it.
 void sd_train_options_fingerprint(const sd_train_options *o, char hex[65]);
+// --resume: the checkpoint's trained blocks and layer types (qzo/train_selection.h)
+// and its EMA (--ema) must be the options' (they are not in the fingerprint: the
+// checkpoint records them); else one line saying which differs.
+int sd_train_check_resume(const sd_train_options *o, const sq_checkpoint_info *info);
 
 #endif
