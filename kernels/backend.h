@@ -59,8 +59,9 @@ const char *sq_timer_kind(sq_device device);
 // CUDA), so e.g. `ncu --profile-from-start off` sees just the region in between.
 void sq_profiler_capture(bool on);
 
-// Gives back device memory the backend keeps between ops (today the cuDNN workspace,
-// sized by the largest convolution or attention seen); ops take it back as needed.
+// Gives back device memory the backend keeps between ops (the cuDNN workspace, sized
+// by the largest convolution or attention seen, and the int4 weight buffers of
+// kernels/weight_prefetch.h); ops take it back as needed.
 // Returns the bytes released. For the start of a phase that needs less.
 size_t sq_device_trim(sq_device device);
 

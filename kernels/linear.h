@@ -1,7 +1,8 @@
 // kernels/linear.h: a linear layer that is either dense or int4-quantised, so
 // model code calls one function and QZO's quantised MMDiT needs no second model.
 // Dense: y = x·wᵀ + b. Quantised: y = x·((s + σ·ε·z) ⊙ q)ᵀ + b, the weight
-// dequantised into arena scratch just before the GEMM (kernels/quant.h).
+// dequantised into arena scratch just before the GEMM (kernels/quant.h), or on CUDA
+// inside a model's pass into the buffers of kernels/weight_prefetch.h, ahead of time.
 #ifndef SQ_LINEAR_H
 #define SQ_LINEAR_H
 
@@ -39,6 +40,10 @@ int sq_linear_forward(sq_tensor *out, const sq_tensor *x, const sq_linear *l, co
 // (kernels/ops.h sq_matmul_gelu).
 int sq_linear_forward_gelu(sq_tensor *out, const sq_tensor *x, const sq_linear *l, const sq_perturb *p,
                            sq_arena *scratch);
+
+// The perturbation l sees in a pass under p: p with l's index_base, none when l is
+// frozen (or p is NULL).
+sq_perturb sq_linear_perturbation(const sq_linear *l, const sq_perturb *p);
 
 void sq_linear_free(sq_linear *l);
 

@@ -113,6 +113,11 @@ void sq_dequant_q4(sq_tensor *out, const sq_tensor *codes, const sq_tensor *scal
 enum { SQ_QGEMV_MAX_ROWS = 8 };
 void sq_qlinear(sq_tensor *out, const sq_tensor *x, const sq_tensor *codes, const sq_tensor *scales,
                 const sq_tensor *b, int group, const sq_perturb *p, sq_tensor *w_scratch, bool gelu);
+// Whether sq_qlinear takes this call by the int4 GEMV (no dequantised weight), and
+// the layer checks it makes, for kernels/weight_prefetch.c, which runs the other path.
+bool sq_qlinear_uses_gemv(const sq_tensor *out, const sq_tensor *x, const sq_tensor *codes, const sq_tensor *b,
+                          int group);
+void sq_qlinear_check_layer(const char *op, const sq_tensor *codes, const sq_tensor *scales, int group);
 // The QZO update of one layer's scales, regenerating z:
 //   s[j] = max(s[j] - coeff * z(seed, step, index_base + j), 0), or with p->relative
 //   s[j] = max(s[j] * (1 - coeff * z), 0)

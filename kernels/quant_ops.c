@@ -34,7 +34,7 @@ int sq_quantize_q4_cuda(const void *w, sq_dtype dtype, int64_t nout, int64_t k, 
     return rc;
 }
 
-static void check_layer(const char *op, const sq_tensor *codes, const sq_tensor *scales, int group) {
+void sq_qlinear_check_layer(const char *op, const sq_tensor *codes, const sq_tensor *scales, int group) {
     SQ_CHECK(codes->dtype == SQ_Q4 && codes->ndim == 2, "%s: codes must be Q4 (Nout, K)", op);
     SQ_CHECK(scales->dtype == SQ_F32 && scales->ndim == 2, "%s: scales must be F32 (Nout, K/G)", op);
     SQ_CHECK(group > 0 && codes->shape[1] % group == 0, "%s: K=%lld not a multiple of group %d", op,
@@ -45,7 +45,7 @@ static void check_layer(const char *op, const sq_tensor *codes, const sq_tensor 
 }
 
 void sq_dequant_q4(sq_tensor *out, const sq_tensor *codes, const sq_tensor *scales, int group, const sq_perturb *p) {
-    check_layer("dequant_q4", codes, scales, group);
+    sq_qlinear_check_layer("dequant_q4", codes, scales, group);
     SQ_CHECK(out->ndim == 2 && out->shape[0] == codes->shape[0] && out->shape[1] == codes->shape[1],
              "dequant_q4: out must be (Nout, K)");
     SQ_CHECK(out->device == codes->device, "dequant_q4: out on another device");
@@ -62,7 +62,8 @@ void sq_dequant_q4(sq_tensor *out, const sq_tensor *codes, const sq_tensor *scal
 // True when the CUDA int4 GEMV can take y = x·Wᵀ + b: few rows, bf16 activations.
 // (A query that picks the path, so it tests the build itself; the GEMV call below
 // goes through CUDA_OR_FAIL like every other.)
-static bool use_qgemv(const sq_tensor *out, const sq_tensor *x, const sq_tensor *codes, const sq_tensor *b, int group) {
+bool sq_qlinear_uses_gemv(const sq_tensor *out, const sq_tensor *x, const sq_tensor *codes, const sq_tensor *b,
+                          int group) {
 #ifdef SQ_HAVE_CUDA
     if (x->device != SQ_CUDA || x->dtype != SQ_BF16 || out->dtype != SQ_BF16 || (b && b->dtype != SQ_BF16)) return false;
     int64_t k = codes->shape[1];
@@ -76,8 +77,8 @@ static bool use_qgemv(const sq_tensor *out, const sq_tensor *x, const sq_tensor 
 
 void sq_qlinear(sq_tensor *out, const sq_tensor *x, const sq_tensor *codes, const sq_tensor *scales,
                 const sq_tensor *b, int group, const sq_perturb *p, sq_tensor *w_scratch, bool gelu) {
-    if (use_qgemv(out, x, codes, b, group)) {
-        check_layer("qlinear", codes, scales, group);
+    if (sq_qlinear_uses_gemv(out, x, codes, b, group)) {
+        sq_qlinear_check_layer("qlinear", codes, scales, group);
         int64_t k = codes->shape[1], nout = codes->shape[0], rows = sq_tensor_numel(x) / k;
         SQ_CHECK(sq_tensor_numel(out) == rows * nout && (!b || sq_tensor_numel(b) == nout) && codes->device == SQ_CUDA &&
                      out->device == SQ_CUDA,

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "kernels/ops.h"
 #include "kernels/quant.h"
+#include "kernels/weight_prefetch.h"
 #include "mmdit/blocks.h"
 
 // The forward's arena high-water mark, estimated (mmdit/model.h explains the terms):
@@ -94,6 +95,7 @@ int sd_mmdit_forward(const sd_mmdit *m, sq_arena *a, const sq_tensor *latent, co
     size_t mark = sq_arena_mark(a);
     int rc = SQ_FAIL;
     sq_tensor x, ctx, temb, st, mod, scale, shift, tok;
+    sq_prefetch_pass_begin(m->linear_order, m->device);
     if (sd_tmp(a, m, &x, 3, (int64_t[]){B, N, D}) || sd_tmp(a, m, &ctx, 3, (int64_t[]){B, T, D}) ||
         sd_tmp(a, m, &temb, 2, (int64_t[]){B, D}) || sd_tmp(a, m, &st, 2, (int64_t[]){B, D}))
         goto done;
@@ -124,6 +126,7 @@ int sd_mmdit_forward(const sd_mmdit *m, sq_arena *a, const sq_tensor *latent, co
         goto done;
     rc = SQ_OK;
 done:
+    sq_prefetch_pass_end();
     sq_arena_reset(a, mark);
     if (rc != SQ_OK) sq_error_context("mmdit forward");
     return rc;

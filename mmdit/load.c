@@ -279,6 +279,7 @@ static int load_weights(loader *L, sd_mmdit *m) {
     int rc = SQ_FAIL;
     m->blocks = calloc((size_t)c->num_layers, sizeof *m->blocks);
     if (!m->blocks) { sq_errorf("out of host memory"); goto done; }
+    m->linear_order = sq_linear_order_new();   // NULL only costs the prefetching
     if (load_tensor(L, "pos_embed.proj.weight", &m->patch_w, 4, (int64_t[]){D, c->in_channels, p, p}) ||
         load_vec(L, "pos_embed.proj.bias", &m->patch_b, D) ||
         load_tensor(L, "pos_embed.pos_embed", &m->pos_embed, 2,
@@ -392,5 +393,6 @@ void sd_mmdit_free(sd_mmdit *m) {
     sq_tensor_free(&m->pos_embed);
     sq_linear *ls[] = {&m->t_linear1, &m->t_linear2, &m->y_linear1, &m->y_linear2, &m->context_embedder, &m->norm_out, &m->proj_out};
     for (size_t i = 0; i < sizeof ls / sizeof ls[0]; i++) sq_linear_free(ls[i]);
+    sq_linear_order_free(m->linear_order);
     memset(m, 0, sizeof *m);
 }

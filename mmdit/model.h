@@ -11,6 +11,7 @@
 #include "core/arena.h"
 #include "core/tensor.h"
 #include "kernels/linear.h"
+#include "kernels/weight_prefetch.h"
 #include "mmdit/config.h"
 
 typedef struct {
@@ -40,6 +41,7 @@ typedef struct {
     sd_mmdit_block *blocks;
     sq_linear norm_out;                // AdaLayerNormContinuous: (scale, shift) 2D
     sq_linear proj_out;                // D -> p*p*C
+    sq_linear_order *linear_order;     // learned by the forward for dequantising ahead (kernels/weight_prefetch.h)
 } sd_mmdit;
 
 // path: a diffusers pipeline folder (uses transformer/), a transformer folder with

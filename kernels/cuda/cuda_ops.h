@@ -95,6 +95,8 @@ void cuda_gated_add_layernorm_modulate(sq_dtype dt, void *x, const void *gate, c
 // dst (contiguous, shape) <- src with element strides; elem_size 1, 2 or 4 bytes
 void cuda_strided_copy(void *dst, const void *src, const int64_t shape[4], const int64_t src_stride[4], size_t elem_size);
 void cuda_copy(void *dst, const void *src, size_t bytes);
+// height rows of width bytes from src (rows src_pitch bytes apart) to dst (dst_pitch apart)
+void cuda_copy_2d(void *dst, int64_t dst_pitch, const void *src, int64_t src_pitch, int64_t width, int64_t height);
 // f32 <-> bf16 conversion on the device
 void cuda_convert(void *dst, sq_dtype dst_dtype, const void *src, sq_dtype src_dtype, int64_t n);
 // out (N,C) = rows of table (V,C) picked by N host int32 ids (already range-checked)
@@ -105,6 +107,30 @@ void cuda_embedding(sq_dtype dt, void *out, const void *table, const int32_t *id
 void cuda_dequant_q4(void *out_bf16, const uint8_t *codes, const float *scales, int64_t nout, int64_t k, int group,
                      const sq_perturb *p);
 void cuda_qzo_update(float *scales, int64_t count, const sq_perturb *p, float coeff);
+// weight_prefetch.cu, the device half of kernels/weight_prefetch.h: one int4 layer
+// under one perturbation, dequantised to bf16 (nout, k).
+typedef struct {
+    const uint8_t *codes;
+    const float *scales;
+    int64_t nout, k;
+    int group;
+    sq_perturb p;
+} cuda_q4_weight;
+// w's weights, ready for the work queued next on the default stream: the buffer the
+// last cuda_prefetch_start filled if it was for w (same layer and perturbation),
+// else dequantised now on the default stream into that buffer.
+void *cuda_prefetch_take(const cuda_q4_weight *w);
+// Call once the default stream's reads of the buffer `take` returned are queued.
+void cuda_prefetch_taken_read(void);
+// Dequantises w into the other buffer on the low-priority side stream (skipped when
+// w is larger than any weight taken so far).
+void cuda_prefetch_start(const cuda_q4_weight *w);
+// The default stream waits for the side stream; nothing started is taken after this.
+void cuda_prefetch_finish(void);
+// Weights taken so far that were dequantised ahead, and in line.
+void cuda_prefetch_counts(long *ahead, long *in_line);
+// Frees the two buffers (sq_device_trim); returns the bytes freed.
+size_t cuda_prefetch_release(void);
 void cuda_ema_update(float *ema, const float *scales, int64_t count, float beta);
 // quantize.cu: the int4 quantiser of kernels/quant.h (sq_quantize_q4_src) on the device,
 // host buffers in and out: w (Nout,K) F32/BF16/F16, codes (Nout·K/2 bytes), scales

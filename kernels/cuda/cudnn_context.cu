@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "kernels/cuda/cudnn_context.cuh"
+#include "kernels/cuda/cuda_ops.h"
 
 #ifdef SQ_HAVE_CUDNN
 
@@ -94,9 +95,9 @@ size_t sq_cudnn_workspace_release(void) {
 
 // kernels/backend.c's sq_device_trim: what the CUDA backend can give back between phases.
 extern "C" size_t sq_cuda_trim_impl(void) {
+    size_t freed = cuda_prefetch_release();
 #ifdef SQ_HAVE_CUDNN
-    return sq_cudnn_workspace_release();
-#else
-    return 0;
+    freed += sq_cudnn_workspace_release();
 #endif
+    return freed;
 }

@@ -10,6 +10,7 @@
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/dequant_q4.cuh"
+#include "kernels/cuda/quant_launch.cuh"
 
 // The fallback, for an output that is not 16-byte aligned: one thread per (row,
 // group, 8-element chunk), reads 4 code bytes, writes 8 bf16.
@@ -82,8 +83,8 @@ __global__ void rng_normal_kernel(float *out, int64_t n, uint64_t seed, uint64_t
 
 static unsigned blocks_for(int64_t n, int threads) { return (unsigned)((n + threads - 1) / threads); }
 
-extern "C" void cuda_dequant_q4(void *out_bf16, const uint8_t *codes, const float *scales, int64_t nout, int64_t k,
-                                int group, const sq_perturb *p) {
+void cuda_dequant_q4_on(cudaStream_t stream, void *out_bf16, const uint8_t *codes, const float *scales, int64_t nout,
+                        int64_t k, int group, const sq_perturb *p) {
     SQ_CHECK(k % 8 == 0 && group % 8 == 0, "cuda dequant_q4: K (%lld) and group (%d) must be multiples of 8",
              (long long)k, group);
     sq_perturb none = {0, 0, 0, 0.0f, 0, 0};
@@ -92,14 +93,19 @@ extern "C" void cuda_dequant_q4(void *out_bf16, const uint8_t *codes, const floa
     if (aligned) {
         int64_t n_words = nout * k / 8, tile_words = DQ_THREADS * DQ_WORDS_PER_THREAD;
         size_t smem = (size_t)dequant_tile_groups(group) * sizeof(float);
-        dequant_q4_tiled_kernel<<<blocks_for(n_words, (int)tile_words), DQ_THREADS, smem>>>(
+        dequant_q4_tiled_kernel<<<blocks_for(n_words, (int)tile_words), DQ_THREADS, smem, stream>>>(
             (__nv_bfloat16 *)out_bf16, (const uint32_t *)codes, scales, n_words, group, p ? *p : none);
     } else {
         int64_t threads_needed = nout * (k / 8);
-        dequant_q4_kernel<<<blocks_for(threads_needed, 256), 256>>>((__nv_bfloat16 *)out_bf16, codes, scales, nout, k,
-                                                                     group, p ? *p : none);
+        dequant_q4_kernel<<<blocks_for(threads_needed, 256), 256, 0, stream>>>((__nv_bfloat16 *)out_bf16, codes, scales,
+                                                                               nout, k, group, p ? *p : none);
     }
     SQ_CUDA_CHECK(cudaGetLastError());
+}
+
+extern "C" void cuda_dequant_q4(void *out_bf16, const uint8_t *codes, const float *scales, int64_t nout, int64_t k,
+                                int group, const sq_perturb *p) {
+    cuda_dequant_q4_on(0, out_bf16, codes, scales, nout, k, group, p);
 }
 
 extern "C" void cuda_qzo_update(float *scales, int64_t count, const sq_perturb *p, float coeff) {
