@@ -74,6 +74,59 @@ static void check_qlinear(const sq_tensor *hc, const sq_tensor *hs, const sq_ten
     sq_tensor_free(&dw);
 }
 
+// The int4 GEMV on rows longer than its register-held chunks (K > 4096 codes: the
+// tail loop of kernels/cuda/qgemv.cu), 1 and 5 input rows, against the CPU.
+static void check_qgemv_long_rows(void) {
+    enum { NOUT = 10, K = 5184, G = 64 };   // 162 chunks of 32 codes: 5 per lane, the 5th from the tail loop
+    static float w[NOUT * K], x[5 * K], bias[NOUT], wcpu[NOUT * K], ycpu[5 * NOUT], ygpu[5 * NOUT];
+    static uint8_t codes[NOUT * K / 2];
+    static float scales[NOUT * K / G];
+    uint64_t rs = 99;
+    tu_fill_uniform(w, NOUT * K, &rs, -0.1f, 0.1f);
+    tu_fill_uniform(x, 5 * K, &rs, -2.0f, 2.0f);
+    tu_fill_uniform(bias, NOUT, &rs, -0.5f, 0.5f);
+    for (int i = 0; i < 5 * K; i++) x[i] = sq_bf16_to_f32(sq_f32_to_bf16(x[i]));
+    for (int i = 0; i < NOUT; i++) bias[i] = sq_bf16_to_f32(sq_f32_to_bf16(bias[i]));
+    sq_quantize_q4(w, NOUT, K, G, codes, scales);
+    sq_tensor hc = sq_tensor_view(codes, SQ_Q4, SQ_CPU, 2, SQ_SHAPE(NOUT, K));
+    sq_tensor hs = sq_tensor_view(scales, SQ_F32, SQ_CPU, 2, SQ_SHAPE(NOUT, K / G));
+    sq_tensor hb = sq_tensor_view(bias, SQ_F32, SQ_CPU, 1, SQ_SHAPE(NOUT));
+    sq_tensor hw = sq_tensor_view(wcpu, SQ_F32, SQ_CPU, 2, SQ_SHAPE(NOUT, K));
+    sq_tensor dc, ds, db, dw;
+    SQ_CHECK(sq_tensor_alloc(&dc, SQ_Q4, SQ_CUDA, 2, SQ_SHAPE(NOUT, K)) == SQ_OK &&
+                 sq_tensor_alloc(&ds, SQ_F32, SQ_CUDA, 2, SQ_SHAPE(NOUT, K / G)) == SQ_OK &&
+                 sq_tensor_alloc(&db, SQ_BF16, SQ_CUDA, 1, SQ_SHAPE(NOUT)) == SQ_OK &&
+                 sq_tensor_alloc(&dw, SQ_BF16, SQ_CUDA, 2, SQ_SHAPE(NOUT, K)) == SQ_OK,
+             "alloc");
+    SQ_CHECK(sq_tensor_copy(&dc, &hc) == SQ_OK && sq_tensor_copy(&ds, &hs) == SQ_OK &&
+                 sq_tensor_from_host_f32(&db, bias) == SQ_OK,
+             "upload");
+    for (int64_t rows = 1; rows <= 5; rows += 4) {
+        sq_tensor hx = sq_tensor_view(x, SQ_F32, SQ_CPU, 2, SQ_SHAPE(rows, K));
+        sq_tensor hy = sq_tensor_view(ycpu, SQ_F32, SQ_CPU, 2, SQ_SHAPE(rows, NOUT));
+        sq_tensor dx, dy;
+        SQ_CHECK(sq_tensor_alloc(&dx, SQ_BF16, SQ_CUDA, 2, SQ_SHAPE(rows, K)) == SQ_OK &&
+                     sq_tensor_alloc(&dy, SQ_BF16, SQ_CUDA, 2, SQ_SHAPE(rows, NOUT)) == SQ_OK,
+                 "alloc");
+        sq_tensor_from_host_f32(&dx, x);
+        sq_perturb p = {.seed = 4, .step = 8, .index_base = 99, .eps = 1e-2f, .sign = -1};
+        sq_qlinear(&hy, &hx, &hc, &hs, &hb, G, &p, &hw, false);
+        tu_poison(ygpu, rows * NOUT);
+        sq_tensor_from_host_f32(&dy, ygpu);
+        sq_qlinear(&dy, &dx, &dc, &ds, &db, G, &p, &dw, false);
+        sq_tensor_to_host_f32(ygpu, &dy);
+        double err = tu_rel_err(ygpu, ycpu, rows * NOUT);
+        printf("int4 GEMV, K %d, %lld rows: rel err %.2e\n", K, (long long)rows, err);
+        TU_CHECK(err <= 2e-2, "int4 GEMV with K %d, %lld rows: rel err %.3g > 2e-2", K, (long long)rows, err);
+        sq_tensor_free(&dx);
+        sq_tensor_free(&dy);
+    }
+    sq_tensor_free(&dc);
+    sq_tensor_free(&ds);
+    sq_tensor_free(&db);
+    sq_tensor_free(&dw);
+}
+
 // sq_ema_update on the device against the CPU's, bit for bit: 20 steps of scales
 // moving by up to 2 %, at two betas, on a size that is not a multiple of the block.
 static void check_ema(void) {
@@ -182,5 +235,6 @@ int main(void) {
         sq_tensor_free(&dout);
     }
     check_ema();
+    check_qgemv_long_rows();
     return tu_finish("test_gpu_quant");
 }
