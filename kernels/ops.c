@@ -356,6 +356,14 @@ void sq_concat(sq_tensor *out, const sq_tensor *const *xs, int n, int dim) {
     size_t es = sq_dtype_bytes(out->dtype, 1);
     for (int i = 0; i < n; i++) {
         int64_t len = xs[i]->shape[dim];
+        if (out->device == SQ_CUDA) {   // one pitched copy: outer rows of len·inner elements
+            SQ_CHECK(xs[i]->dtype == out->dtype, "concat: dtypes differ");
+            CUDA_OR_FAIL("layout", cuda_copy_2d((char *)out->data + offset * inner * (int64_t)es,
+                                                out->shape[dim] * inner * (int64_t)es, xs[i]->data,
+                                                len * inner * (int64_t)es, len * inner * (int64_t)es, outer));
+            offset += len;
+            continue;
+        }
         // dst window is not contiguous, so copy per outer slice as a 4-D copy from the
         // contiguous input into a temporary view: iterate outer slices here.
         for (int64_t o = 0; o < outer; o++) {
@@ -376,6 +384,18 @@ void sq_slice(sq_tensor *out, const sq_tensor *x, int dim, int64_t start) {
              "slice: x %s, out %s, dim %d, start %lld", desc(x, b1), desc(out, b2), dim, (long long)start);
     for (int d = 0; d < x->ndim; d++)
         SQ_CHECK(d == dim || out->shape[d] == x->shape[d], "slice: x %s, out %s", desc(x, b1), desc(out, b2));
+    if (x->device == SQ_CUDA) {   // one pitched copy: outer rows of len·inner elements
+        SQ_CHECK(out->dtype == x->dtype, "slice: dtypes differ");
+        int64_t outer = 1, inner = 1;
+        for (int d = 0; d < dim; d++) outer *= x->shape[d];
+        for (int d = dim + 1; d < x->ndim; d++) inner *= x->shape[d];
+        int64_t es = (int64_t)sq_dtype_bytes(x->dtype, 1);
+        (void)es;   // a CPU-only build compiles no CUDA call
+        CUDA_OR_FAIL("layout", cuda_copy_2d(out->data, out->shape[dim] * inner * es,
+                                            (const char *)x->data + start * inner * es, x->shape[dim] * inner * es,
+                                            out->shape[dim] * inner * es, outer));
+        return;
+    }
     int64_t xs[4], xst[4], os[4], ost[4];
     int off;
     shape4(x, xs, xst, &off);

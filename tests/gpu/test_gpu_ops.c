@@ -397,6 +397,17 @@ static void test_elementwise_layout(void) {
     expect("concat tokens", &cat);
     pair sl = outp(3, SQ_SHAPE(B, 5, C));
     sq_slice(&sl.h, &cat.h, 1, 20); sq_slice(&sl.d, &cat.d, 1, 20); expect("slice tokens", &sl);
+    // the joint attention's shapes: rows of 16-byte multiples (the vectorised copy), B > 1
+    pair qi = rnd(4, SQ_SHAPE(3, 19, 2, 8), -1, 1), qc = rnd(4, SQ_SHAPE(3, 5, 2, 8), -1, 1);
+    pair qj = outp(4, SQ_SHAPE(3, 24, 2, 8)), qs = outp(4, SQ_SHAPE(3, 5, 2, 8));
+    sq_concat(&qj.h, (const sq_tensor *[]){&qi.h, &qc.h}, 2, 1);
+    sq_concat(&qj.d, (const sq_tensor *[]){&qi.d, &qc.d}, 2, 1);
+    expect("concat tokens (16-byte rows)", &qj);
+    sq_slice(&qs.h, &qj.h, 1, 19); sq_slice(&qs.d, &qj.d, 1, 19); expect("slice tokens (16-byte rows)", &qs);
+    pair ch = outp(2, SQ_SHAPE(3, 16)), mods = rnd(2, SQ_SHAPE(3, 48), -1, 1);
+    sq_slice(&ch.h, &mods.h, 1, 8); sq_slice(&ch.d, &mods.d, 1, 8); expect("slice columns, 16-byte aligned", &ch);
+    sq_slice(&ch.h, &mods.h, 1, 2); sq_slice(&ch.d, &mods.d, 1, 2); expect("slice columns, 4-byte aligned", &ch);
+    sq_slice(&ch.h, &mods.h, 1, 3); sq_slice(&ch.d, &mods.d, 1, 3); expect("slice columns, 2-byte aligned", &ch);
     // reductions: deterministic and close to the CPU
     double mh = sq_mse(&a.h, &b.h), md = sq_mse(&a.d, &b.d), md2 = sq_mse(&a.d, &b.d);
     TU_CHECK(fabs(md - mh) <= 1e-6 * mh && md == md2, "mse %g vs %g (repeat %g)", md, mh, md2);
