@@ -4,9 +4,9 @@
 # Needs: Linux x86-64 with an NVIDIA GPU (sm_80 or newer) and its driver
 # (nvidia-smi), CUDA 12+ (nvcc, cuBLAS, cuBLASLt; cuDNN 9 is used when found),
 # meson >= 1.0, ninja, pkg-config, libsentencepiece, cJSON, stb and libwebp (see deps.sh
-# for a machine without the last three), Python 3. compare-pytorch.sh and make-demo.sh also
-# need PyTorch with CUDA, diffusers, transformers and safetensors; bench-profile.sh
-# needs Nsight Compute (ncu).
+# for a machine without the last three), Python 3. compare-pytorch.sh, bench-speed.sh and
+# make-demo.sh also need PyTorch with CUDA, diffusers, transformers and safetensors;
+# bench-profile.sh needs Nsight Compute (ncu).
 #
 # Every setting below can be given in the environment instead, e.g.
 #   OUT=$HOME/sd-qzo-results scripts/gpu/bench.sh
