@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "kernels/dispatch.h"
 #include "kernels/ops.h"
+#include "kernels/streams.h"
 
 // An open-addressing map from a linear to the one after it. SD3.5 Large has about
 // 700 int4 linears on the dequantise path; when the table fills, the rest is not learned.
@@ -92,7 +93,9 @@ static const sq_linear *next_of(const sq_linear_order *o, const sq_linear *l) {
 
 bool sq_prefetch_linear(sq_tensor *out, const sq_tensor *x, const sq_linear *l, const sq_perturb *p,
                         const sq_perturb *lp, bool gelu) {
-    if (!g_pass.order || g_pass.device != SQ_CUDA || !enabled()) return false;
+    // the side stream's linears (kernels/streams.h) take the plain path: the buffers
+    // and their events belong to the default stream's sequence of layers
+    if (!g_pass.order || g_pass.device != SQ_CUDA || !enabled() || sq_stream_on_side()) return false;
     const sq_tensor *b = l->b.data ? &l->b : NULL;
     if (x->device != SQ_CUDA || x->dtype != SQ_BF16 || l->codes.device != SQ_CUDA ||
         sq_qlinear_uses_gemv(out, x, &l->codes, b, l->group))

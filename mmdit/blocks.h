@@ -19,8 +19,11 @@ int sd_embed_patches(const sd_mmdit *m, sq_arena *a, const sq_tensor *latent, sq
 int sd_embed_time_text(const sd_mmdit *m, sq_arena *a, const float *timestep, const sq_tensor *pooled,
                        const sq_perturb *p, sq_tensor *temb);
 
-// One joint block, in place on x (B,N,D) and c (B,T,D); silu_temb (B,D).
-int sd_joint_block(const sd_mmdit *m, const sd_mmdit_block *b, sq_arena *a, sq_tensor *x, sq_tensor *c,
-                   const sq_tensor *silu_temb, const sq_perturb *p);
+// One joint block, in place on x (B,N,D) and c (B,T,D); silu_temb (B,D). The
+// context stream's half runs on the side stream of kernels/streams.h with its
+// scratch from `side`, an arena of at least sd_joint_block_side_bytes.
+int sd_joint_block(const sd_mmdit *m, const sd_mmdit_block *b, sq_arena *a, sq_arena *side, sq_tensor *x,
+                   sq_tensor *c, const sq_tensor *silu_temb, const sq_perturb *p);
+size_t sd_joint_block_side_bytes(const sd_mmdit_config *c, int B, int T, int elem_bytes);
 
 #endif

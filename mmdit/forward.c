@@ -16,8 +16,9 @@ size_t sd_mmdit_scratch_estimate(const sd_mmdit_config *c, int B, int N, int T, 
     size_t act = (size_t)B * (size_t)(N + T) * D * es;
     size_t weight = (B > SQ_QGEMV_MAX_ROWS ? 9 : 4) * D * D * es;
     // B > 1: measured above 12 (Large 1024², batch 4: 1.25 GiB live at the peak, 14.5
-    // activations' worth): the per-sample layout copies of the joint attention
-    return (B > 1 ? 16 : 12) * act + weight + ((size_t)64 << 20);
+    // activations' worth): the per-sample layout copies of the joint attention.
+    // Plus the context half's own arena (mmdit/joint_block.c, kernels/streams.h).
+    return (B > 1 ? 16 : 12) * act + weight + sd_joint_block_side_bytes(c, B, T, elem_bytes) + ((size_t)64 << 20);
 }
 
 static float *trace_copy(const sq_tensor *t) {
@@ -108,8 +109,13 @@ int sd_mmdit_forward(const sd_mmdit *m, sq_arena *a, const sq_tensor *latent, co
         trace->context_embedded = trace_copy(&ctx);
     }
     sq_silu(&st, &temb);   // every adaLN linear reads silu(temb)
+    // the context half of every block works in this arena of its own (kernels/streams.h)
+    size_t side_bytes = sd_joint_block_side_bytes(c, (int)B, (int)T, (int)sq_dtype_bytes(m->dtype, 1));
+    void *side_base = sq_arena_alloc(a, side_bytes);
+    if (!side_base) goto done;
+    sq_arena side = {.base = side_base, .size = side_bytes, .device = m->device};
     for (int i = 0; i < c->num_layers; i++) {
-        if (sd_joint_block(m, &m->blocks[i], a, &x, &ctx, &st, p) != SQ_OK) goto done;
+        if (sd_joint_block(m, &m->blocks[i], a, &side, &x, &ctx, &st, p) != SQ_OK) goto done;
         if (trace && i == 0) {
             trace->block0_hidden = trace_copy(&x);
             if (!m->blocks[0].context_pre_only) trace->block0_context = trace_copy(&ctx);

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "kernels/ops.h"
+#include "kernels/streams.h"
 #include "mmdit/blocks.h"
 
 // q/k/v projections of x (B,T,D) into the given (B,T,NH,HS) tensors, RMSNorm per
@@ -42,43 +43,59 @@ static sq_tensor token_rows(const sq_tensor *t, int64_t start, int64_t count) {
 }
 
 // Joint attention: image tokens first, then context tokens, as JointAttnProcessor2_0.
-// out_x (B,N,D) and out_c (B,T,D) are the attention outputs before the projections.
+// The projections are split in two halves (kernels/streams.h): the context half runs
+// on the side stream with its own arena `side`, the image half on the default
+// stream, and both meet before the attention.
 // With one sample (training's batch) the two streams are projected straight into
 // their rows of the joint Q, K, V, and the outputs are views of O's rows: no concat
 // or slice copies (about 8 GB of memory traffic per SD3.5 Large forward at 1024²);
 // the numbers are the same either way.
-static int joint_attention(const sd_mmdit *m, const sd_mmdit_block *b, sq_arena *a, const sq_tensor *hx,
-                           const sq_tensor *hc, const sq_perturb *p, sq_tensor *out_x, sq_tensor *out_c) {
-    int64_t B = hx->shape[0], N = hx->shape[1], T = hc->shape[1], NH = m->cfg.num_heads, HS = m->cfg.head_dim;
-    sq_tensor q, k, v, cq, ck, cv, Q, K, V, O;
-    const int64_t all[4] = {B, N + T, NH, HS};
-    if (sd_tmp(a, m, &Q, 4, all) || sd_tmp(a, m, &K, 4, all) || sd_tmp(a, m, &V, 4, all) || sd_tmp(a, m, &O, 4, all))
-        return SQ_FAIL;
+typedef struct {
+    sq_tensor Q, K, V, O;        // (B, N+T, NH, HS), joint
+    sq_tensor q, k, v;           // B > 1: the image half's projections
+    sq_tensor cq, ck, cv;        // B > 1: the context half's (in the side arena)
+} joint_qkv;
+
+static int alloc_joint(const sd_mmdit *m, sq_arena *a, int64_t B, int64_t N, int64_t T, joint_qkv *j) {
+    const int64_t all[4] = {B, N + T, m->cfg.num_heads, m->cfg.head_dim};
+    return sd_tmp(a, m, &j->Q, 4, all) || sd_tmp(a, m, &j->K, 4, all) || sd_tmp(a, m, &j->V, 4, all) ||
+           sd_tmp(a, m, &j->O, 4, all);
+}
+
+// One half's q, k, v: straight into the joint rows [start, start + len) when B == 1,
+// else into tensors of its own from `a`.
+static int project_half(const sd_mmdit *m, sq_arena *a, joint_qkv *j, const sq_tensor *h, int64_t start,
+                        const sq_linear *lq, const sq_linear *lk, const sq_linear *lv, const sq_tensor *nq,
+                        const sq_tensor *nk, const sq_perturb *p, sq_tensor *q, sq_tensor *k, sq_tensor *v) {
+    int64_t len = h->shape[1];
+    if (h->shape[0] == 1) {
+        *q = token_rows(&j->Q, start, len), *k = token_rows(&j->K, start, len), *v = token_rows(&j->V, start, len);
+        return project_qkv_into(m, a, h, lq, lk, lv, nq, nk, p, q, k, v);
+    }
+    return project_qkv(m, a, h, lq, lk, lv, nq, nk, p, q, k, v);
+}
+
+// The attention over the joint tokens; out_x (B,N,D) and out_c (B,T,D) are its
+// outputs before the projections (views of O when B == 1, else copies into them).
+static void attend(const sd_mmdit *m, joint_qkv *j, int64_t B, int64_t N, int64_t T, sq_tensor *out_x,
+                   sq_tensor *out_c) {
+    int64_t NH = m->cfg.num_heads, HS = m->cfg.head_dim;
+    if (B > 1) {
+        sq_concat(&j->Q, (const sq_tensor *[]){&j->q, &j->cq}, 2, 1);
+        sq_concat(&j->K, (const sq_tensor *[]){&j->k, &j->ck}, 2, 1);
+        sq_concat(&j->V, (const sq_tensor *[]){&j->v, &j->cv}, 2, 1);
+    }
+    sq_attention(&j->O, &j->Q, &j->K, &j->V, NULL, NULL, false, 1.0f / sqrtf((float)HS));
     if (B == 1) {
-        q = token_rows(&Q, 0, N), k = token_rows(&K, 0, N), v = token_rows(&V, 0, N);
-        cq = token_rows(&Q, N, T), ck = token_rows(&K, N, T), cv = token_rows(&V, N, T);
-        if (project_qkv_into(m, a, hx, &b->to_q, &b->to_k, &b->to_v, &b->norm_q, &b->norm_k, p, &q, &k, &v) ||
-            project_qkv_into(m, a, hc, &b->add_q, &b->add_k, &b->add_v, &b->norm_added_q, &b->norm_added_k, p, &cq, &ck,
-                             &cv))
-            return SQ_FAIL;
-        sq_attention(&O, &Q, &K, &V, NULL, NULL, false, 1.0f / sqrtf((float)HS));
-        sq_tensor ox = token_rows(&O, 0, N), oc = token_rows(&O, N, T);
+        sq_tensor ox = token_rows(&j->O, 0, N), oc = token_rows(&j->O, N, T);
         *out_x = sq_tensor_reshape(&ox, 3, (int64_t[]){1, N, NH * HS});
         *out_c = sq_tensor_reshape(&oc, 3, (int64_t[]){1, T, NH * HS});
-        return SQ_OK;
+        return;
     }
-    if (project_qkv(m, a, hx, &b->to_q, &b->to_k, &b->to_v, &b->norm_q, &b->norm_k, p, &q, &k, &v) ||
-        project_qkv(m, a, hc, &b->add_q, &b->add_k, &b->add_v, &b->norm_added_q, &b->norm_added_k, p, &cq, &ck, &cv))
-        return SQ_FAIL;
-    sq_concat(&Q, (const sq_tensor *[]){&q, &cq}, 2, 1);
-    sq_concat(&K, (const sq_tensor *[]){&k, &ck}, 2, 1);
-    sq_concat(&V, (const sq_tensor *[]){&v, &cv}, 2, 1);
-    sq_attention(&O, &Q, &K, &V, NULL, NULL, false, 1.0f / sqrtf((float)HS));
     sq_tensor ox = sq_tensor_reshape(out_x, 4, (int64_t[]){B, N, NH, HS});
     sq_tensor oc = sq_tensor_reshape(out_c, 4, (int64_t[]){B, T, NH, HS});
-    sq_slice(&ox, &O, 1, 0);
-    sq_slice(&oc, &O, 1, N);
-    return SQ_OK;
+    sq_slice(&ox, &j->O, 1, 0);
+    sq_slice(&oc, &j->O, 1, N);
 }
 
 // The dual (MMDiT-X) image-only self-attention, projected: out (B,N,D).
@@ -116,10 +133,18 @@ static int mlp_residual(const sd_mmdit *m, sq_arena *a, sq_tensor *x, const sq_t
     return SQ_OK;
 }
 
-int sd_joint_block(const sd_mmdit *m, const sd_mmdit_block *b, sq_arena *a, sq_tensor *x, sq_tensor *c,
-                   const sq_tensor *silu_temb, const sq_perturb *p) {
-    int64_t B = x->shape[0], D = m->cfg.hidden;
-    size_t mark = sq_arena_mark(a);
+size_t sd_joint_block_side_bytes(const sd_mmdit_config *c, int B, int T, int elem_bytes) {
+    size_t D = (size_t)c->hidden, es = (size_t)elem_bytes, act = (size_t)B * (size_t)T * D * es;
+    // hc, pc; the MLP's h, u (4D), f; with B > 1 cq, ck, cv; one dequantised weight
+    // (the context MLP's, 4D x D); arena alignment
+    return 11 * act + 4 * D * D * es + ((size_t)16 << 10);
+}
+
+int sd_joint_block(const sd_mmdit *m, const sd_mmdit_block *b, sq_arena *a, sq_arena *side, sq_tensor *x,
+                   sq_tensor *c, const sq_tensor *silu_temb, const sq_perturb *p) {
+    int64_t B = x->shape[0], N = x->shape[1], T = c->shape[1], D = m->cfg.hidden;
+    sq_device dev = m->device;
+    size_t mark = sq_arena_mark(a), side_mark = sq_arena_mark(side);
     // image-stream modulation: shift, scale, gate for attention; shift, scale, gate
     // for the MLP; and for dual blocks shift, scale, gate of the second attention
     int nx = b->dual ? 9 : 6, nc = b->context_pre_only ? 2 : 6;
@@ -133,34 +158,51 @@ int sd_joint_block(const sd_mmdit *m, const sd_mmdit_block *b, sq_arena *a, sq_t
         if (sd_chunk(a, m, &cmod, nc, i, &cm[i])) return SQ_FAIL;
 
     sq_tensor hx, hx2, hc, ax, ac, px, pc;
-    if (sd_tmp(a, m, &hx, 3, x->shape) || sd_tmp(a, m, &hc, 3, c->shape) || sd_tmp(a, m, &ax, 3, x->shape) ||
-        sd_tmp(a, m, &ac, 3, c->shape) || sd_tmp(a, m, &px, 3, x->shape))
+    joint_qkv j;
+    if (sd_tmp(a, m, &hx, 3, x->shape) || sd_tmp(side, m, &hc, 3, c->shape) || sd_tmp(a, m, &ax, 3, x->shape) ||
+        sd_tmp(a, m, &ac, 3, c->shape) || sd_tmp(a, m, &px, 3, x->shape) || alloc_joint(m, a, B, N, T, &j))
         return SQ_FAIL;
-    sq_layernorm_modulate(&hx, x, &xm[0], &xm[1], 1e-6f);
-    if (b->dual) {   // norm1's one layernorm, modulated a second time (recomputed: cheaper than storing it)
-        if (sd_tmp(a, m, &hx2, 3, x->shape)) return SQ_FAIL;
-        sq_layernorm_modulate(&hx2, x, &xm[6], &xm[7], 1e-6f);
-    }
+    // the context half: norm and q/k/v projections, on the side stream
+    sq_stream_fork(dev);
+    sq_stream_side(dev, true);
     // the last block's context norm is AdaLayerNormContinuous, whose chunks are (scale, shift)
     if (b->context_pre_only) sq_layernorm_modulate(&hc, c, &cm[1], &cm[0], 1e-6f);
     else sq_layernorm_modulate(&hc, c, &cm[0], &cm[1], 1e-6f);
+    int rc = project_half(m, side, &j, &hc, N, &b->add_q, &b->add_k, &b->add_v, &b->norm_added_q, &b->norm_added_k,
+                          p, &j.cq, &j.ck, &j.cv);
+    sq_stream_side(dev, false);
+    // the image half, meanwhile
+    sq_layernorm_modulate(&hx, x, &xm[0], &xm[1], 1e-6f);
+    if (b->dual) {   // norm1's one layernorm, modulated a second time (recomputed: cheaper than storing it)
+        if (sd_tmp(a, m, &hx2, 3, x->shape)) rc = SQ_FAIL;
+        else sq_layernorm_modulate(&hx2, x, &xm[6], &xm[7], 1e-6f);
+    }
+    if (rc == SQ_OK)
+        rc = project_half(m, a, &j, &hx, 0, &b->to_q, &b->to_k, &b->to_v, &b->norm_q, &b->norm_k, p, &j.q, &j.k, &j.v);
+    sq_stream_join(dev);
+    if (rc != SQ_OK) return SQ_FAIL;
+    attend(m, &j, B, N, T, &ax, &ac);
 
-    if (joint_attention(m, b, a, &hx, &hc, p, &ax, &ac)) return SQ_FAIL;
-    if (sq_linear_forward(&px, &ax, &b->to_out, p, a)) return SQ_FAIL;
+    // the context half's output projection and MLP, on the side stream again
+    if (!b->context_pre_only) {
+        sq_stream_fork(dev);
+        sq_stream_side(dev, true);
+        if (sd_tmp(side, m, &pc, 3, c->shape) || sq_linear_forward(&pc, &ac, &b->to_add_out, p, side) ||
+            mlp_residual(m, side, c, &cm[2], &pc, &b->ff_context1, &b->ff_context2, &cm[3], &cm[4], &cm[5], p))
+            rc = SQ_FAIL;
+        sq_stream_side(dev, false);
+    }
+    if (rc == SQ_OK && sq_linear_forward(&px, &ax, &b->to_out, p, a)) rc = SQ_FAIL;
     // the residual of the last attention before the MLP is added inside mlp_residual
     const sq_tensor *attn_gate = &xm[2];
-    if (b->dual) {
+    if (rc == SQ_OK && b->dual) {
         sq_gated_add(x, &xm[2], &px);
-        if (self_attention2(m, b, a, &hx2, p, &px)) return SQ_FAIL;
+        if (self_attention2(m, b, a, &hx2, p, &px)) rc = SQ_FAIL;
         attn_gate = &xm[8];
     }
-    if (mlp_residual(m, a, x, attn_gate, &px, &b->ff1, &b->ff2, &xm[3], &xm[4], &xm[5], p)) return SQ_FAIL;
-
-    if (!b->context_pre_only) {
-        if (sd_tmp(a, m, &pc, 3, c->shape) || sq_linear_forward(&pc, &ac, &b->to_add_out, p, a)) return SQ_FAIL;
-        if (mlp_residual(m, a, c, &cm[2], &pc, &b->ff_context1, &b->ff_context2, &cm[3], &cm[4], &cm[5], p))
-            return SQ_FAIL;
-    }
+    if (rc == SQ_OK && mlp_residual(m, a, x, attn_gate, &px, &b->ff1, &b->ff2, &xm[3], &xm[4], &xm[5], p)) rc = SQ_FAIL;
+    sq_stream_join(dev);   // before either arena's memory is reused
     sq_arena_reset(a, mark);
-    return SQ_OK;
+    sq_arena_reset(side, side_mark);
+    return rc;
 }

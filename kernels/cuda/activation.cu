@@ -25,8 +25,8 @@ __global__ void act_kernel(E *out, const E *x, int64_t n, int kind) {
 static void act(sq_dtype dt, void *out, const void *x, int64_t n, int kind) {
     if (!n) return;
     if (n % 8 == 0 && aligned16(out) && aligned16(x))
-        SQ_DISPATCH_FLOAT(dt, act_kernel<E, 8><<<grid_for(n / 8, 256), 256>>>((E *)out, (const E *)x, n, kind));
-    else SQ_DISPATCH_FLOAT(dt, act_kernel<E, 1><<<grid_for(n, 256), 256>>>((E *)out, (const E *)x, n, kind));
+        SQ_DISPATCH_FLOAT(dt, act_kernel<E, 8><<<grid_for(n / 8, 256), 256, 0, SQ_STREAM>>>((E *)out, (const E *)x, n, kind));
+    else SQ_DISPATCH_FLOAT(dt, act_kernel<E, 1><<<grid_for(n, 256), 256, 0, SQ_STREAM>>>((E *)out, (const E *)x, n, kind));
     SQ_LAUNCH_CHECK();
 }
 

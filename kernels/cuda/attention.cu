@@ -84,7 +84,7 @@ extern "C" void cuda_attention_reference(sq_dtype dt, void *out, const void *q, 
         SQ_CUDA_CHECK(cudaFuncSetAttribute(dt == SQ_F32 ? (const void *)attention_kernel<float> : (const void *)attention_kernel<bf16>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shared));
     }
     SQ_CHECK(rows <= 0x7fffffffLL, "attention: too many rows");
-    SQ_DISPATCH_FLOAT(dt, attention_kernel<E><<<(unsigned)rows, 128, shared>>>((E *)out, (const E *)q, (const E *)k, (const E *)v,
+    SQ_DISPATCH_FLOAT(dt, attention_kernel<E><<<(unsigned)rows, 128, shared, SQ_STREAM>>>((E *)out, (const E *)q, (const E *)k, (const E *)v,
                                                       (const E *)bias, (const uint8_t *)key_mask, causal, scale, Tq,
                                                       Tk, NH, HS));
     SQ_LAUNCH_CHECK();

@@ -279,6 +279,7 @@ bool execute(att_plan *p, void *out, const void *q, const void *k, const void *v
     if (st == CUDNN_STATUS_SUCCESS)
         st = cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws);
     if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendFinalize(pack);
+    if (st == CUDNN_STATUS_SUCCESS) st = cudnnSetStream(g_handle, SQ_STREAM);
     if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendExecute(g_handle, p->plan, pack);
     SQ_CUDNN_CHECK(cudnnBackendDestroyDescriptor(pack));
     if (st != CUDNN_STATUS_SUCCESS) {

@@ -237,7 +237,7 @@ void launch_flash(void *out, const void *q, const void *k, const void *v, const 
     }
     dim3 grid((unsigned)((Tq + FA_BM - 1) / FA_BM), (unsigned)(B * NH));
     const float log2e = 1.4426950408889634f;
-    flash_attention_kernel<HS><<<grid, FA_THREADS, shared>>>((bf16 *)out, (const bf16 *)q, (const bf16 *)k,
+    flash_attention_kernel<HS><<<grid, FA_THREADS, shared, SQ_STREAM>>>((bf16 *)out, (const bf16 *)q, (const bf16 *)k,
                                                              (const bf16 *)v, (const uint8_t *)key_mask,
                                                              scale * log2e, Tq, Tk, NH);
     SQ_LAUNCH_CHECK();

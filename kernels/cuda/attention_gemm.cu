@@ -58,12 +58,12 @@ extern "C" void cuda_attention_gemm_f32(float *out, const float *q, const float 
     for (int64_t b = 0; b < B; b++) {
         const float *qb = q + b * Tq * HS, *kb = k + b * Tk * HS, *vb = v + b * Tk * HS;
         dim3 grid((unsigned)((HS + 31) / 32), (unsigned)((Tk + 31) / 32)), block(32, 8);
-        transpose_f32<<<grid, block>>>(vt, vb, Tk, HS);
+        transpose_f32<<<grid, block, 0, SQ_STREAM>>>(vt, vb, Tk, HS);
         SQ_LAUNCH_CHECK();
         for (int64_t r0 = 0; r0 < Tq; r0 += rows) {
             int64_t c = Tq - r0 < rows ? Tq - r0 : rows;
             cuda_matmul(SQ_F32, s, qb + r0 * HS, kb, NULL, c, HS, Tk);              // S = Q_c·Kᵀ
-            softmax_rows_f32<<<(unsigned)c, 256>>>(s, Tk, scale);
+            softmax_rows_f32<<<(unsigned)c, 256, 0, SQ_STREAM>>>(s, Tk, scale);
             SQ_LAUNCH_CHECK();
             cuda_matmul(SQ_F32, out + (b * Tq + r0) * HS, s, vt, NULL, c, Tk, HS);   // O_c = P·V = P·(Vᵀ)ᵀ
         }

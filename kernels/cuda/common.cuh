@@ -10,6 +10,7 @@
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/stream.cuh"
 
 typedef __nv_bfloat16 bf16;
 

@@ -50,7 +50,7 @@ extern "C" void cuda_conv2d_reference(sq_dtype dt, void *out, const void *x, con
     (void)pad_right;   // implied by Ho/Wo: positions past the input read as zeros
     int64_t n = B * Cout * Ho * Wo;
     if (!n) return;
-    SQ_DISPATCH_FLOAT(dt, conv2d_kernel<E><<<grid_for(n, 256), 256>>>((E *)out, (const E *)x, (const E *)w, (const E *)b, B, Cin, H,
+    SQ_DISPATCH_FLOAT(dt, conv2d_kernel<E><<<grid_for(n, 256), 256, 0, SQ_STREAM>>>((E *)out, (const E *)x, (const E *)w, (const E *)b, B, Cin, H,
                                              W, Cout, KH, KW, stride, pad_top, pad_left, Ho, Wo));
     SQ_LAUNCH_CHECK();
 }
@@ -76,6 +76,6 @@ extern "C" void cuda_conv2d(sq_dtype dt, void *out, const void *x, const void *w
 extern "C" void cuda_upsample_nearest2x(sq_dtype dt, void *out, const void *x, int64_t BC, int64_t H, int64_t W) {
     int64_t n = BC * 4 * H * W;
     if (!n) return;
-    SQ_DISPATCH_FLOAT(dt, upsample_kernel<E><<<grid_for(n, 256), 256>>>((E *)out, (const E *)x, BC, H, W));
+    SQ_DISPATCH_FLOAT(dt, upsample_kernel<E><<<grid_for(n, 256), 256, 0, SQ_STREAM>>>((E *)out, (const E *)x, BC, H, W));
     SQ_LAUNCH_CHECK();
 }

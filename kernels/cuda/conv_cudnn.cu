@@ -135,6 +135,7 @@ extern "C" bool cuda_conv2d_cudnn(sq_dtype dt, void *out, const void *x, const v
     // attention does), rather than a near-full GPU aborting the run mid-step
     if (!sq_cudnn_workspace_reserve(p->ws_bytes)) return false;
     float alpha = 1.0f, beta = 0.0f;   // scaling parameters are float for bf16 and f32 data
+    SQ_CUDNN_CHECK(cudnnSetStream(g_handle, SQ_STREAM));
     SQ_CUDNN_CHECK(cudnnConvolutionForward(g_handle, &alpha, p->xd, x, p->wd, w, p->cd, p->algo,
                                            p->ws_bytes ? sq_cudnn_workspace() : nullptr, p->ws_bytes, &beta, p->yd, out));
     if (b) {

@@ -1,8 +1,9 @@
 // kernels/cuda/cuda_ops.h: the CUDA implementations behind kernels/ops.h, as raw
 // pointer functions with the argument order of kernels/cpu/cpu_ops.h plus the
 // element type first: activations and weights are bf16 (the default) or f32 (for
-// frozen models run at full precision); accumulation and statistics are fp32. Everything runs
-// on one stream (the default), so calls are ordered; failures abort through
+// frozen models run at full precision); accumulation and statistics are fp32. Every op runs
+// on the current stream (kernels/cuda/stream.cuh): the default one, or the side stream
+// of kernels/streams.h between its fork and join, so calls on a stream are ordered; failures abort through
 // SQ_CUDA_CHECK with the call, file and line (a kernel fault is not recoverable).
 #ifndef SQ_CUDA_OPS_H
 #define SQ_CUDA_OPS_H
@@ -18,6 +19,11 @@
 extern "C" {
 #endif
 
+// streams.cu (kernels/streams.h): fork the side stream off the default stream, send
+// the ops that follow to it (on) or back to the default stream (off), join it back.
+void cuda_stream_fork(void);
+void cuda_stream_side(bool on);
+void cuda_stream_join(void);
 // Creates the cuBLASLt handle and the fixed workspaces (called by sq_backend_init).
 int cuda_ops_init(void);
 

@@ -76,27 +76,27 @@ static void btc_launch_shape(int64_t B, int64_t T, int64_t C, int V, dim3 *grid,
 
 extern "C" void cuda_axpby(sq_dtype dt, void *out, float alpha, const void *a, float beta, const void *b, int64_t n) {
     if (!n) return;
-    SQ_DISPATCH_FLOAT(dt, axpby_kernel<E><<<grid_for(n, 256), 256>>>((E *)out, alpha, (const E *)a, beta, (const E *)b, n));
+    SQ_DISPATCH_FLOAT(dt, axpby_kernel<E><<<grid_for(n, 256), 256, 0, SQ_STREAM>>>((E *)out, alpha, (const E *)a, beta, (const E *)b, n));
     SQ_LAUNCH_CHECK();
 }
 extern "C" void cuda_mul(sq_dtype dt, void *out, const void *a, const void *b, int64_t n) {
     if (!n) return;
-    SQ_DISPATCH_FLOAT(dt, mul_kernel<E><<<grid_for(n, 256), 256>>>((E *)out, (const E *)a, (const E *)b, n));
+    SQ_DISPATCH_FLOAT(dt, mul_kernel<E><<<grid_for(n, 256), 256, 0, SQ_STREAM>>>((E *)out, (const E *)a, (const E *)b, n));
     SQ_LAUNCH_CHECK();
 }
 extern "C" void cuda_scale(sq_dtype dt, void *out, const void *x, float alpha, float beta, int64_t n) {
     if (!n) return;
-    SQ_DISPATCH_FLOAT(dt, scale_kernel<E><<<grid_for(n, 256), 256>>>((E *)out, (const E *)x, alpha, beta, n));
+    SQ_DISPATCH_FLOAT(dt, scale_kernel<E><<<grid_for(n, 256), 256, 0, SQ_STREAM>>>((E *)out, (const E *)x, alpha, beta, n));
     SQ_LAUNCH_CHECK();
 }
 extern "C" void cuda_fill(sq_dtype dt, void *out, float v, int64_t n) {
     if (!n) return;
-    SQ_DISPATCH_FLOAT(dt, fill_kernel<E><<<grid_for(n, 256), 256>>>((E *)out, v, n));
+    SQ_DISPATCH_FLOAT(dt, fill_kernel<E><<<grid_for(n, 256), 256, 0, SQ_STREAM>>>((E *)out, v, n));
     SQ_LAUNCH_CHECK();
 }
 extern "C" void cuda_add_channel_bias(sq_dtype dt, void *x, const void *b, int64_t BC, int64_t HW) {
     if (!BC || !HW) return;
-    SQ_DISPATCH_FLOAT(dt, channel_bias_kernel<E><<<grid_for(BC * HW, 256), 256>>>((E *)x, (const E *)b, BC * HW, HW));
+    SQ_DISPATCH_FLOAT(dt, channel_bias_kernel<E><<<grid_for(BC * HW, 256), 256, 0, SQ_STREAM>>>((E *)x, (const E *)b, BC * HW, HW));
     SQ_LAUNCH_CHECK();
 }
 extern "C" void cuda_modulate(sq_dtype dt, void *out, const void *x, const void *shift, const void *scale, int64_t B, int64_t T,
@@ -106,10 +106,10 @@ extern "C" void cuda_modulate(sq_dtype dt, void *out, const void *x, const void 
     dim3 grid, block;
     btc_launch_shape(B, T, C, vec ? 8 : 1, &grid, &block);
     if (vec)
-        SQ_DISPATCH_FLOAT(dt, modulate_kernel<E, 8><<<grid, block>>>((E *)out, (const E *)x, (const E *)shift,
+        SQ_DISPATCH_FLOAT(dt, modulate_kernel<E, 8><<<grid, block, 0, SQ_STREAM>>>((E *)out, (const E *)x, (const E *)shift,
                                                                      (const E *)scale, T, (int)C));
     else
-        SQ_DISPATCH_FLOAT(dt, modulate_kernel<E, 1><<<grid, block>>>((E *)out, (const E *)x, (const E *)shift,
+        SQ_DISPATCH_FLOAT(dt, modulate_kernel<E, 1><<<grid, block, 0, SQ_STREAM>>>((E *)out, (const E *)x, (const E *)shift,
                                                                      (const E *)scale, T, (int)C));
     SQ_LAUNCH_CHECK();
 }
@@ -118,7 +118,7 @@ extern "C" void cuda_gated_add(sq_dtype dt, void *x, const void *gate, const voi
     bool vec = C % 8 == 0 && aligned16(x) && aligned16(gate) && aligned16(y);
     dim3 grid, block;
     btc_launch_shape(B, T, C, vec ? 8 : 1, &grid, &block);
-    if (vec) SQ_DISPATCH_FLOAT(dt, gated_add_kernel<E, 8><<<grid, block>>>((E *)x, (const E *)gate, (const E *)y, T, (int)C));
-    else SQ_DISPATCH_FLOAT(dt, gated_add_kernel<E, 1><<<grid, block>>>((E *)x, (const E *)gate, (const E *)y, T, (int)C));
+    if (vec) SQ_DISPATCH_FLOAT(dt, gated_add_kernel<E, 8><<<grid, block, 0, SQ_STREAM>>>((E *)x, (const E *)gate, (const E *)y, T, (int)C));
+    else SQ_DISPATCH_FLOAT(dt, gated_add_kernel<E, 1><<<grid, block, 0, SQ_STREAM>>>((E *)x, (const E *)gate, (const E *)y, T, (int)C));
     SQ_LAUNCH_CHECK();
 }

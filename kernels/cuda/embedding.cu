@@ -26,9 +26,9 @@ extern "C" void cuda_embedding(sq_dtype dt, void *out, const void *table, const 
         emb_ids chunk;
         for (int64_t i = 0; i < n; i++) chunk.id[i] = ids[start + i];
         if (dt == SQ_F32)
-            embedding_kernel<float><<<(unsigned)n, 256>>>((float *)out + start * C, (const float *)table, chunk, C);
+            embedding_kernel<float><<<(unsigned)n, 256, 0, SQ_STREAM>>>((float *)out + start * C, (const float *)table, chunk, C);
         else
-            embedding_kernel<uint16_t><<<(unsigned)n, 256>>>((uint16_t *)out + start * C, (const uint16_t *)table, chunk, C);
+            embedding_kernel<uint16_t><<<(unsigned)n, 256, 0, SQ_STREAM>>>((uint16_t *)out + start * C, (const uint16_t *)table, chunk, C);
         SQ_LAUNCH_CHECK();
     }
 }

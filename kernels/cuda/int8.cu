@@ -31,8 +31,8 @@ extern "C" void cuda_dequant_i8(sq_dtype dt, void *out, const int8_t *codes, con
     // char4 loads need 4-byte aligned rows: K % 4 == 0 and an aligned base (cudaMalloc / arena give 256).
     bool vec = k % 4 == 0 && ((uintptr_t)codes & 3) == 0;
     if (vec)
-        SQ_DISPATCH_FLOAT(dt, dequant_i8_kernel<E><<<grid_for(nout * (k / 4), 256), 256>>>((E *)out, codes, scales, nout, k));
+        SQ_DISPATCH_FLOAT(dt, dequant_i8_kernel<E><<<grid_for(nout * (k / 4), 256), 256, 0, SQ_STREAM>>>((E *)out, codes, scales, nout, k));
     else
-        SQ_DISPATCH_FLOAT(dt, dequant_i8_scalar_kernel<E><<<grid_for(nout * k, 256), 256>>>((E *)out, codes, scales, nout, k));
+        SQ_DISPATCH_FLOAT(dt, dequant_i8_scalar_kernel<E><<<grid_for(nout * k, 256), 256, 0, SQ_STREAM>>>((E *)out, codes, scales, nout, k));
     SQ_LAUNCH_CHECK();
 }

@@ -16,11 +16,11 @@ extern "C" void cuda_strided_copy(void *dst, const void *src, const int64_t shap
     if (!n) return;
     unsigned g = grid_for(n, 256);
     if (es == 2)
-        strided_copy_kernel<uint16_t><<<g, 256>>>((uint16_t *)dst, (const uint16_t *)src, shape[1], shape[2], shape[3], st[0], st[1], st[2], st[3], n);
+        strided_copy_kernel<uint16_t><<<g, 256, 0, SQ_STREAM>>>((uint16_t *)dst, (const uint16_t *)src, shape[1], shape[2], shape[3], st[0], st[1], st[2], st[3], n);
     else if (es == 4)
-        strided_copy_kernel<uint32_t><<<g, 256>>>((uint32_t *)dst, (const uint32_t *)src, shape[1], shape[2], shape[3], st[0], st[1], st[2], st[3], n);
+        strided_copy_kernel<uint32_t><<<g, 256, 0, SQ_STREAM>>>((uint32_t *)dst, (const uint32_t *)src, shape[1], shape[2], shape[3], st[0], st[1], st[2], st[3], n);
     else if (es == 1)
-        strided_copy_kernel<uint8_t><<<g, 256>>>((uint8_t *)dst, (const uint8_t *)src, shape[1], shape[2], shape[3], st[0], st[1], st[2], st[3], n);
+        strided_copy_kernel<uint8_t><<<g, 256, 0, SQ_STREAM>>>((uint8_t *)dst, (const uint8_t *)src, shape[1], shape[2], shape[3], st[0], st[1], st[2], st[3], n);
     else
         SQ_CHECK(0, "cuda_strided_copy: element size %zu not supported", es);
     SQ_LAUNCH_CHECK();
@@ -46,19 +46,19 @@ extern "C" void cuda_copy_2d(void *dst, int64_t dst_pitch, const void *src, int6
     uintptr_t all = (uintptr_t)dst | (uintptr_t)src | (uintptr_t)dst_pitch | (uintptr_t)src_pitch | (uintptr_t)width;
     if (all % 16 == 0) {
         int64_t n = width / 16 * height;
-        copy_2d_kernel<uint4><<<grid_for(n, 256), 256>>>((char *)dst, dst_pitch, (const char *)src, src_pitch, width / 16, n);
+        copy_2d_kernel<uint4><<<grid_for(n, 256), 256, 0, SQ_STREAM>>>((char *)dst, dst_pitch, (const char *)src, src_pitch, width / 16, n);
     } else if (all % 4 == 0) {
         int64_t n = width / 4 * height;
-        copy_2d_kernel<uint32_t><<<grid_for(n, 256), 256>>>((char *)dst, dst_pitch, (const char *)src, src_pitch, width / 4, n);
+        copy_2d_kernel<uint32_t><<<grid_for(n, 256), 256, 0, SQ_STREAM>>>((char *)dst, dst_pitch, (const char *)src, src_pitch, width / 4, n);
     } else {
         int64_t n = width * height;
-        copy_2d_kernel<char><<<grid_for(n, 256), 256>>>((char *)dst, dst_pitch, (const char *)src, src_pitch, width, n);
+        copy_2d_kernel<char><<<grid_for(n, 256), 256, 0, SQ_STREAM>>>((char *)dst, dst_pitch, (const char *)src, src_pitch, width, n);
     }
     SQ_LAUNCH_CHECK();
 }
 
 extern "C" void cuda_copy(void *dst, const void *src, size_t bytes) {
-    SQ_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
+    SQ_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, SQ_STREAM));
 }
 
 __global__ void f32_to_bf16_kernel(bf16 *dst, const float *src, int64_t n) {
@@ -72,8 +72,8 @@ __global__ void bf16_to_f32_kernel(float *dst, const bf16 *src, int64_t n) {
 
 extern "C" void cuda_convert(void *dst, sq_dtype dt, const void *src, sq_dtype sdt, int64_t n) {
     if (!n) return;
-    if (dt == SQ_BF16 && sdt == SQ_F32) f32_to_bf16_kernel<<<grid_for(n, 256), 256>>>((bf16 *)dst, (const float *)src, n);
-    else if (dt == SQ_F32 && sdt == SQ_BF16) bf16_to_f32_kernel<<<grid_for(n, 256), 256>>>((float *)dst, (const bf16 *)src, n);
+    if (dt == SQ_BF16 && sdt == SQ_F32) f32_to_bf16_kernel<<<grid_for(n, 256), 256, 0, SQ_STREAM>>>((bf16 *)dst, (const float *)src, n);
+    else if (dt == SQ_F32 && sdt == SQ_BF16) bf16_to_f32_kernel<<<grid_for(n, 256), 256, 0, SQ_STREAM>>>((float *)dst, (const bf16 *)src, n);
     else SQ_CHECK(0, "cuda_convert: %s -> %s not supported", sq_dtype_name(sdt), sq_dtype_name(dt));
     SQ_LAUNCH_CHECK();
 }

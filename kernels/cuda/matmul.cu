@@ -21,6 +21,9 @@
 
 static cublasLtHandle_t g_lt;
 static void *g_workspace;
+// GEMMs on the side stream (kernels/streams.h) may run while the default stream's
+// run: each needs a workspace of its own (split-K partial sums live there).
+static void *g_side_workspace;
 static const size_t WORKSPACE_BYTES = 32u << 20;
 
 typedef struct {
@@ -100,8 +103,13 @@ static void matmul(sq_dtype dt, void *out, const void *x, const void *w, const v
     // the bias differs per layer: point the cached descriptor at this call's
     if (b) SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(e->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b, sizeof b));
     const float one = 1.0f, zero = 0.0f;
+    void *ws = g_workspace;
+    if (SQ_STREAM != 0) {
+        if (!g_side_workspace) SQ_CUDA_CHECK(cudaMalloc(&g_side_workspace, WORKSPACE_BYTES));
+        ws = g_side_workspace;
+    }
     SQ_CUBLAS_CHECK(cublasLtMatmul(g_lt, e->desc, &one, w, e->la, x, e->lb, &zero, out, e->ld, out, e->ld, &e->algo,
-                                   g_workspace, WORKSPACE_BYTES, 0));
+                                   ws, WORKSPACE_BYTES, SQ_STREAM));
 }
 
 extern "C" void cuda_matmul(sq_dtype dt, void *out, const void *x, const void *w, const void *b, int64_t N, int64_t K,

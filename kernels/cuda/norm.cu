@@ -177,8 +177,8 @@ static bool norm_rows(sq_dtype dt, norm_job j) {
     while (j.lanes <= 32 && threads > 32 && j.rows * j.lanes / threads < 1024) threads /= 2;
     int64_t rows_per_block = threads / j.lanes;
     unsigned grid = (unsigned)((j.rows + rows_per_block - 1) / rows_per_block);
-    if (vec) SQ_DISPATCH_FLOAT(dt, norm_rows_kernel<E, 8><<<grid, threads>>>(j));
-    else SQ_DISPATCH_FLOAT(dt, norm_rows_kernel<E, 1><<<grid, threads>>>(j));
+    if (vec) SQ_DISPATCH_FLOAT(dt, norm_rows_kernel<E, 8><<<grid, threads, 0, SQ_STREAM>>>(j));
+    else SQ_DISPATCH_FLOAT(dt, norm_rows_kernel<E, 1><<<grid, threads, 0, SQ_STREAM>>>(j));
     SQ_LAUNCH_CHECK();
     return true;
 }
@@ -263,7 +263,7 @@ extern "C" void cuda_layernorm(sq_dtype dt, void *out, const void *x, const void
     j.w = w;
     j.b = b;
     if (norm_rows(dt, j)) return;
-    SQ_DISPATCH_FLOAT(dt, layernorm_kernel<E><<<(unsigned)rows, threads_for(C)>>>((E *)out, (const E *)x, (const E *)w,
+    SQ_DISPATCH_FLOAT(dt, layernorm_kernel<E><<<(unsigned)rows, threads_for(C), 0, SQ_STREAM>>>((E *)out, (const E *)x, (const E *)w,
                                                                                   (const E *)b, C, eps));
     SQ_LAUNCH_CHECK();
 }
@@ -274,7 +274,7 @@ extern "C" void cuda_rmsnorm(sq_dtype dt, void *out, const void *x, const void *
     j.w = w;
     j.rms = true;
     if (norm_rows(dt, j)) return;
-    SQ_DISPATCH_FLOAT(dt, rmsnorm_kernel<E><<<(unsigned)rows, threads_for(C)>>>((E *)out, (const E *)x, (const E *)w, C, eps));
+    SQ_DISPATCH_FLOAT(dt, rmsnorm_kernel<E><<<(unsigned)rows, threads_for(C), 0, SQ_STREAM>>>((E *)out, (const E *)x, (const E *)w, C, eps));
     SQ_LAUNCH_CHECK();
 }
 
@@ -309,7 +309,7 @@ extern "C" void cuda_gated_add_layernorm_modulate(sq_dtype dt, void *x, const vo
 extern "C" void cuda_groupnorm(sq_dtype dt, void *out, const void *x, const void *w, const void *b, int64_t B, int64_t C, int64_t HW,
                                int groups, float eps) {
     if (!B) return;
-    SQ_DISPATCH_FLOAT(dt, groupnorm_kernel<E><<<(unsigned)(B * groups), 1024>>>((E *)out, (const E *)x, (const E *)w, (const E *)b, C,
+    SQ_DISPATCH_FLOAT(dt, groupnorm_kernel<E><<<(unsigned)(B * groups), 1024, 0, SQ_STREAM>>>((E *)out, (const E *)x, (const E *)w, (const E *)b, C,
                                                       HW, groups, eps));
     SQ_LAUNCH_CHECK();
 }

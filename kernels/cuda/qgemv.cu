@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/stream.cuh"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/dequant_q4.cuh"
 
@@ -86,7 +87,7 @@ static void launch(void *y, const void *x, const uint8_t *codes, const float *sc
                    int64_t k, int group, const sq_perturb &p) {
     unsigned blocks = (unsigned)((nout + QGEMV_WARPS - 1) / QGEMV_WARPS);
     size_t smem = (size_t)QGEMV_WARPS * (size_t)(k / group) * sizeof(float);
-    qgemv_q4_kernel<R><<<blocks, QGEMV_WARPS * 32, smem>>>((__nv_bfloat16 *)y, (const __nv_bfloat16 *)x, codes, scales,
+    qgemv_q4_kernel<R><<<blocks, QGEMV_WARPS * 32, smem, SQ_STREAM>>>((__nv_bfloat16 *)y, (const __nv_bfloat16 *)x, codes, scales,
                                                      (const __nv_bfloat16 *)bias, nout, k, group, p);
 }
 

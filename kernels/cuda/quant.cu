@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/stream.cuh"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/dequant_q4.cuh"
 #include "kernels/cuda/quant_launch.cuh"
@@ -105,18 +106,18 @@ void cuda_dequant_q4_on(cudaStream_t stream, void *out_bf16, const uint8_t *code
 
 extern "C" void cuda_dequant_q4(void *out_bf16, const uint8_t *codes, const float *scales, int64_t nout, int64_t k,
                                 int group, const sq_perturb *p) {
-    cuda_dequant_q4_on(0, out_bf16, codes, scales, nout, k, group, p);
+    cuda_dequant_q4_on(SQ_STREAM, out_bf16, codes, scales, nout, k, group, p);
 }
 
 extern "C" void cuda_qzo_update(float *scales, int64_t count, const sq_perturb *p, float coeff) {
     if (count == 0) return;
-    qzo_update_kernel<<<blocks_for(count, 256), 256>>>(scales, count, *p, coeff);
+    qzo_update_kernel<<<blocks_for(count, 256), 256, 0, SQ_STREAM>>>(scales, count, *p, coeff);
     SQ_CUDA_CHECK(cudaGetLastError());
 }
 
 extern "C" void cuda_ema_update(float *ema, const float *scales, int64_t count, float beta) {
     if (count == 0) return;
-    ema_update_kernel<<<blocks_for(count, 256), 256>>>(ema, scales, count, beta);
+    ema_update_kernel<<<blocks_for(count, 256), 256, 0, SQ_STREAM>>>(ema, scales, count, beta);
     SQ_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -124,7 +125,7 @@ extern "C" void cuda_ema_update(float *ema, const float *scales, int64_t count, 
 extern "C" int cuda_rng_normals(float *host_out, int64_t n, uint64_t seed, uint64_t step, uint64_t index_base) {
     float *d = NULL;
     SQ_CUDA_TRY(cudaMalloc(&d, (size_t)n * sizeof(float)));
-    rng_normal_kernel<<<blocks_for(n, 256), 256>>>(d, n, seed, step, index_base);
+    rng_normal_kernel<<<blocks_for(n, 256), 256, 0, SQ_STREAM>>>(d, n, seed, step, index_base);
     cudaError_t e = cudaGetLastError();
     if (e == cudaSuccess) e = cudaMemcpy(host_out, d, (size_t)n * sizeof(float), cudaMemcpyDeviceToHost);
     cudaFree(d);

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/stream.cuh"
 #include "kernels/cuda/cuda_ops.h"
 
 #define QZ_THREADS 128
@@ -116,9 +117,9 @@ int cuda_quantize_q4(const void *w, sq_dtype dtype, int64_t nout, int64_t k, int
         unsigned blocks = (unsigned)((ngroups + QZ_THREADS - 1) / QZ_THREADS);
         double *d_energy = d_err + ngroups;
         switch (group) {
-        case 32: quantize_q4_kernel<32><<<blocks, QZ_THREADS>>>(d_src, dtype, ngroups, d_codes, d_scales, d_err, d_energy); break;
-        case 64: quantize_q4_kernel<64><<<blocks, QZ_THREADS>>>(d_src, dtype, ngroups, d_codes, d_scales, d_err, d_energy); break;
-        case 128: quantize_q4_kernel<128><<<blocks, QZ_THREADS>>>(d_src, dtype, ngroups, d_codes, d_scales, d_err, d_energy); break;
+        case 32: quantize_q4_kernel<32><<<blocks, QZ_THREADS, 0, SQ_STREAM>>>(d_src, dtype, ngroups, d_codes, d_scales, d_err, d_energy); break;
+        case 64: quantize_q4_kernel<64><<<blocks, QZ_THREADS, 0, SQ_STREAM>>>(d_src, dtype, ngroups, d_codes, d_scales, d_err, d_energy); break;
+        case 128: quantize_q4_kernel<128><<<blocks, QZ_THREADS, 0, SQ_STREAM>>>(d_src, dtype, ngroups, d_codes, d_scales, d_err, d_energy); break;
         default: e = cudaErrorInvalidValue; break;
         }
         if (e == cudaSuccess) e = cudaGetLastError();

@@ -42,7 +42,7 @@ __global__ void sum_kernel(double *partials, const void *a, int a_bf16, const vo
 static double reduce(const void *a, sq_dtype at, const void *b, sq_dtype bt, int64_t n) {
     SQ_CHECK(g_partials != NULL, "cuda reduce: backend not initialised");
     SQ_CHECK((at == SQ_BF16 || at == SQ_F32) && (!b || bt == SQ_BF16 || bt == SQ_F32), "cuda reduce: f32/bf16 only");
-    sum_kernel<<<REDUCE_BLOCKS, REDUCE_THREADS>>>(g_partials, a, at == SQ_BF16, b, bt == SQ_BF16, n);
+    sum_kernel<<<REDUCE_BLOCKS, REDUCE_THREADS, 0, SQ_STREAM>>>(g_partials, a, at == SQ_BF16, b, bt == SQ_BF16, n);
     SQ_LAUNCH_CHECK();
     double host[REDUCE_BLOCKS];
     SQ_CUDA_CHECK(cudaMemcpy(host, g_partials, sizeof host, cudaMemcpyDeviceToHost));
@@ -88,7 +88,7 @@ extern "C" double cuda_weighted_sum_sq_diff(const void *a, sq_dtype at, const vo
                                             int64_t P, double *wsum) {
     SQ_CHECK(g_partials != NULL, "cuda reduce: backend not initialised");
     SQ_CHECK((at == SQ_BF16 || at == SQ_F32) && (bt == SQ_BF16 || bt == SQ_F32), "cuda reduce: f32/bf16 only");
-    weighted_sum_kernel<<<REDUCE_BLOCKS, REDUCE_THREADS>>>(g_partials, a, at == SQ_BF16, b, bt == SQ_BF16, w, C, P);
+    weighted_sum_kernel<<<REDUCE_BLOCKS, REDUCE_THREADS, 0, SQ_STREAM>>>(g_partials, a, at == SQ_BF16, b, bt == SQ_BF16, w, C, P);
     SQ_LAUNCH_CHECK();
     double host[2 * REDUCE_BLOCKS];
     SQ_CUDA_CHECK(cudaMemcpy(host, g_partials, sizeof host, cudaMemcpyDeviceToHost));

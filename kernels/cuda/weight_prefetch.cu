@@ -23,6 +23,7 @@
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/quant_launch.cuh"
+#include "kernels/cuda/stream.cuh"
 
 typedef struct {
     void *buf;
@@ -79,18 +80,18 @@ extern "C" void *cuda_prefetch_take(const cuda_q4_weight *w) {
     bool ready = s->pending && same_job(&s->job, w);
     s->pending = false;
     // the side stream's last write into this slot, taken or not, comes first
-    SQ_CUDA_CHECK(cudaStreamWaitEvent(0, s->written, 0));
+    SQ_CUDA_CHECK(cudaStreamWaitEvent(SQ_STREAM, s->written, 0));
     if (ready) g_taken_ahead++;
     else g_taken_in_line++;
     if (!ready) {
         reserve(s, w);
-        cuda_dequant_q4_on(0, s->buf, w->codes, w->scales, w->nout, w->k, w->group, &w->p);
+        cuda_dequant_q4_on(SQ_STREAM, s->buf, w->codes, w->scales, w->nout, w->k, w->group, &w->p);
     }
     g_last = i;
     return s->buf;
 }
 
-extern "C" void cuda_prefetch_taken_read(void) { SQ_CUDA_CHECK(cudaEventRecord(g_slot[g_last].read, 0)); }
+extern "C" void cuda_prefetch_taken_read(void) { SQ_CUDA_CHECK(cudaEventRecord(g_slot[g_last].read, SQ_STREAM)); }
 
 extern "C" void cuda_prefetch_start(const cuda_q4_weight *w) {
     start();
@@ -106,7 +107,7 @@ extern "C" void cuda_prefetch_start(const cuda_q4_weight *w) {
 extern "C" void cuda_prefetch_finish(void) {
     if (!g_side) return;
     for (int i = 0; i < 2; i++) {
-        SQ_CUDA_CHECK(cudaStreamWaitEvent(0, g_slot[i].written, 0));
+        SQ_CUDA_CHECK(cudaStreamWaitEvent(SQ_STREAM, g_slot[i].written, 0));
         g_slot[i].pending = false;
     }
 }

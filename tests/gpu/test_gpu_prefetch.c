@@ -1,6 +1,9 @@
-// tests/gpu/test_gpu_prefetch.c: dequantising the next int4 linear ahead on a side
-// stream (kernels/weight_prefetch.h) gives the MMDiT forward the same bits as the
-// plain path, over a sequence of passes that exercises every case: the first pass
+// tests/gpu/test_gpu_prefetch.c: the two ways a forward pass uses more than the
+// default stream give the MMDiT forward the same bits as the plain path:
+// dequantising the next int4 linear ahead (kernels/weight_prefetch.h) and running
+// the context half of each block on a side stream (kernels/streams.h), alone and
+// together, on one sample (joint rows) and on two (the concat path, a dual-attention
+// model). The sequence of passes exercises every case of the prefetch: the first pass
 // (the order is learned), + and - passes (prefetches taken), a frozen layer, scales
 // changed between passes (nothing dequantised ahead may outlive its pass), and an
 // unperturbed pass after perturbed ones. The outputs are compared byte for byte, and
@@ -12,6 +15,7 @@
 #include "core/safetensors.h"
 #include "kernels/backend.h"
 #include "kernels/ops.h"
+#include "kernels/streams.h"
 #include "kernels/weight_prefetch.h"
 #include "mmdit/model.h"
 #include "mmdit/quantize.h"
@@ -20,11 +24,12 @@
 enum { PASSES = 6 };
 
 // Runs the pass sequence with prefetching on or off; outs[i] receives pass i's output bytes.
-static void run_sequence(bool prefetch, float **outs, int64_t *n_out) {
+static void run_sequence(const char *cas, bool prefetch, bool streams, float **outs, int64_t *n_out) {
     char model_path[1024], io_path[1024];
-    snprintf(model_path, sizeof model_path, "%s/mmdit/large_like/transformer", tu_fixtures_dir());
-    snprintf(io_path, sizeof io_path, "%s/mmdit/large_like/io.safetensors", tu_fixtures_dir());
+    snprintf(model_path, sizeof model_path, "%s/mmdit/%s/transformer", tu_fixtures_dir(), cas);
+    snprintf(io_path, sizeof io_path, "%s/mmdit/%s/io.safetensors", tu_fixtures_dir(), cas);
     sq_prefetch_set_enabled(prefetch);
+    sq_streams_set_enabled(streams);
     sq_safetensors *io;
     SQ_CHECK(sq_st_open(&io, io_path) == SQ_OK, "%s", sq_error_message());
     sd_mmdit m;
@@ -83,22 +88,37 @@ int main(void) {
     }
     sq_device dev;
     if (sq_backend_init("cuda", &dev) != SQ_OK) { fprintf(stderr, "cuda init: %s\n", sq_error_message()); return 1; }
-    float *plain[PASSES], *ahead[PASSES];
-    int64_t n;
-    long a0, l0, a1, l1, a2, l2;
-    sq_prefetch_counts(&a0, &l0);
-    run_sequence(false, plain, &n);
-    sq_prefetch_counts(&a1, &l1);
-    TU_CHECK(a1 == a0 && l1 == l0, "prefetching off, yet %ld layers went through its buffers", (a1 - a0) + (l1 - l0));
-    run_sequence(true, ahead, &n);
-    sq_prefetch_counts(&a2, &l2);
-    printf("prefetch on: %ld layers dequantised ahead, %ld in line over %d passes\n", a2 - a1, l2 - l1, PASSES);
-    // every pass but the first should find nearly all its layers ready
-    TU_CHECK(a2 - a1 > 3 * (l2 - l1), "too few layers were dequantised ahead (%ld ahead, %ld in line)", a2 - a1, l2 - l1);
-    for (int i = 0; i < PASSES; i++) {
-        TU_CHECK(memcmp(plain[i], ahead[i], (size_t)n * sizeof(float)) == 0, "pass %d: output differs with prefetching", i);
-        if (i > 0) TU_CHECK(memcmp(ahead[i], ahead[i - 1], (size_t)n * sizeof(float)) != 0, "passes %d and %d gave the same output", i - 1, i);
+    static const char *cases[] = {"large_like", "medium_like", "nonsquare_b2"};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        float *plain[PASSES], *other[PASSES];
+        int64_t n;
+        long a0, l0, a1, l1;
+        sq_prefetch_counts(&a0, &l0);
+        run_sequence(cases[c], false, false, plain, &n);
+        sq_prefetch_counts(&a1, &l1);
+        TU_CHECK(a1 == a0 && l1 == l0, "%s: prefetching off, yet %ld layers went through its buffers", cases[c],
+                 (a1 - a0) + (l1 - l0));
+        for (int mode = 1; mode <= 3; mode++) {   // prefetch alone, side stream alone, both
+            bool prefetch = mode & 1, streams = mode & 2;
+            sq_prefetch_counts(&a0, &l0);
+            run_sequence(cases[c], prefetch, streams, other, &n);
+            sq_prefetch_counts(&a1, &l1);
+            printf("%-13s prefetch %s, side stream %s: %ld layers dequantised ahead, %ld in line over %d passes\n",
+                   cases[c], prefetch ? "on " : "off", streams ? "on " : "off", a1 - a0, l1 - l0, PASSES);
+            // every pass but the first should find nearly all its layers ready
+            if (prefetch)
+                TU_CHECK(a1 - a0 > 3 * (l1 - l0), "%s: too few layers were dequantised ahead (%ld ahead, %ld in line)",
+                         cases[c], a1 - a0, l1 - l0);
+            for (int i = 0; i < PASSES; i++) {
+                TU_CHECK(memcmp(plain[i], other[i], (size_t)n * sizeof(float)) == 0,
+                         "%s pass %d: output differs with prefetch %d, side stream %d", cases[c], i, prefetch, streams);
+                if (i > 0)
+                    TU_CHECK(memcmp(other[i], other[i - 1], (size_t)n * sizeof(float)) != 0,
+                             "%s: passes %d and %d gave the same output", cases[c], i - 1, i);
+            }
+            for (int i = 0; i < PASSES; i++) free(other[i]);
+        }
+        for (int i = 0; i < PASSES; i++) free(plain[i]);
     }
-    for (int i = 0; i < PASSES; i++) { free(plain[i]); free(ahead[i]); }
     return tu_finish("test_gpu_prefetch");
 }

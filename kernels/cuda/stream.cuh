@@ -1,0 +1,12 @@
+// kernels/cuda/stream.cuh: the stream every op launches on. It is the default
+// (legacy) stream, except while a forward pass runs independent work on the side
+// stream of kernels/streams.h (cuda_stream_side): then the ops in between go there.
+#ifndef SQ_CUDA_STREAM_CUH
+#define SQ_CUDA_STREAM_CUH
+
+#include <cuda_runtime.h>
+
+extern cudaStream_t g_sq_stream;   // kernels/cuda/streams.cu
+#define SQ_STREAM g_sq_stream
+
+#endif
