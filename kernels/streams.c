@@ -14,8 +14,8 @@ void sq_streams_set_enabled(bool on) { g_enabled = on; }
 static bool active(sq_device device) {
     if (device != SQ_CUDA) return false;
     if (g_enabled < 0) {
-        const char *e = getenv("SQ_STREAMS");
-        g_enabled = !(e && !strcmp(e, "1"));
+        const char *e = getenv("SQ_SIDE_STREAM");
+        g_enabled = !(e && !strcmp(e, "0"));
     }
     return g_enabled == 1;
 }

@@ -13,7 +13,7 @@
 // Memory the two halves write between a fork and its join must be disjoint, and
 // scratch freed on one side must not be reused on the other before the join: the
 // caller gives the side half its own arena. On the CPU these calls do nothing (ops
-// run in call order). SQ_STREAMS=1 in the environment keeps everything on one stream.
+// run in call order). SQ_SIDE_STREAM=0 in the environment keeps everything on the default stream.
 #ifndef SQ_STREAMS_H
 #define SQ_STREAMS_H
 
@@ -30,7 +30,7 @@ void sq_stream_side(sq_device device, bool on);
 void sq_stream_join(sq_device device);
 // True between sq_stream_side(dev, true) and (dev, false) on CUDA.
 bool sq_stream_on_side(void);
-// Turns the side stream on or off for this process (tests; default on unless SQ_STREAMS=1).
+// Turns the side stream on or off for this process (tests; default on unless SQ_SIDE_STREAM=0).
 void sq_streams_set_enabled(bool on);
 
 #ifdef __cplusplus
