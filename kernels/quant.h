@@ -67,9 +67,19 @@ SQ_QUANT_HD float sq_updated_scale(float s, float z, float coeff, int relative) 
 // s + coeff·z, or for the relative update s / (1 - coeff·z), since s·(1 - a)·(1 + a)
 // is s·(1 - a²), not s. Exact up to rounding unless the update clamped s to 0 (a
 // scale clamped to 0 from below comes back on the non-negative side).
+// coeff·z is rounded on its own before the subtraction (sq_mul_rn): nvcc would
+// otherwise contract 1 - coeff·z into one fma (its -fmad=true default), which C11
+// on the CPU does not, and the two undos would differ in the last bit.
+SQ_QUANT_HD float sq_mul_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fmul_rn(a, b);
+#else
+    return a * b;
+#endif
+}
 SQ_QUANT_HD float sq_restored_scale(float s, float z, float coeff, int relative) {
     if (!relative) return sq_scale_same_side(fmaf(coeff, z, s), s);
-    float f = 1.0f - coeff * z;
+    float f = 1.0f - sq_mul_rn(coeff, z);
     return f > 0.0f ? s / f : s;   // f <= 0: the update clamped s to 0, which stays
 }
 // One step of the exponential moving average of a scale (--ema beta):
@@ -125,6 +135,17 @@ void sq_qlinear_check_layer(const char *op, const sq_tensor *codes, const sq_ten
 // by the caller, which calls this once per query). p->eps is ignored; p->sign < 0
 // undoes the update with coeff instead (sq_restored_scale).
 void sq_qzo_update(sq_tensor *scales, const sq_perturb *p, float coeff);
+// Several updates of many layers at once: the same result, bit for bit, as
+//   for t in 0..n_terms-1: for l in 0..n_layers-1:
+//       p = terms[t] with index_base = index_base[l]; sq_qzo_update(scales[l], &p, coeffs[t])
+// but on CUDA in one kernel launch (per SQ_QZO_UPDATE_TERMS_PER_LAUNCH terms) rather
+// than n_layers·n_terms. Each term's seed, step, sign (< 0: undo) and relative flag
+// are used; its eps and index_base are not. All layers F32, on one device, not
+// overlapping one another. The layer list (pointers, sizes, index bases) is cached
+// on the device while it stays the same, so a training run uploads it once.
+void sq_qzo_update_terms(sq_tensor *const *scales, const uint64_t *index_base, int n_layers, const sq_perturb *terms,
+                         const float *coeffs, int n_terms);
+enum { SQ_QZO_UPDATE_TERMS_PER_LAUNCH = 64 };   // a step's terms fit one launch (qzo/qzo.h: SQ_QZO_MOMENTUM_TERMS)
 // ema[j] = sq_ema_scale(ema[j], scales[j], beta) for every scale of one layer: the EMA
 // copy (F32, same shape and device as the scales) after an accepted step.
 void sq_ema_update(sq_tensor *ema, const sq_tensor *scales, float beta);

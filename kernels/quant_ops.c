@@ -2,6 +2,8 @@
 // the rule at the head of kernels/ops.c.
 #include "kernels/quant.h"
 
+#include <stdlib.h>
+
 #include "core/error.h"
 #include "kernels/cpu/cpu_quant.h"
 #include "kernels/dispatch.h"
@@ -101,6 +103,29 @@ void sq_qzo_update(sq_tensor *scales, const sq_perturb *p, float coeff) {
         return;
     }
     CUDA_OR_FAIL("qzo_update", cuda_qzo_update(scales->data, sq_tensor_numel(scales), p, coeff));
+}
+
+void sq_qzo_update_terms(sq_tensor *const *scales, const uint64_t *index_base, int n_layers, const sq_perturb *terms,
+                         const float *coeffs, int n_terms) {
+    SQ_CHECK(n_layers >= 0 && n_terms >= 0, "qzo_update_terms: %d layers, %d terms", n_layers, n_terms);
+    if (n_layers == 0 || n_terms == 0) return;
+    sq_device dev = scales[0]->device;
+    for (int l = 0; l < n_layers; l++) {
+        SQ_CHECK(scales[l]->dtype == SQ_F32, "qzo_update_terms: layer %d's scales must be F32", l);
+        SQ_CHECK(scales[l]->device == dev, "qzo_update_terms: layer %d's scales are on %s, layer 0's on %s: all must be "
+                 "on one device", l, scales[l]->device == SQ_CPU ? "the CPU" : "CUDA", dev == SQ_CPU ? "the CPU" : "CUDA");
+    }
+    float **data = malloc((size_t)n_layers * sizeof *data);
+    int64_t *counts = malloc((size_t)n_layers * sizeof *counts);
+    SQ_CHECK(data && counts, "qzo_update_terms: out of memory for a list of %d layers", n_layers);
+    for (int l = 0; l < n_layers; l++) {
+        data[l] = scales[l]->data;
+        counts[l] = sq_tensor_numel(scales[l]);
+    }
+    if (dev == SQ_CPU) cpu_qzo_update_terms(data, counts, index_base, n_layers, terms, coeffs, n_terms);
+    else CUDA_OR_FAIL("qzo_update_terms", cuda_qzo_update_terms(data, counts, index_base, n_layers, terms, coeffs, n_terms));
+    free(counts);
+    free(data);
 }
 
 void sq_ema_update(sq_tensor *ema, const sq_tensor *scales, float beta) {

@@ -107,23 +107,38 @@ static int term_slot(const sq_qzo_state *s, int age) {
     return ((s->term_pos - 1 - age) % SQ_QZO_MOMENTUM_TERMS + SQ_QZO_MOMENTUM_TERMS) % SQ_QZO_MOMENTUM_TERMS;
 }
 
+// A step's update terms, gathered so that all of them reach every layer in one
+// sq_qzo_update_terms call (one kernel launch on CUDA, not one per layer and term).
+// Applying them in the order they are added is the order of one update per term.
+typedef struct {
+    sq_perturb p[SQ_QZO_MOMENTUM_TERMS];
+    float coeff[SQ_QZO_MOMENTUM_TERMS];
+    int n;
+} term_list;
+_Static_assert(SQ_QZO_MOMENTUM_TERMS <= SQ_QZO_UPDATE_TERMS_PER_LAUNCH, "a step's terms fit one update launch");
+
 // undo: take the update with coeff back (in the relative form a division, not -coeff).
-static void apply_term(const sq_qzo_config *c, const sq_qzo_params *params, uint64_t counter, float coeff, bool undo) {
-    for (int l = 0; l < params->count; l++) {
-        sq_perturb p = {.seed = c->seed, .step = counter, .index_base = params->index_base[l], .relative = c->relative,
-                        .sign = undo ? -1 : 0};
-        sq_qzo_update(params->scales[l], &p, coeff);
-    }
+static void add_term(term_list *list, const sq_qzo_config *c, uint64_t counter, float coeff, bool undo) {
+    SQ_CHECK(list->n < SQ_QZO_MOMENTUM_TERMS, "qzo: more than %d update terms in one step", SQ_QZO_MOMENTUM_TERMS);
+    list->p[list->n] = (sq_perturb){.seed = c->seed, .step = counter, .relative = c->relative, .sign = undo ? -1 : 0};
+    list->coeff[list->n] = coeff;
+    list->n++;
+}
+
+static void apply_terms(const sq_qzo_params *params, const term_list *list) {
+    sq_qzo_update_terms(params->scales, params->index_base, params->count, list->p, list->coeff, list->n);
 }
 
 // Undoes the last accepted step's update (exact up to rounding where the projection
 // at 0 did not act) and forgets the terms it added.
 static void undo_last_update(const sq_qzo_config *c, sq_qzo_state *s, const sq_qzo_params *params) {
+    term_list undo = {.n = 0};
     for (int age = 0; age < s->term_count; age++) {
         int slot = term_slot(s, age);
-        if (s->last_coeff[slot] != 0.0f) apply_term(c, params, s->terms[slot].counter, s->last_coeff[slot], true);
+        if (s->last_coeff[slot] != 0.0f) add_term(&undo, c, s->terms[slot].counter, s->last_coeff[slot], true);
         s->last_coeff[slot] = 0.0f;
     }
+    apply_terms(params, &undo);
     s->term_pos = (s->term_pos - s->last_new + SQ_QZO_MOMENTUM_TERMS) % SQ_QZO_MOMENTUM_TERMS;
     s->term_count -= s->last_new;
     s->last_new = 0;
@@ -232,6 +247,7 @@ int sq_qzo_step_split(const sq_qzo_config *c, sq_qzo_state *state, const sq_qzo_
     state->last_new = c->queries;
     memset(state->last_coeff, 0, sizeof state->last_coeff);
     // Oldest first, so the newest term is applied last, as without momentum.
+    term_list update = {.n = 0};
     for (int age = state->term_count - 1; age >= 0; age--) {
         int slot = term_slot(state, age);
         const sq_qzo_term *t = &state->terms[slot];
@@ -245,9 +261,10 @@ int sq_qzo_step_split(const sq_qzo_config *c, sq_qzo_state *state, const sq_qzo_
             if (age >= c->queries) continue;
             coeff = lr * t->d / (float)c->queries;
         }
-        apply_term(c, params, t->counter, coeff, false);
+        add_term(&update, c, t->counter, coeff, false);
         state->last_coeff[slot] = coeff;
     }
+    apply_terms(params, &update);
     state->step++;
     return SQ_OK;
 }

@@ -19,6 +19,9 @@ const char *cpu_quantize_isa(void);
 void cpu_dequant_q4(float *out, const uint8_t *codes, const float *scales, int64_t nout, int64_t k, int group,
                     const sq_perturb *p);
 void cpu_qzo_update(float *scales, int64_t count, const sq_perturb *p, float coeff);
+// sq_qzo_update_terms: layer l is scales[l][0..counts[l]) with index base index_base[l].
+void cpu_qzo_update_terms(float *const *scales, const int64_t *counts, const uint64_t *index_base, int n_layers,
+                          const sq_perturb *terms, const float *coeffs, int n_terms);
 void cpu_ema_update(float *ema, const float *scales, int64_t count, float beta);
 
 // ---- one weight's int4 code, without the division ----

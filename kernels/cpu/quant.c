@@ -265,6 +265,29 @@ void cpu_qzo_update(float *scales, int64_t count, const sq_perturb *p, float coe
     }
 }
 
+// All terms of one scale, in order, before the next scale: each scale's result
+// depends on that scale alone, so this is the term-by-term, layer-by-layer order of
+// calling cpu_qzo_update for each (term, layer) bit for bit. One parallel region,
+// each layer's scales shared out without a barrier between layers.
+void cpu_qzo_update_terms(float *const *scales, const int64_t *counts, const uint64_t *index_base, int n_layers,
+                          const sq_perturb *terms, const float *coeffs, int n_terms) {
+#pragma omp parallel
+    for (int l = 0; l < n_layers; l++) {
+        float *sl = scales[l];
+#pragma omp for nowait
+        for (int64_t j = 0; j < counts[l]; j++) {
+            float s = sl[j];
+            for (int t = 0; t < n_terms; t++) {
+                const sq_perturb *p = &terms[t];
+                float z = sq_rng_normal(p->seed, p->step, index_base[l] + (uint64_t)j);
+                s = p->sign < 0 ? sq_restored_scale(s, z, coeffs[t], p->relative)
+                                : sq_updated_scale(s, z, coeffs[t], p->relative);
+            }
+            sl[j] = s;
+        }
+    }
+}
+
 void cpu_ema_update(float *ema, const float *scales, int64_t count, float beta) {
 #pragma omp parallel for
     for (int64_t j = 0; j < count; j++) ema[j] = sq_ema_scale(ema[j], scales[j], beta);

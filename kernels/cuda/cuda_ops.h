@@ -137,6 +137,10 @@ void cuda_prefetch_finish(void);
 void cuda_prefetch_counts(long *ahead, long *in_line);
 // Frees the two buffers (sq_device_trim); returns the bytes freed.
 size_t cuda_prefetch_release(void);
+// sq_qzo_update_terms on the device: layer l is scales[l][0..counts[l]) with index
+// base index_base[l]; one launch per SQ_QZO_UPDATE_TERMS_PER_LAUNCH terms.
+void cuda_qzo_update_terms(float *const *scales, const int64_t *counts, const uint64_t *index_base, int n_layers,
+                           const sq_perturb *terms, const float *coeffs, int n_terms);
 void cuda_ema_update(float *ema, const float *scales, int64_t count, float beta);
 // quantize.cu: the int4 quantiser of kernels/quant.h (sq_quantize_q4_src) on the device,
 // host buffers in and out: w (Nout,K) F32/BF16/F16, codes (Nout·K/2 bytes), scales
