@@ -13,7 +13,7 @@
 //   sees every GPU op under its name, and what makes a CPU-only build abort naming the
 //   op. So an op neither calls a cuda_* function bare nor wraps the call in its own
 //   #ifdef; the one #ifdef SQ_HAVE_CUDA left in these files guards a query that picks
-//   a path (quant_ops.c's use_qgemv), not a call that does work.
+//   a path (quant_ops.c's sq_qlinear_uses_gemv), not a call that does work.
 // - SQ_HAVE_CUDA (meson.build: the build has the CUDA backend) is the one build flag;
 //   backend.c uses it for the device functions that are not ops.
 //

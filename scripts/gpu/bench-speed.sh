@@ -19,6 +19,7 @@
 #                         compile_s is a first compile) | shared (one cache for this run:
 #                         shorter, later cases reuse kernels)
 #   BASE_BIN=path         a baseline sd-qzo binary: a "sd-qzo before" column, same cases
+#   COMMIT=abc1234        the commit the table names (default: git's HEAD here)
 #   STEPS=3 WARMUP=1      sd-qzo's timed runs / warm-up; TORCH_WARMUP=2 (the first compiled
 #                         step compiles, the second shows there is no recompile)
 #   DEADLINE_S=560        the whole script's time: each part's timeout is cut to what is left
@@ -58,7 +59,9 @@ part() {
 }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$res/gpu.txt"
-git rev-parse --short HEAD > "$res/commit.txt" 2>/dev/null || echo unknown > "$res/commit.txt"
+# COMMIT names what was built: a copy of the working tree on a remote machine may
+# carry a .git whose HEAD is not the tree's (that labelled a run with a stale commit)
+echo "${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}" > "$res/commit.txt"
 
 # ---- sd-qzo (and the baseline binary) ----
 [ -x "$BIN" ] || { echo "no $BIN: run scripts/gpu/build-and-test.sh first"; exit 1; }
