@@ -19,6 +19,7 @@
 #ifdef SQ_HAVE_CUDA
 #include "kernels/cuda/cuda_ops.h"
 #endif
+#include "tests/gpu/gpu_start.h"
 #include "tests/test_util.h"
 
 #ifdef SQ_HAVE_CUDA
@@ -152,11 +153,8 @@ int main(void) {
     printf("SKIP: CPU-only build (no CUDA backend)\n");
     return 77;
 #else
-    if (sq_cuda_device_count() <= 0) {
-        printf("SKIP: no CUDA GPU found (gpu suite runs on a machine with an NVIDIA GPU)\n");
-        return 77;
-    }
-    if (sq_backend_init("cuda", &g_dev) != SQ_OK) { fprintf(stderr, "cuda init: %s\n", sq_error_message()); return 1; }
+    int start = tu_gpu_start(&g_dev);
+    if (start) return start;
     char gpu[256];
     sq_cuda_describe(gpu, sizeof gpu);
     printf("GPU: %s; cuDNN in the build: %s\n", gpu, cuda_attention_cudnn_available() ? "yes" : "no");

@@ -15,6 +15,7 @@
 #include "mmdit/model.h"
 #include "mmdit/quantize.h"
 #include <math.h>
+#include "tests/gpu/gpu_start.h"
 #include "tests/test_util.h"
 
 static sq_tensor to_device(sq_safetensors *io, const char *name) {
@@ -133,12 +134,9 @@ static void test_quantized_passes(void) {
 }
 
 int main(void) {
-    if (sq_cuda_device_count() <= 0) {
-        printf("SKIP: no CUDA GPU found (gpu suite runs on a machine with an NVIDIA GPU)\n");
-        return 77;
-    }
     sq_device dev;
-    if (sq_backend_init("cuda", &dev) != SQ_OK) { fprintf(stderr, "cuda init: %s\n", sq_error_message()); return 1; }
+    int start = tu_gpu_start(&dev);
+    if (start) return start;
     run_case("large_like", "transformer");
     run_case("large_like", "single_file.safetensors");
     run_case("medium_like", "transformer");

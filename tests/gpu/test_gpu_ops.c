@@ -16,6 +16,7 @@
 #include "kernels/cuda/cuda_ops.h"
 #endif
 #include "tests/ops_ref.h"
+#include "tests/gpu/gpu_start.h"
 #include "tests/test_util.h"
 
 static uint64_t rs = 0xC0DA;
@@ -464,12 +465,9 @@ static void weighted_mse_case(int64_t C, int64_t H, int64_t W) {
 }
 
 int main(void) {
-    if (sq_cuda_device_count() <= 0) {
-        printf("SKIP: no CUDA GPU found (gpu suite runs on a machine with an NVIDIA GPU)\n");
-        return 77;
-    }
     sq_device dev;
-    if (sq_backend_init("cuda", &dev) != SQ_OK) { fprintf(stderr, "cuda init: %s\n", sq_error_message()); return 1; }
+    int start = tu_gpu_start(&dev);
+    if (start) return start;
     char gpu[256];
     sq_cuda_describe(gpu, sizeof gpu);
     printf("GPU: %s\n", gpu);

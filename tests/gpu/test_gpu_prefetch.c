@@ -19,6 +19,7 @@
 #include "kernels/weight_prefetch.h"
 #include "mmdit/model.h"
 #include "mmdit/quantize.h"
+#include "tests/gpu/gpu_start.h"
 #include "tests/test_util.h"
 
 enum { PASSES = 6 };
@@ -82,12 +83,9 @@ static void run_sequence(const char *cas, bool prefetch, bool streams, float **o
 }
 
 int main(void) {
-    if (sq_cuda_device_count() <= 0) {
-        printf("SKIP: no CUDA GPU found (gpu suite runs on a machine with an NVIDIA GPU)\n");
-        return 77;
-    }
     sq_device dev;
-    if (sq_backend_init("cuda", &dev) != SQ_OK) { fprintf(stderr, "cuda init: %s\n", sq_error_message()); return 1; }
+    int start = tu_gpu_start(&dev);
+    if (start) return start;
     static const char *cases[] = {"large_like", "medium_like", "nonsquare_b2"};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         float *plain[PASSES], *other[PASSES];

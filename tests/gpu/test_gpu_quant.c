@@ -16,6 +16,7 @@
 #include "kernels/backend.h"
 #include "kernels/quant.h"
 #include "kernels/rng.h"
+#include "tests/gpu/gpu_start.h"
 #include "tests/test_util.h"
 
 // kernels/cuda/quant.cu: n normals z(seed, step, index_base + i) drawn on the device.
@@ -159,15 +160,9 @@ static void check_ema(void) {
 }
 
 int main(void) {
-    if (sq_cuda_device_count() <= 0) {
-        printf("SKIP: no CUDA GPU found (gpu suite runs on a machine with an NVIDIA GPU)\n");
-        return 77;
-    }
     sq_device dev;
-    if (sq_backend_init("cuda", &dev) != SQ_OK) {
-        fprintf(stderr, "cuda init: %s\n", sq_error_message());
-        return 1;
-    }
+    int start = tu_gpu_start(&dev);
+    if (start) return start;
     // 1. RNG identity, including indices past 2^32
     enum { N = 1 << 20 };
     static float host[N], device[N];

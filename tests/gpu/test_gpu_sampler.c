@@ -16,6 +16,7 @@
 #include "kernels/ops.h"
 #include "mmdit/model.h"
 #include "samples/sampler.h"
+#include "tests/gpu/gpu_start.h"
 #include "tests/test_util.h"
 #include "vae/model.h"
 
@@ -92,12 +93,9 @@ static void compare_case(const char *pipe, const char *cas, float g, int W, int 
 }
 
 int main(void) {
-    if (sq_cuda_device_count() <= 0) {
-        printf("SKIP: no CUDA GPU found (gpu suite runs on a machine with an NVIDIA GPU)\n");
-        return 77;
-    }
     sq_device dev;
-    if (sq_backend_init("cuda", &dev) != SQ_OK) { fprintf(stderr, "%s\n", sq_error_message()); return 1; }
+    int start = tu_gpu_start(&dev);
+    if (start) return start;
     char p[1024], pipe[1024];
     snprintf(p, sizeof p, "%s/sampler/tiny.safetensors", tu_fixtures_dir());
     snprintf(pipe, sizeof pipe, "%s/pipeline/tiny", tu_fixtures_dir());

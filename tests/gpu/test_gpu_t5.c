@@ -15,6 +15,7 @@
 #include "kernels/backend.h"
 #include "kernels/int8.h"
 #include "kernels/ops.h"
+#include "tests/gpu/gpu_start.h"
 #include "tests/test_util.h"
 #include "text_encoders/t5_encoder.h"
 
@@ -136,12 +137,9 @@ static float *run(const char *path, sq_device dev, sq_dtype dt, bool int8, const
 }
 
 int main(void) {
-    if (sq_cuda_device_count() <= 0) {
-        printf("SKIP: no CUDA GPU found (gpu suite runs on a machine with an NVIDIA GPU)\n");
-        return 77;
-    }
     sq_device dev;
-    if (sq_backend_init("cuda", &dev) != SQ_OK) { fprintf(stderr, "%s\n", sq_error_message()); return 1; }
+    int start = tu_gpu_start(&dev);
+    if (start) return start;
     test_embedding();
     test_dequant_i8();
 

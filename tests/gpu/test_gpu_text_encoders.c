@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "kernels/backend.h"
+#include "tests/gpu/gpu_start.h"
 #include "tests/test_util.h"
 #include "text_encoders/conditioning.h"
 
@@ -161,12 +162,9 @@ static void test_conditioning(const char *pipe, sq_safetensors *enc) {
 }
 
 int main(void) {
-    if (sq_cuda_device_count() <= 0) {
-        printf("SKIP: no CUDA GPU found (gpu suite runs on a machine with an NVIDIA GPU)\n");
-        return 77;
-    }
     sq_device dev;
-    if (sq_backend_init("cuda", &dev) != SQ_OK) { fprintf(stderr, "%s\n", sq_error_message()); return 1; }
+    int start = tu_gpu_start(&dev);
+    if (start) return start;
     char pipe[1024], io[1024], enc_path[1024];
     snprintf(pipe, sizeof pipe, "%s/pipeline/tiny", tu_fixtures_dir());
     snprintf(io, sizeof io, "%s/clip/io.safetensors", tu_fixtures_dir());

@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "kernels/backend.h"
 #include "kernels/quant.h"
+#include "tests/gpu/gpu_start.h"
 #include "tests/test_util.h"
 #include "tests/update_terms_ref.h"
 
@@ -54,15 +55,9 @@ static void step_both(const int *pick, int n_layers, int n_terms, uint64_t seed,
 }
 
 int main(void) {
-    if (sq_cuda_device_count() <= 0) {
-        printf("SKIP: no CUDA GPU found (gpu suite runs on a machine with an NVIDIA GPU)\n");
-        return 77;
-    }
     sq_device dev;
-    if (sq_backend_init("cuda", &dev) != SQ_OK) {
-        fprintf(stderr, "cuda init: %s\n", sq_error_message());
-        return 1;
-    }
+    int start = tu_gpu_start(&dev);
+    if (start) return start;
     uint64_t rs = 31;
     for (int l = 0; l < UT_LAYERS; l++) {
         host[l] = malloc((size_t)(ut_count(l) + 1) * sizeof(float));

@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "kernels/backend.h"
+#include "tests/gpu/gpu_start.h"
 #include "tests/test_util.h"
 #include "vae/model.h"
 
@@ -35,12 +36,9 @@ static void compare(const char *what, const sq_tensor *got, sq_safetensors *io, 
 }
 
 int main(void) {
-    if (sq_cuda_device_count() <= 0) {
-        printf("SKIP: no CUDA GPU found (gpu suite runs on a machine with an NVIDIA GPU)\n");
-        return 77;
-    }
     sq_device dev;
-    if (sq_backend_init("cuda", &dev) != SQ_OK) { fprintf(stderr, "%s\n", sq_error_message()); return 1; }
+    int start = tu_gpu_start(&dev);
+    if (start) return start;
     char p[1024], io_path[1024];
     snprintf(p, sizeof p, "%s/vae/tiny", tu_fixtures_dir());
     snprintf(io_path, sizeof io_path, "%s/vae/tiny/io.safetensors", tu_fixtures_dir());
