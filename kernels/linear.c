@@ -6,11 +6,7 @@
 #include "kernels/weight_prefetch.h"
 
 sq_perturb sq_linear_perturbation(const sq_linear *l, const sq_perturb *p) {
-    sq_perturb lp = {0};
-    if (p) lp = *p;
-    lp.index_base = l->index_base;
-    if (l->frozen) lp.sign = 0;
-    return lp;
+    return sq_layer_perturbation(p, l->index_base, l->frozen);
 }
 
 // The one path of both entry points: gelu selects gelu_tanh(layer(x)).
@@ -22,8 +18,9 @@ static int forward(sq_tensor *out, const sq_tensor *x, const sq_linear *l, const
         else sq_matmul(out, x, &l->w, b);
         return SQ_OK;
     }
+    sq_q4_layer q4 = {l, &l->codes, &l->scales, l->group, l->index_base, l->frozen};
+    if (sq_prefetch_linear(out, x, &q4, b, p, gelu)) return SQ_OK;
     sq_perturb lp = sq_linear_perturbation(l, p);
-    if (sq_prefetch_linear(out, x, l, p, &lp, gelu)) return SQ_OK;
     size_t mark = sq_arena_mark(scratch);
     sq_tensor w;
     if (sq_arena_tensor(scratch, &w, x->dtype, 2, l->codes.shape) != SQ_OK) return SQ_FAIL;

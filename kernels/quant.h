@@ -32,6 +32,16 @@ typedef struct {
     int relative;         // 0: absolute perturbation and update, 1: scale-relative
 } sq_perturb;
 
+// The perturbation a layer sees in a pass under p (NULL: none): p with the layer's
+// index_base, and none at all for a frozen layer.
+static inline sq_perturb sq_layer_perturbation(const sq_perturb *p, uint64_t index_base, bool frozen) {
+    sq_perturb lp = {0, 0, 0, 0.0f, 0, 0};
+    if (p) lp = *p;
+    lp.index_base = index_base;
+    if (frozen) lp.sign = 0;
+    return lp;
+}
+
 // The per-scale arithmetic, shared by the CPU reference and the CUDA kernels so
 // both round identically: explicit fmaf, and in the relative form the product
 // sign·eps·z (or coeff·z) formed first, so no compiler contraction changes the bits.

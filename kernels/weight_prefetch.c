@@ -16,14 +16,14 @@
 #define ORDER_SLOTS 4096
 
 struct sq_linear_order {
-    const sq_linear *key[ORDER_SLOTS];
-    const sq_linear *next[ORDER_SLOTS];
+    const void *key[ORDER_SLOTS];     // a layer's identity (sq_q4_layer.key)
+    sq_q4_layer next[ORDER_SLOTS];    // the layer that followed it
 };
 
 static struct {
     sq_linear_order *order;   // NULL outside a pass
     sq_device device;
-    const sq_linear *last;    // the previous linear of this pass on the dequantise path
+    const void *last;         // the previous linear of this pass on the dequantise path
 } g_pass;
 
 static int g_enabled = -1;    // -1: not read from the environment yet
@@ -68,7 +68,7 @@ void sq_prefetch_pass_end(void) {
 
 #ifdef SQ_HAVE_CUDA
 // The slot of l: where it is, or the empty one where it would go; -1 when full.
-static int slot_of(const sq_linear_order *o, const sq_linear *l) {
+static int slot_of(const sq_linear_order *o, const void *l) {
     unsigned h = (unsigned)(((uintptr_t)l >> 4) * 2654435761u) % ORDER_SLOTS;
     for (int probe = 0; probe < ORDER_SLOTS; probe++) {
         int i = (int)((h + (unsigned)probe) % ORDER_SLOTS);
@@ -77,49 +77,49 @@ static int slot_of(const sq_linear_order *o, const sq_linear *l) {
     return -1;
 }
 
-static void learn(sq_linear_order *o, const sq_linear *prev, const sq_linear *l) {
+static void learn(sq_linear_order *o, const void *prev, const sq_q4_layer *l) {
     int i = slot_of(o, prev);
     if (i < 0) return;
     o->key[i] = prev;
-    o->next[i] = l;
+    o->next[i] = *l;
 }
 
-static const sq_linear *next_of(const sq_linear_order *o, const sq_linear *l) {
+static const sq_q4_layer *next_of(const sq_linear_order *o, const void *l) {
     int i = slot_of(o, l);
-    return i >= 0 && o->key[i] == l ? o->next[i] : NULL;
+    return i >= 0 && o->key[i] == l ? &o->next[i] : NULL;
 }
 
 #endif
 
-bool sq_prefetch_linear(sq_tensor *out, const sq_tensor *x, const sq_linear *l, const sq_perturb *p,
-                        const sq_perturb *lp, bool gelu) {
+bool sq_prefetch_linear(sq_tensor *out, const sq_tensor *x, const sq_q4_layer *l, const sq_tensor *b,
+                        const sq_perturb *p, bool gelu) {
     // the side stream's linears (kernels/streams.h) take the plain path: the buffers
     // and their events belong to the default stream's sequence of layers
     if (!g_pass.order || g_pass.device != SQ_CUDA || !enabled() || sq_stream_on_side()) return false;
-    const sq_tensor *b = l->b.data ? &l->b : NULL;
-    if (x->device != SQ_CUDA || x->dtype != SQ_BF16 || l->codes.device != SQ_CUDA ||
-        sq_qlinear_uses_gemv(out, x, &l->codes, b, l->group))
+    if (x->device != SQ_CUDA || x->dtype != SQ_BF16 || l->codes->device != SQ_CUDA ||
+        sq_qlinear_uses_gemv(out, x, l->codes, b, l->group))
         return false;
 #ifdef SQ_HAVE_CUDA
-    sq_qlinear_check_layer("qlinear", &l->codes, &l->scales, l->group);
+    sq_qlinear_check_layer("qlinear", l->codes, l->scales, l->group);
     if (g_pass.last) learn(g_pass.order, g_pass.last, l);
-    g_pass.last = l;
-    cuda_q4_weight w = {l->codes.data, l->scales.data, l->codes.shape[0], l->codes.shape[1], l->group, *lp};
+    g_pass.last = l->key;
+    cuda_q4_weight w = {l->codes->data, l->scales->data, l->codes->shape[0], l->codes->shape[1], l->group,
+                        sq_layer_perturbation(p, l->index_base, l->frozen)};
     void *buf = NULL;
     CUDA_OR_FAIL("dequant_q4", buf = cuda_prefetch_take(&w));
-    sq_tensor wt = sq_tensor_view(buf, SQ_BF16, SQ_CUDA, 2, l->codes.shape);
+    sq_tensor wt = sq_tensor_view(buf, SQ_BF16, SQ_CUDA, 2, l->codes->shape);
     if (gelu) sq_matmul_gelu(out, x, &wt, b);
     else sq_matmul(out, x, &wt, b);
     cuda_prefetch_taken_read();
-    const sq_linear *n = next_of(g_pass.order, l);
-    if (n && sq_linear_quantized(n) && n->codes.device == SQ_CUDA) {
-        sq_perturb np = sq_linear_perturbation(n, p);
-        cuda_q4_weight nw = {n->codes.data, n->scales.data, n->codes.shape[0], n->codes.shape[1], n->group, np};
+    const sq_q4_layer *n = next_of(g_pass.order, l->key);
+    if (n && n->codes->data && n->codes->device == SQ_CUDA) {
+        cuda_q4_weight nw = {n->codes->data, n->scales->data, n->codes->shape[0], n->codes->shape[1], n->group,
+                             sq_layer_perturbation(p, n->index_base, n->frozen)};
         CUDA_OR_FAIL("dequant_q4 ahead", cuda_prefetch_start(&nw));
     }
     return true;
 #else
-    (void)out; (void)p; (void)lp; (void)gelu;
+    (void)out; (void)b; (void)p; (void)gelu;
     return false;   // never reached: no CUDA tensors in this build
 #endif
 }

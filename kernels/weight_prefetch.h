@@ -19,8 +19,10 @@
 
 #include <stdbool.h>
 
+#include <stdint.h>
+
 #include "core/tensor.h"
-#include "kernels/linear.h"
+#include "kernels/quant.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -38,12 +40,23 @@ void sq_prefetch_pass_begin(sq_linear_order *o, sq_device device);
 // Ends the pass: later work on the default stream waits for the side stream.
 void sq_prefetch_pass_end(void);
 
-// For kernels/linear.c: runs the quantised layer l on x under the layer's own
-// perturbation lp (p: the pass's) through the prefetch buffers and returns true,
-// or returns false without doing anything when the layer does not take this path
-// (no pass, CPU, the GEMV path, turned off).
-bool sq_prefetch_linear(sq_tensor *out, const sq_tensor *x, const sq_linear *l, const sq_perturb *p,
-                        const sq_perturb *lp, bool gelu);
+// One int4 layer as the prefetch sees it (kernels/linear.c describes its sq_linear
+// so): its identity (any pointer unique to the layer for the model's life), its
+// codes and scales, and what its perturbation needs.
+typedef struct {
+    const void *key;
+    const sq_tensor *codes, *scales;
+    int group;
+    uint64_t index_base;
+    bool frozen;
+} sq_q4_layer;
+
+// For kernels/linear.c: runs out = x·Wᵀ + b (gelu: its tanh GELU) for the int4
+// layer l under the pass's perturbation p through the prefetch buffers and returns
+// true, or returns false without doing anything when the layer does not take this
+// path (no pass, CPU, the GEMV path, the side stream, turned off).
+bool sq_prefetch_linear(sq_tensor *out, const sq_tensor *x, const sq_q4_layer *l, const sq_tensor *b,
+                        const sq_perturb *p, bool gelu);
 
 // Layers whose weights were dequantised ahead, and in line, since the start (CUDA;
 // zeros elsewhere): for tests and `sd-qzo bench`.
