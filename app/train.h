@@ -4,7 +4,8 @@
 //                       embedding the run will need goes into the on-disk cache
 //                       (datasets/cache.h), then the encoders are freed
 //   app/train_loop.c    the MMDiT in int4, QZO steps on cached batches,
-//                       checkpoints, log and report
+//                       checkpoints, log and report (with the files of
+//                       app/train_loop_state.h)
 //   app/train_eval.c    the validation loss and previews the loop asks for
 // Every random choice is a function of (seed, step): the data order and captions
 // (datasets/), the noise and σ (qzo/noise.h), the perturbations (kernels/rng.h).

@@ -109,7 +109,7 @@ void sq_qzo_state_init(sq_qzo_state *s);
 int sq_qzo_step(const sq_qzo_config *c, sq_qzo_state *state, const sq_qzo_params *params, sq_qzo_loss_fn loss,
                 void *ctx, sq_qzo_step_info *info);
 
-// One step shared by several processes (app/train_loop.c over distributed/exchange.h).
+// One step shared by several processes (app/train_ranks.c over distributed/exchange.h).
 // This process evaluates only queries [first_query, first_query + query_count);
 // then `combine` must leave in lp[0..Q) and lm[0..Q) the step's losses of all Q
 // queries, the same bits in every process: the gathered values for a split of the

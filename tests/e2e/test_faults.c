@@ -9,7 +9,7 @@
 //      chunk): the previous checkpoint intact, the leftover checkpoint.safetensors.tmp.PID
 //      removed by the next run, which resumes and finishes;
 //   3. out of GPU memory at step 3 (the test hook SD_QZO_FAULT=alloc@step:3 of
-//      app/train_loop.c fails the step as a device allocation failure does): one
+//      app/train_oom.c fails the step as a device allocation failure does): one
 //      error line naming the flags that need less memory, the checkpoint of step 2
 //      saved, and --resume from it finishes the run.
 // Two runs on one --output are tests/bad_input/test_bad_run_folder.c's.
