@@ -24,15 +24,23 @@ static void copy_model(const char *dst) {
     SQ_CHECK(system(cmd) == 0, "%s", cmd);
 }
 
+// Opens a safetensors file for update and reads its JSON header (NUL-terminated,
+// *n bytes; the caller frees it); the file is left just past the header.
+static char *open_header(const char *file, FILE **f, uint64_t *n) {
+    *f = fopen(file, "r+b");
+    SQ_CHECK(*f, "open %s", file);
+    SQ_CHECK(fread(n, 8, 1, *f) == 1, "read");
+    char *h = malloc(*n + 1);
+    SQ_CHECK(h && fread(h, 1, *n, *f) == *n, "read header");
+    h[*n] = 0;
+    return h;
+}
+
 // Renames tensor `name` in the header (same length: the last letter becomes 'X').
 static void rename_tensor(const char *file, const char *name) {
-    FILE *f = fopen(file, "r+b");
-    SQ_CHECK(f, "open %s", file);
+    FILE *f;
     uint64_t n;
-    SQ_CHECK(fread(&n, 8, 1, f) == 1, "read");
-    char *h = malloc(n + 1);
-    SQ_CHECK(h && fread(h, 1, n, f) == n, "read header");
-    h[n] = 0;
+    char *h = open_header(file, &f, &n);
     char quoted[256];
     snprintf(quoted, sizeof quoted, "\"%s\"", name);
     char *at = strstr(h, quoted);
@@ -44,13 +52,9 @@ static void rename_tensor(const char *file, const char *name) {
 
 // Writes a NaN over the first element of F32 tensor `name`.
 static void poison_tensor(const char *file, const char *name) {
-    FILE *f = fopen(file, "r+b");
-    SQ_CHECK(f, "open %s", file);
+    FILE *f;
     uint64_t n;
-    SQ_CHECK(fread(&n, 8, 1, f) == 1, "read");
-    char *h = malloc(n + 1);
-    SQ_CHECK(h && fread(h, 1, n, f) == n, "read header");
-    h[n] = 0;
+    char *h = open_header(file, &f, &n);
     cJSON *j = cJSON_Parse(h);
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, name);
     SQ_CHECK(t && !strcmp(cJSON_GetObjectItemCaseSensitive(t, "dtype")->valuestring, "F32"), "%s: F32", name);
