@@ -15,8 +15,11 @@ int sd_chunk(sq_arena *a, const sd_mmdit *m, const sq_tensor *x, int n, int i, s
 
 // x (B,N,D): patch embedding of latent (B,C,H,W) plus the cropped position table.
 int sd_embed_patches(const sd_mmdit *m, sq_arena *a, const sq_tensor *latent, sq_tensor *x);
-// temb (B,D) = timestep MLP(sinusoid(t)) + pooled MLP(pooled).
-int sd_embed_time_text(const sd_mmdit *m, sq_arena *a, const float *timestep, const sq_tensor *pooled,
+// feat (B,256), the model's dtype and device: the sinusoidal features of the B
+// timesteps (host values), computed on the host and copied over.
+int sd_time_features_upload(const float *timestep, sq_tensor *feat);
+// temb (B,D) = timestep MLP(time_features) + pooled MLP(pooled).
+int sd_embed_time_text(const sd_mmdit *m, sq_arena *a, const sq_tensor *time_features, const sq_tensor *pooled,
                        const sq_perturb *p, sq_tensor *temb);
 
 // One joint block, in place on x (B,N,D) and c (B,T,D); silu_temb (B,D). The

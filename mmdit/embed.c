@@ -67,22 +67,25 @@ static void timestep_features(const float *t, int64_t B, float *out) {
         }
 }
 
-int sd_embed_time_text(const sd_mmdit *m, sq_arena *a, const float *timestep, const sq_tensor *pooled,
+int sd_time_features_upload(const float *timestep, sq_tensor *feat) {
+    int64_t B = feat->shape[0];
+    float *host = malloc((size_t)B * 256 * sizeof(float));
+    if (!host) return sq_errorf("out of host memory");
+    timestep_features(timestep, B, host);
+    int rc = sq_tensor_from_host_f32(feat, host);
+    free(host);
+    return rc;
+}
+
+int sd_embed_time_text(const sd_mmdit *m, sq_arena *a, const sq_tensor *time_features, const sq_tensor *pooled,
                        const sq_perturb *p, sq_tensor *temb) {
     int64_t B = pooled->shape[0], D = m->cfg.hidden;
     size_t mark = sq_arena_mark(a);
-    sq_tensor feat, h1, t_emb, y1;
-    float *host = malloc((size_t)B * 256 * sizeof(float));
-    if (!host) return sq_errorf("out of host memory");
-    if (sd_tmp(a, m, &feat, 2, (int64_t[]){B, 256}) != SQ_OK) { free(host); return SQ_FAIL; }
-    timestep_features(timestep, B, host);
-    int rc = sq_tensor_from_host_f32(&feat, host);
-    free(host);
-    if (rc != SQ_OK) return SQ_FAIL;
+    sq_tensor h1, t_emb, y1;
     if (sd_tmp(a, m, &h1, 2, (int64_t[]){B, D}) || sd_tmp(a, m, &t_emb, 2, (int64_t[]){B, D}) ||
         sd_tmp(a, m, &y1, 2, (int64_t[]){B, D}))
         return SQ_FAIL;
-    if (sq_linear_forward(&h1, &feat, &m->t_linear1, p, a) != SQ_OK) return SQ_FAIL;
+    if (sq_linear_forward(&h1, time_features, &m->t_linear1, p, a) != SQ_OK) return SQ_FAIL;
     sq_silu(&h1, &h1);
     if (sq_linear_forward(&t_emb, &h1, &m->t_linear2, p, a) != SQ_OK) return SQ_FAIL;
     if (sq_linear_forward(&y1, pooled, &m->y_linear1, p, a) != SQ_OK) return SQ_FAIL;

@@ -4,10 +4,12 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "kernels/graph.h"
 #include "kernels/ops.h"
 #include "kernels/quant.h"
 #include "kernels/weight_prefetch.h"
 #include "mmdit/blocks.h"
+#include "mmdit/forward_graph.h"
 
 // The forward's arena high-water mark, estimated (mmdit/model.h explains the terms):
 // keep it in step with what sd_mmdit_forward and the joint block allocate.
@@ -86,10 +88,13 @@ static int check_inputs(const sd_mmdit *m, const sq_tensor *latent, const sq_ten
     return SQ_OK;
 }
 
-int sd_mmdit_forward(const sd_mmdit *m, sq_arena *a, const sq_tensor *latent, const float *timestep,
-                     const sq_tensor *context, const sq_tensor *pooled, const sq_perturb *p, sq_tensor *out,
-                     sd_mmdit_trace *trace) {
-    if (check_inputs(m, latent, context, pooled, out) != SQ_OK) return SQ_FAIL;
+// The pass, its timestep features already on the device.
+static int forward_core(const sd_forward_pass *f, const sq_tensor *time_features, sd_mmdit_trace *trace) {
+    const sd_mmdit *m = f->m;
+    sq_arena *a = f->a;
+    const sq_tensor *latent = f->latent, *context = f->context, *pooled = f->pooled;
+    const sq_perturb *p = f->p;
+    sq_tensor *out = f->out;
     const sd_mmdit_config *c = &m->cfg;
     int64_t B = latent->shape[0], T = context->shape[1], D = c->hidden, P = c->patch_size;
     int64_t h = latent->shape[2] / P, w = latent->shape[3] / P, N = h * w;
@@ -100,7 +105,7 @@ int sd_mmdit_forward(const sd_mmdit *m, sq_arena *a, const sq_tensor *latent, co
     if (sd_tmp(a, m, &x, 3, (int64_t[]){B, N, D}) || sd_tmp(a, m, &ctx, 3, (int64_t[]){B, T, D}) ||
         sd_tmp(a, m, &temb, 2, (int64_t[]){B, D}) || sd_tmp(a, m, &st, 2, (int64_t[]){B, D}))
         goto done;
-    if (sd_embed_patches(m, a, latent, &x) || sd_embed_time_text(m, a, timestep, pooled, p, &temb) ||
+    if (sd_embed_patches(m, a, latent, &x) || sd_embed_time_text(m, a, time_features, pooled, p, &temb) ||
         sq_linear_forward(&ctx, context, &m->context_embedder, p, a))
         goto done;
     if (trace) {
@@ -134,6 +139,36 @@ int sd_mmdit_forward(const sd_mmdit *m, sq_arena *a, const sq_tensor *latent, co
 done:
     sq_prefetch_pass_end();
     sq_arena_reset(a, mark);
+    return rc;
+}
+
+// The pass. time_features: the timestep features already on the device (what a
+// CUDA graph records, mmdit/forward_graph.h), or NULL: they go to the arena first.
+static int run_pass(const sd_forward_pass *f, const sq_tensor *time_features, sd_mmdit_trace *trace) {
+    size_t mark = sq_arena_mark(f->a);
+    sq_tensor feat;
+    int rc = SQ_OK;
+    if (!time_features) {
+        rc = sd_tmp(f->a, f->m, &feat, 2, (int64_t[]){f->latent->shape[0], 256});
+        if (rc == SQ_OK) rc = sd_time_features_upload(f->timestep, &feat);
+        time_features = &feat;
+    }
+    if (rc == SQ_OK) rc = forward_core(f, time_features, trace);
+    sq_arena_reset(f->a, mark);
+    return rc;
+}
+
+static int run_untraced(const sd_forward_pass *f, const sq_tensor *time_features) {
+    return run_pass(f, time_features, NULL);
+}
+
+int sd_mmdit_forward(const sd_mmdit *m, sq_arena *a, const sq_tensor *latent, const float *timestep,
+                     const sq_tensor *context, const sq_tensor *pooled, const sq_perturb *p, sq_tensor *out,
+                     sd_mmdit_trace *trace) {
+    if (check_inputs(m, latent, context, pooled, out) != SQ_OK) return SQ_FAIL;
+    sd_forward_pass f = {m, a, latent, timestep, context, pooled, p, out};
+    // replayed as a CUDA graph where it can be; a traced pass reads results back midway
+    int rc = !trace && sq_graphs_enabled(m->device) ? sd_forward_graph_run(&f, run_untraced) : run_pass(&f, NULL, trace);
     if (rc != SQ_OK) sq_error_context("mmdit forward");
     return rc;
 }

@@ -12,6 +12,7 @@
 #include "core/path.h"
 #include "core/log.h"
 #include "mmdit/base_model.h"
+#include "mmdit/forward_graph.h"
 #include "mmdit/keymap.h"
 #include "mmdit/model.h"
 #include "mmdit/quantize.h"
@@ -280,6 +281,7 @@ static int load_weights(loader *L, sd_mmdit *m) {
     m->blocks = calloc((size_t)c->num_layers, sizeof *m->blocks);
     if (!m->blocks) { sq_errorf("out of host memory"); goto done; }
     m->linear_order = sq_linear_order_new();   // NULL only costs the prefetching
+    m->graphs = sd_forward_graphs_new();       // NULL: every pass runs op by op
     if (load_tensor(L, "pos_embed.proj.weight", &m->patch_w, 4, (int64_t[]){D, c->in_channels, p, p}) ||
         load_vec(L, "pos_embed.proj.bias", &m->patch_b, D) ||
         load_tensor(L, "pos_embed.pos_embed", &m->pos_embed, 2,
@@ -394,5 +396,6 @@ void sd_mmdit_free(sd_mmdit *m) {
     sq_linear *ls[] = {&m->t_linear1, &m->t_linear2, &m->y_linear1, &m->y_linear2, &m->context_embedder, &m->norm_out, &m->proj_out};
     for (size_t i = 0; i < sizeof ls / sizeof ls[0]; i++) sq_linear_free(ls[i]);
     sq_linear_order_free(m->linear_order);
+    sd_forward_graphs_free(m->graphs);
     memset(m, 0, sizeof *m);
 }

@@ -14,6 +14,8 @@
 #include "kernels/weight_prefetch.h"
 #include "mmdit/config.h"
 
+typedef struct sd_forward_graphs sd_forward_graphs;
+
 typedef struct {
     bool context_pre_only;   // last block: the context stream ends here
     bool dual;               // MMDiT-X: a second, image-only self-attention
@@ -42,6 +44,7 @@ typedef struct {
     sq_linear norm_out;                // AdaLayerNormContinuous: (scale, shift) 2D
     sq_linear proj_out;                // D -> p*p*C
     sq_linear_order *linear_order;     // learned by the forward for dequantising ahead (kernels/weight_prefetch.h)
+    sd_forward_graphs *graphs;         // the forward's recorded CUDA graphs (mmdit/forward_graph.h)
 } sd_mmdit;
 
 // path: a diffusers pipeline folder (uses transformer/), a transformer folder with

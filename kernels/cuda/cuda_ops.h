@@ -24,6 +24,18 @@ extern "C" {
 void cuda_stream_fork(void);
 void cuda_stream_side(bool on);
 void cuda_stream_join(void);
+// graph.cu (kernels/graph.h): capture the ops that follow into a CUDA graph, end the
+// capture (an instantiated cudaGraphExec_t, NULL with the error set), replay one with
+// the perturbation its perturbed layers read, free one. The epoch is the capture under
+// way (0: none); the generation moves whenever memory a graph may point into (the
+// prefetch buffers, cuDNN's and cuBLASLt's workspaces) is freed or replaced.
+int cuda_graph_begin(void);
+void *cuda_graph_end(void);
+void cuda_graph_launch(void *exec, const sq_perturb *p);
+void cuda_graph_free(void *exec);
+unsigned long cuda_graph_epoch(void);
+unsigned long cuda_graph_generation(void);
+void cuda_graph_memory_moved(void);
 // Creates the cuBLASLt handle and the fixed workspaces (called by sq_backend_init).
 int cuda_ops_init(void);
 
@@ -133,6 +145,8 @@ void cuda_prefetch_taken_read(void);
 void cuda_prefetch_start(const cuda_q4_weight *w);
 // The default stream waits for the side stream; nothing started is taken after this.
 void cuda_prefetch_finish(void);
+// After a CUDA graph replay (graph.cu): every event recorded again on the default stream.
+void cuda_prefetch_after_graph(void);
 // Weights taken so far that were dequantised ahead, and in line.
 void cuda_prefetch_counts(long *ahead, long *in_line);
 // Frees the two buffers (sq_device_trim); returns the bytes freed.

@@ -51,6 +51,7 @@ bool sq_cudnn_workspace_reserve(size_t bytes) {
         return false;
     }
     g_ws_bytes = bytes;
+    cuda_graph_memory_moved();
     return true;
 }
 
@@ -74,6 +75,7 @@ void sq_cudnn_plan_put(sq_cudnn_op op, const void *key, size_t key_bytes, void *
         e = &g_plans[g_next_evict];
         g_next_evict = (g_next_evict + 1) % SQ_CUDNN_PLAN_CAP;
         e->destroy(e->plan);
+        cuda_graph_memory_moved();
     }
     e->used = true;
     e->op = op;
@@ -88,6 +90,7 @@ size_t sq_cudnn_workspace_release(void) {
     if (g_ws) SQ_CUDA_CHECK(cudaFree(g_ws));   // waits for queued ops that may still use it
     g_ws = nullptr;
     g_ws_bytes = 0;
+    if (freed) cuda_graph_memory_moved();
     return freed;
 }
 
@@ -95,6 +98,7 @@ size_t sq_cudnn_workspace_release(void) {
 
 // kernels/backend.c's sq_device_trim: what the CUDA backend can give back between phases.
 extern "C" size_t sq_cuda_trim_impl(void) {
+    cuda_graph_memory_moved();   // whatever was freed, a recorded graph may have pointed into it
     size_t freed = cuda_prefetch_release();
 #ifdef SQ_HAVE_CUDNN
     freed += sq_cudnn_workspace_release();

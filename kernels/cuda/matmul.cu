@@ -104,8 +104,11 @@ static void matmul(sq_dtype dt, void *out, const void *x, const void *w, const v
     if (b) SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(e->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b, sizeof b));
     const float one = 1.0f, zero = 0.0f;
     void *ws = g_workspace;
-    if (SQ_STREAM != 0) {
-        if (!g_side_workspace) SQ_CUDA_CHECK(cudaMalloc(&g_side_workspace, WORKSPACE_BYTES));
+    if (SQ_STREAM != g_sq_main_stream) {   // on the side stream (kernels/streams.h)
+        if (!g_side_workspace) {
+            SQ_CUDA_CHECK(cudaMalloc(&g_side_workspace, WORKSPACE_BYTES));
+            cuda_graph_memory_moved();
+        }
         ws = g_side_workspace;
     }
     SQ_CUBLAS_CHECK(cublasLtMatmul(g_lt, e->desc, &one, w, e->la, x, e->lb, &zero, out, e->ld, out, e->ld, &e->algo,

@@ -17,6 +17,7 @@
 #include "kernels/cuda/stream.cuh"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/dequant_q4.cuh"
+#include "kernels/cuda/live_perturb.cuh"
 
 #define QGEMV_WARPS 8   // output rows per block, one warp each
 
@@ -50,7 +51,7 @@ __device__ __forceinline__ void dot_chunk(float (&acc)[R], const __nv_bfloat16 *
 
 template <int R>
 __global__ void qgemv_q4_kernel(__nv_bfloat16 *y, const __nv_bfloat16 *x, const uint8_t *codes, const float *scales,
-                                const __nv_bfloat16 *bias, int64_t nout, int64_t k, int group, sq_perturb p) {
+                                const __nv_bfloat16 *bias, int64_t nout, int64_t k, int group, cuda_perturb cp) {
     extern __shared__ float row_scales[];   // QGEMV_WARPS x (k / group)
     int64_t n = (int64_t)blockIdx.x * QGEMV_WARPS + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
@@ -64,6 +65,7 @@ __global__ void qgemv_q4_kernel(__nv_bfloat16 *y, const __nv_bfloat16 *x, const 
         c[i] = col < k ? *(const uint4 *)(row + col / 2) : make_uint4(0, 0, 0, 0);
     }
     float *sc = row_scales + (threadIdx.x / 32) * groups_per_row;
+    const sq_perturb p = cuda_perturb_resolve(cp);
     for (int g = lane; g < groups_per_row; g += 32) sc[g] = perturbed_scale(scales, n * groups_per_row + g, p);
     __syncwarp();
     float acc[R];
@@ -84,7 +86,7 @@ __global__ void qgemv_q4_kernel(__nv_bfloat16 *y, const __nv_bfloat16 *x, const 
 
 template <int R>
 static void launch(void *y, const void *x, const uint8_t *codes, const float *scales, const void *bias, int64_t nout,
-                   int64_t k, int group, const sq_perturb &p) {
+                   int64_t k, int group, const cuda_perturb &p) {
     unsigned blocks = (unsigned)((nout + QGEMV_WARPS - 1) / QGEMV_WARPS);
     size_t smem = (size_t)QGEMV_WARPS * (size_t)(k / group) * sizeof(float);
     qgemv_q4_kernel<R><<<blocks, QGEMV_WARPS * 32, smem, SQ_STREAM>>>((__nv_bfloat16 *)y, (const __nv_bfloat16 *)x, codes, scales,
@@ -102,9 +104,8 @@ extern "C" void cuda_qgemv_q4(void *y_bf16, const void *x_bf16, const uint8_t *c
                               const sq_perturb *p) {
     SQ_CHECK(cuda_qgemv_q4_supported(x_bf16, codes, rows, k, group),
              "cuda qgemv_q4: %lld rows, K %lld, group %d not supported", (long long)rows, (long long)k, group);
-    sq_perturb none = {0, 0, 0, 0.0f, 0, 0};
-    const sq_perturb &pp = p ? *p : none;
     if (nout == 0) return;
+    const cuda_perturb pp = cuda_perturb_of(p);
     switch (rows) {
     case 1: launch<1>(y_bf16, x_bf16, codes, scales, bias_bf16, nout, k, group, pp); break;
     case 2: launch<2>(y_bf16, x_bf16, codes, scales, bias_bf16, nout, k, group, pp); break;

@@ -13,12 +13,14 @@
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/dequant_q4.cuh"
+#include "kernels/cuda/live_perturb.cuh"
 #include "kernels/cuda/quant_launch.cuh"
 
 // The fallback, for an output that is not 16-byte aligned: one thread per (row,
 // group, 8-element chunk), reads 4 code bytes, writes 8 bf16.
 __global__ void dequant_q4_kernel(__nv_bfloat16 *out, const uint8_t *codes, const float *scales, int64_t nout,
-                                  int64_t k, int group, sq_perturb p) {
+                                  int64_t k, int group, cuda_perturb cp) {
+    const sq_perturb p = cuda_perturb_resolve(cp);
     int64_t chunks_per_row = k / 8;
     int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= nout * chunks_per_row) return;
@@ -44,7 +46,7 @@ __global__ void dequant_q4_kernel(__nv_bfloat16 *out, const uint8_t *codes, cons
 static int dequant_tile_groups(int group) { return DQ_THREADS * DQ_WORDS_PER_THREAD * 8 / group + 2; }
 
 __global__ void dequant_q4_tiled_kernel(__nv_bfloat16 *out, const uint32_t *words, const float *scales,
-                                        int64_t n_words, int group, sq_perturb p) {
+                                        int64_t n_words, int group, cuda_perturb cp) {
     extern __shared__ float tile_scales[];
     const int64_t tile_words = DQ_THREADS * DQ_WORDS_PER_THREAD;
     int64_t w0 = (int64_t)blockIdx.x * tile_words;
@@ -56,6 +58,7 @@ __global__ void dequant_q4_tiled_kernel(__nv_bfloat16 *out, const uint32_t *word
         int64_t w = w0 + i * DQ_THREADS + threadIdx.x;
         cw[i] = w < w_end ? words[w] : 0u;
     }
+    const sq_perturb p = cuda_perturb_resolve(cp);
     for (int64_t g = g0 + threadIdx.x; g < g_end; g += blockDim.x) tile_scales[g - g0] = perturbed_scale(scales, g, p);
     __syncthreads();
     int e_base = (int)(w0 * 8 - g0 * group);   // offset of the tile's first element in group g0
@@ -140,18 +143,18 @@ void cuda_dequant_q4_on(cudaStream_t stream, void *out_bf16, const uint8_t *code
                         int64_t k, int group, const sq_perturb *p) {
     SQ_CHECK(k % 8 == 0 && group % 8 == 0, "cuda dequant_q4: K (%lld) and group (%d) must be multiples of 8",
              (long long)k, group);
-    sq_perturb none = {0, 0, 0, 0.0f, 0, 0};
     if (nout * k == 0) return;
+    cuda_perturb cp = cuda_perturb_of(p);
     bool aligned = ((uintptr_t)codes % 4 == 0) && ((uintptr_t)out_bf16 % 16 == 0);
     if (aligned) {
         int64_t n_words = nout * k / 8, tile_words = DQ_THREADS * DQ_WORDS_PER_THREAD;
         size_t smem = (size_t)dequant_tile_groups(group) * sizeof(float);
         dequant_q4_tiled_kernel<<<blocks_for(n_words, (int)tile_words), DQ_THREADS, smem, stream>>>(
-            (__nv_bfloat16 *)out_bf16, (const uint32_t *)codes, scales, n_words, group, p ? *p : none);
+            (__nv_bfloat16 *)out_bf16, (const uint32_t *)codes, scales, n_words, group, cp);
     } else {
         int64_t threads_needed = nout * (k / 8);
         dequant_q4_kernel<<<blocks_for(threads_needed, 256), 256, 0, stream>>>((__nv_bfloat16 *)out_bf16, codes, scales,
-                                                                               nout, k, group, p ? *p : none);
+                                                                               nout, k, group, cp);
     }
     SQ_CUDA_CHECK(cudaGetLastError());
 }

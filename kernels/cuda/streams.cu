@@ -4,7 +4,9 @@
 //
 // The side stream is non-blocking: the legacy default stream does not wait for it
 // implicitly (a blocking stream would serialise the two again), so every hand-over
-// is an explicit event.
+// is an explicit event. "The default stream" here is g_sq_main_stream: the capture's
+// stream while a CUDA graph is captured, and the fork's event then joins the side
+// stream to the capture.
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/check.h"
@@ -25,17 +27,17 @@ static void start(void) {
 
 extern "C" void cuda_stream_fork(void) {
     start();
-    SQ_CUDA_CHECK(cudaEventRecord(g_fork, 0));
+    SQ_CUDA_CHECK(cudaEventRecord(g_fork, g_sq_main_stream));
     SQ_CUDA_CHECK(cudaStreamWaitEvent(g_side, g_fork, 0));
 }
 
 extern "C" void cuda_stream_side(bool on) {
     start();
-    g_sq_stream = on ? g_side : 0;
+    g_sq_stream = on ? g_side : g_sq_main_stream;
 }
 
 extern "C" void cuda_stream_join(void) {
     if (!g_side) return;
     SQ_CUDA_CHECK(cudaEventRecord(g_join, g_side));
-    SQ_CUDA_CHECK(cudaStreamWaitEvent(0, g_join, 0));
+    SQ_CUDA_CHECK(cudaStreamWaitEvent(g_sq_main_stream, g_join, 0));
 }

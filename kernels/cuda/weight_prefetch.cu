@@ -16,6 +16,14 @@
 //   `written[i]`, recorded on the side stream after the dequantisation into i.
 // A dequantisation that was started and never taken (the layer that came next was
 // another one) is still waited for before i is written or read again.
+//
+// While a CUDA graph is captured (kernels/graph.h) an event may only be waited for
+// if it was recorded in the same capture. One recorded before stands for work that
+// a replay follows anyway (the graph runs on the default stream after the pass
+// before it), so the default stream skips that wait, and the side stream, which has
+// to join the capture, waits for a fresh record on the capture's stream instead.
+// After a replay every event is recorded again on the default stream: the replay's
+// own records were graph edges, not events the next eager pass could wait for.
 #include <cuda_runtime.h>
 #include <stdint.h>
 #include <string.h>
@@ -29,6 +37,7 @@ typedef struct {
     void *buf;
     size_t bytes;
     cudaEvent_t written, read;
+    unsigned long written_epoch, read_epoch;   // the capture each was last recorded in (0: none)
     bool pending;          // a side-stream dequantisation of `job` was queued into buf
     cuda_q4_weight job;
 } slot;
@@ -59,6 +68,21 @@ static bool same_job(const cuda_q4_weight *a, const cuda_q4_weight *b) {
            p->sign == q->sign && p->relative == q->relative && (p->sign == 0 || p->eps == q->eps);
 }
 
+static void record(cudaEvent_t e, unsigned long *epoch, cudaStream_t stream) {
+    SQ_CUDA_CHECK(cudaEventRecord(e, stream));
+    *epoch = cuda_graph_epoch();
+}
+
+// `stream` waits for e, recorded with `epoch` (see the top of this file for captures).
+static void wait_for(cudaStream_t stream, cudaEvent_t e, unsigned long *epoch) {
+    unsigned long now = cuda_graph_epoch();
+    if (now && *epoch != now) {
+        if (stream == SQ_STREAM) return;
+        record(e, epoch, SQ_STREAM);
+    }
+    SQ_CUDA_CHECK(cudaStreamWaitEvent(stream, e, 0));
+}
+
 // Slot s large enough for w. Growing frees the old buffer, which no stream may still
 // use: the device is drained first (growth happens in a model's first pass only).
 static void reserve(slot *s, const cuda_q4_weight *w) {
@@ -71,6 +95,7 @@ static void reserve(slot *s, const cuda_q4_weight *w) {
     SQ_CUDA_CHECK(cudaMalloc(&s->buf, need));
     s->bytes = need;
     s->pending = false;
+    cuda_graph_memory_moved();
 }
 
 extern "C" void *cuda_prefetch_take(const cuda_q4_weight *w) {
@@ -80,7 +105,7 @@ extern "C" void *cuda_prefetch_take(const cuda_q4_weight *w) {
     bool ready = s->pending && same_job(&s->job, w);
     s->pending = false;
     // the side stream's last write into this slot, taken or not, comes first
-    SQ_CUDA_CHECK(cudaStreamWaitEvent(SQ_STREAM, s->written, 0));
+    wait_for(SQ_STREAM, s->written, &s->written_epoch);
     if (ready) g_taken_ahead++;
     else g_taken_in_line++;
     if (!ready) {
@@ -91,15 +116,15 @@ extern "C" void *cuda_prefetch_take(const cuda_q4_weight *w) {
     return s->buf;
 }
 
-extern "C" void cuda_prefetch_taken_read(void) { SQ_CUDA_CHECK(cudaEventRecord(g_slot[g_last].read, SQ_STREAM)); }
+extern "C" void cuda_prefetch_taken_read(void) { record(g_slot[g_last].read, &g_slot[g_last].read_epoch, SQ_STREAM); }
 
 extern "C" void cuda_prefetch_start(const cuda_q4_weight *w) {
     start();
     slot *s = &g_slot[1 - g_last];
     if (weight_bytes(w) > s->bytes) return;   // not in the first pass's sizes: take() dequantises it in line
-    SQ_CUDA_CHECK(cudaStreamWaitEvent(g_side, s->read, 0));
+    wait_for(g_side, s->read, &s->read_epoch);
     cuda_dequant_q4_on(g_side, s->buf, w->codes, w->scales, w->nout, w->k, w->group, &w->p);
-    SQ_CUDA_CHECK(cudaEventRecord(s->written, g_side));
+    record(s->written, &s->written_epoch, g_side);
     s->pending = true;
     s->job = *w;
 }
@@ -107,7 +132,16 @@ extern "C" void cuda_prefetch_start(const cuda_q4_weight *w) {
 extern "C" void cuda_prefetch_finish(void) {
     if (!g_side) return;
     for (int i = 0; i < 2; i++) {
-        SQ_CUDA_CHECK(cudaStreamWaitEvent(SQ_STREAM, g_slot[i].written, 0));
+        wait_for(SQ_STREAM, g_slot[i].written, &g_slot[i].written_epoch);
+        g_slot[i].pending = false;
+    }
+}
+
+extern "C" void cuda_prefetch_after_graph(void) {
+    if (!g_side) return;
+    for (int i = 0; i < 2; i++) {
+        record(g_slot[i].written, &g_slot[i].written_epoch, SQ_STREAM);
+        record(g_slot[i].read, &g_slot[i].read_epoch, SQ_STREAM);
         g_slot[i].pending = false;
     }
 }
@@ -128,5 +162,6 @@ extern "C" size_t cuda_prefetch_release(void) {
         g_slot[i].bytes = 0;
         g_slot[i].pending = false;
     }
+    if (freed) cuda_graph_memory_moved();
     return freed;
 }
