@@ -18,7 +18,7 @@
 // What a recorded pass depends on; compared bytewise (built from zero).
 typedef struct {
     const void *arena_base;
-    size_t arena_mark;
+    size_t arena_size, arena_mark;   // an arena made again at the same place but smaller is another
     int64_t latent[4], context[3], pooled[2];
     int perturbed;
     uint64_t weights;   // fingerprint of the model struct and its blocks: every buffer pointer, frozen flag, index
@@ -85,6 +85,7 @@ static pass_key key_of(const sd_forward_pass *f) {
     pass_key k;
     memset(&k, 0, sizeof k);
     k.arena_base = f->a->base;
+    k.arena_size = f->a->size;
     k.arena_mark = sq_arena_mark(f->a);
     memcpy(k.latent, f->latent->shape, sizeof k.latent);
     memcpy(k.context, f->context->shape, sizeof k.context);
