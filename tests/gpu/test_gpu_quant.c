@@ -75,6 +75,62 @@ static void check_qlinear(const sq_tensor *hc, const sq_tensor *hs, const sq_ten
     sq_tensor_free(&dw);
 }
 
+// The int4 GEMV's perturbation, exactly: under p it must give the bits it gives
+// unperturbed with the scales perturbed on the host (sq_perturbed_scale of
+// sq_rng_normal, the CPU's expression). Rows of 6 groups, so the rows' RNG indices
+// start on and off Philox blocks of four; absolute and relative, both signs.
+static void check_qgemv_perturbation(void) {
+    enum { NOUT = 77, K = 384, G = 64, NG = NOUT * K / G };
+    static float w[NOUT * K], x[5 * K], scales[NG], perturbed[NG], y1[5 * NOUT], y2[5 * NOUT];
+    static uint8_t codes[NOUT * K / 2];
+    uint64_t rs = 5;
+    tu_fill_uniform(w, NOUT * K, &rs, -0.1f, 0.1f);
+    tu_fill_uniform(x, 5 * K, &rs, -2.0f, 2.0f);
+    sq_quantize_q4(w, NOUT, K, G, codes, scales);
+    sq_tensor hc = sq_tensor_view(codes, SQ_Q4, SQ_CPU, 2, SQ_SHAPE(NOUT, K));
+    sq_tensor dc, ds, dp, dx, dy, dw;
+    SQ_CHECK(sq_tensor_alloc(&dc, SQ_Q4, SQ_CUDA, 2, SQ_SHAPE(NOUT, K)) == SQ_OK &&
+                 sq_tensor_alloc(&ds, SQ_F32, SQ_CUDA, 2, SQ_SHAPE(NOUT, K / G)) == SQ_OK &&
+                 sq_tensor_alloc(&dp, SQ_F32, SQ_CUDA, 2, SQ_SHAPE(NOUT, K / G)) == SQ_OK &&
+                 sq_tensor_alloc(&dx, SQ_BF16, SQ_CUDA, 2, SQ_SHAPE(5, K)) == SQ_OK &&
+                 sq_tensor_alloc(&dy, SQ_BF16, SQ_CUDA, 2, SQ_SHAPE(5, NOUT)) == SQ_OK &&
+                 sq_tensor_alloc(&dw, SQ_BF16, SQ_CUDA, 2, SQ_SHAPE(NOUT, K)) == SQ_OK,
+             "alloc");
+    SQ_CHECK(sq_tensor_copy(&dc, &hc) == SQ_OK && sq_tensor_from_host_f32(&ds, scales) == SQ_OK &&
+                 sq_tensor_from_host_f32(&dx, x) == SQ_OK,
+             "upload");
+    static const uint64_t bases[] = {99, 5000, (1ull << 33) + 5};
+    int cases = 0;
+    for (size_t bi = 0; bi < sizeof bases / sizeof bases[0]; bi++)
+        for (int relative = 0; relative <= 1; relative++)
+            for (int sign = -1; sign <= 1; sign += 2)
+                for (int64_t rows = 1; rows <= 5; rows += 4) {
+                    sq_perturb p = {.seed = 7, .step = 12, .index_base = bases[bi], .eps = 1e-2f, .sign = sign,
+                                    .relative = relative};
+                    for (int j = 0; j < NG; j++)
+                        perturbed[j] = sq_perturbed_scale(scales[j], sq_rng_normal(p.seed, p.step, p.index_base + (uint64_t)j),
+                                                          (float)sign * p.eps, relative);
+                    SQ_CHECK(sq_tensor_from_host_f32(&dp, perturbed) == SQ_OK, "upload");
+                    sq_tensor x_rows = sq_tensor_view(dx.data, SQ_BF16, SQ_CUDA, 2, SQ_SHAPE(rows, K));
+                    sq_tensor y_rows = sq_tensor_view(dy.data, SQ_BF16, SQ_CUDA, 2, SQ_SHAPE(rows, NOUT));
+                    tu_poison(y1, rows * NOUT);
+                    sq_tensor_from_host_f32(&y_rows, y1);
+                    sq_qlinear(&y_rows, &x_rows, &dc, &ds, NULL, G, &p, &dw, false);
+                    sq_tensor_to_host_f32(y1, &y_rows);
+                    tu_poison(y2, rows * NOUT);
+                    sq_tensor_from_host_f32(&y_rows, y2);
+                    sq_qlinear(&y_rows, &x_rows, &dc, &dp, NULL, G, NULL, &dw, false);
+                    sq_tensor_to_host_f32(y2, &y_rows);
+                    TU_CHECK(!memcmp(y1, y2, (size_t)(rows * NOUT) * sizeof(float)),
+                             "int4 GEMV, index base %llu, %s, sign %d, %lld rows: the perturbation differs from the host's",
+                             (unsigned long long)p.index_base, relative ? "relative" : "absolute", sign, (long long)rows);
+                    cases++;
+                }
+    printf("int4 GEMV: perturbation bit-identical to host-perturbed scales in %d cases\n", cases);
+    sq_tensor *ts[] = {&dc, &ds, &dp, &dx, &dy, &dw};
+    for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) sq_tensor_free(ts[i]);
+}
+
 // The int4 GEMV on rows longer than its register-held chunks (K > 4096 codes: the
 // tail loop of kernels/cuda/qgemv.cu), 1 and 5 input rows, against the CPU.
 static void check_qgemv_long_rows(void) {
@@ -200,9 +256,10 @@ int main(void) {
         sq_tensor shifted_buf;
         sq_tensor_alloc(&shifted_buf, SQ_BF16, SQ_CUDA, 1, SQ_SHAPE(nout * k + 4));
         sq_tensor shifted = sq_tensor_view((char *)shifted_buf.data + 8, SQ_BF16, SQ_CUDA, 2, SQ_SHAPE(nout, k));
-        for (int sign = -1; sign <= 1; sign++) for (int unaligned = 0; unaligned <= 1; unaligned++) {
+        // index bases on and off a Philox block of four (kernels/rng.h)
+        for (int sign = -1; sign <= 1; sign++) for (int unaligned = 0; unaligned <= 1; unaligned++) for (int off = 0; off <= 3; off += 3) {
             sq_tensor *target = unaligned ? &shifted : &dout;
-            sq_perturb p = {.seed = 9, .step = 31, .index_base = 5000, .eps = 1e-3f, .sign = sign};
+            sq_perturb p = {.seed = 9, .step = 31, .index_base = 5000 + (uint64_t)off, .eps = 1e-3f, .sign = sign};
             sq_dequant_q4(&ho, &hc, &hs, (int)group, &p);
             tu_poison(back, nout * k);
             sq_tensor_from_host_f32(target, back);   // NaN-poison the device output
@@ -211,8 +268,9 @@ int main(void) {
             int bad = 0;
             for (int64_t i = 0; i < nout * k; i++)
                 if (sq_f32_to_bf16(cpu_out[i]) != sq_f32_to_bf16(back[i]) || isnan(back[i])) bad++;
-            TU_CHECK(bad == 0, "dequant group %d sign %d %s: %d of %lld elements differ from bf16(CPU)", group, sign,
-                     unaligned ? "fallback" : "tiled", bad, (long long)(nout * k));
+            TU_CHECK(bad == 0, "dequant group %d sign %d index base %llu %s: %d of %lld elements differ from bf16(CPU)",
+                     group, sign, (unsigned long long)p.index_base, unaligned ? "fallback" : "tiled", bad,
+                     (long long)(nout * k));
         }
         sq_tensor_free(&shifted_buf);
         if (group >= 32) check_qlinear(&hc, &hs, &dc, &ds, group);   // before the update changes ds
@@ -231,5 +289,6 @@ int main(void) {
     }
     check_ema();
     check_qgemv_long_rows();
+    check_qgemv_perturbation();
     return tu_finish("test_gpu_quant");
 }
