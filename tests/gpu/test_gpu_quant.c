@@ -131,6 +131,99 @@ static void check_qgemv_perturbation(void) {
     for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) sq_tensor_free(ts[i]);
 }
 
+// What kernels/cuda/qgemv.cu computes for output n of input row r, in its order: lane
+// l takes chunks l, l + 32, ... of 32 codes, sums x·q over each chunk with fmaf and
+// adds s·sum with fmaf; then a shuffle butterfly (xor 16, 8, 4, 2, 1) adds the lanes;
+// the bias is added in fp32 and the result rounded once to bf16.
+static float qgemv_model(const float *x, const uint8_t *codes, const float *s_eff, const float *bias, int64_t k,
+                         int group, int64_t n) {
+    float v[32];
+    for (int l = 0; l < 32; l++) {
+        float acc = 0.0f;
+        for (int64_t q = l; q < k / 32; q += 32) {
+            float part = 0.0f;
+            for (int t = 0; t < 32; t++) {
+                int64_t col = q * 32 + t;
+                uint8_t byte = codes[(n * k + col) / 2];
+                int c = (((col % 2 ? byte >> 4 : byte) & 0xf) ^ 8) - 8;
+                part = fmaf(x[col], (float)c, part);
+            }
+            acc = fmaf(s_eff[n * (k / group) + q * 32 / group], part, acc);
+        }
+        v[l] = acc;
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float w[32];
+        for (int l = 0; l < 32; l++) w[l] = v[l] + v[l ^ o];
+        memcpy(v, w, sizeof v);
+    }
+    return sq_bf16_to_f32(sq_f32_to_bf16(bias ? v[0] + bias[n] : v[0]));
+}
+
+// The int4 GEMV bit for bit against qgemv_model: 77 outputs (a partial block), K of
+// 384 (12 chunks, lanes idle) and 5184 (the tail loop), groups 32 and 64, 1 to 8
+// input rows, perturbed and not, with a bias and without.
+static void check_qgemv_bits(void) {
+    enum { NOUT = 77, KMAX = 5184 };
+    static float w[NOUT * KMAX], x[8 * KMAX], bias[NOUT], scales[NOUT * KMAX / 32], s_eff[NOUT * KMAX / 32],
+        y[8 * NOUT];
+    static uint8_t codes[NOUT * KMAX / 2];
+    static const int64_t ks[] = {384, 5184};
+    static const int rows_for[] = {1, 2, 3, 8};
+    uint64_t rs = 31;
+    int cases = 0;
+    for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++)
+        for (int group = 32; group <= 64; group *= 2) {
+            int64_t k = ks[ki], ng = NOUT * (k / group);
+            tu_fill_uniform(w, NOUT * k, &rs, -0.1f, 0.1f);
+            tu_fill_uniform(x, 8 * k, &rs, -2.0f, 2.0f);
+            tu_fill_uniform(bias, NOUT, &rs, -0.5f, 0.5f);
+            for (int64_t i = 0; i < 8 * k; i++) x[i] = sq_bf16_to_f32(sq_f32_to_bf16(x[i]));
+            for (int i = 0; i < NOUT; i++) bias[i] = sq_bf16_to_f32(sq_f32_to_bf16(bias[i]));
+            sq_quantize_q4(w, NOUT, k, group, codes, scales);
+            sq_tensor hc = sq_tensor_view(codes, SQ_Q4, SQ_CPU, 2, SQ_SHAPE(NOUT, k));
+            sq_tensor dc, ds, db, dx, dy, dw;
+            SQ_CHECK(sq_tensor_alloc(&dc, SQ_Q4, SQ_CUDA, 2, SQ_SHAPE(NOUT, k)) == SQ_OK &&
+                         sq_tensor_alloc(&ds, SQ_F32, SQ_CUDA, 2, SQ_SHAPE(NOUT, k / group)) == SQ_OK &&
+                         sq_tensor_alloc(&db, SQ_BF16, SQ_CUDA, 1, SQ_SHAPE(NOUT)) == SQ_OK &&
+                         sq_tensor_alloc(&dx, SQ_BF16, SQ_CUDA, 2, SQ_SHAPE(8, k)) == SQ_OK &&
+                         sq_tensor_alloc(&dy, SQ_BF16, SQ_CUDA, 2, SQ_SHAPE(8, NOUT)) == SQ_OK &&
+                         sq_tensor_alloc(&dw, SQ_BF16, SQ_CUDA, 2, SQ_SHAPE(NOUT, k)) == SQ_OK,
+                     "alloc");
+            SQ_CHECK(sq_tensor_copy(&dc, &hc) == SQ_OK && sq_tensor_from_host_f32(&ds, scales) == SQ_OK &&
+                         sq_tensor_from_host_f32(&db, bias) == SQ_OK && sq_tensor_from_host_f32(&dx, x) == SQ_OK,
+                     "upload");
+            for (size_t ri = 0; ri < sizeof rows_for / sizeof rows_for[0]; ri++)
+                for (int sign = 0; sign <= 1; sign++) {
+                    int64_t rows = rows_for[ri];
+                    sq_tensor xr = sq_tensor_view(dx.data, SQ_BF16, SQ_CUDA, 2, SQ_SHAPE(rows, k));
+                    sq_tensor yr = sq_tensor_view(dy.data, SQ_BF16, SQ_CUDA, 2, SQ_SHAPE(rows, NOUT));
+                    if (!sq_qlinear_uses_gemv(&yr, &xr, &dc, &db, group)) continue;   // shared memory too small here
+                    sq_perturb p = {.seed = 3, .step = 4, .index_base = 17, .eps = 1e-2f, .sign = sign, .relative = 1};
+                    for (int64_t j = 0; j < ng; j++)
+                        s_eff[j] = sign ? sq_perturbed_scale(scales[j], sq_rng_normal(p.seed, p.step, p.index_base + (uint64_t)j),
+                                                             p.eps, 1)
+                                        : scales[j];
+                    tu_poison(y, rows * NOUT);
+                    sq_tensor_from_host_f32(&yr, y);
+                    const sq_tensor *b = ri % 2 ? NULL : &db;   // with a bias on rows 1 and 3, without on 2 and 8
+                    sq_qlinear(&yr, &xr, &dc, &ds, b, group, &p, &dw, false);
+                    sq_tensor_to_host_f32(y, &yr);
+                    int bad = 0;
+                    for (int64_t r = 0; r < rows; r++)
+                        for (int64_t n = 0; n < NOUT; n++)
+                            if (y[r * NOUT + n] != qgemv_model(x + r * k, codes, s_eff, b ? bias : NULL, k, group, n)) bad++;
+                    TU_CHECK(bad == 0, "int4 GEMV K %lld group %d, %lld rows, sign %d: %d of %lld outputs differ from the model",
+                             (long long)k, group, (long long)rows, sign, bad, (long long)(rows * NOUT));
+                    cases++;
+                }
+            sq_tensor *ts[] = {&dc, &ds, &db, &dx, &dy, &dw};
+            for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) sq_tensor_free(ts[i]);
+        }
+    printf("int4 GEMV: bit-identical to its arithmetic written out on the host in %d cases\n", cases);
+    TU_CHECK(cases >= 24, "only %d GEMV cases ran", cases);
+}
+
 // The int4 GEMV on rows longer than its register-held chunks (K > 4096 codes: the
 // tail loop of kernels/cuda/qgemv.cu), 1 and 5 input rows, against the CPU.
 static void check_qgemv_long_rows(void) {
@@ -290,5 +383,6 @@ int main(void) {
     check_ema();
     check_qgemv_long_rows();
     check_qgemv_perturbation();
+    check_qgemv_bits();
     return tu_finish("test_gpu_quant");
 }
