@@ -75,6 +75,19 @@ static void check_qlinear(const sq_tensor *hc, const sq_tensor *hs, const sq_ten
     sq_tensor_free(&dw);
 }
 
+// A GEMV problem: weights w (nout, k) in [-0.1, 0.1] quantised to codes and scales,
+// `rows` input rows x in [-2, 2] and a bias in [-0.5, 0.5], both rounded to bf16
+// values (what the device holds), drawn in that order from rs.
+static void gemv_problem(float *w, float *x, float *bias, int64_t nout, int64_t k, int64_t rows, int group,
+                         uint8_t *codes, float *scales, uint64_t *rs) {
+    tu_fill_uniform(w, nout * k, rs, -0.1f, 0.1f);
+    tu_fill_uniform(x, rows * k, rs, -2.0f, 2.0f);
+    tu_fill_uniform(bias, nout, rs, -0.5f, 0.5f);
+    for (int64_t i = 0; i < rows * k; i++) x[i] = sq_bf16_to_f32(sq_f32_to_bf16(x[i]));
+    for (int64_t i = 0; i < nout; i++) bias[i] = sq_bf16_to_f32(sq_f32_to_bf16(bias[i]));
+    sq_quantize_q4(w, nout, k, group, codes, scales);
+}
+
 // The int4 GEMV's perturbation, exactly: under p it must give the bits it gives
 // unperturbed with the scales perturbed on the host (sq_perturbed_scale of
 // sq_rng_normal, the CPU's expression). Rows of 6 groups, so the rows' RNG indices
@@ -175,12 +188,7 @@ static void check_qgemv_bits(void) {
     for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++)
         for (int group = 32; group <= 64; group *= 2) {
             int64_t k = ks[ki], ng = NOUT * (k / group);
-            tu_fill_uniform(w, NOUT * k, &rs, -0.1f, 0.1f);
-            tu_fill_uniform(x, 8 * k, &rs, -2.0f, 2.0f);
-            tu_fill_uniform(bias, NOUT, &rs, -0.5f, 0.5f);
-            for (int64_t i = 0; i < 8 * k; i++) x[i] = sq_bf16_to_f32(sq_f32_to_bf16(x[i]));
-            for (int i = 0; i < NOUT; i++) bias[i] = sq_bf16_to_f32(sq_f32_to_bf16(bias[i]));
-            sq_quantize_q4(w, NOUT, k, group, codes, scales);
+            gemv_problem(w, x, bias, NOUT, k, 8, group, codes, scales, &rs);
             sq_tensor hc = sq_tensor_view(codes, SQ_Q4, SQ_CPU, 2, SQ_SHAPE(NOUT, k));
             sq_tensor dc, ds, db, dx, dy, dw;
             SQ_CHECK(sq_tensor_alloc(&dc, SQ_Q4, SQ_CUDA, 2, SQ_SHAPE(NOUT, k)) == SQ_OK &&
@@ -232,12 +240,7 @@ static void check_qgemv_long_rows(void) {
     static uint8_t codes[NOUT * K / 2];
     static float scales[NOUT * K / G];
     uint64_t rs = 99;
-    tu_fill_uniform(w, NOUT * K, &rs, -0.1f, 0.1f);
-    tu_fill_uniform(x, 5 * K, &rs, -2.0f, 2.0f);
-    tu_fill_uniform(bias, NOUT, &rs, -0.5f, 0.5f);
-    for (int i = 0; i < 5 * K; i++) x[i] = sq_bf16_to_f32(sq_f32_to_bf16(x[i]));
-    for (int i = 0; i < NOUT; i++) bias[i] = sq_bf16_to_f32(sq_f32_to_bf16(bias[i]));
-    sq_quantize_q4(w, NOUT, K, G, codes, scales);
+    gemv_problem(w, x, bias, NOUT, K, 5, G, codes, scales, &rs);
     sq_tensor hc = sq_tensor_view(codes, SQ_Q4, SQ_CPU, 2, SQ_SHAPE(NOUT, K));
     sq_tensor hs = sq_tensor_view(scales, SQ_F32, SQ_CPU, 2, SQ_SHAPE(NOUT, K / G));
     sq_tensor hb = sq_tensor_view(bias, SQ_F32, SQ_CPU, 1, SQ_SHAPE(NOUT));
