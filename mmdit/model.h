@@ -92,7 +92,9 @@ void sd_mmdit_trace_free(sd_mmdit_trace *t);
 // context (B,T,joint_dim), pooled (B,pooled_dim)), all on the model's device and
 // dtype. p perturbs every quantised layer's scales (NULL: none). Scratch comes from
 // `scratch` and is rewound before returning. SQ_FAIL (message set) when the input
-// does not fit the model or the arena is too small.
+// does not fit the model or the arena is too small. On CUDA, passes of a kind seen
+// before are replayed as a CUDA graph (mmdit/forward_graph.h): same bits, and the
+// same scratch (the arena's mark is part of the kind).
 int sd_mmdit_forward(const sd_mmdit *m, sq_arena *scratch, const sq_tensor *latent, const float *timestep,
                      const sq_tensor *context, const sq_tensor *pooled, const sq_perturb *p, sq_tensor *out,
                      sd_mmdit_trace *trace);
