@@ -1,23 +1,16 @@
 // kernels/graph.c: see kernels/graph.h.
 #include "kernels/graph.h"
 
-#include <stdlib.h>
-#include <string.h>
-
 #include "kernels/dispatch.h"
+#include "kernels/env_switch.h"
 #include "kernels/profile.h"
 
-static int g_enabled = -1;   // -1: not read from the environment yet
+static int g_enabled = -1;   // kernels/env_switch.h
 
 void sq_graphs_set_enabled(bool on) { g_enabled = on; }
 
 bool sq_graphs_enabled(sq_device device) {
-    if (device != SQ_CUDA || sq_profile_enabled()) return false;
-    if (g_enabled < 0) {
-        const char *e = getenv("SQ_CUDA_GRAPHS");
-        g_enabled = !(e && !strcmp(e, "0"));
-    }
-    return g_enabled == 1;
+    return device == SQ_CUDA && !sq_profile_enabled() && sq_env_switch_on(&g_enabled, "SQ_CUDA_GRAPHS");
 }
 
 #ifdef SQ_HAVE_CUDA

@@ -5,10 +5,6 @@
 #include "kernels/ops.h"
 #include "kernels/weight_prefetch.h"
 
-sq_perturb sq_linear_perturbation(const sq_linear *l, const sq_perturb *p) {
-    return sq_layer_perturbation(p, l->index_base, l->frozen);
-}
-
 // The one path of both entry points: gelu selects gelu_tanh(layer(x)).
 static int forward(sq_tensor *out, const sq_tensor *x, const sq_linear *l, const sq_perturb *p, sq_arena *scratch,
                    bool gelu) {
@@ -20,7 +16,7 @@ static int forward(sq_tensor *out, const sq_tensor *x, const sq_linear *l, const
     }
     sq_q4_layer q4 = {l, &l->codes, &l->scales, l->group, l->index_base, l->frozen};
     if (sq_prefetch_linear(out, x, &q4, b, p, gelu)) return SQ_OK;
-    sq_perturb lp = sq_linear_perturbation(l, p);
+    sq_perturb lp = sq_layer_perturbation(p, l->index_base, l->frozen);
     size_t mark = sq_arena_mark(scratch);
     sq_tensor w;
     if (sq_arena_tensor(scratch, &w, x->dtype, 2, l->codes.shape) != SQ_OK) return SQ_FAIL;

@@ -41,10 +41,6 @@ int sq_linear_forward(sq_tensor *out, const sq_tensor *x, const sq_linear *l, co
 int sq_linear_forward_gelu(sq_tensor *out, const sq_tensor *x, const sq_linear *l, const sq_perturb *p,
                            sq_arena *scratch);
 
-// The perturbation l sees in a pass under p: p with l's index_base, none when l is
-// frozen (or p is NULL).
-sq_perturb sq_linear_perturbation(const sq_linear *l, const sq_perturb *p);
-
 void sq_linear_free(sq_linear *l);
 
 #ifdef __cplusplus

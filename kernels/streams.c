@@ -1,23 +1,16 @@
 // kernels/streams.c: see kernels/streams.h.
 #include "kernels/streams.h"
 
-#include <stdlib.h>
-#include <string.h>
-
 #include "kernels/dispatch.h"
+#include "kernels/env_switch.h"
 
-static int g_enabled = -1;   // -1: not read from the environment yet
+static int g_enabled = -1;   // kernels/env_switch.h
 static bool g_on_side;
 
 void sq_streams_set_enabled(bool on) { g_enabled = on; }
 
 static bool active(sq_device device) {
-    if (device != SQ_CUDA) return false;
-    if (g_enabled < 0) {
-        const char *e = getenv("SQ_SIDE_STREAM");
-        g_enabled = !(e && !strcmp(e, "0"));
-    }
-    return g_enabled == 1;
+    return device == SQ_CUDA && sq_env_switch_on(&g_enabled, "SQ_SIDE_STREAM");
 }
 
 void sq_stream_fork(sq_device device) {

@@ -4,10 +4,10 @@
 
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "core/error.h"
 #include "kernels/dispatch.h"
+#include "kernels/env_switch.h"
 #include "kernels/ops.h"
 #include "kernels/streams.h"
 
@@ -26,7 +26,7 @@ static struct {
     const void *last;         // the previous linear of this pass on the dequantise path
 } g_pass;
 
-static int g_enabled = -1;    // -1: not read from the environment yet
+static int g_enabled = -1;    // kernels/env_switch.h
 
 sq_linear_order *sq_linear_order_new(void) { return calloc(1, sizeof(sq_linear_order)); }
 
@@ -44,13 +44,7 @@ void sq_prefetch_counts(long *ahead, long *in_line) {
 
 void sq_prefetch_set_enabled(bool on) { g_enabled = on; }
 
-static bool enabled(void) {
-    if (g_enabled < 0) {
-        const char *e = getenv("SQ_WEIGHT_PREFETCH");
-        g_enabled = !(e && !strcmp(e, "0"));
-    }
-    return g_enabled == 1;
-}
+static bool enabled(void) { return sq_env_switch_on(&g_enabled, "SQ_WEIGHT_PREFETCH"); }
 
 void sq_prefetch_pass_begin(sq_linear_order *o, sq_device device) {
     g_pass.order = o;
@@ -67,6 +61,13 @@ void sq_prefetch_pass_end(void) {
 }
 
 #ifdef SQ_HAVE_CUDA
+// Layer l's weights under pass perturbation p, as the device half takes them.
+static cuda_q4_weight weight_of(const sq_q4_layer *l, const sq_perturb *p) {
+    cuda_q4_weight w = {l->codes->data, l->scales->data, l->codes->shape[0], l->codes->shape[1], l->group,
+                        sq_layer_perturbation(p, l->index_base, l->frozen)};
+    return w;
+}
+
 // The slot of l: where it is, or the empty one where it would go; -1 when full.
 static int slot_of(const sq_linear_order *o, const void *l) {
     unsigned h = (unsigned)(((uintptr_t)l >> 4) * 2654435761u) % ORDER_SLOTS;
@@ -103,8 +104,7 @@ bool sq_prefetch_linear(sq_tensor *out, const sq_tensor *x, const sq_q4_layer *l
     sq_qlinear_check_layer("qlinear", l->codes, l->scales, l->group);
     if (g_pass.last) learn(g_pass.order, g_pass.last, l);
     g_pass.last = l->key;
-    cuda_q4_weight w = {l->codes->data, l->scales->data, l->codes->shape[0], l->codes->shape[1], l->group,
-                        sq_layer_perturbation(p, l->index_base, l->frozen)};
+    cuda_q4_weight w = weight_of(l, p);
     void *buf = NULL;
     CUDA_OR_FAIL("dequant_q4", buf = cuda_prefetch_take(&w));
     sq_tensor wt = sq_tensor_view(buf, SQ_BF16, SQ_CUDA, 2, l->codes->shape);
@@ -113,8 +113,7 @@ bool sq_prefetch_linear(sq_tensor *out, const sq_tensor *x, const sq_q4_layer *l
     cuda_prefetch_taken_read();
     const sq_q4_layer *n = next_of(g_pass.order, l->key);
     if (n && n->codes->data && n->codes->device == SQ_CUDA) {
-        cuda_q4_weight nw = {n->codes->data, n->scales->data, n->codes->shape[0], n->codes->shape[1], n->group,
-                             sq_layer_perturbation(p, n->index_base, n->frozen)};
+        cuda_q4_weight nw = weight_of(n, p);
         CUDA_OR_FAIL("dequant_q4 ahead", cuda_prefetch_start(&nw));
     }
     return true;
