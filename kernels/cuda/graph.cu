@@ -13,8 +13,6 @@
 #include "kernels/cuda/live_perturb.cuh"
 #include "kernels/cuda/stream.cuh"
 
-cudaStream_t g_sq_main_stream = 0;
-
 static cudaStream_t g_capture;
 static sq_perturb *g_live;              // device: the perturbation of the replay under way
 static unsigned long g_epoch;           // the capture under way, 0 when none

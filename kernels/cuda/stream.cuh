@@ -10,7 +10,8 @@
 extern cudaStream_t g_sq_stream;   // kernels/cuda/streams.cu
 #define SQ_STREAM g_sq_stream
 // The stream the ops go to when not on the side stream: the default (legacy) stream,
-// or while a CUDA graph is captured the capture's stream (kernels/cuda/graph.cu).
+// or while a CUDA graph is captured the capture's stream (kernels/cuda/graph.cu sets
+// it); defined beside g_sq_stream in kernels/cuda/streams.cu.
 extern cudaStream_t g_sq_main_stream;
 
 #endif

@@ -14,6 +14,8 @@
 #include "kernels/cuda/stream.cuh"
 
 cudaStream_t g_sq_stream = 0;
+// the capture's stream while kernels/cuda/graph.cu records a graph, else the default
+cudaStream_t g_sq_main_stream = 0;
 
 static cudaStream_t g_side;
 static cudaEvent_t g_fork, g_join;
