@@ -41,6 +41,16 @@ int sq_linear_forward(sq_tensor *out, const sq_tensor *x, const sq_linear *l, co
 int sq_linear_forward_gelu(sq_tensor *out, const sq_tensor *x, const sq_linear *l, const sq_perturb *p,
                            sq_arena *scratch);
 
+// out_i = layer_i(x) for n layers that read the same x (a stream's q, k and v).
+// When the layers are int4 with one shape, the outputs equally far apart (out_i
+// starts i·(out_1 - out_0) after out_0) and x has more rows than the GEMV takes,
+// the weights are dequantised side by side into scratch and the products run as
+// one sq_matmul_shared_input; otherwise layer by layer. Same numbers either way,
+// up to the GEMM's choice of algorithm.
+enum { SQ_LINEAR_SHARED_INPUT_MAX = 4 };
+int sq_linear_forward_shared_input(sq_tensor *const *out, const sq_tensor *x, const sq_linear *const *l, int n,
+                                   const sq_perturb *p, sq_arena *scratch);
+
 void sq_linear_free(sq_linear *l);
 
 #ifdef __cplusplus

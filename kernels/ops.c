@@ -89,6 +89,23 @@ void sq_matmul(sq_tensor *out, const sq_tensor *x, const sq_tensor *w, const sq_
     else CUDA_OR_FAIL("matmul", cuda_matmul(out->dtype, out->data, x->data, w->data, b ? b->data : NULL, N, K, M));
 }
 
+void sq_matmul_shared_input(sq_tensor *out, int64_t out_stride, const sq_tensor *x, const sq_tensor *w,
+                            const sq_tensor *b) {
+    char b1[96], b2[96], b3[96];
+    int64_t K = last_dim(x), N = rows_of(x), G = w->ndim == 3 ? w->shape[0] : 0, M = w->ndim == 3 ? w->shape[1] : 0;
+    SQ_CHECK(G >= 1 && w->shape[2] == K && last_dim(out) == M && rows_of(out) == N && out_stride >= N * M &&
+                 (!b || sq_tensor_numel(b) == G * M),
+             "matmul_shared_input: x %s, w %s, out %s, stride %lld", desc(x, b1), desc(w, b2), desc(out, b3),
+             (long long)out_stride);
+    if (on_cpu("matmul_shared_input", out, x, w, b)) {   // the CPU twin: G plain products
+        for (int64_t g = 0; g < G; g++)
+            cpu_matmul(F(out) + g * out_stride, CF(x), CF(w) + g * M * K, b ? CF(b) + g * M : NULL, N, K, M);
+        return;
+    }
+    CUDA_OR_FAIL("matmul_shared_input", cuda_matmul_shared_input(out->dtype, out->data, out_stride, x->data, w->data,
+                                                                 b ? b->data : NULL, G, N, K, M));
+}
+
 void sq_matmul_gelu(sq_tensor *out, const sq_tensor *x, const sq_tensor *w, const sq_tensor *b) {
     int64_t N, K, M;
     check_matmul("matmul_gelu", out, x, w, b, &N, &K, &M);

@@ -35,6 +35,13 @@ void sq_matmul(sq_tensor *out, const sq_tensor *x, const sq_tensor *w, const sq_
 // the GEMM's epilogue on the fp32 result, saving a pass over the widest activation;
 // elsewhere it is sq_matmul followed by sq_gelu.
 void sq_matmul_gelu(sq_tensor *out, const sq_tensor *x, const sq_tensor *w, const sq_tensor *b);
+// G products of one input, as one strided-batched GEMM on CUDA (a stream's q, k and v
+// projections: three GEMMs of a few hundred rows each left most of the GPU idle):
+// out_g (N,M) = x (N,K) · w_g (M,K)ᵀ + b_g for g < G. w (G,M,K) and b (G,M) (or NULL)
+// are contiguous; out (N,M) is out_0, and out_g starts g·out_stride elements after it
+// (the joint Q, K and V tensors, whose rows the projections write, are that far apart).
+void sq_matmul_shared_input(sq_tensor *out, int64_t out_stride, const sq_tensor *x, const sq_tensor *w,
+                            const sq_tensor *b);
 
 // ---- normalisation (statistics in fp32) ----
 // Over the last dim C of x (N,C): (x - mean) / sqrt(var + eps) [* w + b].

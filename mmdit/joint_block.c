@@ -18,7 +18,9 @@ static int project_qkv_into(const sd_mmdit *m, sq_arena *a, const sq_tensor *x, 
     // the linears write (B,T,D); the same memory is then read as (B,T,NH,HS)
     const int64_t flat[3] = {B, T, NH * HS};
     sq_tensor q3 = sq_tensor_reshape(q, 3, flat), k3 = sq_tensor_reshape(k, 3, flat), v3 = sq_tensor_reshape(v, 3, flat);
-    if (sq_linear_forward(&q3, x, lq, p, a) || sq_linear_forward(&k3, x, lk, p, a) || sq_linear_forward(&v3, x, lv, p, a))
+    // one GEMM for the three where they allow it (kernels/linear.h): q, k and v lie
+    // equally far apart (qkv_tensors, alloc_joint)
+    if (sq_linear_forward_shared_input((sq_tensor *[]){&q3, &k3, &v3}, x, (const sq_linear *[]){lq, lk, lv}, 3, p, a))
         return SQ_FAIL;
     // RMSNorm over each head's HS features (the last dim of the 4-D view)
     if (nq && nq->data) sq_rmsnorm(q, q, nq, 1e-6f);
@@ -26,11 +28,22 @@ static int project_qkv_into(const sd_mmdit *m, sq_arena *a, const sq_tensor *x, 
     return SQ_OK;
 }
 
+// Three tensors of one shape, one after the other in one allocation from `a`: the
+// projections into them can then run as one GEMM.
+static int qkv_tensors(const sd_mmdit *m, sq_arena *a, const int64_t shape[4], sq_tensor *q, sq_tensor *k, sq_tensor *v) {
+    sq_tensor all;
+    if (sd_tmp(a, m, &all, 4, (int64_t[]){3 * shape[0], shape[1], shape[2], shape[3]})) return SQ_FAIL;
+    size_t bytes = sq_tensor_nbytes(&all) / 3;
+    sq_tensor *ts[3] = {q, k, v};
+    for (int i = 0; i < 3; i++) *ts[i] = sq_tensor_view((char *)all.data + (size_t)i * bytes, all.dtype, all.device, 4, shape);
+    return SQ_OK;
+}
+
 static int project_qkv(const sd_mmdit *m, sq_arena *a, const sq_tensor *x, const sq_linear *lq, const sq_linear *lk,
                        const sq_linear *lv, const sq_tensor *nq, const sq_tensor *nk, const sq_perturb *p, sq_tensor *q,
                        sq_tensor *k, sq_tensor *v) {
     const int64_t shape[4] = {x->shape[0], x->shape[1], m->cfg.num_heads, m->cfg.head_dim};
-    if (sd_tmp(a, m, q, 4, shape) || sd_tmp(a, m, k, 4, shape) || sd_tmp(a, m, v, 4, shape)) return SQ_FAIL;
+    if (qkv_tensors(m, a, shape, q, k, v)) return SQ_FAIL;
     return project_qkv_into(m, a, x, lq, lk, lv, nq, nk, p, q, k, v);
 }
 
@@ -58,8 +71,7 @@ typedef struct {
 
 static int alloc_joint(const sd_mmdit *m, sq_arena *a, int64_t B, int64_t N, int64_t T, joint_qkv *j) {
     const int64_t all[4] = {B, N + T, m->cfg.num_heads, m->cfg.head_dim};
-    return sd_tmp(a, m, &j->Q, 4, all) || sd_tmp(a, m, &j->K, 4, all) || sd_tmp(a, m, &j->V, 4, all) ||
-           sd_tmp(a, m, &j->O, 4, all);
+    return qkv_tensors(m, a, all, &j->Q, &j->K, &j->V) || sd_tmp(a, m, &j->O, 4, all);
 }
 
 // One half's q, k, v: straight into the joint rows [start, start + len) when B == 1,

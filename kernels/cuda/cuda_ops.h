@@ -41,6 +41,8 @@ int cuda_ops_init(void);
 
 void cuda_matmul(sq_dtype dt, void *out, const void *x, const void *w, const void *b, int64_t N, int64_t K, int64_t M);
 void cuda_matmul_gelu(sq_dtype dt, void *out, const void *x, const void *w, const void *b, int64_t N, int64_t K, int64_t M);
+void cuda_matmul_shared_input(sq_dtype dt, void *out, int64_t out_stride, const void *x, const void *w, const void *b,
+                              int64_t G, int64_t N, int64_t K, int64_t M);
 void cuda_layernorm(sq_dtype dt, void *out, const void *x, const void *w, const void *b, int64_t rows, int64_t C, float eps);
 void cuda_rmsnorm(sq_dtype dt, void *out, const void *x, const void *w, int64_t rows, int64_t C, float eps);
 void cuda_groupnorm(sq_dtype dt, void *out, const void *x, const void *w, const void *b, int64_t B, int64_t C, int64_t HW,

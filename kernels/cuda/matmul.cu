@@ -8,6 +8,8 @@
 // Row-major to column-major: out (N,M) row-major is outᵀ (M,N) column-major, and
 // outᵀ = w · xᵀ, i.e. D = op(A)·B with A = w viewed as (K,M) col-major, op = T, and
 // B = x viewed as (K,N) col-major. The bias is per row of D (length M).
+// cuda_matmul_shared_input: G such products of one x as one strided batch (B's batch
+// stride 0), for the q/k/v projections (kernels/linear.h).
 #include <cublasLt.h>
 #include <stdio.h>
 
@@ -28,6 +30,7 @@ static const size_t WORKSPACE_BYTES = 32u << 20;
 
 typedef struct {
     int64_t N, K, M;
+    int64_t G, out_stride;   // G > 1: G products of one x (cuda_matmul_shared_input)
     int bias;
     int f32;
     int gelu;
@@ -49,29 +52,42 @@ extern "C" int cuda_matmul_init(void) {
     return SQ_OK;
 }
 
-static void make_layouts(cudaDataType_t t, int64_t N, int64_t K, int64_t M, cublasLtMatrixLayout_t *a,
-                         cublasLtMatrixLayout_t *b, cublasLtMatrixLayout_t *d) {
+// G > 1: a strided batch of G products; w_g is K·M elements after w_{g-1}, every
+// product reads the same x (batch stride 0) and out_g is out_stride after out_{g-1}.
+static void make_layouts(cudaDataType_t t, int64_t N, int64_t K, int64_t M, int64_t G, int64_t out_stride,
+                         cublasLtMatrixLayout_t *a, cublasLtMatrixLayout_t *b, cublasLtMatrixLayout_t *d) {
     SQ_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(a, t, (uint64_t)K, (uint64_t)M, K));
     SQ_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(b, t, (uint64_t)K, (uint64_t)N, K));
     SQ_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(d, t, (uint64_t)M, (uint64_t)N, M));
+    if (G <= 1) return;
+    int32_t count = (int32_t)G;
+    int64_t sa = K * M, sb = 0;
+    cublasLtMatrixLayout_t ls[3] = {*a, *b, *d};
+    const int64_t strides[3] = {sa, sb, out_stride};
+    for (int i = 0; i < 3; i++) {
+        SQ_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(ls[i], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count));
+        SQ_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(ls[i], CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &strides[i],
+                                                         sizeof strides[i]));
+    }
 }
 
 // gelu: apply GELU(tanh approximation, as cuBLASLt's GELU epilogue computes it) to
 // the fp32 result before the one rounding to bf16.
 static void matmul(sq_dtype dt, void *out, const void *x, const void *w, const void *b, int64_t N, int64_t K, int64_t M,
-                   int gelu) {
+                   int gelu, int64_t G, int64_t out_stride) {
     SQ_CHECK(dt == SQ_BF16 || dt == SQ_F32, "cuda_matmul: bf16 or f32 only");
     int f32 = dt == SQ_F32;   // f32: full fp32 compute (no TF32), for models run at full precision
     SQ_CHECK(g_lt != NULL, "cuda_matmul: CUDA backend not initialised");
     if (N == 0 || M == 0) return;
-    // cache: (N, K, M, bias, f32, gelu) -> descriptors and the heuristic's first choice
+    // cache: (N, K, M, G, out_stride, bias, f32, gelu) -> descriptors and the heuristic's first choice
     algo_entry *e = NULL;
-    unsigned h = (unsigned)((N * 73856093) ^ (K * 19349663) ^ (M * 83492791) ^ (b ? 1 : 0) ^ (f32 ? 2 : 0) ^ (gelu ? 4 : 0)) %
+    unsigned h = (unsigned)((N * 73856093) ^ (K * 19349663) ^ (M * 83492791) ^ (G * 2654435761u) ^ (b ? 1 : 0) ^
+                            (f32 ? 2 : 0) ^ (gelu ? 4 : 0)) %
                  ALGO_CACHE;
     for (int probe = 0; probe < ALGO_CACHE; probe++) {
         algo_entry *c = &g_cache[(h + probe) % ALGO_CACHE];
-        if (c->used && c->N == N && c->K == K && c->M == M && c->bias == (b != NULL) && c->f32 == f32 &&
-            c->gelu == gelu) {
+        if (c->used && c->N == N && c->K == K && c->M == M && c->G == G && c->out_stride == out_stride &&
+            c->bias == (b != NULL) && c->f32 == f32 && c->gelu == gelu) {
             e = c;
             break;
         }
@@ -84,7 +100,12 @@ static void matmul(sq_dtype dt, void *out, const void *x, const void *w, const v
                                          : (b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT);
             SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep));
             if (b) SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b, sizeof b));
-            make_layouts(f32 ? CUDA_R_32F : CUDA_R_16BF, N, K, M, &c->la, &c->lb, &c->ld);
+            if (b && G > 1) {   // b_g is M elements after b_{g-1}
+                int64_t bias_stride = M;
+                SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE, &bias_stride,
+                                                               sizeof bias_stride));
+            }
+            make_layouts(f32 ? CUDA_R_32F : CUDA_R_16BF, N, K, M, G, out_stride, &c->la, &c->lb, &c->ld);
             cublasLtMatmulPreference_t pref;
             SQ_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
             size_t ws = WORKSPACE_BYTES;
@@ -94,7 +115,7 @@ static void matmul(sq_dtype dt, void *out, const void *x, const void *w, const v
             SQ_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(g_lt, c->desc, c->la, c->lb, c->ld, c->ld, pref, 1, &res, &found));
             SQ_CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
             SQ_CHECK(found > 0, "cuBLASLt: no algorithm for a %lldx%lldx%lld %s GEMM", (long long)N, (long long)K, (long long)M, f32 ? "f32" : "bf16");
-            c->N = N; c->K = K; c->M = M; c->bias = b != NULL; c->f32 = f32; c->gelu = gelu; c->algo = res.algo; c->used = 1;
+            c->N = N; c->K = K; c->M = M; c->G = G; c->out_stride = out_stride; c->bias = b != NULL; c->f32 = f32; c->gelu = gelu; c->algo = res.algo; c->used = 1;
             e = c;
             break;
         }
@@ -117,10 +138,15 @@ static void matmul(sq_dtype dt, void *out, const void *x, const void *w, const v
 
 extern "C" void cuda_matmul(sq_dtype dt, void *out, const void *x, const void *w, const void *b, int64_t N, int64_t K,
                             int64_t M) {
-    matmul(dt, out, x, w, b, N, K, M, 0);
+    matmul(dt, out, x, w, b, N, K, M, 0, 1, 0);
 }
 
 extern "C" void cuda_matmul_gelu(sq_dtype dt, void *out, const void *x, const void *w, const void *b, int64_t N,
                                  int64_t K, int64_t M) {
-    matmul(dt, out, x, w, b, N, K, M, 1);
+    matmul(dt, out, x, w, b, N, K, M, 1, 1, 0);
+}
+
+extern "C" void cuda_matmul_shared_input(sq_dtype dt, void *out, int64_t out_stride, const void *x, const void *w,
+                                         const void *b, int64_t G, int64_t N, int64_t K, int64_t M) {
+    matmul(dt, out, x, w, b, N, K, M, 0, G, G > 1 ? out_stride : 0);
 }

@@ -116,6 +116,32 @@ static pair view_at(pair *base, int64_t offset, int ndim, const int64_t *shape) 
 // Re-poisons a device output between ops that share it.
 static void poison_dev(pair *o) { sq_fill(&o->d, NAN); }
 
+// G products of one input, outputs stride apart with gaps (the q/k/v projections as
+// one strided-batched GEMM), against the CPU twin; the gaps must keep their value.
+static void test_matmul_shared_input(void) {
+    const int64_t shapes[][4] = {{3, 17, 5, 3}, {333, 256, 96, 3}, {1024, 64, 200, 2}};
+    for (int s = 0; s < 3; s++) {
+        int64_t N = shapes[s][0], K = shapes[s][1], M = shapes[s][2], G = shapes[s][3], stride = N * M + 8;
+        for (int bias = 0; bias < 2; bias++) {
+            pair x = rnd(2, SQ_SHAPE(N, K), -1, 1), w = rnd(3, SQ_SHAPE(G, M, K), -1, 1), b = rnd(1, SQ_SHAPE(G * M), -1, 1);
+            pair all = outp(1, SQ_SHAPE(G * stride));
+            for (int64_t g = 0; g < G; g++) {   // the gaps hold 7 on both sides
+                pair gap = view_at(&all, g * stride + N * M, 1, SQ_SHAPE(8));
+                sq_fill(&gap.h, 7.0f);
+                sq_fill(&gap.d, 7.0f);
+            }
+            pair o = view_at(&all, 0, 2, SQ_SHAPE(N, M));
+            sq_matmul_shared_input(&o.h, stride, &x.h, &w.h, bias ? &b.h : NULL);
+            sq_matmul_shared_input(&o.d, stride, &x.d, &w.d, bias ? &b.d : NULL);
+            char what[80];
+            snprintf(what, sizeof what, "matmul_shared_input %lldx%lldx%lld G %lld bias %d", (long long)N, (long long)K,
+                     (long long)M, (long long)G, bias);
+            expect(what, &all);
+            drop(&x); drop(&w); drop(&b); drop(&all);
+        }
+    }
+}
+
 // The row kernels of kernels/cuda/norm.cu: the SD3.5 Large shapes at 1024² (4429
 // tokens of C 2432; the QK RMSNorm over 4429 * 38 heads of 64), T5's C 4096, and the
 // sizes at each path's edge: C 8192 (the longest row kept in registers), C 8200 (the
@@ -476,6 +502,7 @@ int main(void) {
         TOL = round ? 1e-4 : 2e-2;
         printf("-- device tensors %s, tolerance %g --\n", sq_dtype_name(g_dt), TOL);
         test_matmul();
+        test_matmul_shared_input();
         test_norms_acts();
         test_fast_paths();
         weighted_mse_case(1, 1, 2);

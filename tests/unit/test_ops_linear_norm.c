@@ -1,4 +1,4 @@
-// tests/unit/test_ops_linear_norm.c: matmul (+bias), layernorm (affine and not),
+// tests/unit/test_ops_linear_norm.c: matmul (+bias, and G products of one input), layernorm (affine and not),
 // RMSNorm, GroupNorm, GELU (erf, tanh), SiLU, quick GELU and softmax against naive
 // double-precision references on random inputs, odd sizes, NaN-poisoned outputs,
 // and in-place use where kernels/ops.h allows it.
@@ -26,6 +26,38 @@ static void test_matmul(void) {
             snprintf(what, sizeof what, "matmul %lldx%lldx%lld bias %d", (long long)N, (long long)K, (long long)M, with_bias);
             ot_expect(what, &out, ref, 1e-5);
             sq_tensor_free(&x); sq_tensor_free(&w); sq_tensor_free(&b); sq_tensor_free(&out);
+        }
+    }
+}
+
+// G products of one input written g·stride elements apart (kernels/ops.h), with
+// gaps between the outputs that must stay as they were.
+static void test_matmul_shared_input(void) {
+    const int64_t shapes[][4] = {{1, 1, 1, 2}, {3, 17, 5, 3}, {65, 129, 33, 3}, {7, 300, 260, 4}};
+    for (int s = 0; s < 4; s++) {
+        int64_t N = shapes[s][0], K = shapes[s][1], M = shapes[s][2], G = shapes[s][3], stride = N * M + 5;
+        for (int with_bias = 0; with_bias < 2; with_bias++) {
+            sq_tensor x = ot_rand(2, SQ_SHAPE(N, K), -1, 1), w = ot_rand(3, SQ_SHAPE(G, M, K), -1, 1);
+            sq_tensor b = ot_rand(2, SQ_SHAPE(G, M), -1, 1), all = ot_poisoned(1, SQ_SHAPE(G * stride));
+            for (int64_t g = 0; g < G; g++)
+                for (int64_t i = N * M; i < stride; i++) F32(all)[g * stride + i] = 7.0f;   // the gaps
+            sq_tensor out = sq_tensor_view(all.data, SQ_F32, SQ_CPU, 2, SQ_SHAPE(N, M));
+            sq_matmul_shared_input(&out, stride, &x, &w, with_bias ? &b : NULL);
+            double *ref = ot_ref(G * stride);
+            for (int64_t g = 0; g < G; g++) {
+                for (int64_t i = 0; i < N; i++)
+                    for (int64_t j = 0; j < M; j++) {
+                        double acc = with_bias ? F32(b)[g * M + j] : 0;
+                        for (int64_t k = 0; k < K; k++) acc += (double)F32(x)[i * K + k] * F32(w)[(g * M + j) * K + k];
+                        ref[g * stride + i * M + j] = acc;
+                    }
+                for (int64_t i = N * M; i < stride; i++) ref[g * stride + i] = 7.0;
+            }
+            char what[80];
+            snprintf(what, sizeof what, "matmul_shared_input %lldx%lldx%lld G %lld bias %d", (long long)N, (long long)K,
+                     (long long)M, (long long)G, with_bias);
+            ot_expect(what, &all, ref, 1e-5);
+            sq_tensor_free(&x); sq_tensor_free(&w); sq_tensor_free(&b); sq_tensor_free(&all);
         }
     }
 }
@@ -134,6 +166,7 @@ static void test_activations(void) {
 
 int main(void) {
     test_matmul();
+    test_matmul_shared_input();
     test_norms();
     test_activations();
     return tu_finish("test_ops_linear_norm");
