@@ -7,7 +7,10 @@
 #   2. attention over the joint tokens with head size 64: PyTorch's flash, cuDNN and
 #      memory-efficient SDPA backends, in TFLOP/s (4·S²·HS·H FLOP a pass).
 # bf16, batch 1, CUDA events around 20 runs after 3 warm-ups; prints one line per
-# measurement. Usage: python3 bench/probe_shapes.py [--json FILE]
+# measurement. Eager PyTorch issues each op from Python: small GEMMs ("three GEMMs"
+# at 333 or 1024 rows) are then bound by those launches, which sd-qzo's CUDA graphs
+# do not pay, so that column overstates what one GEMM saves (bench/RESULTS.md, sixth
+# session, has both). Usage: python3 bench/probe_shapes.py [--json FILE]
 import argparse
 import json
 
