@@ -1,16 +1,17 @@
-# What two of issue 22's remaining levers could give, measured with the libraries
-# PyTorch calls (cuBLAS, cuDNN, its own flash kernels) on SD3.5's shapes, before
-# writing either in sd-qzo:
-#   1. one GEMM for a stream's q, k and v: three (M, D) x (D, D) products issued one
-#      by one, against one strided-batched product (the activation read with batch
-#      stride 0) and against one (M, D) x (D, 3D) product;
-#   2. attention over the joint tokens with head size 64: PyTorch's flash, cuDNN and
-#      memory-efficient SDPA backends, in TFLOP/s (4·S²·HS·H FLOP a pass).
-# bf16, batch 1, CUDA events around 20 runs after 3 warm-ups; prints one line per
-# measurement. Eager PyTorch issues each op from Python: small GEMMs ("three GEMMs"
-# at 333 or 1024 rows) are then bound by those launches, which sd-qzo's CUDA graphs
-# do not pay, so that column overstates what one GEMM saves (bench/RESULTS.md, sixth
-# session, has both). Usage: python3 bench/probe_shapes.py [--json FILE]
+"""What two of issue 22's remaining levers could give, measured with the libraries
+PyTorch calls (cuBLAS, cuDNN, its own flash kernels) on SD3.5's shapes, before
+writing either in sd-qzo:
+  1. one GEMM for a stream's q, k and v: three (M, D) x (D, D) products issued one
+     by one, against one strided-batched product (the activation read with batch
+     stride 0) and against one (M, D) x (D, 3D) product;
+  2. attention over the joint tokens with head size 64: PyTorch's flash, cuDNN and
+     memory-efficient SDPA backends, in TFLOP/s (4·S²·HS·H FLOP a pass).
+bf16, batch 1, CUDA events around 20 runs after 3 warm-ups; prints one line per
+measurement. Eager PyTorch issues each op from Python: small GEMMs ("three GEMMs"
+at 333 or 1024 rows) are then bound by those launches, which sd-qzo's CUDA graphs
+do not pay, so that column overstates what one GEMM saves (bench/RESULTS.md, sixth
+session, has both). Usage: python3 bench/probe_shapes.py [--json FILE]
+"""
 import argparse
 import json
 
@@ -66,7 +67,7 @@ def attention(name, H, S, out):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", help="also write the measurements here")
     args = ap.parse_args()
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "cuDNN", torch.backends.cudnn.version())

@@ -36,18 +36,24 @@ int sq_linear_forward_gelu(sq_tensor *out, const sq_tensor *x, const sq_linear *
     return forward(out, x, l, p, scratch, true);
 }
 
+static long g_batched;   // sq_linear_shared_input_batched
+
+long sq_linear_shared_input_batched(void) { return g_batched; }
+
 // Whether the n layers can run as one sq_matmul_shared_input, and the outputs' stride.
 static bool one_batched_gemm(sq_tensor *const *out, const sq_tensor *x, const sq_linear *const *l, int n,
                              int64_t *out_stride) {
     if (n < 2 || n > SQ_LINEAR_SHARED_INPUT_MAX || !sq_linear_quantized(l[0])) return false;
     const sq_linear *l0 = l[0];
-    if (sq_qlinear_uses_gemv(out[0], x, &l0->codes, l0->b.data ? &l0->b : NULL, l0->group)) return false;
     size_t es = sq_dtype_bytes(out[0]->dtype, 1);
     ptrdiff_t step = (char *)out[1]->data - (char *)out[0]->data;
-    if (step <= 0 || step % (ptrdiff_t)es) return false;
+    // each output must end before the next begins
+    if (step < (ptrdiff_t)((size_t)sq_tensor_numel(out[0]) * es) || step % (ptrdiff_t)es) return false;
     for (int i = 0; i < n; i++) {
         const sq_linear *li = l[i];
-        if (!sq_linear_quantized(li) || li->group != l0->group || li->codes.shape[0] != l0->codes.shape[0] ||
+        if (!sq_linear_quantized(li) || sq_qlinear_uses_gemv(out[i], x, &li->codes, li->b.data ? &li->b : NULL, li->group))
+            return false;
+        if (li->group != l0->group || li->codes.shape[0] != l0->codes.shape[0] ||
             li->codes.shape[1] != l0->codes.shape[1] || (li->b.data != NULL) != (l0->b.data != NULL) ||
             out[i]->dtype != out[0]->dtype || sq_tensor_numel(out[i]) != sq_tensor_numel(out[0]) ||
             (char *)out[i]->data - (char *)out[0]->data != (ptrdiff_t)i * step)
@@ -70,8 +76,10 @@ int sq_linear_forward_shared_input(sq_tensor *const *out, const sq_tensor *x, co
     size_t mark = sq_arena_mark(scratch);
     sq_tensor w, b;
     if (sq_arena_tensor(scratch, &w, x->dtype, 3, (int64_t[]){n, M, K}) != SQ_OK ||
-        (bias && sq_arena_tensor(scratch, &b, out[0]->dtype, 1, (int64_t[]){n * M}) != SQ_OK))
+        (bias && sq_arena_tensor(scratch, &b, out[0]->dtype, 1, (int64_t[]){n * M}) != SQ_OK)) {
+        sq_arena_reset(scratch, mark);
         return SQ_FAIL;
+    }
     size_t wes = sq_dtype_bytes(w.dtype, 1);
     const sq_tensor *biases[SQ_LINEAR_SHARED_INPUT_MAX];
     for (int i = 0; i < n; i++) {
@@ -80,8 +88,9 @@ int sq_linear_forward_shared_input(sq_tensor *const *out, const sq_tensor *x, co
         sq_dequant_q4(&wi, &l[i]->codes, &l[i]->scales, l[i]->group, &lp);
         biases[i] = &l[i]->b;
     }
-    if (bias) sq_concat(&b, biases, n, 0);   // the biases side by side too: n·M values, one launch
+    if (bias) sq_concat(&b, biases, n, 0);   // the biases side by side too: n·M values, a short copy each
     sq_matmul_shared_input(out[0], out_stride, x, &w, bias ? &b : NULL);
+    g_batched++;
     sq_arena_reset(scratch, mark);
     return SQ_OK;
 }

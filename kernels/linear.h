@@ -50,6 +50,9 @@ int sq_linear_forward_gelu(sq_tensor *out, const sq_tensor *x, const sq_linear *
 enum { SQ_LINEAR_SHARED_INPUT_MAX = 4 };
 int sq_linear_forward_shared_input(sq_tensor *const *out, const sq_tensor *x, const sq_linear *const *l, int n,
                                    const sq_perturb *p, sq_arena *scratch);
+// How many sq_linear_forward_shared_input calls ran as one product since the start
+// (for tests: the path is a speed-up, and the numbers do not show which one ran).
+long sq_linear_shared_input_batched(void);
 
 void sq_linear_free(sq_linear *l);
 

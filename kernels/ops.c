@@ -92,7 +92,8 @@ void sq_matmul(sq_tensor *out, const sq_tensor *x, const sq_tensor *w, const sq_
 void sq_matmul_shared_input(sq_tensor *out, int64_t out_stride, const sq_tensor *x, const sq_tensor *w,
                             const sq_tensor *b) {
     char b1[96], b2[96], b3[96];
-    int64_t K = last_dim(x), N = rows_of(x), G = w->ndim == 3 ? w->shape[0] : 0, M = w->ndim == 3 ? w->shape[1] : 0;
+    SQ_CHECK(w->ndim == 3, "matmul_shared_input: w must be (G, M, K), not %s", desc(w, b2));
+    int64_t K = last_dim(x), N = rows_of(x), G = w->shape[0], M = w->shape[1];
     SQ_CHECK(G >= 1 && w->shape[2] == K && last_dim(out) == M && rows_of(out) == N && out_stride >= N * M &&
                  (!b || sq_tensor_numel(b) == G * M),
              "matmul_shared_input: x %s, w %s, out %s, stride %lld", desc(x, b1), desc(w, b2), desc(out, b3),

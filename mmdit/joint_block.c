@@ -147,8 +147,8 @@ static int mlp_residual(const sd_mmdit *m, sq_arena *a, sq_tensor *x, const sq_t
 
 size_t sd_joint_block_side_bytes(const sd_mmdit_config *c, int B, int T, int elem_bytes) {
     size_t D = (size_t)c->hidden, es = (size_t)elem_bytes, act = (size_t)B * (size_t)T * D * es;
-    // hc, pc; the MLP's h, u (4D), f; with B > 1 cq, ck, cv; one dequantised weight
-    // (the context MLP's, 4D x D); arena alignment
+    // hc, pc; the MLP's h, u (4D), f; with B > 1 cq, ck, cv; the dequantised weights
+    // (the context MLP's 4D x D, or q, k and v side by side, 3D x D); arena alignment
     return 11 * act + 4 * D * D * es + ((size_t)16 << 10);
 }
 

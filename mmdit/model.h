@@ -68,9 +68,10 @@ int sd_mmdit_init_synthetic(sd_mmdit *m, const sd_mmdit_config *cfg, sq_device d
 // needs, for activations of `elem_bytes` (2 bf16, 4 f32): a dozen live (B, N+T, D)
 // activations at the widest point of a joint block (the MLP's 4D hidden state
 // counts four times; with B > 1 the joint attention also holds per-stream q/k/v
-// copies, 11 in all), one int4 weight dequantised for its GEMM (only one is live at
-// a time: the MLP's 4D x D, or with more than SQ_QGEMV_MAX_ROWS samples the adaLN's
-// up to 9D x D, which the int4 GEMV takes for fewer), and a 64 MiB margin.
+// copies, 11 in all), the int4 weights dequantised for a GEMM (at most the MLP's
+// 4D x D at a time, which also holds a stream's q, k and v side by side for their one
+// GEMM; with more than SQ_QGEMV_MAX_ROWS samples the adaLN's up to 9D x D, which the
+// int4 GEMV takes for fewer), and a 64 MiB margin.
 // H100, B = 1: SD3.5 Large 1024² high-water 0.314 GiB against 0.34 estimated. With
 // B > 1 sixteen activations are counted: on an H200, Large 1024² at batch 4 needed
 // 1.25 GiB where twelve gave 1.07 (the run stopped with the arena exhausted).

@@ -71,6 +71,44 @@ static void make_layouts(cudaDataType_t t, int64_t N, int64_t K, int64_t M, int6
     }
 }
 
+// Fills cache slot c for one GEMM kind: its descriptors and the heuristic's first choice.
+static void fill_entry(algo_entry *c, int64_t N, int64_t K, int64_t M, int64_t G, int64_t out_stride, const void *b,
+                       int f32, int gelu) {
+    SQ_CUBLAS_CHECK(cublasLtMatmulDescCreate(&c->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    cublasLtEpilogue_t ep = gelu ? (b ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU)
+                                 : (b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT);
+    SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep));
+    if (b) SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b, sizeof b));
+    if (b && G > 1) {   // b_g is M elements after b_{g-1}
+        int64_t bias_stride = M;
+        SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE, &bias_stride,
+                                                       sizeof bias_stride));
+    }
+    make_layouts(f32 ? CUDA_R_32F : CUDA_R_16BF, N, K, M, G, out_stride, &c->la, &c->lb, &c->ld);
+    cublasLtMatmulPreference_t pref;
+    SQ_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    size_t ws = WORKSPACE_BYTES;
+    SQ_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    SQ_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(g_lt, c->desc, c->la, c->lb, c->ld, c->ld, pref, 1, &res, &found));
+    SQ_CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+    SQ_CHECK(found > 0, "cuBLASLt: no algorithm for a %lldx%lldx%lld %s GEMM", (long long)N, (long long)K, (long long)M, f32 ? "f32" : "bf16");
+    c->N = N; c->K = K; c->M = M; c->G = G; c->out_stride = out_stride; c->bias = b != NULL; c->f32 = f32; c->gelu = gelu; c->algo = res.algo; c->used = 1;
+}
+
+// Empties slot c (for another kind, when the cache is full).
+static void drop_entry(algo_entry *c) {
+    SQ_CUBLAS_CHECK(cublasLtMatmulDescDestroy(c->desc));
+    SQ_CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(c->la));
+    SQ_CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(c->lb));
+    SQ_CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(c->ld));
+    c->used = 0;
+}
+
 // gelu: apply GELU(tanh approximation, as cuBLASLt's GELU epilogue computes it) to
 // the fp32 result before the one rounding to bf16.
 static void matmul(sq_dtype dt, void *out, const void *x, const void *w, const void *b, int64_t N, int64_t K, int64_t M,
@@ -92,35 +130,19 @@ static void matmul(sq_dtype dt, void *out, const void *x, const void *w, const v
             break;
         }
         if (!c->used) {
-            SQ_CUBLAS_CHECK(cublasLtMatmulDescCreate(&c->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-            cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-            SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-            SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-            cublasLtEpilogue_t ep = gelu ? (b ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU)
-                                         : (b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT);
-            SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep));
-            if (b) SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b, sizeof b));
-            if (b && G > 1) {   // b_g is M elements after b_{g-1}
-                int64_t bias_stride = M;
-                SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE, &bias_stride,
-                                                               sizeof bias_stride));
-            }
-            make_layouts(f32 ? CUDA_R_32F : CUDA_R_16BF, N, K, M, G, out_stride, &c->la, &c->lb, &c->ld);
-            cublasLtMatmulPreference_t pref;
-            SQ_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-            size_t ws = WORKSPACE_BYTES;
-            SQ_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-            cublasLtMatmulHeuristicResult_t res;
-            int found = 0;
-            SQ_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(g_lt, c->desc, c->la, c->lb, c->ld, c->ld, pref, 1, &res, &found));
-            SQ_CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
-            SQ_CHECK(found > 0, "cuBLASLt: no algorithm for a %lldx%lldx%lld %s GEMM", (long long)N, (long long)K, (long long)M, f32 ? "f32" : "bf16");
-            c->N = N; c->K = K; c->M = M; c->G = G; c->out_stride = out_stride; c->bias = b != NULL; c->f32 = f32; c->gelu = gelu; c->algo = res.algo; c->used = 1;
+            fill_entry(c, N, K, M, G, out_stride, b, f32, gelu);
             e = c;
             break;
         }
     }
-    SQ_CHECK(e != NULL, "cuBLASLt: algorithm cache full");
+    if (!e) {
+        // Full (many bucket shapes): the kind in this one's first slot makes room, and is
+        // made again if it comes back (the heuristic gives it the same algorithm, and a
+        // recorded CUDA graph holds its launches, not these host-side descriptors).
+        e = &g_cache[h];
+        drop_entry(e);
+        fill_entry(e, N, K, M, G, out_stride, b, f32, gelu);
+    }
     // the bias differs per layer: point the cached descriptor at this call's
     if (b) SQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(e->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b, sizeof b));
     const float one = 1.0f, zero = 0.0f;

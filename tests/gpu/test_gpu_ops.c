@@ -77,6 +77,32 @@ static void test_matmul(void) {
     }
 }
 
+// More GEMM kinds than the algorithm cache holds (kernels/cuda/matmul.cu: 256; many
+// bucket shapes in one run): every one must still run and be right, the first ones
+// again after they made room for later ones.
+static void test_matmul_many_shapes(void) {
+    const int64_t K = 16, M = 8, kinds = 300;
+    pair x = rnd(2, SQ_SHAPE(kinds, K), -1, 1), w = rnd(2, SQ_SHAPE(M, K), -1, 1);
+    double worst = 0;
+    for (int round = 0; round < 2; round++)
+        for (int64_t n = 1; n <= kinds; n += round ? 37 : 1) {
+            pair o = outp(2, SQ_SHAPE(n, M));
+            sq_tensor xh = sq_tensor_view(x.h.data, SQ_F32, SQ_CPU, 2, SQ_SHAPE(n, K));
+            sq_tensor xd = sq_tensor_view(x.d.data, g_dt, SQ_CUDA, 2, SQ_SHAPE(n, K));
+            sq_matmul(&o.h, &xh, &w.h, NULL);
+            sq_matmul(&o.d, &xd, &w.d, NULL);
+            float *got = malloc((size_t)(n * M) * sizeof(float));
+            SQ_CHECK(got && sq_tensor_to_host_f32(got, &o.d) == SQ_OK, "%s", sq_error_message());
+            double e = tu_rel_err(got, o.h.data, n * M);
+            if (!(e <= worst)) worst = e;
+            free(got);
+            drop(&o);
+        }
+    printf("  %-44s rel err %.2e\n", "matmul, 300 kinds, then 9 of them again", worst);
+    TU_CHECK(worst <= TOL, "matmul over more kinds than the algorithm cache holds: relative error %.3g", worst);
+    drop(&x); drop(&w);
+}
+
 static void test_norms_acts(void) {
     int64_t rows = 77, C = 129;
     pair x = rnd(2, SQ_SHAPE(rows, C), -3, 4), w = rnd(1, SQ_SHAPE(C), 0.5f, 1.5f), b = rnd(1, SQ_SHAPE(C), -1, 1);
@@ -503,6 +529,7 @@ int main(void) {
         printf("-- device tensors %s, tolerance %g --\n", sq_dtype_name(g_dt), TOL);
         test_matmul();
         test_matmul_shared_input();
+        test_matmul_many_shapes();
         test_norms_acts();
         test_fast_paths();
         weighted_mse_case(1, 1, 2);

@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "kernels/backend.h"
 #include "kernels/graph.h"
+#include "kernels/linear.h"
 #include "kernels/ops.h"
 #include "kernels/streams.h"
 #include "kernels/weight_prefetch.h"
@@ -54,7 +55,10 @@ int main(void) {
         int64_t n;
         long a0, l0, a1, l1;
         sq_prefetch_counts(&a0, &l0);
+        long batched = sq_linear_shared_input_batched();
         run_sequence(cases[c], false, false, plain, &n);
+        // q, k and v took one GEMM on the GPU (kernels/linear.h), whose results these passes check too
+        TU_CHECK(sq_linear_shared_input_batched() > batched, "%s: no q/k/v projections ran as one GEMM", cases[c]);
         sq_prefetch_counts(&a1, &l1);
         TU_CHECK(a1 == a0 && l1 == l0, "%s: prefetching off, yet %ld layers went through its buffers", cases[c],
                  (a1 - a0) + (l1 - l0));

@@ -50,8 +50,11 @@ static void run_case(bool bias, bool frozen_middle, int sign, bool spread) {
     sq_arena a;
     SQ_CHECK(sq_arena_init(&a, SQ_CPU, 1 << 20) == SQ_OK, "arena");
     sq_perturb p = {.seed = 5, .step = 11, .eps = 1e-2f, .sign = sign, .relative = 1};
+    long batched = sq_linear_shared_input_batched();
     TU_CHECK(sq_linear_forward_shared_input((sq_tensor *[]){&outs[0], &outs[1], &outs[2]}, &xt, ls, 3, &p, &a) == SQ_OK,
              "shared-input forward: %s", sq_error_message());
+    TU_CHECK(sq_linear_shared_input_batched() - batched == (spread ? 1 : 0), "spread %d: the %s path ran", spread,
+             spread ? "layer-by-layer" : "batched");
     for (int i = 0; i < 3; i++) {
         sq_tensor wt = sq_tensor_view(want[i], SQ_F32, SQ_CPU, 2, SQ_SHAPE(N, M));
         SQ_CHECK(sq_linear_forward(&wt, &xt, ls[i], &p, &a) == SQ_OK, "%s", sq_error_message());
